@@ -1,6 +1,14 @@
 /**
  * wiz-effect: the async patterns an AI agent system needs, as Effect combinators and services.
  *
+ * Each module is exported as a namespace, the way Effect exports its own:
+ * `import { AiModel, Retry, CircuitBreaker, AgentService } from "wiz-effect"`.
+ *
  * @since 0.1.0
  */
-export * from "./model/AiModel.js"
+
+/** @since 0.1.0 */
+export * as AiModel from "./model/AiModel.js"
+
+/** @since 0.1.0 */
+export * as Budget from "./policy/Budget.js"

@@ -6,11 +6,11 @@
  * @example
  * ```ts
  * import { Effect } from "effect"
- * import { AiModel, CompletionRequest } from "wiz-effect"
+ * import { AiModel } from "wiz-effect"
  *
  * const program = Effect.gen(function* () {
- *   const model = yield* AiModel
- *   const completion = yield* model.generate(new CompletionRequest({ prompt: "Summarise: ...", maxTokens: 64 }))
+ *   const model = yield* AiModel.AiModel
+ *   const completion = yield* model.generate(new AiModel.CompletionRequest({ prompt: "Summarise: ...", maxTokens: 64 }))
  *   return completion.text
  * })
  * ```
