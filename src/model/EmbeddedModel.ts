@@ -1,0 +1,340 @@
+/**
+ * A simulated language model that runs in-process: no network, no weights, no real
+ * understanding. It is the default model for `npm start`, the tests and the benchmarks, and it
+ * simulates what those need from a provider:
+ *
+ * - **an answer derived from the prompt**: an extractive summary (the prompt's sentences that
+ *   score highest on word frequency, stop words ignored, in their original order) followed by
+ *   `Keywords: …` (the most frequent content words). The text depends on the prompt only, so the
+ *   same prompt always gets the same answer; it is cut at `maxTokens` (`finishReason: "length"`).
+ * - **token usage** counted with {@link Tokenizer.count}, and a **context window** that rejects
+ *   a blank prompt or one whose tokens plus `maxTokens` do not fit (`InvalidRequest`).
+ * - **latency**: a time to first token, then a time per token, streamed word by word. Each call's
+ *   latencies vary by up to ± `jitter`.
+ * - **faults**, before the first token: with probability `failureRate` a call answers
+ *   `RateLimited` (with a `retryAfter` of 0.5–2 s), `Overloaded`, or hangs until the caller's
+ *   timeout interrupts it, in the proportions of `faults`; and a provider-side
+ *   `requestsPerMinute` limit over a sliding 60 s window answers `RateLimited` with the time
+ *   until a slot frees.
+ *
+ * Time is read only through Effect's `Clock` and spent only with `Effect.sleep`, so the model
+ * runs in virtual time under `TestClock`. Every random draw comes from Effect's `Random`, made
+ * from `(seed, prompt, how many times this prompt was asked before)` (every call that passes
+ * validation counts, even one the rate limit refuses): the same seed and the same sequence of
+ * calls per prompt give the same answers, latencies and faults however concurrent calls
+ * interleave. The model keeps one entry per distinct prompt (its answer and its count) for this.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { AiModel, EmbeddedModel } from "wiz-effect"
+ *
+ * const program = Effect.gen(function* () {
+ *   const model = yield* AiModel.AiModel
+ *   return yield* model.generate(new AiModel.CompletionRequest({ prompt: "Summarise: ...", maxTokens: 64 }))
+ * }).pipe(Effect.provide(EmbeddedModel.layer({ seed: 42, failureRate: 0.1 })))
+ * ```
+ *
+ * @since 0.1.0
+ */
+import { Clock, Duration, Effect, Hash, Layer, Random, Stream } from "effect"
+import * as AiModel from "./AiModel.js"
+import * as Tokenizer from "./Tokenizer.js"
+
+/**
+ * Relative weights of the injected faults. When `faults` is given, a kind it leaves out has
+ * weight 0.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Faults {
+  /** Answer `RateLimited { limit: "requests" }` with a `retryAfter` between 0.5 and 2 s. */
+  readonly rateLimited?: number
+  /** Answer `Overloaded`. */
+  readonly overloaded?: number
+  /** Never answer: the call waits until it is interrupted (by the caller's timeout). */
+  readonly hang?: number
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options {
+  /** The model's name, reported in completions and errors. */
+  readonly name?: string
+  /** Seed of every draw. Without one, a seed is drawn once from the ambient `Random` by `make`. */
+  readonly seed?: number
+  /** Time before the first token, around which each call varies by `jitter`. */
+  readonly timeToFirstToken?: Duration.DurationInput
+  /** Time per completion token, around which each call varies by `jitter`. */
+  readonly perToken?: Duration.DurationInput
+  /** Each call scales its latencies by factors drawn from `[1 - jitter, 1 + jitter]` (0..1). */
+  readonly jitter?: number
+  /** Probability (0..1) that a call fails, split across `faults`. */
+  readonly failureRate?: number
+  /** How `failureRate` is split between the kinds of fault. */
+  readonly faults?: Faults
+  /**
+   * Provider-side limit on request starts in any 60 s window; beyond it, `RateLimited` with the
+   * time until the oldest start leaves the window. A refused request takes no slot.
+   */
+  readonly requestsPerMinute?: number
+  /** Prompt tokens plus `maxTokens` may not exceed this. */
+  readonly contextWindow?: number
+}
+
+/**
+ * `name: "embedded"`, `timeToFirstToken: 150 ms`, `perToken: 4 ms`, `jitter: 0.5`,
+ * `failureRate: 0`, `faults: { rateLimited: 0.5, overloaded: 0.3, hang: 0.2 }`, no
+ * `requestsPerMinute` limit, `contextWindow: 8192`. With these, 300 answers of ~40 tokens at
+ * concurrency 8 take about 12 s.
+ *
+ * @since 0.1.0
+ * @category defaults
+ */
+export const defaults = {
+  name: "embedded",
+  timeToFirstToken: Duration.millis(150),
+  perToken: Duration.millis(4),
+  jitter: 0.5,
+  failureRate: 0,
+  faults: { rateLimited: 0.5, overloaded: 0.3, hang: 0.2 },
+  requestsPerMinute: Number.POSITIVE_INFINITY,
+  contextWindow: 8192
+} as const
+
+/**
+ * A new simulated model with its own request counters and rate-limit window.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (options: Options = {}): Effect.Effect<AiModel.AiModel.Service> =>
+  Effect.flatMap(
+    options.seed === undefined ? Random.nextInt : Effect.succeed(options.seed),
+    (seed) => Effect.sync(() => build(options, seed))
+  )
+
+/**
+ * The simulated model as the {@link AiModel.AiModel} service.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (options: Options = {}): Layer.Layer<AiModel.AiModel> =>
+  Layer.effect(AiModel.AiModel, make(options))
+
+// -----------------------------------------------------------------------------
+// internal
+// -----------------------------------------------------------------------------
+
+/** What the model knows about a prompt: its size, its full answer, and how often it was asked. */
+interface Answer {
+  /** `Hash.string` of the prompt, so a call's seed is short to hash. */
+  readonly hash: number
+  readonly promptTokens: number
+  /** The answer split before each run of whitespace, so the pieces concatenate to the text. */
+  readonly pieces: ReadonlyArray<string>
+  readonly tokens: ReadonlyArray<number>
+  asked: number
+}
+
+/** One admitted call: the part of the answer it returns and the latencies it waits. */
+interface Call {
+  readonly answer: Answer
+  readonly pieces: number
+  readonly finishReason: AiModel.FinishReason
+  readonly usage: AiModel.Usage
+  readonly timeToFirstToken: number
+  readonly perToken: number
+}
+
+const windowMillis = 60_000
+
+const build = (options: Options, seed: number): AiModel.AiModel.Service => {
+  const name = options.name ?? defaults.name
+  const ttft = Duration.toMillis(options.timeToFirstToken ?? defaults.timeToFirstToken)
+  const perToken = Duration.toMillis(options.perToken ?? defaults.perToken)
+  const jitter = options.jitter ?? defaults.jitter
+  const failureRate = options.failureRate ?? defaults.failureRate
+  const faults = options.faults ?? defaults.faults
+  const rateLimited = faults.rateLimited ?? 0
+  const overloaded = faults.overloaded ?? 0
+  const hang = faults.hang ?? 0
+  const weights = rateLimited + overloaded + hang
+  const rpm = options.requestsPerMinute ?? defaults.requestsPerMinute
+  const contextWindow = options.contextWindow ?? defaults.contextWindow
+  if (
+    !(ttft >= 0 && ttft < Infinity && perToken >= 0 && perToken < Infinity) ||
+    !(jitter >= 0 && jitter <= 1) || !(failureRate >= 0 && failureRate <= 1) ||
+    !(rateLimited >= 0 && overloaded >= 0 && hang >= 0) || (failureRate > 0 && !(weights > 0)) ||
+    !(rpm === Infinity || (Number.isInteger(rpm) && rpm > 0)) ||
+    !(Number.isInteger(contextWindow) && contextWindow > 0)
+  ) {
+    throw new RangeError(
+      `EmbeddedModel: latencies must be finite and >= 0, jitter and failureRate in [0, 1], fault weights >= 0 ` +
+        `and not all 0 when failureRate > 0, requestsPerMinute and contextWindow positive integers`
+    )
+  }
+  const random = failureRate > 0 || (jitter > 0 && (ttft > 0 || perToken > 0))
+
+  const answers = new Map<string, Answer>()
+  const answerFor = (prompt: string): Answer => {
+    let answer = answers.get(prompt)
+    if (answer === undefined) {
+      const pieces = respond(prompt).match(/\s*\S+/g) ?? []
+      answer = { hash: Hash.string(prompt), promptTokens: Tokenizer.count(prompt), pieces, tokens: pieces.map(Tokenizer.count), asked: 0 }
+      answers.set(prompt, answer)
+    }
+    return answer
+  }
+
+  // Request starts in the last window, oldest at `head` once the ring holds `rpm` of them.
+  const starts: Array<number> = []
+  let head = 0
+  const admit = (now: number): AiModel.RateLimited | undefined => {
+    if (starts.length < rpm) {
+      starts.push(now)
+      return undefined
+    }
+    const oldest = starts[head]!
+    if (now - oldest < windowMillis) {
+      return new AiModel.RateLimited({ model: name, limit: "requests", retryAfter: Duration.millis(oldest + windowMillis - now) })
+    }
+    starts[head] = now
+    head = (head + 1) % rpm
+    return undefined
+  }
+
+  const decide = (request: AiModel.CompletionRequest, answer: Answer, draws?: Draws): Effect.Effect<Call, AiModel.ModelError> => {
+    if (draws !== undefined) {
+      const [fault, kind, retryAfter] = draws
+      if (fault < failureRate) {
+        const k = kind * weights
+        return k < rateLimited
+          ? Effect.fail(new AiModel.RateLimited({ model: name, limit: "requests", retryAfter: Duration.millis(Math.round(500 + retryAfter * 1500)) }))
+          : k < rateLimited + overloaded
+          ? Effect.fail(new AiModel.Overloaded({ model: name }))
+          : Effect.never
+      }
+    }
+    let pieces = 0
+    let completionTokens = 0
+    while (pieces < answer.pieces.length && completionTokens + answer.tokens[pieces]! <= request.maxTokens) {
+      completionTokens += answer.tokens[pieces]!
+      pieces++
+    }
+    const scale = (draw: number): number => 1 - jitter + 2 * jitter * draw
+    return Effect.succeed({
+      answer,
+      pieces,
+      finishReason: pieces < answer.pieces.length ? "length" : "stop",
+      usage: new AiModel.Usage({ promptTokens: answer.promptTokens, completionTokens }, true),
+      timeToFirstToken: draws === undefined ? ttft : ttft * scale(draws[3]),
+      perToken: draws === undefined ? perToken : perToken * scale(draws[4])
+    })
+  }
+
+  // Validate, count the ask, pass the rate limit, then draw this call's fault and latencies.
+  const start = (request: AiModel.CompletionRequest): Effect.Effect<Call, AiModel.ModelError> =>
+    Effect.suspend(() => {
+      const prompt = request.prompt
+      if (prompt.trim() === "") {
+        return Effect.fail(new AiModel.InvalidRequest({ model: name, reason: "the prompt is blank" }))
+      }
+      const entry = answerFor(prompt)
+      if (entry.promptTokens + request.maxTokens > contextWindow) {
+        return Effect.fail(
+          new AiModel.InvalidRequest({
+            model: name,
+            reason: `prompt (${entry.promptTokens} tokens) + maxTokens (${request.maxTokens}) = ` +
+              `${entry.promptTokens + request.maxTokens} tokens, more than the context window of ${contextWindow}`
+          })
+        )
+      }
+      const asked = entry.asked++
+      const drawn = random
+        ? Effect.flatMap(draw(Random.make(`${seed}:${asked}:${entry.hash}`)), (draws) => decide(request, entry, draws))
+        : decide(request, entry)
+      if (rpm === Infinity) return drawn
+      return Effect.flatMap(Clock.currentTimeMillis, (now) => {
+        const refused = admit(now)
+        return refused === undefined ? drawn : Effect.fail(refused)
+      })
+    })
+
+  return {
+    name,
+    generate: (request) =>
+      Effect.flatMap(start(request), (call) => {
+        const completion = new AiModel.Completion({
+          text: call.answer.pieces.slice(0, call.pieces).join(""),
+          finishReason: call.finishReason,
+          usage: call.usage,
+          model: name
+        }, true)
+        const latency = call.timeToFirstToken + call.usage.completionTokens * call.perToken
+        return latency > 0 ? Effect.as(Effect.sleep(latency), completion) : Effect.succeed(completion)
+      }),
+    stream: (request) =>
+      Stream.unwrap(Effect.map(start(request), (call) => {
+        const { answer, pieces } = call
+        const last = Math.max(pieces, 1) - 1
+        const steps = Array.from({ length: last + 1 }, (_, i) => {
+          // An answer cut before its first word still sends its final chunk, empty.
+          const delta = i < pieces ? answer.pieces[i]! : ""
+          const delay = (i === 0 ? call.timeToFirstToken : 0) + (i < pieces ? answer.tokens[i]! * call.perToken : 0)
+          const chunk = i === last
+            ? new AiModel.CompletionChunk({ delta, finishReason: call.finishReason, usage: call.usage }, true)
+            : new AiModel.CompletionChunk({ delta }, true)
+          return delay > 0 ? Effect.as(Effect.sleep(delay), chunk) : Effect.succeed(chunk)
+        })
+        return Stream.mapEffect(Stream.fromIterable(steps), (step) => step)
+      }))
+  }
+}
+
+/** A call's draws, always in this order: fault or not, which fault, its retryAfter, the two latency factors. */
+type Draws = readonly [number, number, number, number, number]
+
+const draw = (random: Random.Random): Effect.Effect<Draws> =>
+  Effect.all([random.next, random.next, random.next, random.next, random.next])
+
+// -----------------------------------------------------------------------------
+// the answer
+// -----------------------------------------------------------------------------
+
+const stopWords = new Set(
+  (
+    "a about after again all also am an and any are as at be because been before being between both but by can " +
+    "could did do does doing down during each few for from further had has have having he her here hers him his how " +
+    "i if in into is it its itself just me more most my no nor not now of off on once only or other our ours out over " +
+    "own same she should so some such than that the their theirs them then there these they this those through to too " +
+    "under until up very was we were what when where which while who whom why will with would you your yours " +
+    // the instructions a prompt opens with are not its subject
+    "briefly describe explain give list please summarise summarize summary tell write"
+  ).split(" ")
+)
+
+const summarySentences = 3
+const keywords = 5
+
+/** An extractive summary of the prompt, then its keywords. */
+const respond = (prompt: string): string => {
+  const sentences = (prompt.match(/[^.!?\n]+[.!?]*/g) ?? []).map((s) => s.trim()).filter((s) => s !== "")
+  const words = sentences.map((s) => (s.toLowerCase().match(/[\p{L}\p{N}]+(?:['’-][\p{L}\p{N}]+)*/gu) ?? []).filter((w) => w.length > 1 && !stopWords.has(w)))
+  const frequency = new Map<string, number>()
+  for (const list of words) for (const w of list) frequency.set(w, (frequency.get(w) ?? 0) + 1)
+  if (frequency.size === 0) return prompt.trim()
+  const score = (i: number): number => [...new Set(words[i])].reduce((sum, w) => sum + frequency.get(w)!, 0)
+  const chosen = sentences
+    .map((_, i) => i)
+    .sort((a, b) => score(b) - score(a) || a - b)
+    .slice(0, Math.min(summarySentences, Math.ceil(sentences.length / 3)))
+    .sort((a, b) => a - b)
+  // A Map iterates in insertion order, so the stable sort breaks ties by first appearance.
+  const top = [...frequency].sort((a, b) => b[1] - a[1]).slice(0, keywords).map(([w]) => w)
+  return `${chosen.map((i) => sentences[i]).join(" ")}\n\nKeywords: ${top.join(", ")}`
+}

@@ -1,0 +1,285 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Chunk, Clock, Duration, Effect, Either, Exit, Fiber, Option, Random, Stream, TestClock } from "effect"
+import * as AiModel from "../../src/model/AiModel.js"
+import * as EmbeddedModel from "../../src/model/EmbeddedModel.js"
+import * as Tokenizer from "../../src/model/Tokenizer.js"
+
+const article = "The circuit breaker opens after repeated failures. Retries use exponential backoff with jitter. " +
+  "A circuit breaker protects the provider from retry storms. Budgets limit how many retries a service may add. " +
+  "The breaker closes again after a successful probe. Timeouts bound every attempt."
+const summary = "The circuit breaker opens after repeated failures. A circuit breaker protects the provider from retry storms." +
+  "\n\nKeywords: breaker, circuit, retries, opens, repeated"
+
+const request = (prompt: string, maxTokens = 100) => new AiModel.CompletionRequest({ prompt, maxTokens })
+
+const instant = { timeToFirstToken: 0, perToken: 0 } as const
+
+/** One call's outcome and how long it took in virtual time, to the µs (end - start of float instants carries ulps). */
+const timed = <A>(effect: Effect.Effect<A, AiModel.ModelError>) =>
+  Effect.gen(function* () {
+    const start = yield* Clock.currentTimeMillis
+    const result = yield* Effect.either(effect)
+    return { result, ms: Math.round(((yield* Clock.currentTimeMillis) - start) * 1000) / 1000 }
+  })
+
+/** Runs `program` to the end, letting up to an hour of virtual time pass. */
+const inVirtualTime = <A, E>(program: Effect.Effect<A, E>) =>
+  Effect.gen(function* () {
+    const fiber = yield* Effect.fork(program)
+    yield* TestClock.adjust("1 hour")
+    return yield* Fiber.join(fiber)
+  })
+
+const collect = <A>(stream: Stream.Stream<A, AiModel.ModelError>) =>
+  Effect.map(Stream.runCollect(stream), Chunk.toArray)
+
+describe("EmbeddedModel", () => {
+  it.effect("answers with an extractive summary and keywords, and counts usage with the Tokenizer", () =>
+    Effect.gen(function* () {
+      const model = yield* EmbeddedModel.make({ ...instant, seed: 1, name: "sim" })
+      const completion = yield* model.generate(request(article))
+      expect(completion.text).toBe(summary)
+      expect(completion.finishReason).toBe("stop")
+      expect(completion.model).toBe("sim")
+      expect(model.name).toBe("sim")
+      expect(completion.usage.promptTokens).toBe(81)
+      expect(completion.usage.promptTokens).toBe(Tokenizer.count(article))
+      expect(completion.usage.completionTokens).toBe(47)
+      expect(completion.usage.completionTokens).toBe(Tokenizer.count(summary))
+      // the text depends on the prompt only
+      const other = yield* EmbeddedModel.make({ ...instant, seed: 2 })
+      expect((yield* other.generate(request(article))).text).toBe(summary)
+    }))
+
+  it.effect("a prompt of stop words only is answered with itself, without keywords", () =>
+    Effect.gen(function* () {
+      const model = yield* EmbeddedModel.make({ ...instant, seed: 1 })
+      expect((yield* model.generate(request("  What is it?  "))).text).toBe("What is it?")
+    }))
+
+  it.effect("a call completes exactly at timeToFirstToken + n × perToken, not a millisecond earlier", () =>
+    Effect.gen(function* () {
+      const model = yield* EmbeddedModel.make({ seed: 1, timeToFirstToken: "100 millis", perToken: "10 millis", jitter: 0 })
+      const fiber = yield* Effect.fork(model.generate(request(article)))
+      yield* TestClock.adjust(100 + 47 * 10 - 1)
+      expect(Option.isNone(yield* Fiber.poll(fiber))).toBe(true)
+      yield* TestClock.adjust(1)
+      const completion = yield* Fiber.join(fiber)
+      expect(completion.text).toBe(summary)
+      expect(yield* Clock.currentTimeMillis).toBe(570)
+    }))
+
+  it.effect("stream: the first word after timeToFirstToken plus its tokens, then word by word, the last at the same time as generate", () =>
+    Effect.gen(function* () {
+      const model = yield* EmbeddedModel.make({ seed: 1, timeToFirstToken: "100 millis", perToken: "10 millis", jitter: 0 })
+      const fiber = yield* Effect.fork(collect(Stream.mapEffect(
+        model.stream(request("Alpha beta gamma. Alpha beta.")),
+        (chunk) => Effect.map(Clock.currentTimeMillis, (at) => [chunk.delta, at] as const)
+      )))
+      yield* TestClock.adjust(1000)
+      // answer: "Alpha beta gamma.\n\nKeywords: alpha, beta, gamma", pieces of 2, 1, 3, 3, 3, 2, 2 tokens
+      expect(yield* Fiber.join(fiber)).toEqual([
+        ["Alpha", 120],
+        [" beta", 130],
+        [" gamma.", 160],
+        ["\n\nKeywords:", 190],
+        [" alpha,", 220],
+        [" beta,", 240],
+        [" gamma", 260]
+      ])
+    }))
+
+  it.effect("stream chunks concatenate to generate's text; only the last carries finishReason and usage", () =>
+    Effect.gen(function* () {
+      const model = yield* EmbeddedModel.make({ seed: 3 })
+      const chunks = yield* inVirtualTime(collect(model.stream(request(article))))
+      const completion = yield* inVirtualTime(model.generate(request(article)))
+      expect(chunks.map((chunk) => chunk.delta).join("")).toBe(completion.text)
+      expect(chunks.length).toBe(completion.text.split(/\s+/).length)
+      const last = chunks[chunks.length - 1]!
+      expect(last.finishReason).toBe("stop")
+      expect(last.usage).toEqual(completion.usage)
+      expect(chunks.slice(0, -1).every((chunk) => chunk.finishReason === undefined && chunk.usage === undefined)).toBe(true)
+    }))
+
+  it.effect("maxTokens cuts the answer at a word boundary: finishReason length, usage within the limit", () =>
+    Effect.gen(function* () {
+      const model = yield* EmbeddedModel.make({ ...instant, seed: 1 })
+      const completion = yield* model.generate(request(article, 10))
+      expect(completion.text).toBe("The circuit breaker opens after")
+      expect(completion.finishReason).toBe("length")
+      expect(completion.usage.completionTokens).toBe(9)
+      const chunks = yield* collect(model.stream(request(article, 10)))
+      expect(chunks.map((chunk) => chunk.delta).join("")).toBe(completion.text)
+      expect(chunks[chunks.length - 1]!.finishReason).toBe("length")
+      expect(chunks[chunks.length - 1]!.usage).toEqual(completion.usage)
+      // a first word longer than maxTokens leaves an empty completion, still with its final chunk
+      const empty = yield* collect(model.stream(request("Internationalization matters.", 1)))
+      expect(empty.map((chunk) => [chunk.delta, chunk.finishReason, chunk.usage?.completionTokens])).toEqual([["", "length", 0]])
+    }))
+
+  const faulty = { failureRate: 0.4, faults: { rateLimited: 1, overloaded: 1 } } as const
+  const sequence = (seed: number) =>
+    Effect.gen(function* () {
+      const model = yield* EmbeddedModel.make({ ...faulty, seed })
+      const prompts = ["one thing.", "another thing.", "one thing."]
+      return yield* inVirtualTime(Effect.forEach(
+        Array.from({ length: 30 }, (_, i) => prompts[i % 3]!),
+        (prompt) => timed(model.generate(request(prompt)))
+      ))
+    })
+
+  it.effect("the same seed gives the same completions, latencies and fault sequence; another seed does not", () =>
+    Effect.gen(function* () {
+      const first = yield* sequence(7)
+      const again = yield* sequence(7)
+      const other = yield* sequence(8)
+      expect(again).toEqual(first)
+      expect(other).not.toEqual(first)
+      const latencies = first.filter((call) => Either.isRight(call.result)).map((call) => call.ms)
+      const faults = first.filter((call) => Either.isLeft(call.result)).map((call) => call.ms)
+      // latencies vary per call within ±50% of 150 ms + n × 4 ms (answers of 10 and 12 tokens);
+      // faults answer at once
+      expect(new Set(latencies).size).toBe(latencies.length)
+      for (const ms of latencies) expect(ms >= 75 + 10 * 2 && ms <= 225 + 12 * 6).toBe(true)
+      expect(faults.length > 0 && faults.every((ms) => ms === 0)).toBe(true)
+    }))
+
+  it.effect("the seed comes from the ambient Random when not given, so Effect.withRandom makes it deterministic", () =>
+    Effect.gen(function* () {
+      const run = Effect.gen(function* () {
+        const model = yield* EmbeddedModel.make(faulty)
+        return yield* inVirtualTime(Effect.forEach(Array.from({ length: 10 }), () => timed(model.generate(request("same prompt.")))))
+      })
+      const first = yield* Effect.withRandom(run, Random.make(11))
+      expect(yield* Effect.withRandom(run, Random.make(11))).toEqual(first)
+      expect(yield* Effect.withRandom(run, Random.make(12))).not.toEqual(first)
+    }))
+
+  it.effect("determinism survives concurrency: sequential and concurrent runs give each prompt the same results", () =>
+    Effect.gen(function* () {
+      const prompts = ["alpha beta.", "gamma delta.", "epsilon zeta.", "eta theta."]
+      const byPrompt = (results: ReadonlyArray<readonly [string, unknown]>) =>
+        prompts.map((prompt) => results.filter(([p]) => p === prompt).map(([, r]) => r))
+      const run = (order: ReadonlyArray<string>, concurrency: number) =>
+        Effect.gen(function* () {
+          const model = yield* EmbeddedModel.make({ seed: 5, failureRate: 0.3, faults: { rateLimited: 1, overloaded: 1 } })
+          return yield* inVirtualTime(Effect.forEach(
+            order,
+            (prompt) => Effect.map(timed(model.generate(request(prompt))), (r) => [prompt, r] as const),
+            { concurrency }
+          ))
+        })
+      // prompt by prompt, one call at a time
+      const sequential = yield* run(prompts.flatMap((prompt) => Array.from({ length: 5 }, () => prompt)), 1)
+      // round robin, all at once: the same calls per prompt in the same order, interleaved otherwise
+      const concurrent = yield* run(Array.from({ length: 5 }, () => [...prompts].reverse()).flat(), 20)
+      expect(byPrompt(concurrent)).toEqual(byPrompt(sequential))
+      expect(sequential.some(([, r]) => Either.isLeft(r.result))).toBe(true)
+    }))
+
+  it.effect("failureRate is split by the fault weights: RateLimited carries limit requests and a retryAfter of 0.5–2 s", () =>
+    Effect.gen(function* () {
+      const calls = Array.from({ length: 200 }, (_, i) => request(`prompt number ${i}.`))
+      const errors = (options: EmbeddedModel.Options) =>
+        Effect.gen(function* () {
+          const model = yield* EmbeddedModel.make({ ...instant, seed: 9, ...options })
+          return yield* Effect.forEach(calls, (r) => Effect.flip(model.generate(r)).pipe(Effect.orElseSucceed(() => undefined)))
+        })
+      const limited = yield* errors({ failureRate: 1, faults: { rateLimited: 1 } })
+      for (const error of limited) {
+        expect(error?._tag).toBe("RateLimited")
+        if (error?._tag !== "RateLimited") continue
+        expect(error.limit).toBe("requests")
+        const ms = Duration.toMillis(error.retryAfter!)
+        expect(ms >= 500 && ms <= 2000 && Number.isInteger(ms)).toBe(true)
+      }
+      expect(new Set(limited.map((e) => e?._tag === "RateLimited" ? Duration.toMillis(e.retryAfter!) : 0)).size > 50).toBe(true)
+      expect((yield* errors({ failureRate: 1, faults: { overloaded: 1 } })).every((e) => e?._tag === "Overloaded")).toBe(true)
+      const mixed = yield* errors({ failureRate: 1, faults: { rateLimited: 3, overloaded: 1 } })
+      const rateLimited = mixed.filter((e) => e?._tag === "RateLimited").length
+      expect(mixed.every((e) => e?._tag === "RateLimited" || e?._tag === "Overloaded")).toBe(true)
+      expect(rateLimited > 125 && rateLimited < 175).toBe(true)
+      const some = yield* errors({ failureRate: 0.25, faults: { rateLimited: 1, overloaded: 1 } })
+      const failed = some.filter((e) => e !== undefined).length
+      expect(failed > 30 && failed < 70).toBe(true)
+      expect(yield* errors({ failureRate: 0 })).toEqual(calls.map(() => undefined))
+    }))
+
+  it.effect("a fault comes before the first token: the stream fails at once without a chunk", () =>
+    Effect.gen(function* () {
+      const model = yield* EmbeddedModel.make({ seed: 1, failureRate: 1, faults: { overloaded: 1 } })
+      const exit = yield* Effect.exit(collect(model.stream(request(article))))
+      expect(exit).toEqual(Exit.fail(new AiModel.Overloaded({ model: "embedded" })))
+    }))
+
+  it.effect("hang never answers until interrupted; the caller's timeout decides", () =>
+    Effect.gen(function* () {
+      const model = yield* EmbeddedModel.make({ seed: 1, failureRate: 1, faults: { hang: 1 } })
+      const fiber = yield* Effect.fork(model.generate(request(article)))
+      const streamed = yield* Effect.fork(collect(model.stream(request(article))))
+      yield* TestClock.adjust("1 day")
+      expect(Option.isNone(yield* Fiber.poll(fiber))).toBe(true)
+      expect(Option.isNone(yield* Fiber.poll(streamed))).toBe(true)
+      expect(Exit.isInterrupted(yield* Fiber.interrupt(fiber))).toBe(true)
+      expect(Exit.isInterrupted(yield* Fiber.interrupt(streamed))).toBe(true)
+      const timeout = new AiModel.ModelTimeout({ model: model.name, timeout: Duration.seconds(5) })
+      const bounded = yield* Effect.fork(
+        model.generate(request(article)).pipe(Effect.timeoutFail({ duration: "5 seconds", onTimeout: () => timeout }))
+      )
+      yield* TestClock.adjust("5 seconds")
+      expect(yield* Fiber.await(bounded)).toEqual(Exit.fail(timeout))
+    }))
+
+  it.effect("requestsPerMinute answers RateLimited with the time until a slot frees, and recovers as the window slides", () =>
+    Effect.gen(function* () {
+      const model = yield* EmbeddedModel.make({ ...instant, seed: 1, requestsPerMinute: 3 })
+      const call = Effect.either(model.generate(request(article)))
+      const retryAfter = (result: Either.Either<AiModel.Completion, AiModel.ModelError>) =>
+        Either.isLeft(result) && result.left._tag === "RateLimited" && result.left.limit === "requests"
+          ? Duration.toMillis(result.left.retryAfter!)
+          : "answered"
+      const at = (ms: number) => Effect.zipRight(TestClock.setTime(ms), Effect.map(call, retryAfter))
+      expect(yield* at(0)).toBe("answered")
+      expect(yield* at(10_000)).toBe("answered")
+      expect(yield* at(20_000)).toBe("answered")
+      expect(yield* at(30_000)).toBe(30_000)
+      expect(yield* at(59_999)).toBe(1)
+      // a refused request took no slot: the start at 0 leaves the window at 60 s
+      expect(yield* at(60_000)).toBe("answered")
+      expect(yield* at(60_000)).toBe(10_000)
+      expect(yield* at(70_000)).toBe("answered")
+      expect(yield* at(80_000)).toBe("answered")
+      expect(yield* at(80_000)).toBe(40_000)
+    }))
+
+  it.effect("InvalidRequest for a blank prompt or one that does not fit the context window (not transient)", () =>
+    Effect.gen(function* () {
+      const model = yield* EmbeddedModel.make({ ...instant, seed: 1, contextWindow: 100 })
+      const blank = yield* Effect.flip(model.generate(request(" \n\t")))
+      expect(blank).toEqual(new AiModel.InvalidRequest({ model: "embedded", reason: "the prompt is blank" }))
+      expect(AiModel.isTransient(blank)).toBe(false)
+      const tooLong = yield* Effect.flip(model.generate(request(article, 20)))
+      expect(tooLong).toEqual(new AiModel.InvalidRequest({
+        model: "embedded",
+        reason: "prompt (81 tokens) + maxTokens (20) = 101 tokens, more than the context window of 100"
+      }))
+      expect(yield* Effect.flip(collect(model.stream(request(article, 20))))).toEqual(tooLong)
+      expect((yield* model.generate(request(article, 19))).usage.promptTokens).toBe(81)
+    }))
+
+  it.effect("layer provides the model as AiModel", () =>
+    Effect.gen(function* () {
+      const model = yield* AiModel.AiModel
+      expect(model.name).toBe("embedded")
+      expect((yield* model.generate(request(article))).text).toBe(summary)
+    }).pipe(Effect.provide(EmbeddedModel.layer({ ...instant, seed: 1 }))))
+
+  it.effect("options out of range are a defect", () =>
+    Effect.gen(function* () {
+      const exit = yield* Effect.exit(EmbeddedModel.make({ failureRate: 1.5 }))
+      expect(Exit.isFailure(exit) && exit.cause._tag === "Die").toBe(true)
+      const noWeights = yield* Effect.exit(EmbeddedModel.make({ failureRate: 0.1, faults: {} }))
+      expect(Exit.isFailure(noWeights)).toBe(true)
+    }))
+})
