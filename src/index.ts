@@ -12,3 +12,9 @@ export * as AiModel from "./model/AiModel.js"
 
 /** @since 0.1.0 */
 export * as Budget from "./policy/Budget.js"
+
+/** @since 0.1.0 */
+export * as EmbeddedModel from "./model/EmbeddedModel.js"
+
+/** @since 0.1.0 */
+export * as Tokenizer from "./model/Tokenizer.js"
