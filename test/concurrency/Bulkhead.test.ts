@@ -1,0 +1,264 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Cause, Clock, Deferred, Effect, Exit, FastCheck as fc, Fiber, FiberId, Option, TestClock } from "effect"
+import * as Bulkhead from "../../src/concurrency/Bulkhead.js"
+
+/** Lets every forked fiber run until it is suspended (queued on the bulkhead, or sleeping). */
+const settle = TestClock.adjust(0)
+
+interface Task {
+  readonly permits: number
+  readonly latency: number
+  readonly fails: boolean
+}
+
+/**
+ * Start times under a strict FIFO limiter when every task arrives at t = 0 in list order: the
+ * head waits until its request fits, and nobody overtakes it.
+ */
+const fifoStarts = (permits: number, tasks: ReadonlyArray<Task>): Array<number> => {
+  let free = permits
+  let now = 0
+  const running: Array<{ end: number; permits: number }> = []
+  return tasks.map((task) => {
+    while (free < task.permits) {
+      now = Math.min(...running.map((r) => r.end))
+      for (let i = running.length - 1; i >= 0; i--) {
+        if (running[i]!.end === now) free += running.splice(i, 1)[0]!.permits
+      }
+    }
+    free -= task.permits
+    running.push({ end: now + task.latency, permits: task.permits })
+    return now
+  })
+}
+
+const taskArbitrary = (maxPermits: number) =>
+  fc.record({
+    permits: fc.integer({ min: 1, max: maxPermits }),
+    latency: fc.integer({ min: 1, max: 1000 }),
+    fails: fc.boolean()
+  })
+
+const scenario = fc.integer({ min: 1, max: 5 }).chain((permits) =>
+  fc.record({
+    permits: fc.constant(permits),
+    tasks: fc.array(taskArbitrary(permits), { minLength: 1, maxLength: 30 })
+  })
+)
+
+describe("Bulkhead", () => {
+  it.effect.prop(
+    "never more than `permits` in flight, every task completes, starts are exactly strict FIFO's",
+    { scenario },
+    ({ scenario: { permits, tasks } }) =>
+      Effect.gen(function* () {
+        const bulkhead = yield* Bulkhead.make({ permits })
+        let inFlight = 0
+        let maxInFlight = 0
+        const starts: Array<number> = []
+        const run = (task: Task, i: number) =>
+          bulkhead.withPermits(task.permits)(
+            Effect.gen(function* () {
+              starts[i] = yield* Clock.currentTimeMillis
+              inFlight += task.permits
+              maxInFlight = Math.max(maxInFlight, inFlight)
+              yield* Effect.sleep(task.latency)
+              inFlight -= task.permits
+              return task.fails ? yield* Effect.fail(i) : i
+            })
+          )
+        const fiber = yield* Effect.fork(
+          Effect.forEach(tasks, (task, i) => Effect.exit(run(task, i)), { concurrency: "unbounded" })
+        )
+        yield* TestClock.adjust(tasks.reduce((sum, task) => sum + task.latency, 0))
+        const exits = yield* Fiber.join(fiber)
+
+        expect(exits).toEqual(tasks.map((task, i) => task.fails ? Exit.fail(i) : Exit.succeed(i)))
+        expect(starts).toEqual(fifoStarts(permits, tasks))
+        expect(maxInFlight).toBeLessThanOrEqual(permits)
+        expect(inFlight).toBe(0)
+        expect(yield* bulkhead.available).toBe(permits)
+        expect(yield* bulkhead.waiting).toBe(0)
+      }),
+    { fastCheck: { numRuns: 40 } }
+  )
+
+  it.effect.prop(
+    "admits in arrival order, whatever the sizes (no barging by smaller requests)",
+    { scenario },
+    ({ scenario: { permits, tasks } }) =>
+      Effect.gen(function* () {
+        const bulkhead = yield* Bulkhead.make({ permits })
+        const admitted: Array<number> = []
+        const fiber = yield* Effect.fork(
+          Effect.forEach(
+            tasks,
+            (task, i) =>
+              bulkhead.withPermits(task.permits)(
+                Effect.zipRight(Effect.sync(() => admitted.push(i)), Effect.sleep(task.latency))
+              ),
+            { concurrency: "unbounded", discard: true }
+          )
+        )
+        yield* TestClock.adjust(tasks.reduce((sum, task) => sum + task.latency, 0))
+        yield* Fiber.join(fiber)
+        expect(admitted).toEqual(tasks.map((_, i) => i))
+      }),
+    { fastCheck: { numRuns: 40 } }
+  )
+
+  it.effect("a 1-permit caller does not overtake a queued 2-permit caller (Semaphore lets it barge)", () =>
+    Effect.gen(function* () {
+      const bulkhead = yield* Bulkhead.make({ permits: 3 })
+      const start = (name: string, n: number) =>
+        Effect.fork(
+          bulkhead.withPermits(n)(
+            Effect.zipLeft(Effect.map(Clock.currentTimeMillis, (t) => `${name}@${t}`), Effect.sleep("1 second"))
+          )
+        )
+      const a = yield* start("a", 2)
+      yield* settle
+      const b = yield* start("b", 2)
+      yield* settle
+      const c = yield* start("c", 1)
+      yield* settle
+      // one permit is free, but `c` waits behind `b`
+      expect(yield* bulkhead.available).toBe(1)
+      expect(yield* bulkhead.waiting).toBe(2)
+
+      yield* TestClock.adjust("1 second")
+      expect(yield* bulkhead.available).toBe(0)
+      yield* TestClock.adjust("1 second")
+      expect(yield* Fiber.join(Fiber.zip(a, Fiber.zip(b, c)))).toEqual(["a@0", ["b@1000", "c@1000"]])
+      expect(yield* bulkhead.available).toBe(3)
+    }))
+
+  it.effect("interrupting a waiter removes it from the queue and leaks no permit", () =>
+    Effect.gen(function* () {
+      const bulkhead = yield* Bulkhead.make({ permits: 1 })
+      const admitted: Array<string> = []
+      const start = (name: string) =>
+        Effect.fork(
+          bulkhead.withPermit(
+            Effect.zipRight(
+              Effect.flatMap(Clock.currentTimeMillis, (t) => Effect.sync(() => admitted.push(`${name}@${t}`))),
+              Effect.sleep("1 second")
+            )
+          )
+        )
+      const holder = yield* start("holder")
+      yield* settle
+      const a = yield* start("a")
+      yield* settle
+      const b = yield* start("b")
+      yield* settle
+      const c = yield* start("c")
+      yield* settle
+      expect(yield* bulkhead.waiting).toBe(3)
+
+      expect(Exit.isInterrupted(yield* Fiber.interrupt(b))).toBe(true)
+      expect(yield* bulkhead.waiting).toBe(2)
+
+      yield* TestClock.adjust("3 seconds")
+      yield* Fiber.join(Fiber.zip(holder, Fiber.zip(a, c)))
+      expect(admitted).toEqual(["holder@0", "a@1000", "c@2000"])
+      expect(yield* bulkhead.available).toBe(1)
+      expect(yield* bulkhead.waiting).toBe(0)
+    }))
+
+  it.effect("interrupting a holder releases its permits to the next waiter at once", () =>
+    Effect.gen(function* () {
+      const bulkhead = yield* Bulkhead.make({ permits: 3 })
+      const holder = yield* Effect.fork(bulkhead.withPermits(2)(Effect.never))
+      yield* settle
+      const waiter = yield* Effect.fork(bulkhead.withPermits(3)(Clock.currentTimeMillis))
+      yield* settle
+      expect(yield* bulkhead.available).toBe(1)
+
+      yield* TestClock.adjust("5 seconds")
+      expect(Exit.isInterrupted(yield* Fiber.interrupt(holder))).toBe(true)
+      expect(yield* Fiber.join(waiter)).toBe(5000)
+      expect(yield* bulkhead.available).toBe(3)
+    }))
+
+  describe("a waiter interrupted at the same moment it is granted leaks nothing", () => {
+    const race = (order: "interrupt, then release" | "release, then interrupt") =>
+      Effect.gen(function* () {
+        const bulkhead = yield* Bulkhead.make({ permits: 1 })
+        const waiterFiber = yield* Deferred.make<Fiber.RuntimeFiber<number>>()
+        const interruptWaiter = Effect.flatMap(Deferred.await(waiterFiber), (f) => Fiber.interruptAsFork(f, FiberId.none))
+        // The holder sends the interrupt and returns its permit in one synchronous step, so the
+        // waiter is granted while its interruption is pending (or the reverse).
+        const holder = yield* Effect.fork(
+          order === "interrupt, then release"
+            ? bulkhead.withPermit(interruptWaiter)
+            : Effect.zipRight(bulkhead.withPermit(Deferred.await(waiterFiber)), interruptWaiter)
+        )
+        yield* settle
+        const waiter = yield* Effect.fork(bulkhead.withPermit(Effect.as(Effect.sleep("1 second"), 1)))
+        yield* settle
+        const next = yield* Effect.fork(bulkhead.withPermit(Clock.currentTimeMillis))
+        yield* settle
+        expect(yield* bulkhead.waiting).toBe(2)
+
+        yield* Deferred.succeed(waiterFiber, waiter)
+        yield* Fiber.join(holder)
+        expect(Exit.isInterrupted(yield* Fiber.await(waiter))).toBe(true)
+        yield* settle
+        expect(yield* Fiber.poll(next)).toEqual(Option.some(Exit.succeed(0)))
+        expect(yield* bulkhead.available).toBe(1)
+        expect(yield* bulkhead.waiting).toBe(0)
+      })
+
+    it.effect("interrupt, then release", () => race("interrupt, then release"))
+    it.effect("release, then interrupt", () => race("release, then interrupt"))
+  })
+
+  it.effect("1,000 waiters on 3 permits all complete, in arrival order, and all permits come back", () =>
+    Effect.gen(function* () {
+      const bulkhead = yield* Bulkhead.make({ permits: 3 })
+      const gate = yield* Deferred.make<void>()
+      let inFlight = 0
+      let maxInFlight = 0
+      const admitted: Array<number> = []
+      const fiber = yield* Effect.fork(Effect.forEach(
+        Array.from({ length: 1000 }, (_, i) => i),
+        (i) =>
+          bulkhead.withPermit(
+            Effect.gen(function* () {
+              admitted.push(i)
+              inFlight++
+              maxInFlight = Math.max(maxInFlight, inFlight)
+              yield* Deferred.await(gate)
+              yield* Effect.yieldNow()
+              inFlight--
+              return i
+            })
+          ),
+        { concurrency: "unbounded" }
+      ))
+      yield* settle
+      expect(yield* bulkhead.waiting).toBe(997)
+      expect(yield* bulkhead.available).toBe(0)
+
+      yield* Deferred.succeed(gate, undefined)
+      const results = yield* Fiber.join(fiber)
+      expect(results).toEqual(Array.from({ length: 1000 }, (_, i) => i))
+      expect(admitted).toEqual(results)
+      expect(maxInFlight).toBe(3)
+      expect(yield* bulkhead.available).toBe(3)
+      expect(yield* bulkhead.waiting).toBe(0)
+    }))
+
+  it.effect("a request for more permits than exist is a defect, not a wait that never ends", () =>
+    Effect.gen(function* () {
+      const bulkhead = yield* Bulkhead.make({ permits: 3 })
+      for (const n of [4, 0, 1.5]) {
+        const exit = yield* Effect.exit(bulkhead.withPermits(n)(Effect.succeed(1)))
+        expect(exit).toEqual(Exit.die(new RangeError(`Bulkhead: cannot take ${n} permits of 3`)))
+      }
+      expect(yield* bulkhead.available).toBe(3)
+      const invalid = yield* Effect.exit(Bulkhead.make({ permits: 0 }))
+      expect(Exit.isFailure(invalid) && Cause.isDie(invalid.cause)).toBe(true)
+    }))
+})
