@@ -18,3 +18,9 @@ export * as EmbeddedModel from "./model/EmbeddedModel.js"
 
 /** @since 0.1.0 */
 export * as Tokenizer from "./model/Tokenizer.js"
+
+/** @since 0.1.0 */
+export * as Fallback from "./policy/Fallback.js"
+
+/** @since 0.1.0 */
+export * as Hedge from "./policy/Hedge.js"
