@@ -12,7 +12,7 @@
  * How it stays cheap and leak-free:
  * - a free permit is taken, and its release installed, in one uninterruptible step, with no
  *   `Ref`, `Deferred` or async step on the way (the uncontended path);
- * - the release handler is allocated once per `withPermits(n)`, not once per call;
+ * - the release handler is allocated once per limiter and request size, not once per call;
  * - a release hands the permits straight to the head waiter; nobody overtakes a waiter, not
  *   even a later caller who asks for fewer permits (no barging, so no starvation of large
  *   requests);
@@ -129,11 +129,9 @@ export const make = (options: Options): Effect.Effect<Bulkhead> =>
       }
     }
 
-    const withPermits = (n: number) => {
-      if (!(Number.isInteger(n) && n >= 1 && n <= permits)) {
-        return <A, E, R>(_: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-          Effect.die(new RangeError(`Bulkhead: cannot take ${n} permits of ${permits}`))
-      }
+    type WithPermits = <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+
+    const makeWithPermits = (n: number): WithPermits => {
       const releasing = {
         onFailure: <E>(cause: Cause.Cause<E>): Effect.Effect<never, E> => {
           release(n)
@@ -168,6 +166,15 @@ export const make = (options: Options): Effect.Effect<Bulkhead> =>
             onSuccess: () => releaseOnExit(restore(self))
           })
         })
+    }
+
+    // One combinator (and so one release handler) per size, built on first use.
+    const bySize: Array<WithPermits> = []
+    const withPermits = (n: number): WithPermits => {
+      if (!(Number.isInteger(n) && n >= 1 && n <= permits)) {
+        return () => Effect.die(new RangeError(`Bulkhead: cannot take ${n} permits of ${permits}`))
+      }
+      return bySize[n] ??= makeWithPermits(n)
     }
 
     const bulkhead: Bulkhead = {

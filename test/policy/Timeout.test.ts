@@ -1,0 +1,178 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Clock, Duration, Effect, Either, Exit, Fiber, Option, Stream, TestClock } from "effect"
+import * as Bulkhead from "../../src/concurrency/Bulkhead.js"
+import { ModelTimeout } from "../../src/model/AiModel.js"
+import * as Timeout from "../../src/policy/Timeout.js"
+
+const timeout = (seconds: number) => new ModelTimeout({ model: "m", timeout: Duration.seconds(seconds) })
+
+/** The stream's elements, each tagged with the time it arrived, then how the stream ended. */
+const collectTimed = <A, E>(stream: Stream.Stream<A, E>) =>
+  Effect.gen(function* () {
+    const seen: Array<string> = []
+    const end = yield* stream.pipe(
+      Stream.runForEach((a) => Effect.map(Clock.currentTimeMillis, (t) => void seen.push(`${a}@${t}`))),
+      Effect.either
+    )
+    return { seen, end, at: yield* Clock.currentTimeMillis }
+  })
+
+/** Emits each delay's value after sleeping that many milliseconds since the previous one. */
+const chunksAfter = (...delays: Array<number>) =>
+  Stream.mapEffect(Stream.fromIterable(delays), (ms) => Effect.as(Effect.sleep(ms), ms))
+
+describe("Timeout.attempt", () => {
+  it.effect("fails with ModelTimeout, carrying the model and the duration, exactly at the deadline", () =>
+    Effect.gen(function* () {
+      const fiber = yield* Effect.fork(Timeout.attempt({ duration: "1 second", model: "m" })(Effect.never))
+      yield* TestClock.adjust("999 millis")
+      expect(yield* Fiber.poll(fiber)).toEqual(Option.none())
+      yield* TestClock.adjust("1 millis")
+      expect(yield* Fiber.poll(fiber)).toEqual(Option.some(Exit.fail(timeout(1))))
+      expect(timeout(1).message).toBe("m: no answer within 1s")
+    }))
+
+  it.effect("a success or a failure before the deadline is returned unchanged", () =>
+    Effect.gen(function* () {
+      const attempt = Timeout.attempt({ duration: "1 second", model: "m" })
+      const success = yield* Effect.fork(attempt(Effect.as(Effect.sleep("999 millis"), "answer")))
+      const failure = yield* Effect.fork(attempt(Effect.zipRight(Effect.sleep("500 millis"), Effect.fail("refused"))))
+      yield* TestClock.adjust("1 second")
+      expect(yield* Fiber.join(success)).toBe("answer")
+      expect(yield* Fiber.await(failure)).toEqual(Exit.fail("refused"))
+    }))
+
+  it.effect("an infinite duration is no timeout: the effect or stream is returned as it is (no fibers)", () =>
+    Effect.gen(function* () {
+      const options = { duration: Duration.infinity, model: "m" }
+      const call = Effect.as(Effect.sleep("1 day"), "late")
+      const stream = chunksAfter(1)
+      expect(Timeout.attempt(options)(call)).toBe(call)
+      expect(Timeout.firstChunk(options)(stream)).toBe(stream)
+      expect(Timeout.betweenChunks(options)(stream)).toBe(stream)
+    }))
+
+  it.effect(
+    "pitfall (opossum, p-queue): a timed-out attempt keeps its permit until its 5 s cleanup has run",
+    () =>
+      Effect.gen(function* () {
+        const bulkhead = yield* Bulkhead.make({ permits: 1 })
+        const attempt = Timeout.attempt({ duration: "1 second", model: "m" })
+        // Ignores interruption for 5 s (say, an uninterruptible socket teardown) after a 1 s timeout.
+        const stubborn = Effect.never.pipe(Effect.ensuring(Effect.sleep("5 seconds")))
+        const first = yield* Effect.fork(
+          bulkhead.withPermit(Effect.either(attempt(stubborn))).pipe(
+            Effect.zip(Clock.currentTimeMillis)
+          )
+        )
+        yield* TestClock.adjust(0)
+        const second = yield* Effect.fork(bulkhead.withPermit(Clock.currentTimeMillis))
+
+        yield* TestClock.adjust("1 second")
+        expect(yield* Fiber.poll(first)).toEqual(Option.none())
+        expect(yield* bulkhead.available).toBe(0)
+        yield* TestClock.adjust("5 seconds")
+        expect(yield* Fiber.poll(first)).toEqual(Option.some(Exit.succeed([Either.left(timeout(1)), 6000])))
+        expect(yield* Fiber.poll(second)).toEqual(Option.some(Exit.succeed(6000)))
+        expect(yield* bulkhead.available).toBe(1)
+      })
+  )
+
+  it.effect("interrupting the caller ends the attempt, and the permit is held until it has stopped", () =>
+    Effect.gen(function* () {
+      const bulkhead = yield* Bulkhead.make({ permits: 1 })
+      const attempt = Timeout.attempt({ duration: "10 seconds", model: "m" })
+      let cleanedUpAt = -1
+      const call = Effect.never.pipe(
+        Effect.ensuring(
+          Effect.zipRight(
+            Effect.sleep("2 seconds"),
+            Effect.flatMap(Clock.currentTimeMillis, (t) => Effect.sync(() => (cleanedUpAt = t)))
+          )
+        )
+      )
+      const caller = yield* Effect.fork(bulkhead.withPermit(attempt(call)))
+      yield* TestClock.adjust(0)
+      const next = yield* Effect.fork(bulkhead.withPermit(Clock.currentTimeMillis))
+      yield* TestClock.adjust("1 second")
+
+      const interrupted = yield* Effect.fork(Fiber.interrupt(caller))
+      yield* TestClock.adjust("2 seconds")
+      expect(Exit.isInterrupted(yield* Fiber.join(interrupted))).toBe(true)
+      expect(cleanedUpAt).toBe(3000)
+      expect(yield* Fiber.join(next)).toBe(3000)
+      expect(yield* bulkhead.available).toBe(1)
+    }))
+
+  it.effect("pitfall (opossum): one call timing out does not touch another call in flight", () =>
+    Effect.gen(function* () {
+      const attempt = Timeout.attempt({ duration: "2 seconds", model: "m" })
+      let interrupted = 0
+      const call = (ms: number) =>
+        Effect.as(Effect.sleep(ms), ms).pipe(Effect.onInterrupt(() => Effect.sync(() => interrupted++)))
+      const slow = yield* Effect.fork(attempt(call(5000)))
+      const fast = yield* Effect.fork(Effect.zip(attempt(call(1900)), Clock.currentTimeMillis))
+      const late = yield* Effect.fork(
+        Effect.zipRight(Effect.sleep("1 second"), Effect.zip(attempt(call(1500)), Clock.currentTimeMillis))
+      )
+      yield* TestClock.adjust("5 seconds")
+      expect(yield* Fiber.await(slow)).toEqual(Exit.fail(timeout(2)))
+      expect(yield* Fiber.join(fast)).toEqual([1900, 1900])
+      expect(yield* Fiber.join(late)).toEqual([1500, 2500])
+      expect(interrupted).toBe(1)
+    }))
+})
+
+describe("Timeout.firstChunk", () => {
+  const firstChunk = Timeout.firstChunk({ duration: "1 second", model: "m" })
+
+  it.effect("fails exactly at the deadline when the first chunk is late", () =>
+    Effect.gen(function* () {
+      const fiber = yield* Effect.fork(collectTimed(firstChunk(chunksAfter(1500, 10))))
+      yield* TestClock.adjust("10 seconds")
+      expect(yield* Fiber.join(fiber)).toEqual({ seen: [], end: Either.left(timeout(1)), at: 1000 })
+    }))
+
+  it.effect("once the first chunk is in, later gaps may be long", () =>
+    Effect.gen(function* () {
+      const fiber = yield* Effect.fork(collectTimed(firstChunk(chunksAfter(999, 5000, 3000))))
+      yield* TestClock.adjust("10 seconds")
+      expect(yield* Fiber.join(fiber)).toEqual({
+        seen: ["999@999", "5000@5999", "3000@8999"],
+        end: Either.right(undefined),
+        at: 8999
+      })
+    }))
+})
+
+describe("Timeout.betweenChunks", () => {
+  const betweenChunks = Timeout.betweenChunks({ duration: "1 second", model: "m" })
+
+  it.effect("fails exactly one duration after the last chunk when the stream stalls", () =>
+    Effect.gen(function* () {
+      const fiber = yield* Effect.fork(collectTimed(betweenChunks(chunksAfter(500, 800, 1500))))
+      yield* TestClock.adjust("10 seconds")
+      expect(yield* Fiber.join(fiber)).toEqual({
+        seen: ["500@500", "800@1300"],
+        end: Either.left(timeout(1)),
+        at: 2300
+      })
+    }))
+
+  it.effect("fails when the first chunk takes longer than the duration", () =>
+    Effect.gen(function* () {
+      const fiber = yield* Effect.fork(collectTimed(betweenChunks(chunksAfter(1001))))
+      yield* TestClock.adjust("10 seconds")
+      expect(yield* Fiber.join(fiber)).toEqual({ seen: [], end: Either.left(timeout(1)), at: 1000 })
+    }))
+
+  it.effect("never fires while chunks keep coming, however long the stream runs", () =>
+    Effect.gen(function* () {
+      const fiber = yield* Effect.fork(collectTimed(betweenChunks(chunksAfter(...Array(20).fill(999)))))
+      yield* TestClock.adjust("30 seconds")
+      const { seen, end, at } = yield* Fiber.join(fiber)
+      expect(seen).toEqual(Array.from({ length: 20 }, (_, i) => `999@${999 * (i + 1)}`))
+      expect(end).toEqual(Either.right(undefined))
+      expect(at).toBe(19980)
+    }))
+})
