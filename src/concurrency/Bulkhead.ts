@@ -7,7 +7,9 @@
  * which re-checks and goes back to sleep. Measured on node 20, 1,000 fibers waiting on 64
  * permits cost ~130 µs per call (599 MB heap), and on 3 permits ~3 ms per call (1.6 GB heap).
  * Here each waiter sits in a linked queue and is resumed exactly once, when a release hands
- * it its permits: ~8 µs per call at 1,000 waiters on 3 permits, under 1 µs uncontended.
+ * it its permits. Same machine, same load: 1,000 fibers on 3 permits ~70 µs per call (~38 µs
+ * of it is forking the fibers at all) against 2.3–3.8 ms with `Semaphore`; uncontended, ~1.5 µs
+ * added per call against ~5.4 µs.
  *
  * How it stays cheap and leak-free:
  * - a free permit is taken, and its release installed, in one uninterruptible step, with no
