@@ -24,3 +24,9 @@ export * as Fallback from "./policy/Fallback.js"
 
 /** @since 0.1.0 */
 export * as Hedge from "./policy/Hedge.js"
+
+/** @since 0.1.0 */
+export * as Bulkhead from "./concurrency/Bulkhead.js"
+
+/** @since 0.1.0 */
+export * as Timeout from "./policy/Timeout.js"
