@@ -1,0 +1,349 @@
+/**
+ * Retry with backoff that knows which failures are worth another try. The seed's
+ * `retryWithBackoff` retried everything (even a 400), had no jitter and no cap, ignored
+ * Retry-After and could not be cancelled while it slept (seed bug 4). This policy:
+ *
+ * - retries only errors `isRetryable` accepts (by default every tagged error except
+ *   `InvalidRequest` and `QuotaExhausted`, as `AiModel.isTransient` says for model errors);
+ * - waits an exponential backoff, capped, then jittered (`full`, `equal` or `none`) with Effect's
+ *   `Random`, so `Effect.withRandom(Random.make(seed))` makes every wait reproducible;
+ * - waits at least an error's `retryAfter` (`RateLimited`, an open breaker's `CircuitOpen`), and
+ *   fails at once with that same error when it asks for more than `retryAfterMax`, so a
+ *   fallback tier can answer instead of the caller sleeping through an hour-long Retry-After;
+ * - stops at `maxAttempts`, at an overall `deadline` (no attempt starts that cannot finish in
+ *   time), and when a shared {@link Budget.Budget} has no room, so an outage does not become a
+ *   retry storm;
+ * - sleeps through `Effect.sleep`: interrupting the caller during a backoff ends the call at once.
+ *
+ * The backoff itself is an Effect {@link schedule}. The retry is entered through `catchAll`, so a
+ * first attempt that succeeds runs no `Schedule` driver, no extra fiber and reads no clock
+ * (unless a `deadline` is set: then every attempt runs under a timeout).
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { AiModel, Retry } from "wiz-effect"
+ *
+ * const policy = Retry.make({ maxAttempts: 5, cap: "10 seconds", deadline: "1 minute" })
+ *
+ * const program = Effect.gen(function* () {
+ *   const model = yield* AiModel.AiModel
+ *   const request = new AiModel.CompletionRequest({ prompt: "Summarise: ...", maxTokens: 64 })
+ *   return yield* policy.apply(model.generate(request))
+ * })
+ * ```
+ *
+ * @since 0.1.0
+ */
+import { Clock, Duration, Effect, Random, Schedule, ScheduleDecision, Schema } from "effect"
+import { dual } from "effect/Function"
+import type { Budget } from "./Budget.js"
+
+/**
+ * What the policy needs of an error: a `_tag` to classify it by.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Tagged {
+  readonly _tag: string
+}
+
+/**
+ * How a backoff delay `d` is spread: `full` draws uniformly from `[0, d]`, `equal` from
+ * `[d/2, d]`, `none` keeps `d`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Jitter = "full" | "equal" | "none"
+
+/**
+ * The shape of the backoff, as used by {@link schedule}.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Backoff {
+  /** The first retry's delay before jitter. */
+  readonly base?: Duration.DurationInput
+  /** Each further retry waits `factor` times longer than the one before. */
+  readonly factor?: number
+  /** Upper bound on the delay, applied before jitter. */
+  readonly cap?: Duration.DurationInput
+  /** Attempts in all, the first included (so `maxAttempts - 1` retries). */
+  readonly maxAttempts?: number
+  /** How the capped delay is randomised. */
+  readonly jitter?: Jitter
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options<E extends Tagged = Tagged> extends Backoff {
+  /**
+   * The longest `retryAfter` an error may ask for. Above it the call fails at once with that
+   * error, unchanged, so a fallback can take over.
+   */
+  readonly retryAfterMax?: Duration.DurationInput
+  /**
+   * Overall time allowed, from the call's start. An attempt still running when it passes is
+   * interrupted and the call fails with {@link DeadlineExceeded}; a retry that could not start
+   * before it is not made. Each attempt then runs under `Effect.timeoutTo` (two fibers and a
+   * timer: ~50 µs per call, against ~0.7 µs for the policy without a deadline).
+   */
+  readonly deadline?: Duration.DurationInput
+  /**
+   * How long one attempt may take (the caller enforces it). With a `deadline`, a retry starts
+   * only if `start + attemptTimeout` is no later than the deadline.
+   */
+  readonly attemptTimeout?: Duration.DurationInput
+  /** Whether an error may go away when the attempt is made again. */
+  readonly isRetryable?: (error: E) => boolean
+  /**
+   * A budget shared by many calls: each call records its first attempt, each retry withdraws
+   * from it, and a retry with no room left is not made.
+   */
+  readonly budget?: Budget
+  /** Runs before each retry's wait. */
+  readonly onRetry?: (event: RetryEvent<E>) => Effect.Effect<void>
+  /** Runs when the call fails for good, just before it fails. */
+  readonly onGiveUp?: (event: GiveUpEvent<E>) => Effect.Effect<void>
+}
+
+/**
+ * A retry about to wait `delay` and then make attempt number `attempt` (2 for the first retry).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface RetryEvent<E> {
+  readonly attempt: number
+  readonly delay: Duration.Duration
+  readonly error: E
+}
+
+/**
+ * Why a call stopped retrying.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type GiveUpReason = "not-retryable" | "max-attempts" | "budget" | "deadline" | "retry-after-too-long"
+
+/**
+ * A call failing for good after `attempts` attempts with `error`: its last attempt's error, or
+ * {@link DeadlineExceeded} when the deadline interrupted an attempt.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface GiveUpEvent<E> {
+  readonly reason: GiveUpReason
+  readonly attempts: number
+  readonly error: E | DeadlineExceeded
+}
+
+/**
+ * `base: 500 ms`, `factor: 2`, `cap: 30 s`, `maxAttempts: 4`, `jitter: "full"`,
+ * `retryAfterMax: 60 s`, and `isRetryable`: any error but `InvalidRequest` and `QuotaExhausted`.
+ *
+ * @since 0.1.0
+ * @category defaults
+ */
+export const defaults = {
+  base: Duration.millis(500),
+  factor: 2,
+  cap: Duration.seconds(30),
+  maxAttempts: 4,
+  jitter: "full",
+  retryAfterMax: Duration.seconds(60),
+  isRetryable: (error: Tagged): boolean => error._tag !== "InvalidRequest" && error._tag !== "QuotaExhausted"
+} as const
+
+/**
+ * The overall deadline passed while an attempt was still running; the attempt was interrupted.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class DeadlineExceeded extends Schema.TaggedError<DeadlineExceeded>()("DeadlineExceeded", {
+  deadline: Schema.DurationFromSelf,
+  /** Attempts started, the interrupted one included. */
+  attempts: Schema.Int
+}) {
+  override get message(): string {
+    return `no result within ${Duration.format(this.deadline)} (${this.attempts} attempts)`
+  }
+}
+
+/**
+ * A retry policy: `apply` runs an attempt, and again on a retryable failure, until it succeeds
+ * or the policy gives up with the last attempt's own error.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Policy<E extends Tagged = Tagged> {
+  readonly apply: <A, E2 extends E, R>(attempt: Effect.Effect<A, E2, R>) => Effect.Effect<A, E2 | DeadlineExceeded, R>
+}
+
+/**
+ * The backoff as a `Schedule`: exponential from `base` by `factor`, capped at `cap`, jittered
+ * per `jitter` (delays in whole milliseconds), recurring `maxAttempts - 1` times. It outputs
+ * each delay. The policy adds what depends on the error (Retry-After, budget, deadline).
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Retry } from "wiz-effect"
+ *
+ * // plain Effect retry with the same backoff, retrying everything
+ * const retried = (call: Effect.Effect<string, Error>) => Effect.retry(call, Retry.schedule({ maxAttempts: 3 }))
+ * ```
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const schedule = (options: Backoff = {}): Schedule.Schedule<Duration.Duration> => {
+  const factor = options.factor ?? defaults.factor
+  const maxAttempts = options.maxAttempts ?? defaults.maxAttempts
+  if (!Number.isInteger(maxAttempts) || maxAttempts < 1 || !(factor >= 1)) {
+    throw new RangeError(`Retry: maxAttempts must be an integer >= 1 and factor >= 1 (got ${maxAttempts}, ${factor})`)
+  }
+  const cap = Duration.toMillis(options.cap ?? defaults.cap)
+  const jitter = options.jitter ?? defaults.jitter
+  return Schedule.exponential(options.base ?? defaults.base, factor).pipe(
+    Schedule.intersect(Schedule.recurs(maxAttempts - 1)),
+    Schedule.modifyDelayEffect((_, delay) => jittered(jitter, Math.min(Duration.toMillis(delay), cap))),
+    Schedule.delays
+  )
+}
+
+const jittered = (jitter: Jitter, millis: number): Effect.Effect<Duration.Duration> =>
+  jitter === "none"
+    ? Effect.succeed(Duration.millis(Math.round(millis)))
+    : Effect.map(Random.next, (r) =>
+      Duration.millis(Math.round(jitter === "full" ? r * millis : millis / 2 + r * millis / 2)))
+
+const retryAfterOf = (error: Tagged): Duration.Duration | undefined => {
+  if (!("retryAfter" in error)) return undefined
+  const retryAfter = error.retryAfter
+  return Duration.isDuration(retryAfter) ? retryAfter : undefined
+}
+
+/**
+ * A retry policy with these options. It holds no state of its own (a `budget` carries the
+ * shared state), so one policy may serve any number of concurrent calls.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = <E extends Tagged = Tagged>(options: Options<E> = {}): Policy<E> => {
+  const backoff = schedule(options)
+  const isRetryable: (error: E) => boolean = options.isRetryable ?? defaults.isRetryable
+  const retryAfterMax = Duration.decode(options.retryAfterMax ?? defaults.retryAfterMax)
+  const deadline = options.deadline === undefined ? undefined : Duration.decode(options.deadline)
+  const deadlineMillis = deadline === undefined ? Infinity : Duration.toMillis(deadline)
+  const attemptMillis = options.attemptTimeout === undefined ? undefined : Duration.toMillis(options.attemptTimeout)
+  const { budget, onGiveUp, onRetry } = options
+
+  const giveUp = <X extends E | DeadlineExceeded>(
+    reason: GiveUpReason,
+    attempts: number,
+    error: X
+  ): Effect.Effect<never, X> =>
+    onGiveUp === undefined ? Effect.fail(error) : Effect.zipRight(onGiveUp({ reason, attempts, error }), Effect.fail(error))
+
+  // The slow path: one per call that failed once, holding that call's attempt count and
+  // schedule state.
+  const retrying = <A, E2 extends E, R>(attempt: Effect.Effect<A, E2, R>, startedAt: number) => {
+    const deadlineAt = startedAt + deadlineMillis
+    let attempts = 1
+    let state: unknown = backoff.initial
+
+    // A retry may start at `at` only if it can finish (or, without `attemptTimeout`, start)
+    // before the deadline.
+    const fits = (at: number): boolean =>
+      attemptMillis === undefined ? at < deadlineAt : at + attemptMillis <= deadlineAt
+
+    const decide = (error: E2): Effect.Effect<A, E2 | DeadlineExceeded, R> => {
+      if (!isRetryable(error)) return giveUp("not-retryable", attempts, error)
+      const retryAfter = retryAfterOf(error)
+      if (retryAfter !== undefined && Duration.greaterThan(retryAfter, retryAfterMax)) {
+        return giveUp("retry-after-too-long", attempts, error)
+      }
+      return Effect.flatMap(Clock.currentTimeMillis, (now) =>
+        Effect.flatMap(backoff.step(now, error, state), ([next, delay, decision]) => {
+          state = next
+          if (ScheduleDecision.isDone(decision)) return giveUp("max-attempts", attempts, error)
+          const wait = retryAfter === undefined ? delay : Duration.max(delay, retryAfter)
+          if (!fits(now + Duration.toMillis(wait))) return giveUp("deadline", attempts, error)
+          const retry = pause(error, wait)
+          return budget === undefined
+            ? retry
+            : Effect.flatMap(budget.tryWithdraw, (ok) => ok ? retry : giveUp("budget", attempts, error))
+        }))
+    }
+
+    const again = Effect.suspend(() => {
+      attempts += 1
+      return run()
+    })
+
+    const pause = (error: E2, wait: Duration.Duration): Effect.Effect<A, E2 | DeadlineExceeded, R> => {
+      const slept = Duration.isZero(wait) ? again : Effect.zipRight(Effect.sleep(wait), again)
+      return onRetry === undefined
+        ? slept
+        : Effect.zipRight(onRetry({ attempt: attempts + 1, delay: wait, error }), slept)
+    }
+
+    // One attempt; with a deadline it runs under a timeout that ends at the deadline.
+    const run = (): Effect.Effect<A, E2 | DeadlineExceeded, R> => {
+      if (deadline === undefined) return Effect.catchAll(attempt, decide)
+      return Effect.flatMap(Clock.currentTimeMillis, (now) =>
+        Effect.matchEffect(
+          Effect.timeoutTo(attempt, {
+            duration: Duration.millis(Math.max(0, deadlineAt - now)),
+            onSuccess: Effect.succeed,
+            onTimeout: () => giveUp("deadline", attempts, new DeadlineExceeded({ deadline, attempts }))
+          }),
+          { onFailure: decide, onSuccess: (result) => result }
+        ))
+    }
+
+    return { decide, run }
+  }
+
+  const apply = <A, E2 extends E, R>(attempt: Effect.Effect<A, E2, R>): Effect.Effect<A, E2 | DeadlineExceeded, R> => {
+    const call = deadline === undefined
+      ? Effect.catchAll(attempt, (error) => retrying(attempt, 0).decide(error))
+      : Effect.flatMap(Clock.currentTimeMillis, (startedAt) => retrying(attempt, startedAt).run())
+    return budget === undefined ? call : Effect.zipRight(budget.recordRequest, call)
+  }
+
+  return { apply }
+}
+
+/**
+ * Runs `self` under `policy`: `Retry.retry(effect, policy)` or `effect.pipe(Retry.retry(policy))`.
+ *
+ * @since 0.1.0
+ * @category combinators
+ */
+export const retry: {
+  <E extends Tagged>(
+    policy: Policy<E>
+  ): <A, E2 extends E, R>(self: Effect.Effect<A, E2, R>) => Effect.Effect<A, E2 | DeadlineExceeded, R>
+  <A, E2 extends E, R, E extends Tagged>(
+    self: Effect.Effect<A, E2, R>,
+    policy: Policy<E>
+  ): Effect.Effect<A, E2 | DeadlineExceeded, R>
+} = dual(
+  2,
+  <A, E2 extends E, R, E extends Tagged>(
+    self: Effect.Effect<A, E2, R>,
+    policy: Policy<E>
+  ): Effect.Effect<A, E2 | DeadlineExceeded, R> => policy.apply(self)
+)
