@@ -30,3 +30,6 @@ export * as Bulkhead from "./concurrency/Bulkhead.js"
 
 /** @since 0.1.0 */
 export * as Timeout from "./policy/Timeout.js"
+
+/** @since 0.1.0 */
+export * as Retry from "./policy/Retry.js"
