@@ -1,0 +1,602 @@
+/**
+ * A circuit breaker: after enough failures it stops sending calls to a failing provider for a
+ * while, so the provider can recover and callers fail at once (with the time to come back)
+ * instead of waiting for a timeout. Shaped like Effect 4's `CircuitBreaker` (`tripPolicy`,
+ * `openDuration`, `transitions`, `CircuitOpen`) so moving to Effect 4 stays easy.
+ *
+ * - **Closed**: calls run; the {@link TripPolicy} decides when the circuit opens —
+ *   {@link consecutive} failures in a row, or a failure {@link rate} over a sliding window of
+ *   time (old outcomes are forgotten).
+ * - **Open**: calls fail with {@link CircuitOpen} (`retryAfter` = time left) until the open time
+ *   ends. The open time is `openDuration`; with a `Schedule`, the n-th open of a streak lasts
+ *   the schedule's n-th delay. A streak (the backoff count) survives a close and ends once the
+ *   circuit has stayed closed as long as it was last open.
+ * - **HalfOpen**: at most `halfOpen.probes` calls run at once; every other caller fails at once
+ *   with `CircuitOpen` (nobody waits). `successesToClose` successful probes close it, one failed
+ *   probe opens it again. An interrupted probe, or one that failed with an error `isFailure`
+ *   does not count, frees its slot and decides nothing.
+ * - **Isolated**: held open by {@link CircuitBreaker.isolate} until {@link CircuitBreaker.reset}.
+ *
+ * Every rejection is a `CircuitOpen` whose `retryAfter` says when to come back (Effect 4 has a
+ * separate `CircuitHalfOpen` for a busy half-open circuit; here it is `CircuitOpen` too).
+ *
+ * Fixes the seed's breaker (seed bug 5): it let every concurrent caller through in half-open,
+ * never forgot old failures, and read `Date.now()`. Here time is read only through Effect's
+ * `Clock`, so a breaker is exact under `TestClock`; state changes happen when the clock says so,
+ * at the next call or `state` read, with no background fiber.
+ *
+ * Calls admitted before a state change still run to completion, but their outcomes change
+ * nothing. Put retries outside the breaker and timeouts inside it, so it sees one outcome per
+ * attempt and an open circuit's `retryAfter` reaches the retry policy.
+ *
+ * Lean: on the closed path `execute` is a few synchronous checks of plain mutable state and one
+ * exit handler (no `Ref`, `Deferred`, `Semaphore` or fiber).
+ *
+ * @example
+ * ```ts
+ * import { Effect, Schedule } from "effect"
+ * import { CircuitBreaker } from "wiz-effect"
+ *
+ * const program = Effect.gen(function* () {
+ *   const breaker = yield* CircuitBreaker.make({
+ *     name: "gpt",
+ *     tripPolicy: CircuitBreaker.rate({ threshold: 0.5, window: "1 minute", minimumCalls: 10 }),
+ *     openDuration: Schedule.exponential("10 seconds"),
+ *     halfOpen: { probes: 2, successesToClose: 2 }
+ *   })
+ *   return yield* breaker.execute(Effect.succeed("answer"))
+ * })
+ * ```
+ *
+ * @since 0.1.0
+ */
+import {
+  Cause,
+  Duration,
+  Effect,
+  Option,
+  Predicate,
+  PubSub,
+  Schedule,
+  ScheduleDecision,
+  ScheduleIntervals,
+  Schema,
+  Stream
+} from "effect"
+
+// -----------------------------------------------------------------------------
+// models
+// -----------------------------------------------------------------------------
+
+/**
+ * Where a circuit is: `Closed` (calls run), `Open` (calls rejected until the open time ends),
+ * `HalfOpen` (a few probe calls run), `Isolated` (held open by hand until `reset`).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const State = Schema.Literal("Closed", "Open", "HalfOpen", "Isolated")
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type State = typeof State.Type
+
+/**
+ * One change of state, `at` the `Clock` time it happened (for `Open → HalfOpen`, the moment
+ * the open time ended, even if first noticed later).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export class Transition extends Schema.Class<Transition>("Transition")({
+  from: State,
+  to: State,
+  /** Clock time, in milliseconds. */
+  at: Schema.Number
+}) {}
+
+/**
+ * A transition of the breaker for `key`, from a keyed breaker.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export class KeyedTransition extends Schema.Class<KeyedTransition>("KeyedTransition")({
+  key: Schema.String,
+  transition: Transition
+}) {}
+
+/**
+ * When a closed circuit opens: see {@link consecutive} and {@link rate}.
+ *
+ * @since 0.1.0
+ * @category trip policies
+ */
+export type TripPolicy = TripPolicy.Consecutive | TripPolicy.Rate
+
+/**
+ * @since 0.1.0
+ * @category trip policies
+ */
+export declare namespace TripPolicy {
+  /**
+   * @since 0.1.0
+   * @category trip policies
+   */
+  export interface Consecutive {
+    readonly _tag: "Consecutive"
+    readonly failures: number
+  }
+  /**
+   * @since 0.1.0
+   * @category trip policies
+   */
+  export interface Rate {
+    readonly _tag: "Rate"
+    readonly threshold: number
+    readonly window: Duration.Duration
+    readonly minimumCalls: number
+  }
+}
+
+/**
+ * Open after `failures` counted failures in a row; a success starts the count again.
+ *
+ * @since 0.1.0
+ * @category trip policies
+ */
+export const consecutive = (failures: number): TripPolicy => ({ _tag: "Consecutive", failures })
+
+/**
+ * Open when, over the last `window` of time, at least `minimumCalls` calls ended and the
+ * share of them that failed is at least `threshold` (0 < threshold ≤ 1). The window slides
+ * in ten steps: an outcome counts from its step until ten steps later, so it is forgotten
+ * between 0.9 and 1 `window` after it happened. Checked when a failure is recorded.
+ * Defaults: `window` 1 minute, `minimumCalls` 10.
+ *
+ * @since 0.1.0
+ * @category trip policies
+ */
+export const rate = (options: {
+  readonly threshold: number
+  readonly window?: Duration.DurationInput
+  readonly minimumCalls?: number
+}): TripPolicy => ({
+  _tag: "Rate",
+  threshold: options.threshold,
+  window: Duration.decode(options.window ?? defaults.rate.window),
+  minimumCalls: options.minimumCalls ?? defaults.rate.minimumCalls
+})
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options {
+  /** When a closed circuit opens. */
+  readonly tripPolicy?: TripPolicy
+  /**
+   * How long an open lasts: a fixed duration, or a `Schedule` whose n-th delay is the length
+   * of the n-th open of a streak (e.g. `Schedule.exponential("10 seconds")`; it is fed n).
+   * When the schedule ends, its last delay repeats.
+   */
+  readonly openDuration?: Duration.DurationInput | Schedule.Schedule<unknown, number>
+  readonly halfOpen?: {
+    /** Probe calls running at once in half-open. */
+    readonly probes?: number
+    /** Successful probes that close the circuit. */
+    readonly successesToClose?: number
+  }
+  /**
+   * Whether a failure says the provider is unhealthy. Errors it rejects are ignored: they
+   * count neither as failures nor as successes. Defects always count; interruptions never do.
+   */
+  readonly isFailure?: (error: unknown) => boolean
+  /** Reported in {@link CircuitOpen}. */
+  readonly name?: string
+}
+
+/**
+ * `tripPolicy: consecutive(5)`, `openDuration: 30 s`, `halfOpen: { probes: 1,
+ * successesToClose: 1 }`, `name: "CircuitBreaker"`, and `isFailure`: every error counts except
+ * one tagged `InvalidRequest` — an HTTP 400 is the caller's fault, not the provider's, so a
+ * malformed prompt cannot open the circuit for everyone. `rate` holds the defaults of
+ * {@link rate}.
+ *
+ * @since 0.1.0
+ * @category defaults
+ */
+export const defaults = {
+  tripPolicy: consecutive(5),
+  openDuration: Duration.seconds(30),
+  halfOpen: { probes: 1, successesToClose: 1 },
+  isFailure: (error: unknown): boolean => !Predicate.isTagged(error, "InvalidRequest"),
+  name: "CircuitBreaker",
+  rate: { window: Duration.minutes(1), minimumCalls: 10 }
+} as const
+
+// -----------------------------------------------------------------------------
+// errors
+// -----------------------------------------------------------------------------
+
+/**
+ * The circuit rejected the call without running it. `retryAfter` is when coming back may
+ * help: while open, the time left until half-open; while half-open with every probe slot
+ * taken, the length of the open that just ended (a probe's verdict is unknown in advance;
+ * if it fails, the circuit reopens for at least that long, so sooner rarely helps); while
+ * isolated, `Duration.infinity` (only `reset` ends it).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class CircuitOpen extends Schema.TaggedError<CircuitOpen>()("CircuitOpen", {
+  name: Schema.String,
+  retryAfter: Schema.DurationFromSelf
+}) {
+  override get message(): string {
+    return Duration.isFinite(this.retryAfter)
+      ? `${this.name}: circuit open, retry after ${Duration.format(this.retryAfter)}`
+      : `${this.name}: circuit isolated until reset`
+  }
+}
+
+// -----------------------------------------------------------------------------
+// breaker
+// -----------------------------------------------------------------------------
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface CircuitBreaker {
+  /** Run `self` if the circuit lets it through, else fail at once with {@link CircuitOpen}. */
+  readonly execute: <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E | CircuitOpen, R>
+  /** The state now (an open circuit whose time is up becomes half-open here). */
+  readonly state: Effect.Effect<State>
+  /** Every transition from the moment the stream is run; it never ends by itself. */
+  readonly transitions: Stream.Stream<Transition>
+  /** Hold the circuit open (`Isolated`) until `reset`. */
+  readonly isolate: Effect.Effect<void>
+  /** Close the circuit and forget every count, the backoff streak included. */
+  readonly reset: Effect.Effect<void>
+}
+
+/**
+ * A new, closed circuit breaker. It needs no scope: no fiber runs, and its `transitions`
+ * PubSub is dropped with the breaker.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (options: Options = {}): Effect.Effect<CircuitBreaker> =>
+  Effect.suspend(() => {
+    const config = resolve(options)
+    return Effect.map(PubSub.unbounded<Transition>(), (pubsub) =>
+      unsafeMake(config, config.name, (transition) => {
+        pubsub.unsafeOffer(transition)
+      }, Stream.fromPubSub(pubsub)))
+  })
+
+/**
+ * One breaker per key (per model, per endpoint), each with the same options, created on first
+ * use and kept for the keyed breaker's life. A breaker's `CircuitOpen` names its key
+ * (`name/key` when `name` is given).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Keyed {
+  /** The breaker for `key`. */
+  readonly get: (key: string) => Effect.Effect<CircuitBreaker>
+  /** `execute` on the breaker for `key`. */
+  readonly execute: (key: string) => <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E | CircuitOpen, R>
+  /** The state of the breaker for `key`. */
+  readonly state: (key: string) => Effect.Effect<State>
+  /** Every breaker's transitions, with its key, from the moment the stream is run. */
+  readonly transitions: Stream.Stream<KeyedTransition>
+}
+
+/**
+ * A new keyed breaker: independent circuits, one per key, sharing `options`.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const makeKeyed = (options: Options = {}): Effect.Effect<Keyed> =>
+  Effect.suspend(() => {
+    const config = resolve(options)
+    return Effect.map(PubSub.unbounded<KeyedTransition>(), (pubsub) => {
+      const all = Stream.fromPubSub(pubsub)
+      const breakers = new Map<string, CircuitBreaker>()
+      const lookup = (key: string): CircuitBreaker => {
+        let breaker = breakers.get(key)
+        if (breaker === undefined) {
+          breaker = unsafeMake(
+            config,
+            options.name === undefined ? key : `${options.name}/${key}`,
+            (transition) => {
+              pubsub.unsafeOffer(new KeyedTransition({ key, transition }))
+            },
+            Stream.filterMap(all, (keyed) => keyed.key === key ? Option.some(keyed.transition) : Option.none())
+          )
+          breakers.set(key, breaker)
+        }
+        return breaker
+      }
+      const keyed: Keyed = {
+        get: (key) => Effect.sync(() => lookup(key)),
+        execute: (key) => (self) => Effect.suspend(() => lookup(key).execute(self)),
+        state: (key) => Effect.suspend(() => lookup(key).state),
+        transitions: all
+      }
+      return keyed
+    })
+  })
+
+// -----------------------------------------------------------------------------
+// internal
+// -----------------------------------------------------------------------------
+
+interface Config {
+  readonly name: string
+  readonly tripPolicy: TripPolicy
+  readonly openMillis: number
+  readonly openSchedule: Schedule.Schedule<unknown, number> | undefined
+  readonly probes: number
+  readonly successesToClose: number
+  readonly isFailure: (error: unknown) => boolean
+}
+
+const isCount = (n: number, min: number): boolean => Number.isInteger(n) && n >= min
+
+const resolve = (options: Options): Config => {
+  const tripPolicy = options.tripPolicy ?? defaults.tripPolicy
+  const probes = options.halfOpen?.probes ?? defaults.halfOpen.probes
+  const successesToClose = options.halfOpen?.successesToClose ?? defaults.halfOpen.successesToClose
+  const open = options.openDuration ?? defaults.openDuration
+  const openSchedule = Schedule.isSchedule(open) ? open : undefined
+  const openMillis = Schedule.isSchedule(open) ? Duration.toMillis(defaults.openDuration) : Duration.toMillis(open)
+  if (
+    (tripPolicy._tag === "Consecutive" && !isCount(tripPolicy.failures, 1)) ||
+    (tripPolicy._tag === "Rate" && !(tripPolicy.threshold > 0 && tripPolicy.threshold <= 1 &&
+      Duration.toMillis(tripPolicy.window) > 0 && isCount(tripPolicy.minimumCalls, 1))) ||
+    !isCount(probes, 1) || !isCount(successesToClose, 1) || !(openMillis >= 0)
+  ) {
+    throw new RangeError(
+      "CircuitBreaker: consecutive failures, probes, successesToClose and minimumCalls must be integers >= 1, " +
+        "a rate threshold in (0, 1], a window > 0 and an openDuration >= 0"
+    )
+  }
+  return {
+    name: options.name ?? defaults.name,
+    tripPolicy,
+    openMillis,
+    openSchedule,
+    probes,
+    successesToClose,
+    isFailure: options.isFailure ?? defaults.isFailure
+  }
+}
+
+/** The outcome of a finished call, as the breaker sees it. */
+type Verdict = "success" | "failure" | "ignored"
+
+const steps = 10
+
+const unsafeMake = (
+  config: Config,
+  name: string,
+  publish: (transition: Transition) => void,
+  transitions: Stream.Stream<Transition>
+): CircuitBreaker => {
+  const { isFailure, openSchedule, probes, successesToClose, tripPolicy } = config
+
+  let state: State = "Closed"
+  /** Bumped on every transition: a call's verdict counts only in the epoch that admitted it. */
+  let epoch = 0
+  /** A trip is waiting for its open length (a `Schedule` step); verdicts meanwhile are dropped. */
+  let pending = false
+  let openUntil = 0
+  /** Length of the current or last open. */
+  let lastOpenMillis = 0
+  /** Opens in the current streak, and the open schedule's state for the next one. */
+  let streak = 0
+  let scheduleState: unknown = openSchedule?.initial
+  let closedAt = 0
+  // half-open
+  let probesInFlight = 0
+  let probeSuccesses = 0
+  // closed: consecutive
+  let failuresInARow = 0
+  // closed: rate, one slot per step of the window; `stamps` says which step a slot counts
+  const stepMillis = tripPolicy._tag === "Rate" ? Duration.toMillis(tripPolicy.window) / steps : 0
+  const stamps = new Array<number>(steps).fill(-Infinity)
+  const calls = new Array<number>(steps).fill(0)
+  const failures = new Array<number>(steps).fill(0)
+
+  const transition = (to: State, at: number): void => {
+    const from = state
+    state = to
+    epoch++
+    pending = false
+    probesInFlight = 0
+    probeSuccesses = 0
+    publish(new Transition({ from, to, at }))
+  }
+
+  const clearCounts = (): void => {
+    failuresInARow = 0
+    stamps.fill(-Infinity)
+  }
+
+  /** Open → HalfOpen once the open time is over. */
+  const refresh = (now: number): void => {
+    if (state === "Open" && now >= openUntil) transition("HalfOpen", openUntil)
+  }
+
+  const record = (now: number, failed: boolean): void => {
+    const stepIndex = Math.floor(now / stepMillis)
+    const i = stepIndex % steps
+    if (stamps[i] !== stepIndex) {
+      stamps[i] = stepIndex
+      calls[i] = 0
+      failures[i] = 0
+    }
+    calls[i]! += 1
+    if (failed) failures[i]! += 1
+  }
+
+  const rateExceeded = (now: number, policy: TripPolicy.Rate): boolean => {
+    const current = Math.floor(now / stepMillis)
+    let total = 0
+    let failed = 0
+    for (let i = 0; i < steps; i++) {
+      const stamp = stamps[i]!
+      if (stamp > current - steps && stamp <= current) {
+        total += calls[i]!
+        failed += failures[i]!
+      }
+    }
+    return total >= policy.minimumCalls && failed / total >= policy.threshold
+  }
+
+  /** The length of the open number `n` of a streak, and the schedule state after it. */
+  const openLength = (now: number, n: number, previous: unknown): Effect.Effect<readonly [number, unknown]> =>
+    openSchedule === undefined
+      ? Effect.succeed([config.openMillis, previous] as const)
+      : Effect.map(openSchedule.step(now, n, previous), ([next, , decision]) =>
+        ScheduleDecision.isDone(decision)
+          ? [n > 1 ? lastOpenMillis : config.openMillis, previous] as const
+          : [Math.max(0, ScheduleIntervals.start(decision.intervals) - now), next] as const)
+
+  /**
+   * Open the circuit (from Closed or HalfOpen) at `now`, if it is still in the epoch `ticket`
+   * that decided so. Uninterruptible, so a trip never stops halfway with `pending` set.
+   */
+  const trip = (now: number, ticket: number): Effect.Effect<void> =>
+    Effect.uninterruptible(Effect.suspend(() => {
+      if (ticket !== epoch || pending) return Effect.void
+      // A streak ends once the circuit has stayed closed as long as it was last open.
+      const fresh = state === "Closed" && now - closedAt >= lastOpenMillis
+      const n = fresh ? 1 : streak + 1
+      pending = true
+      return Effect.map(openLength(now, n, fresh ? openSchedule?.initial : scheduleState), ([millis, next]) => {
+        if (epoch !== ticket) return // isolated or reset meanwhile
+        streak = n
+        scheduleState = next
+        lastOpenMillis = millis
+        openUntil = now + millis
+        transition("Open", now)
+      })
+    }))
+
+  /** The verdict of a call admitted while closed. */
+  const closedVerdict = (ticket: number, verdict: Verdict): Effect.Effect<void> =>
+    Effect.clockWith((clock) =>
+      Effect.suspend(() => {
+        if (ticket !== epoch || pending || verdict === "ignored") return Effect.void
+        const now = clock.unsafeCurrentTimeMillis()
+        if (tripPolicy._tag === "Consecutive") {
+          // successes are counted in `guarded`, without the clock
+          return ++failuresInARow >= tripPolicy.failures ? trip(now, ticket) : Effect.void
+        }
+        record(now, verdict === "failure")
+        return verdict === "failure" && rateExceeded(now, tripPolicy) ? trip(now, ticket) : Effect.void
+      })
+    )
+
+  const probeVerdict = (ticket: number, verdict: Verdict): Effect.Effect<void> =>
+    Effect.clockWith((clock) =>
+      Effect.suspend(() => {
+        if (ticket !== epoch || pending) return Effect.void
+        const now = clock.unsafeCurrentTimeMillis()
+        if (verdict === "failure") return trip(now, ticket)
+        probesInFlight--
+        if (verdict === "success" && ++probeSuccesses >= successesToClose) {
+          transition("Closed", now)
+          closedAt = now
+          clearCounts()
+        }
+        return Effect.void
+      })
+    )
+
+  const verdictOf = <E>(cause: Cause.Cause<E>): Verdict => {
+    if (Cause.isInterruptedOnly(cause)) return "ignored"
+    if (Cause.isDie(cause)) return "failure"
+    const error = Cause.failureOption(cause)
+    return Option.isSome(error) && isFailure(error.value) ? "failure" : "ignored"
+  }
+
+  /** Run `self` and hand its verdict to `judge`. */
+  const guarded = <A, E, R>(
+    self: Effect.Effect<A, E, R>,
+    judge: (ticket: number, verdict: Verdict) => Effect.Effect<void>,
+    ticket: number
+  ): Effect.Effect<A, E, R> =>
+    Effect.matchCauseEffect(self, {
+      onFailure: (cause) => Effect.zipRight(judge(ticket, verdictOf(cause)), Effect.failCause(cause)),
+      onSuccess: judge === closedVerdict && tripPolicy._tag === "Consecutive"
+        // the common case, kept cheap: a success while counting failures in a row needs no clock
+        ? (value) => {
+          if (ticket === epoch && !pending) failuresInARow = 0
+          return Effect.succeed(value)
+        }
+        : (value) => Effect.as(judge(ticket, "success"), value)
+    })
+
+  const rejected = (now: number): Effect.Effect<never, CircuitOpen> => {
+    const retryAfter = state === "Isolated"
+      ? Duration.infinity
+      : Duration.millis(state === "Open" ? openUntil - now : lastOpenMillis)
+    return Effect.fail(new CircuitOpen({ name, retryAfter }))
+  }
+
+  // Closed: no resource is taken, so nothing needs masking; an interrupted call skips its
+  // verdict, which is what interruption should do. Half-open: the probe slot is taken and its
+  // release installed in one uninterruptible step, so an interrupted probe always frees it.
+  const execute = <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E | CircuitOpen, R> =>
+    Effect.suspend(() => state === "Closed" ? guarded(self, closedVerdict, epoch) : admit(self))
+
+  const admit = <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E | CircuitOpen, R> =>
+    Effect.uninterruptibleMask((restore) =>
+      Effect.clockWith((clock) =>
+        Effect.suspend((): Effect.Effect<A, E | CircuitOpen, R> => {
+          const now = clock.unsafeCurrentTimeMillis()
+          refresh(now)
+          if (state !== "HalfOpen" || pending || probesInFlight >= probes) return rejected(now)
+          probesInFlight++
+          return guarded(restore(self), probeVerdict, epoch)
+        })
+      )
+    )
+
+  const withNow = <A>(f: (now: number) => A): Effect.Effect<A> =>
+    Effect.clockWith((clock) => Effect.sync(() => f(clock.unsafeCurrentTimeMillis())))
+
+  return {
+    execute,
+    state: withNow((now) => {
+      refresh(now)
+      return state
+    }),
+    transitions,
+    isolate: withNow((now) => {
+      refresh(now)
+      if (state !== "Isolated") transition("Isolated", now)
+    }),
+    reset: withNow((now) => {
+      refresh(now)
+      streak = 0
+      scheduleState = openSchedule?.initial
+      lastOpenMillis = 0
+      clearCounts()
+      if (state !== "Closed") {
+        transition("Closed", now)
+        closedAt = now
+      }
+    })
+  }
+}
