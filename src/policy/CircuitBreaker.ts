@@ -232,13 +232,14 @@ export const defaults = {
  * @category errors
  */
 export class CircuitOpen extends Schema.TaggedError<CircuitOpen>()("CircuitOpen", {
-  name: Schema.String,
+  /** The breaker that refused: its `name`, or `name/key` in a keyed breaker. */
+  breaker: Schema.String,
   retryAfter: Schema.DurationFromSelf
 }) {
   override get message(): string {
     return Duration.isFinite(this.retryAfter)
-      ? `${this.name}: circuit open, retry after ${Duration.format(this.retryAfter)}`
-      : `${this.name}: circuit isolated until reset`
+      ? `${this.breaker}: circuit open, retry after ${Duration.format(this.retryAfter)}`
+      : `${this.breaker}: circuit isolated until reset`
   }
 }
 
@@ -551,7 +552,7 @@ const unsafeMake = (
     const retryAfter = state === "Isolated"
       ? Duration.infinity
       : Duration.millis(state === "Open" ? openUntil - now : lastOpenMillis)
-    return Effect.fail(new CircuitOpen({ name, retryAfter }))
+    return Effect.fail(new CircuitOpen({ breaker: name, retryAfter }))
   }
 
   // Closed: no resource is taken, so nothing needs masking; an interrupted call skips its

@@ -91,7 +91,7 @@ describe("CircuitBreaker", () => {
       expect(reached).toBe(3)
       for (const exit of exits) {
         const error = rejection(exit)
-        expect(error.name).toBe("gpt")
+        expect(error.breaker).toBe("gpt")
         expect(Duration.toMillis(error.retryAfter)).toBe(30_000)
         expect(error.message).toBe("gpt: circuit open, retry after 30s")
       }
@@ -306,7 +306,7 @@ describe("CircuitBreaker", () => {
       expect(yield* keyed.state("a")).toBe("Open")
       expect(yield* keyed.state("b")).toBe("Closed")
       expect(yield* keyed.execute("b")(Effect.succeed("b answers"))).toBe("b answers")
-      expect(rejection(yield* Effect.exit(keyed.execute("a")(Effect.void))).name).toBe("a")
+      expect(rejection(yield* Effect.exit(keyed.execute("a")(Effect.void))).breaker).toBe("a")
       expect(yield* keyed.get("a")).toBe(a)
       yield* Effect.exit(keyed.execute("b")(Effect.fail(overloaded)))
       expect((yield* seen).map(({ key, transition }) => `${key}:${plain([transition])}`)).toEqual([
@@ -316,7 +316,7 @@ describe("CircuitBreaker", () => {
       expect(plain(yield* seenA)).toEqual(["Closed->Open@0"])
       const named = yield* CircuitBreaker.makeKeyed({ name: "llm", tripPolicy: CircuitBreaker.consecutive(1) })
       yield* Effect.exit(named.execute("gpt")(Effect.fail(overloaded)))
-      expect(rejection(yield* Effect.exit(named.execute("gpt")(Effect.void))).name).toBe("llm/gpt")
+      expect(rejection(yield* Effect.exit(named.execute("gpt")(Effect.void))).breaker).toBe("llm/gpt")
     }))
 
   it.effect("a 400 does not trip it (InvalidRequest is the caller's fault), neither counts nor resets; defects count", () =>
@@ -360,7 +360,7 @@ describe("CircuitBreaker", () => {
       expect(yield* breaker.state).toBe("Closed")
       yield* Effect.exit(breaker.execute(Effect.fail(overloaded)))
       const open = rejection(yield* Effect.exit(breaker.execute(Effect.void)))
-      expect(open.name).toBe("CircuitBreaker")
+      expect(open.breaker).toBe("CircuitBreaker")
       expect(Duration.toMillis(open.retryAfter)).toBe(30_000)
       for (
         const options of [
