@@ -33,3 +33,15 @@ export * as Timeout from "./policy/Timeout.js"
 
 /** @since 0.1.0 */
 export * as Retry from "./policy/Retry.js"
+
+/** @since 0.1.0 */
+export * as CircuitBreaker from "./policy/CircuitBreaker.js"
+
+/** @since 0.1.0 */
+export * as AgentTask from "./agent/AgentTask.js"
+
+/** @since 0.1.0 */
+export * as AgentEvent from "./events/AgentEvent.js"
+
+/** @since 0.1.0 */
+export * as AgentService from "./agent/AgentService.js"

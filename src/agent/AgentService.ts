@@ -1,0 +1,358 @@
+/**
+ * The agent task processor: the seed's `AgentTaskProcessor`, rebuilt so each policy sits where
+ * it does no harm. Per attempt: `breaker → permit → timeout → model`; around the attempt,
+ * optional hedging; around that, the one retry policy (so retries cannot stack); around that,
+ * the optional fallback chain. A concurrency permit is held only while a request is on the
+ * wire, never through a backoff sleep (the seed held it through every sleep), and an open
+ * breaker fails an attempt at once with a `retryAfter` the retry policy may wait out or hand to
+ * the fallback tier.
+ *
+ * Every step publishes a typed {@link AgentEvent} on `events` and updates a `Metric`.
+ *
+ * @example
+ * ```ts
+ * import { Effect, Stream } from "effect"
+ * import { AgentService, AgentTask, EmbeddedModel } from "wiz-effect"
+ *
+ * const program = Effect.gen(function* () {
+ *   const agent = yield* AgentService.AgentService
+ *   const tasks = [new AgentTask.AgentTask({ id: "t1", prompt: "Summarise: Effect is a TypeScript library." })]
+ *   return yield* Stream.runCollect(agent.processAll(tasks))
+ * }).pipe(
+ *   Effect.provide(AgentService.layer({ concurrency: 8, retry: { maxAttempts: 4 } })),
+ *   Effect.provide(EmbeddedModel.layer({ seed: 1 }))
+ * )
+ * ```
+ *
+ * @since 0.1.0
+ */
+import { Clock, Context, Duration, Effect, Either, FiberRef, Layer, Metric, MetricBoundaries, PubSub, Stream } from "effect"
+import type { Scope } from "effect"
+import * as Bulkhead from "../concurrency/Bulkhead.js"
+import * as AgentEvent from "../events/AgentEvent.js"
+import * as AiModel from "../model/AiModel.js"
+import * as Budget from "../policy/Budget.js"
+import * as CircuitBreaker from "../policy/CircuitBreaker.js"
+import * as Fallback from "../policy/Fallback.js"
+import * as Hedge from "../policy/Hedge.js"
+import * as Retry from "../policy/Retry.js"
+import * as Timeout from "../policy/Timeout.js"
+import { type AgentTask, errorInfo, TaskFailed, type TaskResult, TaskSucceeded } from "./AgentTask.js"
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options {
+  /** Tasks `processAll` works on at once. */
+  readonly concurrency?: number
+  /** Requests on the wire at once (the permit); defaults to `concurrency`. */
+  readonly maxInFlight?: number
+  /** `maxTokens` for a task that does not set its own. */
+  readonly maxTokens?: number
+  /** Per-attempt timeout: the attempt is interrupted and fails with `ModelTimeout`. */
+  readonly timeout?: Duration.DurationInput
+  /** The one retry policy; `false` makes one attempt per tier. */
+  readonly retry?: Omit<Retry.Options, "onRetry" | "onGiveUp" | "budget" | "attemptTimeout"> | false
+  /** The retry budget shared by every task; `false` for none. */
+  readonly retryBudget?: Budget.Options | false
+  /** One circuit breaker per model name; `false` for none. */
+  readonly breaker?: Omit<CircuitBreaker.Options, "name"> | false
+  /** Hedged attempts (off unless given). */
+  readonly hedge?: Omit<Hedge.Options, "onHedge" | "budget"> | false
+  /**
+   * Tiers after the primary model: other models (build them from layers with
+   * `Fallback.models`), then an optional static answer. Which errors fall through is
+   * `fallThrough` (default: all but `InvalidRequest`).
+   */
+  readonly fallback?: {
+    readonly models?: ReadonlyArray<AiModel.AiModel.Service>
+    readonly staticAnswer?: (task: AgentTask) => string
+    readonly fallThrough?: (error: AgentError) => boolean
+  }
+}
+
+/**
+ * `concurrency: 8`, `maxTokens: 256`, `timeout: 30 s`, retries per `Retry.defaults`, a retry
+ * budget per `Budget.defaults`, a breaker per `CircuitBreaker.defaults`, no hedging, no
+ * fallback.
+ *
+ * @since 0.1.0
+ * @category defaults
+ */
+export const defaults = {
+  concurrency: 8,
+  maxTokens: 256,
+  timeout: Duration.seconds(30)
+} as const
+
+/**
+ * What can end one tier's work on a task.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export type AgentError = AiModel.ModelError | CircuitBreaker.CircuitOpen | Retry.DeadlineExceeded
+
+/**
+ * Counters and latencies of the agent, as Effect `Metric`s.
+ *
+ * @since 0.1.0
+ * @category metrics
+ */
+export const metrics = {
+  tasks: Metric.counter("wiz_tasks_total", { description: "tasks finished", incremental: true }),
+  attempts: Metric.counter("wiz_attempts_total", { description: "model calls started", incremental: true }),
+  retries: Metric.counter("wiz_retries_total", { description: "retries scheduled", incremental: true }),
+  breakerTransitions: Metric.counter("wiz_breaker_transitions_total", {
+    description: "circuit breaker state changes",
+    incremental: true
+  }),
+  fallbacks: Metric.counter("wiz_fallbacks_total", { description: "answers from a fallback tier", incremental: true }),
+  hedges: Metric.counter("wiz_hedges_total", { description: "hedged attempts started", incremental: true }),
+  taskDuration: Metric.histogram(
+    "wiz_task_duration_ms",
+    MetricBoundaries.exponential({ start: 10, factor: 2, count: 14 }),
+    "task duration in milliseconds"
+  )
+} as const
+
+/**
+ * The agent task processor.
+ *
+ * @since 0.1.0
+ * @category tags
+ */
+export class AgentService extends Context.Tag("wiz-effect/AgentService")<AgentService, AgentService.Service>() {}
+
+/**
+ * @since 0.1.0
+ */
+export declare namespace AgentService {
+  /**
+   * @since 0.1.0
+   * @category models
+   */
+  export interface Service {
+    /** Answer one task, or fail with the error that ended it and the attempts made. */
+    readonly process: (task: AgentTask) => Effect.Effect<TaskSucceeded, TaskFailed>
+    /** Answer many tasks, `concurrency` at a time, emitting each result as it finishes. */
+    readonly processAll: {
+      (tasks: Iterable<AgentTask>): Stream.Stream<TaskResult>
+      <E, R>(tasks: Stream.Stream<AgentTask, E, R>): Stream.Stream<TaskResult, E, R>
+    }
+    /** Everything the policies do from now on (subscribes when the stream starts). */
+    readonly events: Stream.Stream<AgentEvent.AgentEvent>
+    /** Subscribe now, in a scope, so no event after this point is missed. */
+    readonly subscribe: Effect.Effect<Stream.Stream<AgentEvent.AgentEvent>, never, Scope.Scope>
+  }
+}
+
+/** The task an attempt works for, so policy hooks can name it in their events. */
+const currentTask = FiberRef.unsafeMake<string>("")
+
+/**
+ * Build the service from its options and the `AiModel` in context. Scoped: it runs a fiber
+ * that republishes breaker transitions, ended with the scope.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (
+  options: Options = {}
+): Effect.Effect<AgentService.Service, never, AiModel.AiModel | Scope.Scope> =>
+  Effect.gen(function*() {
+    const primary = yield* AiModel.AiModel
+    const concurrency = options.concurrency ?? defaults.concurrency
+    const maxTokens = options.maxTokens ?? defaults.maxTokens
+    const timeout = options.timeout ?? defaults.timeout
+    const events = yield* PubSub.unbounded<AgentEvent.AgentEvent>()
+    yield* Effect.addFinalizer(() => PubSub.shutdown(events))
+    const publish = (event: AgentEvent.AgentEvent) => PubSub.publish(events, event)
+
+    const bulkhead = yield* Bulkhead.make({ permits: options.maxInFlight ?? concurrency })
+
+    const breakers = options.breaker === false ? undefined : yield* CircuitBreaker.makeKeyed(options.breaker ?? {})
+    if (breakers !== undefined) {
+      yield* breakers.transitions.pipe(
+        Stream.runForEach(({ key, transition }) =>
+          Effect.zipRight(
+            Metric.increment(metrics.breakerTransitions),
+            publish(
+              new AgentEvent.BreakerTransition({
+                breaker: key,
+                from: transition.from,
+                to: transition.to,
+                atMillis: transition.at
+              })
+            )
+          )
+        ),
+        Effect.forkScoped
+      )
+    }
+
+    const retryBudget = options.retryBudget === false ? undefined : yield* Budget.make(options.retryBudget ?? {})
+    const retryPolicy = options.retry === false ? undefined : Retry.make<AgentError>({
+        ...options.retry,
+        attemptTimeout: timeout,
+        ...(retryBudget === undefined ? {} : { budget: retryBudget }),
+        onRetry: ({ attempt, delay, error }) =>
+          Effect.flatMap(FiberRef.get(currentTask), (taskId) =>
+            Effect.zipRight(
+              Metric.increment(metrics.retries),
+              publish(
+                new AgentEvent.RetryScheduled({
+                  taskId,
+                  model: modelOf(error),
+                  attempt,
+                  delayMillis: Duration.toMillis(delay),
+                  error: errorInfo(error)
+                })
+              )
+            )),
+        onGiveUp: ({ reason, attempts, error }) =>
+          Effect.flatMap(FiberRef.get(currentTask), (taskId) =>
+            publish(
+              new AgentEvent.RetryGivenUp({ taskId, model: modelOf(error), reason, attempts, error: errorInfo(error) })
+            ))
+      })
+
+    const hedge = options.hedge === undefined || options.hedge === false ? undefined : yield* Hedge.make({
+      ...options.hedge,
+      onHedge: ({ hedge, after }) =>
+        Effect.flatMap(FiberRef.get(currentTask), (taskId) =>
+          Effect.zipRight(
+            Metric.increment(metrics.hedges),
+            publish(
+              new AgentEvent.HedgeStarted({ taskId, model: primary.name, hedge, afterMillis: Duration.toMillis(after) })
+            )
+          ))
+    })
+
+    /** One tier: breaker → permit → timeout → model per attempt, hedged, retried. */
+    const tier = (model: AiModel.AiModel.Service) => {
+      const limitTime = Timeout.attempt({ duration: timeout, model: model.name })
+      return (request: AiModel.CompletionRequest, counter: { attempts: number }) => {
+        const call = Effect.suspend(() => {
+          counter.attempts++
+          return Effect.zipRight(
+            Metric.increment(metrics.attempts),
+            bulkhead.withPermit(limitTime(model.generate(request)))
+          )
+        })
+        const guarded: Effect.Effect<AiModel.Completion, AgentError> = breakers === undefined
+          ? call
+          : breakers.execute(model.name)(call)
+        const hedged = hedge === undefined ? guarded : hedge.run(guarded)
+        return retryPolicy === undefined ? hedged : retryPolicy.apply(hedged)
+      }
+    }
+
+    const primaryTier = tier(primary)
+    const fallback = options.fallback
+    const extraTiers = (fallback?.models ?? []).map((model) => ({ name: model.name, run: tier(model) }))
+
+    const answer = (
+      task: AgentTask,
+      request: AiModel.CompletionRequest,
+      counter: { attempts: number }
+    ): Effect.Effect<{ completion: AiModel.Completion; degraded: boolean }, AgentError | Fallback.AllTiersFailed<AgentError>> => {
+      if (fallback === undefined) {
+        return Effect.map(primaryTier(request, counter), (completion) => ({ completion, degraded: false }))
+      }
+      const staticTier = fallback.staticAnswer === undefined ? [] : [
+        Fallback.fixed(
+          "static",
+          new AiModel.Completion({
+            text: fallback.staticAnswer(task),
+            finishReason: "stop",
+            usage: new AiModel.Usage({ promptTokens: 0, completionTokens: 0 }),
+            model: "static"
+          })
+        )
+      ]
+      return Fallback.run(
+        [
+          Fallback.tier(primary.name, primaryTier(request, counter)),
+          ...extraTiers.map(({ name, run }) => Fallback.tier(name, run(request, counter))),
+          ...staticTier
+        ],
+        fallback.fallThrough === undefined ? {} : { fallThrough: fallback.fallThrough }
+      ).pipe(
+        Effect.tap((answered) =>
+          answered.degraded
+            ? Effect.zipRight(
+              Metric.increment(metrics.fallbacks),
+              publish(
+                new AgentEvent.FallbackUsed({
+                  taskId: task.id,
+                  tier: answered.tier,
+                  failures: answered.failures.map(({ error, tier }) => ({ tier, error: errorInfo(error) }))
+                })
+              )
+            )
+            : Effect.void
+        ),
+        Effect.map((answered) => ({ completion: answered.value, degraded: answered.degraded }))
+      )
+    }
+
+    const process = Effect.fn("AgentService.process")(function*(task: AgentTask) {
+      const start = yield* Clock.currentTimeMillis
+      const counter = { attempts: 0 }
+      yield* publish(new AgentEvent.TaskStarted({ taskId: task.id }))
+      const request = new AiModel.CompletionRequest({ prompt: task.prompt, maxTokens: task.maxTokens ?? maxTokens })
+      const outcome = yield* Effect.either(Effect.locally(answer(task, request, counter), currentTask, task.id))
+      const durationMs = (yield* Clock.currentTimeMillis) - start
+      const status = Either.isRight(outcome) ? "succeeded" : "failed"
+      yield* Metric.update(metrics.taskDuration, durationMs)
+      yield* Metric.increment(Metric.tagged(metrics.tasks, "status", status))
+      yield* publish(new AgentEvent.TaskFinished({ taskId: task.id, status, attempts: counter.attempts, durationMs }))
+      if (Either.isLeft(outcome)) {
+        return yield* new TaskFailed({
+          id: task.id,
+          error: errorInfo(outcome.left),
+          attempts: counter.attempts,
+          durationMs
+        })
+      }
+      return new TaskSucceeded({
+        id: task.id,
+        output: outcome.right.completion.text,
+        attempts: counter.attempts,
+        model: outcome.right.completion.model,
+        degraded: outcome.right.degraded,
+        durationMs
+      })
+    })
+
+    const settle = (task: AgentTask): Effect.Effect<TaskResult> =>
+      Effect.catchAll(process(task), (failed) => Effect.succeed(failed))
+
+    function processAll(tasks: Iterable<AgentTask>): Stream.Stream<TaskResult>
+    function processAll<E, R>(tasks: Stream.Stream<AgentTask, E, R>): Stream.Stream<TaskResult, E, R>
+    function processAll<E, R>(tasks: Stream.Stream<AgentTask, E, R> | Iterable<AgentTask>) {
+      const stream = Stream.StreamTypeId in tasks ? tasks : Stream.fromIterable(tasks)
+      return Stream.mapEffect(stream, settle, { concurrency, unordered: true })
+    }
+
+    return AgentService.of({
+      process,
+      processAll,
+      events: Stream.fromPubSub(events),
+      subscribe: Effect.map(PubSub.subscribe(events), Stream.fromQueue)
+    })
+  })
+
+/** The model an error names, when it names one (a breaker's error names its breaker). */
+const modelOf = (error: AgentError): string => "model" in error ? error.model : "breaker" in error ? error.breaker : ""
+
+/**
+ * The service as a layer, from its options and the `AiModel` in context.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (options: Options = {}): Layer.Layer<AgentService, never, AiModel.AiModel> =>
+  Layer.scoped(AgentService, make(options))

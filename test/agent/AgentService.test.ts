@@ -1,0 +1,277 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Chunk, Clock, Duration, Effect, Exit, FastCheck as fc, Fiber, Layer, Stream, TestClock } from "effect"
+import * as AgentService from "../../src/agent/AgentService.js"
+import { AgentTask, type TaskResult } from "../../src/agent/AgentTask.js"
+import * as AgentEvent from "../../src/events/AgentEvent.js"
+import * as AiModel from "../../src/model/AiModel.js"
+import * as CircuitBreaker from "../../src/policy/CircuitBreaker.js"
+
+/** What one model call does: wait `latency` ms, then answer or fail. */
+interface Step {
+  readonly latency: number
+  readonly error?: AiModel.ModelError
+}
+
+/**
+ * A model whose n-th call for a prompt plays `script(prompt, n)`, recording when each call
+ * started and ended and how many were on the wire at once.
+ */
+const scriptedModel = (name: string, script: (prompt: string, n: number) => Step) => {
+  const calls: Array<{ prompt: string; start: number; end?: number }> = []
+  const asked = new Map<string, number>()
+  const stats = { inFlight: 0, maxInFlight: 0 }
+  const model: AiModel.AiModel.Service = {
+    name,
+    generate: (request) =>
+      Effect.gen(function*() {
+        const n = asked.get(request.prompt) ?? 0
+        asked.set(request.prompt, n + 1)
+        const step = script(request.prompt, n)
+        const call: { prompt: string; start: number; end?: number } = {
+          prompt: request.prompt,
+          start: yield* Clock.currentTimeMillis
+        }
+        calls.push(call)
+        stats.inFlight++
+        stats.maxInFlight = Math.max(stats.maxInFlight, stats.inFlight)
+        yield* Effect.sleep(step.latency).pipe(
+          Effect.ensuring(Effect.flatMap(Clock.currentTimeMillis, (now) =>
+            Effect.sync(() => {
+              stats.inFlight--
+              call.end = now
+            })))
+        )
+        if (step.error !== undefined) return yield* Effect.fail(step.error)
+        return new AiModel.Completion({
+          text: `${name} answers ${request.prompt}`,
+          finishReason: "stop",
+          usage: new AiModel.Usage({ promptTokens: 1, completionTokens: 3 }),
+          model: name
+        })
+      }),
+    stream: () => Stream.empty
+  }
+  return { model, calls, stats }
+}
+
+const tasks = (n: number) => Array.from({ length: n }, (_, i) => new AgentTask({ id: `t${i}`, prompt: `p${i}` }))
+
+/** Run `processAll` on `list` with the service built from `options` and `model`, under TestClock. */
+const runAll = (
+  model: AiModel.AiModel.Service,
+  options: AgentService.Options,
+  list: ReadonlyArray<AgentTask>,
+  advance: Duration.DurationInput = "1 hour"
+) =>
+  Effect.scoped(Effect.gen(function*() {
+    const agent = yield* AgentService.AgentService
+    const fiber = yield* Effect.fork(Stream.runCollect(agent.processAll(list)))
+    yield* TestClock.adjust(advance)
+    return { results: Chunk.toReadonlyArray(yield* Fiber.join(fiber)) }
+  })).pipe(
+    Effect.provide(AgentService.layer(options).pipe(Layer.provide(Layer.succeed(AiModel.AiModel, model))))
+  )
+
+/** Collect events published while `body` runs. */
+const withEvents = <A, E>(
+  model: AiModel.AiModel.Service,
+  options: AgentService.Options,
+  body: (agent: AgentService.AgentService.Service) => Effect.Effect<A, E>
+) =>
+  Effect.scoped(
+    Effect.gen(function*() {
+      const agent = yield* AgentService.AgentService
+      const seen: Array<AgentEvent.AgentEvent> = []
+      const events = yield* agent.subscribe
+      yield* Effect.forkScoped(Stream.runForEach(events, (event) => Effect.sync(() => seen.push(event))))
+      const fiber = yield* Effect.fork(body(agent))
+      yield* TestClock.adjust("1 hour")
+      const result = yield* Fiber.join(fiber)
+      yield* Effect.yieldNow()
+      return { result, seen }
+    })
+  ).pipe(Effect.provide(AgentService.layer(options).pipe(Layer.provide(Layer.succeed(AiModel.AiModel, model)))))
+
+const byId = (results: ReadonlyArray<TaskResult>) => [...results].sort((a, b) => a.id.localeCompare(b.id, "en", { numeric: true }))
+
+describe("AgentService", () => {
+  it.effect("answers every task once, nothing dropped, results as they finish (seed bug 3: no batch waits)", () =>
+    Effect.gen(function*() {
+      // t0 is slow; the others are quick and must come out before it.
+      const { model } = scriptedModel("m", (prompt) => ({ latency: prompt === "p0" ? 1000 : 10 }))
+      const { results } = yield* runAll(model, { concurrency: 2 }, tasks(6))
+      expect(results.map((r) => r.id)).toStrictEqual(["t1", "t2", "t3", "t4", "t5", "t0"])
+      for (const result of results) {
+        expect(result).toMatchObject({ status: "succeeded", attempts: 1, model: "m", degraded: false })
+      }
+      expect(results[5]).toMatchObject({ id: "t0", output: "m answers p0", durationMs: 1000 })
+    }))
+
+  it.effect.prop(
+    "the concurrency limit is never exceeded",
+    {
+      count: fc.integer({ min: 1, max: 25 }),
+      limit: fc.integer({ min: 1, max: 6 }),
+      latencies: fc.array(fc.integer({ min: 1, max: 500 }), { minLength: 1, maxLength: 25 })
+    },
+    ({ count, latencies, limit }) =>
+      Effect.gen(function*() {
+        const { model, stats } = scriptedModel("m", (prompt) => ({
+          latency: latencies[Number(prompt.slice(1)) % latencies.length]!
+        }))
+        const { results } = yield* runAll(model, { concurrency: limit }, tasks(count))
+        expect(results).toHaveLength(count)
+        expect(results.every((r) => r.status === "succeeded")).toBe(true)
+        expect(stats.maxInFlight).toBeLessThanOrEqual(limit)
+        expect(stats.maxInFlight).toBe(Math.min(limit, count))
+        expect(stats.inFlight).toBe(0)
+      }),
+    { fastCheck: { numRuns: 25 } }
+  )
+
+  it.effect("the permit is not held during a backoff sleep (the seed held it through every retry)", () =>
+    Effect.gen(function*() {
+      // One permit. t0 is overloaded on its first call and retried after a fixed 1 s backoff;
+      // t1 must use the permit while t0 sleeps, not after.
+      const { calls, model, stats } = scriptedModel("m", (prompt, n) =>
+        prompt === "p0" && n === 0
+          ? { latency: 10, error: new AiModel.Overloaded({ model: "m" }) }
+          : { latency: 100 })
+      const { results } = yield* runAll(
+        model,
+        { concurrency: 2, maxInFlight: 1, retry: { base: "1 second", jitter: "none" } },
+        tasks(2)
+      )
+      expect(byId(results).map((r) => [r.id, r.status, r.attempts])).toStrictEqual([["t0", "succeeded", 2], [
+        "t1",
+        "succeeded",
+        1
+      ]])
+      expect(calls.map((c) => [c.prompt, c.start, c.end])).toStrictEqual([
+        ["p0", 0, 10],
+        ["p1", 10, 110],
+        ["p0", 1010, 1110]
+      ])
+      expect(stats.maxInFlight).toBe(1)
+    }))
+
+  it.effect("seed bug 4: a 400 is not retried, and the record keeps its typed error", () =>
+    Effect.gen(function*() {
+      const error = new AiModel.InvalidRequest({ model: "m", reason: "prompt too long" })
+      const { calls, model } = scriptedModel("m", () => ({ latency: 5, error }))
+      const { results } = yield* runAll(model, {}, tasks(1))
+      expect(results).toHaveLength(1)
+      expect(results[0]).toMatchObject({
+        id: "t0",
+        status: "failed",
+        attempts: 1,
+        error: { _tag: "InvalidRequest", message: "m: invalid request: prompt too long" }
+      })
+      expect(calls).toHaveLength(1)
+    }))
+
+  it.effect("publishes retries with their delay and cause, and the task's end", () =>
+    Effect.gen(function*() {
+      const { model } = scriptedModel("m", (_, n) =>
+        n < 2 ? { latency: 0, error: new AiModel.Overloaded({ model: "m" }) } : { latency: 0 })
+      const { result, seen } = yield* withEvents(
+        model,
+        { retry: { base: "200 millis", jitter: "none" } },
+        (agent) => agent.process(new AgentTask({ id: "a", prompt: "p" }))
+      )
+      expect(result).toMatchObject({ id: "a", attempts: 3 })
+      expect(seen.filter(AgentEvent.is("RetryScheduled")).map((e) => [e.taskId, e.attempt, e.delayMillis, e.error._tag]))
+        .toStrictEqual([["a", 2, 200, "Overloaded"], ["a", 3, 400, "Overloaded"]])
+      expect(seen.filter(AgentEvent.is("TaskFinished"))).toStrictEqual([
+        new AgentEvent.TaskFinished({ taskId: "a", status: "succeeded", attempts: 3, durationMs: 600 })
+      ])
+    }))
+
+  it.effect("a hung attempt times out, is retried, and the retry's answer is used", () =>
+    Effect.gen(function*() {
+      const { calls, model } = scriptedModel("m", (_, n) => ({ latency: n === 0 ? 1_000_000 : 50 }))
+      const { result } = yield* withEvents(
+        model,
+        { timeout: "2 seconds", retry: { base: "100 millis", jitter: "none" } },
+        (agent) => agent.process(new AgentTask({ id: "a", prompt: "p" }))
+      )
+      expect(result).toMatchObject({ attempts: 2, durationMs: 2150 })
+      expect(calls.map((c) => [c.start, c.end])).toStrictEqual([[0, 2000], [2100, 2150]])
+    }))
+
+  it.effect("an open breaker fails attempts at once, and its transitions are published", () =>
+    Effect.gen(function*() {
+      const { calls, model } = scriptedModel("m", () => ({ latency: 0, error: new AiModel.Overloaded({ model: "m" }) }))
+      const { result, seen } = yield* withEvents(
+        model,
+        {
+          retry: { maxAttempts: 4, base: "100 millis", jitter: "none" },
+          breaker: { tripPolicy: CircuitBreaker.consecutive(2), openDuration: "1 minute" },
+          retryBudget: false
+        },
+        (agent) => Effect.flip(agent.process(new AgentTask({ id: "a", prompt: "p" })))
+      )
+      // Two calls trip the breaker at 100 ms; the third attempt (at 300 ms) meets CircuitOpen
+      // without reaching the model, and its retryAfter (59.8 s, within retryAfterMax) is waited
+      // out, so the fourth attempt is the half-open probe at 60.1 s. Attempts count model calls.
+      expect(result.attempts).toBe(3)
+      expect(calls.map((c) => c.start)).toStrictEqual([0, 100, 60_100])
+      expect(seen.filter(AgentEvent.is("BreakerTransition")).map((e) => [e.breaker, e.from, e.to, e.atMillis]))
+        .toStrictEqual([["m", "Closed", "Open", 100], ["m", "Open", "HalfOpen", 60_100], ["m", "HalfOpen", "Open", 60_100]])
+      expect(result.error._tag).toBe("Overloaded")
+    }))
+
+  it.effect("seed bug 12: a fallback answer is marked degraded and says why the primary failed", () =>
+    Effect.gen(function*() {
+      const primary = scriptedModel("primary", () => ({
+        latency: 0,
+        error: new AiModel.QuotaExhausted({ model: "primary", reason: "credit spent" })
+      }))
+      const secondary = scriptedModel("secondary", () => ({ latency: 20 }))
+      const { result, seen } = yield* withEvents(
+        primary.model,
+        { fallback: { models: [secondary.model] } },
+        (agent) => agent.process(new AgentTask({ id: "a", prompt: "p" }))
+      )
+      expect(result).toMatchObject({ model: "secondary", degraded: true, attempts: 2, output: "secondary answers p" })
+      expect(seen.filter(AgentEvent.is("FallbackUsed"))).toStrictEqual([
+        new AgentEvent.FallbackUsed({
+          taskId: "a",
+          tier: "secondary",
+          failures: [{ tier: "primary", error: { _tag: "QuotaExhausted", message: "primary: quota exhausted: credit spent" } }]
+        })
+      ])
+    }))
+
+  it.effect("a static answer ends the chain when every model fails, and a 400 never falls through", () =>
+    Effect.gen(function*() {
+      const down = scriptedModel("primary", () => ({ latency: 0, error: new AiModel.Unavailable({ model: "primary", reason: "reset" }) }))
+      const options: AgentService.Options = {
+        retry: false,
+        fallback: { staticAnswer: (task) => `static answer for ${task.id}` }
+      }
+      const { result } = yield* withEvents(down.model, options, (agent) => agent.process(new AgentTask({ id: "a", prompt: "p" })))
+      expect(result).toMatchObject({ model: "static", degraded: true, output: "static answer for a", attempts: 1 })
+
+      const invalid = scriptedModel("primary", () => ({
+        latency: 0,
+        error: new AiModel.InvalidRequest({ model: "primary", reason: "bad" })
+      }))
+      const failed = yield* withEvents(invalid.model, options, (agent) =>
+        Effect.exit(agent.process(new AgentTask({ id: "b", prompt: "p" }))))
+      expect(Exit.isFailure(failed.result)).toBe(true)
+      expect(JSON.stringify(failed.result)).toContain("InvalidRequest")
+    }))
+
+  it.effect("one retry layer: attempts per tier never exceed maxAttempts (no stacked retries)", () =>
+    Effect.gen(function*() {
+      const { calls, model } = scriptedModel("m", () => ({ latency: 0, error: new AiModel.Overloaded({ model: "m" }) }))
+      const { results } = yield* runAll(
+        model,
+        { retry: { maxAttempts: 3, base: "10 millis" }, breaker: false, retryBudget: false },
+        tasks(5)
+      )
+      expect(results.map((r) => r.attempts)).toStrictEqual([3, 3, 3, 3, 3])
+      expect(calls).toHaveLength(15)
+    }))
+})
