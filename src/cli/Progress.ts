@@ -1,0 +1,163 @@
+/**
+ * The live progress line of `wiz run` on stderr: lines done of the total, tasks failed,
+ * retries scheduled, the rate in tasks per second and the time left (seed bug 13:
+ * `processWithProgress` reported a percentage only). On a terminal it is one line redrawn in
+ * place with a bar; elsewhere (a log file, CI) it degrades to a plain line every few seconds.
+ * It is redrawn on a `Schedule`, so it follows Effect's `Clock` and `TestClock` drives it.
+ *
+ * @example
+ * ```ts
+ * import { Effect, Option } from "effect"
+ * import * as Progress from "wiz-effect/cli/Progress"
+ *
+ * Progress.render("plain", {
+ *   done: 120, total: Option.some(300), failed: 3, retries: 7, finished: 120, elapsedMillis: 3000
+ * })
+ * // "120/300 done, 3 failed, 7 retries, 40.0/s, ETA 5s\n"
+ * ```
+ *
+ * @since 0.1.0
+ */
+import { Clock, Duration, Effect, Fiber, Option, Schedule } from "effect"
+import type { Scope } from "effect"
+import { Stdio } from "./Stdio.js"
+
+/**
+ * The counters the line shows.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Counts {
+  /** Input lines accounted for: records written, plus lines an earlier run answered. */
+  readonly done: number
+  /** Tasks that failed. */
+  readonly failed: number
+  /** Retries scheduled. */
+  readonly retries: number
+  /** Tasks this run answered or failed: what the rate counts. */
+  readonly finished: number
+}
+
+/**
+ * The counters at one instant, with the total (when known) and the time since the start.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Snapshot extends Counts {
+  /** Non-blank input lines; unknown when reading stdin. */
+  readonly total: Option.Option<number>
+  readonly elapsedMillis: number
+}
+
+/**
+ * `tty`: one line redrawn in place with a bar. `plain`: a new line each time.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Mode = "tty" | "plain"
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options {
+  readonly mode: Mode
+  /** Non-blank input lines; `Option.none()` when unknown. */
+  readonly total: Option.Option<number>
+  /** Time between redraws: `defaults.ttyInterval` or `defaults.plainInterval` by mode. */
+  readonly interval?: Duration.DurationInput
+}
+
+/**
+ * A terminal line is redrawn every 100 ms; a plain line is written every 5 seconds; the bar is
+ * 20 cells wide.
+ *
+ * @since 0.1.0
+ * @category defaults
+ */
+export const defaults = {
+  ttyInterval: Duration.millis(100),
+  plainInterval: Duration.seconds(5),
+  barWidth: 20
+} as const
+
+/**
+ * `42s`, `3m05s`, `1h02m`: whole seconds, rounded up.
+ *
+ * @since 0.1.0
+ * @category formatting
+ */
+export const formatEta = (seconds: number): string => {
+  const s = Math.ceil(seconds)
+  if (s < 60) return `${s}s`
+  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, "0")}s`
+  return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, "0")}m`
+}
+
+const bar = (done: number, total: number): string => {
+  const filled = total === 0 ? defaults.barWidth : Math.min(defaults.barWidth, Math.floor((done / total) * defaults.barWidth))
+  return `[${"█".repeat(filled)}${"░".repeat(defaults.barWidth - filled)}]`
+}
+
+/**
+ * The text to write for a snapshot: on a terminal `\r`, the line, and an erase-to-end-of-line;
+ * otherwise the line and a newline. The rate is `finished` per second of `elapsedMillis`; the
+ * ETA divides the lines left by it (`--` while there is no rate yet).
+ *
+ * @since 0.1.0
+ * @category formatting
+ */
+export const render = (mode: Mode, snapshot: Snapshot): string => {
+  const rate = snapshot.elapsedMillis > 0 ? snapshot.finished / (snapshot.elapsedMillis / 1000) : undefined
+  const parts = [
+    `${snapshot.failed} failed`,
+    `${snapshot.retries} retries`,
+    rate === undefined ? "--/s" : `${rate.toFixed(1)}/s`
+  ]
+  let head = `${snapshot.done} done`
+  if (Option.isSome(snapshot.total)) {
+    const total = snapshot.total.value
+    const left = Math.max(0, total - snapshot.done)
+    head = mode === "tty" ? `${bar(snapshot.done, total)} ${snapshot.done}/${total}` : `${snapshot.done}/${total} done`
+    parts.push(left === 0 ? "ETA 0s" : rate === undefined || rate === 0 ? "ETA --" : `ETA ${formatEta(left / rate)}`)
+  }
+  const line = [head, ...parts].join(", ")
+  return mode === "tty" ? `\r${line}\x1b[K` : `${line}\n`
+}
+
+/**
+ * Draw the progress line on stderr until the scope closes. On a terminal it is drawn at once
+ * and redrawn every interval, and a last redraw ends it with a newline when the scope closes;
+ * a plain line is first written one interval after the start.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const start = (
+  counts: Effect.Effect<Counts>,
+  options: Options
+): Effect.Effect<void, never, Stdio | Scope.Scope> =>
+  Effect.gen(function*() {
+    const stdio = yield* Stdio
+    const startedAt = yield* Clock.currentTimeMillis
+    const snapshot = Effect.zipWith(counts, Clock.currentTimeMillis, (counts, now): Snapshot => ({
+      ...counts,
+      total: options.total,
+      elapsedMillis: now - startedAt
+    }))
+    const draw = Effect.flatMap(snapshot, (snapshot) => stdio.stderr(render(options.mode, snapshot)))
+    const loop = options.mode === "tty"
+      ? Effect.repeat(draw, Schedule.spaced(options.interval ?? defaults.ttyInterval))
+      : Effect.schedule(draw, Schedule.spaced(options.interval ?? defaults.plainInterval))
+    yield* Effect.acquireRelease(
+      Effect.forkDaemon(Effect.interruptible(loop)),
+      (fiber) =>
+        Effect.zipRight(
+          Fiber.interrupt(fiber),
+          options.mode === "tty" ? Effect.zipRight(draw, stdio.stderr("\n")) : Effect.void
+        )
+    )
+  })

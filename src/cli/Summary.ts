@@ -1,0 +1,203 @@
+/**
+ * The statistics of a `wiz run` and its final summary: tasks succeeded, failed (by error tag),
+ * invalid lines, lines skipped because an earlier run answered them, attempts and retries,
+ * breaker transitions, fallbacks, p50/p95 task latency, throughput and wall time.
+ *
+ * {@link Stats} is fed by the run (each record written, each agent event) and read by the
+ * progress line while the run goes on; {@link render} turns the final {@link Summary} into text.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import * as Summary from "wiz-effect/cli/Summary"
+ *
+ * const text = Effect.gen(function*() {
+ *   const stats = yield* Summary.makeStats
+ *   yield* stats.recordInvalid
+ *   return Summary.render(yield* stats.summary(1000))
+ * })
+ * ```
+ *
+ * @since 0.1.0
+ */
+import { Effect, Option } from "effect"
+import type { TaskResult } from "../agent/AgentTask.js"
+import type { AgentEvent } from "../events/AgentEvent.js"
+import type { Counts } from "./Progress.js"
+
+/**
+ * What a run did.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Summary {
+  readonly succeeded: number
+  readonly failed: number
+  /** Failed tasks per error tag, most frequent first (ties by tag). */
+  readonly failedByTag: ReadonlyArray<readonly [tag: string, count: number]>
+  readonly invalid: number
+  /** Lines an earlier run had answered (`--resume`). */
+  readonly skipped: number
+  /** Model attempts of every task of this run. */
+  readonly attempts: number
+  readonly retries: number
+  readonly breakerTransitions: number
+  readonly fallbacks: number
+  /** Median task latency (nearest rank); none when no task ran. */
+  readonly p50Millis: Option.Option<number>
+  /** 95th percentile task latency (nearest rank); none when no task ran. */
+  readonly p95Millis: Option.Option<number>
+  /** Tasks answered or failed per second of wall time; none when no time passed. */
+  readonly throughput: Option.Option<number>
+  readonly wallMillis: number
+}
+
+/**
+ * The running statistics of a run.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Stats {
+  /** Count a task's outcome: its status, attempts, latency and error tag. */
+  readonly recordResult: (result: TaskResult) => Effect.Effect<void>
+  /** Count an input line that was not a valid task. */
+  readonly recordInvalid: Effect.Effect<void>
+  /** Count a line an earlier run had answered. */
+  readonly recordSkipped: Effect.Effect<void>
+  /** Count retries, breaker transitions and fallbacks from the agent's events. */
+  readonly recordEvent: (event: AgentEvent) => Effect.Effect<void>
+  /** The counters of the progress line. */
+  readonly counts: Effect.Effect<Counts>
+  /** The summary so far, for a run that took `wallMillis`. */
+  readonly summary: (wallMillis: number) => Effect.Effect<Summary>
+}
+
+/**
+ * The `p`-th percentile (0 < p ≤ 100) of `values` by the nearest-rank method: the smallest
+ * value with at least `p`% of the values at or below it, so it is always one of the values.
+ * None for no values.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const percentile = (values: ReadonlyArray<number>, p: number): Option.Option<number> => {
+  if (values.length === 0) return Option.none()
+  const sorted = [...values].sort((a, b) => a - b)
+  const rank = Math.max(1, Math.ceil((p / 100) * sorted.length))
+  return Option.fromNullable(sorted[rank - 1])
+}
+
+/**
+ * New, zeroed statistics. Counters are plain fields touched inside `Effect.sync`.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const makeStats: Effect.Effect<Stats> = Effect.sync(() => {
+  let succeeded = 0
+  let invalid = 0
+  let skipped = 0
+  let attempts = 0
+  let retries = 0
+  let breakerTransitions = 0
+  let fallbacks = 0
+  const failedByTag = new Map<string, number>()
+  const durations: Array<number> = []
+  const failedCount = () => {
+    let n = 0
+    for (const count of failedByTag.values()) n += count
+    return n
+  }
+
+  return {
+    recordResult: (result) =>
+      Effect.sync(() => {
+        attempts += result.attempts
+        durations.push(result.durationMs)
+        if (result.status === "succeeded") {
+          succeeded++
+        } else {
+          failedByTag.set(result.error._tag, (failedByTag.get(result.error._tag) ?? 0) + 1)
+        }
+      }),
+    recordInvalid: Effect.sync(() => {
+      invalid++
+    }),
+    recordSkipped: Effect.sync(() => {
+      skipped++
+    }),
+    recordEvent: (event) =>
+      Effect.sync(() => {
+        switch (event._tag) {
+          case "RetryScheduled":
+            retries++
+            break
+          case "BreakerTransition":
+            breakerTransitions++
+            break
+          case "FallbackUsed":
+            fallbacks++
+            break
+        }
+      }),
+    counts: Effect.sync(() => {
+      const failed = failedCount()
+      return { done: succeeded + failed + invalid + skipped, failed, retries, finished: succeeded + failed }
+    }),
+    summary: (wallMillis) =>
+      Effect.sync(() => {
+        const failed = failedCount()
+        return {
+          succeeded,
+          failed,
+          failedByTag: [...failedByTag.entries()].sort(([a, x], [b, y]) => y - x || (a < b ? -1 : a > b ? 1 : 0)),
+          invalid,
+          skipped,
+          attempts,
+          retries,
+          breakerTransitions,
+          fallbacks,
+          p50Millis: percentile(durations, 50),
+          p95Millis: percentile(durations, 95),
+          throughput: wallMillis > 0 ? Option.some((succeeded + failed) / (wallMillis / 1000)) : Option.none(),
+          wallMillis
+        }
+      })
+  }
+})
+
+const millis = (ms: number): string => (ms < 1000 ? `${Math.round(ms)}ms` : `${(ms / 1000).toFixed(2)}s`)
+
+/**
+ * The summary as the lines written to stderr at the end of a run.
+ *
+ * @since 0.1.0
+ * @category formatting
+ */
+export const render = (summary: Summary): string => {
+  const byTag = summary.failedByTag.length === 0
+    ? ""
+    : ` (${summary.failedByTag.map(([tag, count]) => `${tag} ${count}`).join(", ")})`
+  const latency = Option.match(Option.all([summary.p50Millis, summary.p95Millis]), {
+    onNone: () => "--",
+    onSome: ([p50, p95]) => `p50 ${millis(p50)}, p95 ${millis(p95)}`
+  })
+  const throughput = Option.match(summary.throughput, {
+    onNone: () => "--",
+    onSome: (perSecond) => `${perSecond.toFixed(1)} tasks/s`
+  })
+  return [
+    `succeeded   ${summary.succeeded}`,
+    `failed      ${summary.failed}${byTag}`,
+    `invalid     ${summary.invalid}`,
+    `skipped     ${summary.skipped} (already in the output)`,
+    `attempts    ${summary.attempts} (${summary.retries} retries)`,
+    `breaker     ${summary.breakerTransitions} transitions`,
+    `fallbacks   ${summary.fallbacks}`,
+    `latency     ${latency}`,
+    `throughput  ${throughput}`,
+    `wall time   ${millis(summary.wallMillis)}`
+  ].map((line) => `${line}\n`).join("")
+}

@@ -1,0 +1,21 @@
+#!/usr/bin/env node
+/**
+ * The `wiz` executable: the command line of {@link Cli} on Node.js, with the process's
+ * file system, terminal and standard streams. Failures are reported by `Cli.report` and mapped
+ * to exit codes by `Cli.exitCode`.
+ *
+ * @since 0.1.0
+ */
+import { NodeContext, NodeRuntime } from "@effect/platform-node"
+import { Effect, Layer } from "effect"
+import * as Cli from "./Cli.js"
+import * as Stdio from "./Stdio.js"
+
+Cli.run(process.argv).pipe(
+  Effect.tapErrorCause(Cli.report),
+  Effect.provide(Layer.merge(NodeContext.layer, Stdio.layer)),
+  NodeRuntime.runMain({
+    disableErrorReporting: true,
+    teardown: (exit, onExit) => onExit(Cli.exitCode(exit))
+  })
+)

@@ -1,0 +1,139 @@
+import { FileSystem } from "@effect/platform"
+import { NodeContext } from "@effect/platform-node"
+import { describe, expect, it } from "@effect/vitest"
+import { Effect, Exit, Fiber, Layer, Option, TestClock } from "effect"
+import * as Cli from "../../src/cli/Cli.js"
+import * as TestStdio from "./TestStdio.js"
+
+/** Run `wiz <args>` with the given stdio and the real file system. */
+const wiz = (stdio: TestStdio.TestStdio, ...args: ReadonlyArray<string>) =>
+  Cli.run(["node", "wiz", ...args]).pipe(Effect.provide(Layer.merge(NodeContext.layer, stdio.layer)))
+
+/** The embedded model answering at once, and no progress line. */
+const instant = ["--time-to-first-token", "0 millis", "--per-token", "0 millis", "--no-progress"]
+
+const parseRecords = (text: string): Array<Record<string, unknown>> =>
+  text.split("\n").filter((line) => line.length > 0).map((line) => JSON.parse(line) as Record<string, unknown>)
+
+const task = (id: string, extra = "") => `{"id":"${id}","prompt":"Summarise: ${id} is a task about retries and timeouts."${extra}}`
+
+const mixed = [
+  task("a"), //                                   1
+  '{"id":"b","prompt":"unterminated', //          2  bad JSON
+  "", //                                          3  blank: skipped
+  task("c", ',"maxTokens":"ten"'), //              4  wrong-typed field
+  '{"id":"d"}', //                                5  missing field
+  task("a"), //                                   6  duplicate id
+  task("e"), //                                   7
+  task("f", ',"maxTokens":8') //                  8
+].join("\n") + "\n"
+
+const withTempDir = <A, E, R>(f: (dir: string, fs: FileSystem.FileSystem) => Effect.Effect<A, E, R>) =>
+  Effect.gen(function*() {
+    const fs = yield* FileSystem.FileSystem
+    return yield* f(yield* fs.makeTempDirectoryScoped(), fs)
+  }).pipe(Effect.scoped, Effect.provide(NodeContext.layer))
+
+describe("wiz run", () => {
+  it.effect("every non-blank input line gets exactly one record: succeeded, or invalid with its line and what was wrong", () =>
+    withTempDir((dir, fs) =>
+      Effect.gen(function*() {
+        yield* fs.writeFileString(`${dir}/tasks.jsonl`, mixed)
+        const stdio = TestStdio.make()
+        yield* wiz(stdio, "run", `${dir}/tasks.jsonl`, "--output", `${dir}/out.jsonl`, "--seed", "1", ...instant)
+        const records = parseRecords(yield* fs.readFileString(`${dir}/out.jsonl`))
+        expect(records.length).toBe(7)
+        const invalid = records.filter((r) => r.status === "invalid").sort((x, y) => Number(x.line) - Number(y.line))
+        expect(invalid.map((r) => [r.line, (r.error as { _tag: string })._tag])).toEqual([
+          [2, "InvalidTask"],
+          [4, "InvalidTask"],
+          [5, "InvalidTask"],
+          [6, "InvalidTask"]
+        ])
+        const messages = invalid.map((r) => (r.error as { message: string }).message)
+        expect(messages[0]).toMatch(/^line 2: not valid JSON \(/)
+        expect(messages.slice(1)).toEqual([
+          expect.stringMatching(/^line 4: maxTokens: Expected number, actual "ten"/),
+          "line 5: prompt: is missing",
+          "line 6: duplicate id \"a\" (first on line 1)"
+        ])
+        const answered = records.filter((r) => r.status === "succeeded")
+        expect(answered.map((r) => r.id).sort()).toEqual(["a", "e", "f"])
+        expect(answered.every((r) => r.attempts === 1 && r.model === "embedded" && r.degraded === false)).toBe(true)
+        expect(stdio.stdout()).toBe("")
+        expect(stdio.stderr()).toContain("succeeded   3\nfailed      0\ninvalid     4\nskipped     0 (already in the output)\nattempts    3 (0 retries)\n")
+      })
+    ))
+
+  it.effect("--resume after a crash (a record cut short at the end) runs only what is missing; nothing is written twice", () =>
+    withTempDir((dir, fs) =>
+      Effect.gen(function*() {
+        const ids = Array.from({ length: 10 }, (_, i) => `t${i + 1}`)
+        const lines = [...ids.slice(0, 5).map((id) => task(id)), "{oops", ...ids.slice(5).map((id) => task(id))]
+        yield* fs.writeFileString(`${dir}/tasks.jsonl`, lines.join("\n") + "\n")
+        const done = (id: string) =>
+          `{"id":"${id}","status":"succeeded","output":"x","attempts":1,"model":"embedded","degraded":false,"durationMs":3}`
+        const before = [
+          done("t2"),
+          '{"line":6,"status":"invalid","error":{"_tag":"InvalidTask","message":"line 6: not valid JSON"}}',
+          done("t7"),
+          `{"id":"t9","status":"failed","error":{"_tag":"Overloaded","message":"embedded: overloaded"},"attempts":4,"durationMs":8}`
+        ]
+        const cut = done("t4").slice(0, 25)
+        yield* fs.writeFileString(`${dir}/out.jsonl`, before.join("\n") + "\n" + cut)
+        const stdio = TestStdio.make()
+        yield* wiz(stdio, "run", `${dir}/tasks.jsonl`, "--output", `${dir}/out.jsonl`, "--resume", "--seed", "1", ...instant)
+
+        const text = yield* fs.readFileString(`${dir}/out.jsonl`)
+        const written = text.split("\n")
+        expect(written.slice(0, 5)).toEqual([...before, cut])
+        const added = parseRecords(written.slice(5).join("\n"))
+        expect(added.map((r) => [r.id, r.status]).sort()).toEqual(
+          ["t1", "t10", "t3", "t4", "t5", "t6", "t8"].map((id) => [id, "succeeded"])
+        )
+        expect(text.endsWith("\n")).toBe(true)
+        expect(stdio.stderr()).toContain("wiz: 1 line(s) of the output are not records (cut short by a crash?); their tasks run again\n")
+        expect(stdio.stderr()).toContain("succeeded   7\nfailed      0\ninvalid     0\nskipped     4 (already in the output)\n")
+
+        // a second resume finds nothing left to do and writes nothing
+        const again = TestStdio.make()
+        yield* wiz(again, "run", `${dir}/tasks.jsonl`, "--output", `${dir}/out.jsonl`, "--resume", ...instant)
+        expect(yield* fs.readFileString(`${dir}/out.jsonl`)).toBe(text)
+        expect(again.stderr()).toContain("succeeded   0\nfailed      0\ninvalid     0\nskipped     11 (already in the output)\n")
+      })
+    ))
+
+  it.effect("without --resume an existing output file is truncated", () =>
+    withTempDir((dir, fs) =>
+      Effect.gen(function*() {
+        yield* fs.writeFileString(`${dir}/tasks.jsonl`, task("only") + "\n")
+        yield* fs.writeFileString(`${dir}/out.jsonl`, "old content\nmore old content\n")
+        yield* wiz(TestStdio.make(), "run", `${dir}/tasks.jsonl`, "-o", `${dir}/out.jsonl`, ...instant)
+        expect(parseRecords(yield* fs.readFileString(`${dir}/out.jsonl`)).map((r) => r.id)).toEqual(["only"])
+      })
+    ))
+
+  it.effect("stdin in, stdout out; faults are retried under TestClock and the summary counts every retry", () =>
+    Effect.gen(function*() {
+      const ids = Array.from({ length: 40 }, (_, i) => `q${i + 1}`)
+      const stdio = TestStdio.make({ stdin: ids.map((id) => task(id)).join("\n") })
+      const fiber = yield* Effect.fork(
+        wiz(stdio, "run", "--failure-rate", "0.1", "--seed", "7", "--timeout", "1 second", "--retries", "5", ...instant, "-")
+      )
+      while (Option.isNone(yield* Fiber.poll(fiber))) {
+        yield* TestClock.adjust("250 millis")
+      }
+      expect(Exit.isSuccess(yield* Fiber.await(fiber))).toBe(true)
+      const records = parseRecords(stdio.stdout())
+      expect(records.map((r) => r.id).sort()).toEqual([...ids].sort())
+      expect(records.every((r) => r.status === "succeeded")).toBe(true)
+      const attempts = records.reduce((sum, r) => sum + Number(r.attempts), 0)
+      // with the breaker closed throughout, every retry scheduled is one more attempt made
+      const retries = attempts - records.length
+      expect(retries).toBeGreaterThan(0)
+      expect(stdio.stderr()).toContain(
+        `succeeded   40\nfailed      0\ninvalid     0\nskipped     0 (already in the output)\n` +
+          `attempts    ${attempts} (${retries} retries)\nbreaker     0 transitions\n`
+      )
+    }))
+})

@@ -1,0 +1,86 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Effect, Option } from "effect"
+import { TaskFailed, TaskSucceeded } from "../../src/agent/AgentTask.js"
+import * as AgentEvent from "../../src/events/AgentEvent.js"
+import * as Summary from "../../src/cli/Summary.js"
+
+const succeeded = (id: string, durationMs: number, attempts = 1) =>
+  new TaskSucceeded({ id, output: "ok", attempts, model: "embedded", degraded: false, durationMs })
+
+const failed = (id: string, tag: string, durationMs: number, attempts: number) =>
+  new TaskFailed({ id, error: { _tag: tag, message: `${tag}!` }, attempts, durationMs })
+
+describe("Summary", () => {
+  it("percentile is nearest-rank: always one of the values", () => {
+    const values = [50, 10, 40, 20, 30, 100, 90, 80, 70, 60] // 10..100 shuffled
+    expect(Summary.percentile(values, 50)).toEqual(Option.some(50))
+    expect(Summary.percentile(values, 95)).toEqual(Option.some(100))
+    expect(Summary.percentile(values, 90)).toEqual(Option.some(90))
+    expect(Summary.percentile(values, 1)).toEqual(Option.some(10))
+    expect(Summary.percentile([7], 95)).toEqual(Option.some(7))
+    expect(Summary.percentile([], 50)).toEqual(Option.none())
+  })
+
+  it("p50/p95 exact on 20 known durations (1..20 ms → 10 and 19)", () =>
+    expect(Summary.percentile(Array.from({ length: 20 }, (_, i) => 20 - i), 50)).toEqual(Option.some(10)))
+
+  it.effect("counts results, invalid and skipped lines, retries, breaker transitions and fallbacks", () =>
+    Effect.gen(function*() {
+      const stats = yield* Summary.makeStats
+      for (let i = 1; i <= 18; i++) yield* stats.recordResult(succeeded(`s${i}`, i * 10))
+      yield* stats.recordResult(succeeded("s19", 190, 3))
+      yield* stats.recordResult(failed("f1", "Overloaded", 2000, 4))
+      yield* stats.recordResult(failed("f2", "ModelTimeout", 3000, 4))
+      yield* stats.recordResult(failed("f3", "Overloaded", 1000, 4))
+      yield* stats.recordInvalid
+      yield* stats.recordInvalid
+      yield* stats.recordSkipped
+      const error = { _tag: "Overloaded", message: "embedded: overloaded" }
+      for (let attempt = 2; attempt <= 4; attempt++) {
+        yield* stats.recordEvent(new AgentEvent.RetryScheduled({ taskId: "f1", model: "embedded", attempt, delayMillis: 100, error }))
+      }
+      yield* stats.recordEvent(new AgentEvent.BreakerTransition({ breaker: "embedded", from: "closed", to: "open", atMillis: 5 }))
+      yield* stats.recordEvent(new AgentEvent.FallbackUsed({ taskId: "s3", tier: "static", failures: [] }))
+      yield* stats.recordEvent(new AgentEvent.TaskFinished({ taskId: "s1", status: "succeeded", attempts: 1, durationMs: 10 }))
+
+      expect(yield* stats.counts).toEqual({ done: 25, failed: 3, retries: 3, finished: 22 })
+      const summary = yield* stats.summary(4000)
+      expect(summary).toEqual({
+        succeeded: 19,
+        failed: 3,
+        failedByTag: [["Overloaded", 2], ["ModelTimeout", 1]],
+        invalid: 2,
+        skipped: 1,
+        attempts: 18 + 3 + 12,
+        retries: 3,
+        breakerTransitions: 1,
+        fallbacks: 1,
+        // 22 durations: 10..180, 190, 1000, 2000, 3000 → rank 11 = 110, rank 21 = 2000
+        p50Millis: Option.some(110),
+        p95Millis: Option.some(2000),
+        throughput: Option.some(5.5),
+        wallMillis: 4000
+      })
+      expect(Summary.render(summary)).toBe(
+        "succeeded   19\n" +
+          "failed      3 (Overloaded 2, ModelTimeout 1)\n" +
+          "invalid     2\n" +
+          "skipped     1 (already in the output)\n" +
+          "attempts    33 (3 retries)\n" +
+          "breaker     1 transitions\n" +
+          "fallbacks   1\n" +
+          "latency     p50 110ms, p95 2.00s\n" +
+          "throughput  5.5 tasks/s\n" +
+          "wall time   4.00s\n"
+      )
+    }))
+
+  it.effect("an empty run renders -- for latency and throughput instead of NaN", () =>
+    Effect.gen(function*() {
+      const stats = yield* Summary.makeStats
+      const summary = yield* stats.summary(0)
+      expect(summary.p50Millis).toEqual(Option.none())
+      expect(summary.throughput).toEqual(Option.none())
+      expect(Summary.render(summary)).toContain("latency     --\nthroughput  --\nwall time   0ms\n")
+    }))
+})
