@@ -148,12 +148,18 @@ export const TaskRecord = Schema.Union(TaskSucceeded, TaskFailed, TaskInvalid)
  */
 export type TaskRecord = typeof TaskRecord.Type
 
-const decodeTask = Schema.decodeUnknownEither(AgentTask, { onExcessProperty: "ignore" })
+const decodeTask = Schema.decodeUnknownEither(AgentTask, { onExcessProperty: "ignore", errors: "all" })
 
-const describeIssues = (error: ParseResult.ParseError): string =>
-  ParseResult.ArrayFormatter.formatErrorSync(error)
-    .map((issue) => (issue.path.length === 0 ? issue.message : `${issue.path.join(".")}: ${issue.message}`))
-    .join("; ")
+// One message per field: an optional field's union would otherwise also report
+// "Expected undefined" for the same value.
+const describeIssues = (error: ParseResult.ParseError): string => {
+  const byPath = new Map<string, string>()
+  for (const issue of ParseResult.ArrayFormatter.formatErrorSync(error)) {
+    const path = issue.path.join(".")
+    if (!byPath.has(path)) byPath.set(path, path === "" ? issue.message : `${path}: ${issue.message}`)
+  }
+  return [...byPath.values()].join("; ")
+}
 
 /**
  * Parse one JSON Lines line (1-based `line`) into a task, or say what is wrong with it and where.
@@ -168,6 +174,10 @@ export const decodeLine = (text: string, line: number): Either.Either<AgentTask,
   } catch (cause) {
     return Either.left(new InvalidTask({ line, reason: `not valid JSON (${(cause as Error).message})` }))
   }
+  if (typeof json !== "object" || json === null || Array.isArray(json)) {
+    const got = JSON.stringify(json)
+    return Either.left(new InvalidTask({ line, reason: `expected an object like {"id": "...", "prompt": "..."}, got ${got}` }))
+  }
   return Either.mapLeft(decodeTask(json), (error) => new InvalidTask({ line, reason: describeIssues(error) }))
 }
 
@@ -177,4 +187,24 @@ export const decodeLine = (text: string, line: number): Either.Either<AgentTask,
  * @since 0.1.0
  * @category encoding
  */
-export const encodeRecord: (record: TaskRecord) => typeof TaskRecord.Encoded = Schema.encodeSync(TaskRecord)
+export const encodeRecord = (record: TaskRecord): RecordJson => {
+  const encoded = encodeTaskRecord(record)
+  if (encoded.status !== "failed") return encoded
+  // A failed task is an error in Effect (tagged, to be caught by tag); its record is data,
+  // shaped like the others, without the tag.
+  const { _tag: _, ...data } = encoded
+  return data
+}
+
+const encodeTaskRecord = Schema.encodeSync(TaskRecord)
+
+/**
+ * A record as written to JSON.
+ *
+ * @since 0.1.0
+ * @category encoding
+ */
+export type RecordJson =
+  | typeof TaskSucceeded.Encoded
+  | Omit<typeof TaskFailed.Encoded, "_tag">
+  | typeof TaskInvalid.Encoded
