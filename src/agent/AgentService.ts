@@ -148,6 +148,9 @@ export declare namespace AgentService {
   }
 }
 
+const succeededCount = Metric.tagged(metrics.tasks, "status", "succeeded")
+const failedCount = Metric.tagged(metrics.tasks, "status", "failed")
+
 /** The task an attempt works for, so policy hooks can name it in their events. */
 const currentTask = FiberRef.unsafeMake<string>("")
 
@@ -298,16 +301,19 @@ export const make = (
       )
     }
 
-    const process = Effect.fn("AgentService.process")(function*(task: AgentTask) {
+    // A span per task, but not `Effect.fn`: it captures a stack trace per call, which measured
+    // ~30 µs against ~9 µs for the span alone (bench/main.ts).
+    const process = Effect.fnUntraced(function*(task: AgentTask) {
       const start = yield* Clock.currentTimeMillis
       const counter = { attempts: 0 }
       yield* publish(new AgentEvent.TaskStarted({ taskId: task.id }))
-      const request = new AiModel.CompletionRequest({ prompt: task.prompt, maxTokens: task.maxTokens ?? maxTokens })
+      // The task was validated when it was decoded; don't validate its parts again per call.
+      const request = new AiModel.CompletionRequest({ prompt: task.prompt, maxTokens: task.maxTokens ?? maxTokens }, true)
       const outcome = yield* Effect.either(Effect.locally(answer(task, request, counter), currentTask, task.id))
       const durationMs = (yield* Clock.currentTimeMillis) - start
       const status = Either.isRight(outcome) ? "succeeded" : "failed"
       yield* Metric.update(metrics.taskDuration, durationMs)
-      yield* Metric.increment(Metric.tagged(metrics.tasks, "status", status))
+      yield* Metric.increment(status === "succeeded" ? succeededCount : failedCount)
       yield* publish(new AgentEvent.TaskFinished({ taskId: task.id, status, attempts: counter.attempts, durationMs }))
       if (Either.isLeft(outcome)) {
         return yield* new TaskFailed({
@@ -315,7 +321,7 @@ export const make = (
           error: errorInfo(outcome.left),
           attempts: counter.attempts,
           durationMs
-        })
+        }, true)
       }
       return new TaskSucceeded({
         id: task.id,
@@ -324,8 +330,8 @@ export const make = (
         model: outcome.right.completion.model,
         degraded: outcome.right.degraded,
         durationMs
-      })
-    })
+      }, true)
+    }, (effect, task) => Effect.withSpan(effect, "AgentService.process", { attributes: { "task.id": task.id } }))
 
     const settle = (task: AgentTask): Effect.Effect<TaskResult> =>
       Effect.catchAll(process(task), (failed) => Effect.succeed(failed))
