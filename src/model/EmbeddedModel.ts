@@ -16,6 +16,13 @@
  *   timeout interrupts it, in the proportions of `faults`; and a provider-side
  *   `requestsPerMinute` limit over a sliding 60 s window answers `RateLimited` with the time
  *   until a slot frees.
+ * - **an outage**: with `outage`, from `after` (counted from when the model was made) for
+ *   `lasting`, the provider cannot be reached: every call fails at once with `Unavailable`
+ *   (`reason: "simulated outage"`), before validation, the rate limit and any draw. A call
+ *   refused by the outage is not counted and takes no rate-limit slot, so every call outside
+ *   the outage gets the answer, latencies and fault it would get without one. This is what
+ *   trips a circuit breaker: independent faults at a low `failureRate` rarely come several in
+ *   a row.
  *
  * Time is read only through Effect's `Clock` and spent only with `Effect.sleep`, so the model
  * runs in virtual time under `TestClock`. Every random draw comes from Effect's `Random`, made
@@ -33,6 +40,9 @@
  *   const model = yield* AiModel.AiModel
  *   return yield* model.generate(new AiModel.CompletionRequest({ prompt: "Summarise: ...", maxTokens: 64 }))
  * }).pipe(Effect.provide(EmbeddedModel.layer({ seed: 42, failureRate: 0.1 })))
+ *
+ * // unreachable from 3 s after the layer is built until 4 s
+ * const down = EmbeddedModel.layer({ seed: 42, outage: { after: "3 seconds", lasting: "1 second" } })
  * ```
  *
  * @since 0.1.0
@@ -83,13 +93,23 @@ export interface Options {
   readonly requestsPerMinute?: number
   /** Prompt tokens plus `maxTokens` may not exceed this. */
   readonly contextWindow?: number
+  /**
+   * A simulated provider outage: from `after` (counted from when `make` ran, by the `Clock`)
+   * until `after + lasting`, every call fails at once with `Unavailable`, a call made exactly
+   * at `after` included and one made at `after + lasting` not. Such a call counts neither as
+   * an ask of its prompt nor against `requestsPerMinute`. None by default.
+   */
+  readonly outage?: {
+    readonly after: Duration.DurationInput
+    readonly lasting: Duration.DurationInput
+  }
 }
 
 /**
  * `name: "embedded"`, `timeToFirstToken: 150 ms`, `perToken: 4 ms`, `jitter: 0.5`,
  * `failureRate: 0`, `faults: { rateLimited: 0.5, overloaded: 0.3, hang: 0.2 }`, no
- * `requestsPerMinute` limit, `contextWindow: 8192`. With these, 300 answers of ~40 tokens at
- * concurrency 8 take about 12 s.
+ * `requestsPerMinute` limit, `contextWindow: 8192`, no `outage`. With these, 300 answers of
+ * ~40 tokens at concurrency 8 take about 12 s.
  *
  * @since 0.1.0
  * @category defaults
@@ -106,15 +126,16 @@ export const defaults = {
 } as const
 
 /**
- * A new simulated model with its own request counters and rate-limit window.
+ * A new simulated model with its own request counters and rate-limit window. An `outage` is
+ * timed from now.
  *
  * @since 0.1.0
  * @category constructors
  */
 export const make = (options: Options = {}): Effect.Effect<AiModel.AiModel.Service> =>
   Effect.flatMap(
-    options.seed === undefined ? Random.nextInt : Effect.succeed(options.seed),
-    (seed) => Effect.sync(() => build(options, seed))
+    Effect.all([options.seed === undefined ? Random.nextInt : Effect.succeed(options.seed), Clock.currentTimeMillis]),
+    ([seed, now]) => Effect.sync(() => build(options, seed, now))
   )
 
 /**
@@ -153,7 +174,7 @@ interface Call {
 
 const windowMillis = 60_000
 
-const build = (options: Options, seed: number): AiModel.AiModel.Service => {
+const build = (options: Options, seed: number, madeAt: number): AiModel.AiModel.Service => {
   const name = options.name ?? defaults.name
   const ttft = Duration.toMillis(options.timeToFirstToken ?? defaults.timeToFirstToken)
   const perToken = Duration.toMillis(options.perToken ?? defaults.perToken)
@@ -179,6 +200,10 @@ const build = (options: Options, seed: number): AiModel.AiModel.Service => {
     )
   }
   const random = failureRate > 0 || (jitter > 0 && (ttft > 0 || perToken > 0))
+  // The outage is [downFrom, downUntil); empty without one.
+  const outage = options.outage
+  const downFrom = outage === undefined ? Infinity : madeAt + Duration.toMillis(outage.after)
+  const downUntil = outage === undefined ? Infinity : downFrom + Duration.toMillis(outage.lasting)
 
   const answers = new Map<string, Answer>()
   const answerFor = (prompt: string): Answer => {
@@ -238,7 +263,7 @@ const build = (options: Options, seed: number): AiModel.AiModel.Service => {
   }
 
   // Validate, count the ask, pass the rate limit, then draw this call's fault and latencies.
-  const start = (request: AiModel.CompletionRequest): Effect.Effect<Call, AiModel.ModelError> =>
+  const serve = (request: AiModel.CompletionRequest): Effect.Effect<Call, AiModel.ModelError> =>
     Effect.suspend(() => {
       const prompt = request.prompt
       if (prompt.trim() === "") {
@@ -264,6 +289,16 @@ const build = (options: Options, seed: number): AiModel.AiModel.Service => {
         return refused === undefined ? drawn : Effect.fail(refused)
       })
     })
+
+  // Before anything else, an outage refuses the call without touching any count. Without one
+  // (or with one lasting 0), no clock read.
+  const start = downUntil > downFrom
+    ? (request: AiModel.CompletionRequest): Effect.Effect<Call, AiModel.ModelError> =>
+      Effect.flatMap(Clock.currentTimeMillis, (now) =>
+        now >= downFrom && now < downUntil
+          ? Effect.fail(new AiModel.Unavailable({ model: name, reason: "simulated outage" }))
+          : serve(request))
+    : serve
 
   return {
     name,

@@ -253,6 +253,78 @@ describe("EmbeddedModel", () => {
       expect(yield* at(80_000)).toBe(40_000)
     }))
 
+  describe("outage", () => {
+    const down = new AiModel.Unavailable({ model: "embedded", reason: "simulated outage" })
+
+    it.effect("timed from when the model was made: answers before `after`, Unavailable at once from exactly `after` until just before `after + lasting`, answers again from then", () =>
+      Effect.gen(function* () {
+        yield* TestClock.setTime(10_000)
+        const model = yield* EmbeddedModel.make({ seed: 1, jitter: 0, outage: { after: "500 millis", lasting: "1 second" } })
+        // 150 ms to the first token + 47 tokens × 4 ms
+        const at = (ms: number) =>
+          Effect.zipRight(TestClock.setTime(ms), Effect.fork(timed(model.generate(request(article))))).pipe(
+            Effect.tap(() => TestClock.adjust("1 second")),
+            Effect.flatMap(Fiber.join),
+            Effect.map(({ ms, result }) => [Either.isRight(result) ? result.right.text : result.left, ms] as const)
+          )
+        expect(yield* at(10_499)).toEqual([summary, 338])
+        expect(yield* at(10_500)).toEqual([down, 0])
+        expect(yield* at(11_499)).toEqual([down, 0])
+        expect(yield* at(11_500)).toEqual([summary, 338])
+        expect(yield* at(12_000)).toEqual([summary, 338])
+      }))
+
+    it.effect("comes before everything else: a blank prompt is refused as Unavailable; the stream fails without a chunk", () =>
+      Effect.gen(function* () {
+        const model = yield* EmbeddedModel.make({ ...instant, seed: 1, outage: { after: 0, lasting: "1 minute" } })
+        expect(yield* Effect.flip(model.generate(request(" ")))).toEqual(down)
+        expect(yield* Effect.exit(collect(model.stream(request(article))))).toEqual(Exit.fail(down))
+        yield* TestClock.setTime(60_000)
+        expect(yield* Effect.flip(model.generate(request(" ")))).toEqual(
+          new AiModel.InvalidRequest({ model: "embedded", reason: "the prompt is blank" })
+        )
+        expect((yield* collect(model.stream(request(article)))).map((chunk) => chunk.delta).join("")).toBe(summary)
+      }))
+
+    it.effect("a refused call consumes no draw: every call outside the outage gets what it gets from a model without one", () =>
+      Effect.gen(function* () {
+        const prompts = Array.from({ length: 12 }, (_, i) => (i % 2 === 0 ? "one thing." : "another thing."))
+        // call k starts at hour k; the outage covers hours 3 to 6
+        const calls = (options: EmbeddedModel.Options, hours: ReadonlyArray<number>) =>
+          Effect.gen(function* () {
+            const model = yield* EmbeddedModel.make({ ...faulty, seed: 7, ...options })
+            return yield* Effect.forEach(hours, (hour) =>
+              Effect.zipRight(TestClock.setTime(hour * 3_600_000), inVirtualTime(timed(model.generate(request(prompts[hour]!))))))
+          })
+        const all = Array.from({ length: 12 }, (_, hour) => hour)
+        const withOutage = yield* calls({ outage: { after: "3 hours", lasting: "4 hours" } }, all)
+        yield* TestClock.setTime(0)
+        const outside = all.filter((hour) => hour < 3 || hour >= 7)
+        const without = yield* calls({}, outside)
+        expect(withOutage.slice(3, 7)).toEqual(Array.from({ length: 4 }, () => ({ result: Either.left(down), ms: 0 })))
+        expect([...withOutage.slice(0, 3), ...withOutage.slice(7)]).toEqual(without)
+        // every answer has its own latency, so a shifted draw would show
+        const latencies = without.filter((call) => Either.isRight(call.result)).map((call) => call.ms)
+        expect(latencies.length > 3 && new Set(latencies).size === latencies.length).toBe(true)
+      }))
+
+    it.effect("a refused call takes no requestsPerMinute slot", () =>
+      Effect.gen(function* () {
+        const model = yield* EmbeddedModel.make({ ...instant, seed: 1, requestsPerMinute: 1, outage: { after: 0, lasting: "1 second" } })
+        expect(yield* Effect.flip(model.generate(request(article)))).toEqual(down)
+        yield* TestClock.setTime(1_000)
+        expect((yield* model.generate(request(article))).text).toBe(summary)
+        const limited = yield* Effect.flip(model.generate(request(article)))
+        expect(limited._tag === "RateLimited" && Duration.toMillis(limited.retryAfter!)).toBe(60_000)
+      }))
+
+    it.effect("an outage lasting 0 refuses nothing", () =>
+      Effect.gen(function* () {
+        const model = yield* EmbeddedModel.make({ ...instant, seed: 1, outage: { after: 0, lasting: 0 } })
+        expect((yield* model.generate(request(article))).text).toBe(summary)
+      }))
+  })
+
   it.effect("InvalidRequest for a blank prompt or one that does not fit the context window (not transient)", () =>
     Effect.gen(function* () {
       const model = yield* EmbeddedModel.make({ ...instant, seed: 1, contextWindow: 100 })
