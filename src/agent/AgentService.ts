@@ -177,7 +177,8 @@ export const make = (
 
     const breakers = options.breaker === false ? undefined : yield* CircuitBreaker.makeKeyed(options.breaker ?? {})
     if (breakers !== undefined) {
-      yield* breakers.transitions.pipe(
+      // Subscribed here, before any call can trip a breaker, so no transition is missed.
+      yield* (yield* breakers.subscribe).pipe(
         Stream.runForEach(({ key, transition }) =>
           Effect.zipRight(
             Metric.increment(metrics.breakerTransitions),

@@ -63,6 +63,7 @@ import {
   Schema,
   Stream
 } from "effect"
+import type { Scope } from "effect"
 
 // -----------------------------------------------------------------------------
 // models
@@ -258,6 +259,11 @@ export interface CircuitBreaker {
   readonly state: Effect.Effect<State>
   /** Every transition from the moment the stream is run; it never ends by itself. */
   readonly transitions: Stream.Stream<Transition>
+  /**
+   * Subscribe now, in a scope: the stream then has every transition from this point on, even
+   * those before it is run (`transitions` only starts listening when it runs).
+   */
+  readonly subscribe: Effect.Effect<Stream.Stream<Transition>, never, Scope.Scope>
   /** Hold the circuit open (`Isolated`) until `reset`. */
   readonly isolate: Effect.Effect<void>
   /** Close the circuit and forget every count, the backoff streak included. */
@@ -277,7 +283,7 @@ export const make = (options: Options = {}): Effect.Effect<CircuitBreaker> =>
     return Effect.map(PubSub.unbounded<Transition>(), (pubsub) =>
       unsafeMake(config, config.name, (transition) => {
         pubsub.unsafeOffer(transition)
-      }, Stream.fromPubSub(pubsub)))
+      }, Effect.map(PubSub.subscribe(pubsub), Stream.fromQueue)))
   })
 
 /**
@@ -297,6 +303,8 @@ export interface Keyed {
   readonly state: (key: string) => Effect.Effect<State>
   /** Every breaker's transitions, with its key, from the moment the stream is run. */
   readonly transitions: Stream.Stream<KeyedTransition>
+  /** Subscribe now, in a scope, to every breaker's transitions from this point on. */
+  readonly subscribe: Effect.Effect<Stream.Stream<KeyedTransition>, never, Scope.Scope>
 }
 
 /**
@@ -309,7 +317,7 @@ export const makeKeyed = (options: Options = {}): Effect.Effect<Keyed> =>
   Effect.suspend(() => {
     const config = resolve(options)
     return Effect.map(PubSub.unbounded<KeyedTransition>(), (pubsub) => {
-      const all = Stream.fromPubSub(pubsub)
+      const subscribe = Effect.map(PubSub.subscribe(pubsub), Stream.fromQueue)
       const breakers = new Map<string, CircuitBreaker>()
       const lookup = (key: string): CircuitBreaker => {
         let breaker = breakers.get(key)
@@ -320,7 +328,7 @@ export const makeKeyed = (options: Options = {}): Effect.Effect<Keyed> =>
             (transition) => {
               pubsub.unsafeOffer(new KeyedTransition({ key, transition }))
             },
-            Stream.filterMap(all, (keyed) => keyed.key === key ? Option.some(keyed.transition) : Option.none())
+            Effect.map(subscribe, Stream.filterMap((keyed) => keyed.key === key ? Option.some(keyed.transition) : Option.none()))
           )
           breakers.set(key, breaker)
         }
@@ -330,7 +338,8 @@ export const makeKeyed = (options: Options = {}): Effect.Effect<Keyed> =>
         get: (key) => Effect.sync(() => lookup(key)),
         execute: (key) => (self) => Effect.suspend(() => lookup(key).execute(self)),
         state: (key) => Effect.suspend(() => lookup(key).state),
-        transitions: all
+        transitions: Stream.unwrapScoped(subscribe),
+        subscribe
       }
       return keyed
     })
@@ -390,7 +399,7 @@ const unsafeMake = (
   config: Config,
   name: string,
   publish: (transition: Transition) => void,
-  transitions: Stream.Stream<Transition>
+  subscribe: Effect.Effect<Stream.Stream<Transition>, never, Scope.Scope>
 ): CircuitBreaker => {
   const { isFailure, openSchedule, probes, successesToClose, tripPolicy } = config
 
@@ -583,7 +592,8 @@ const unsafeMake = (
       refresh(now)
       return state
     }),
-    transitions,
+    transitions: Stream.unwrapScoped(subscribe),
+    subscribe,
     isolate: withNow((now) => {
       refresh(now)
       if (state !== "Isolated") transition("Isolated", now)

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Cause, Deferred, Duration, Effect, Exit, Fiber, Option, Schedule, Stream, TestClock } from "effect"
+import { Cause, Chunk, Deferred, Duration, Effect, Exit, Fiber, Option, Schedule, Stream, TestClock } from "effect"
 import * as FastCheck from "effect/FastCheck"
 import { InvalidRequest, Overloaded } from "../../src/model/AiModel.js"
 import * as CircuitBreaker from "../../src/policy/CircuitBreaker.js"
@@ -317,6 +317,26 @@ describe("CircuitBreaker", () => {
       const named = yield* CircuitBreaker.makeKeyed({ name: "llm", tripPolicy: CircuitBreaker.consecutive(1) })
       yield* Effect.exit(named.execute("gpt")(Effect.fail(overloaded)))
       expect(rejection(yield* Effect.exit(named.execute("gpt")(Effect.void))).breaker).toBe("llm/gpt")
+    }))
+
+  it.scoped("subscribe misses nothing: a transition before the stream first runs is still delivered", () =>
+    Effect.gen(function*() {
+      const breaker = yield* CircuitBreaker.make({ tripPolicy: CircuitBreaker.consecutive(1), openDuration: "1 second" })
+      const keyed = yield* CircuitBreaker.makeKeyed({ tripPolicy: CircuitBreaker.consecutive(1) })
+      const single = yield* breaker.subscribe
+      const all = yield* keyed.subscribe
+      const onlyA = yield* (yield* keyed.get("a")).subscribe
+      // Trip both before any stream has run, with no yield in between.
+      yield* Effect.exit(breaker.execute(Effect.fail(overloaded)))
+      yield* Effect.exit(keyed.execute("b")(Effect.fail(overloaded)))
+      yield* Effect.exit(keyed.execute("a")(Effect.fail(overloaded)))
+      expect(plain(Chunk.toReadonlyArray(yield* Stream.runCollect(Stream.take(single, 1))))).toEqual(["Closed->Open@0"])
+      const keyedSeen = yield* Stream.runCollect(Stream.take(all, 2))
+      expect(Chunk.toReadonlyArray(keyedSeen).map(({ key, transition }) => `${key}:${plain([transition])}`)).toEqual([
+        "b:Closed->Open@0",
+        "a:Closed->Open@0"
+      ])
+      expect(plain(Chunk.toReadonlyArray(yield* Stream.runCollect(Stream.take(onlyA, 1))))).toEqual(["Closed->Open@0"])
     }))
 
   it.effect("a 400 does not trip it (InvalidRequest is the caller's fault), neither counts nor resets; defects count", () =>
