@@ -59,7 +59,8 @@ export const errorInfo = (error: { readonly _tag: string; readonly message: stri
 
 /**
  * A task the model answered. `degraded` is true when a fallback tier answered instead of the
- * primary model; `model` names the one that did.
+ * primary model; `model` names the one that did. `attempts` counts calls that reached a model
+ * (retries and hedged copies included; an attempt an open breaker refused is no call).
  *
  * @since 0.1.0
  * @category models
@@ -75,7 +76,8 @@ export class TaskSucceeded extends Schema.Class<TaskSucceeded>("TaskSucceeded")(
 }) {}
 
 /**
- * A task that could not be answered, with the error that ended it and the attempts made.
+ * A task that could not be answered, with the error that ended it and the calls that reached a
+ * model (`attempts`: 0 when an open breaker refused every attempt, and the error says so).
  *
  * @since 0.1.0
  * @category errors

@@ -38,7 +38,10 @@ export class TaskStarted extends Schema.TaggedClass<TaskStarted>()("TaskStarted"
 export class RetryScheduled extends Schema.TaggedClass<RetryScheduled>()("RetryScheduled", {
   taskId: Schema.String,
   model: Schema.String,
-  /** The attempt about to start (2 for the first retry). */
+  /**
+   * The retry policy's number for the attempt about to start (2 for the first retry). It
+   * counts attempts an open breaker refused, which task records do not (they count model calls).
+   */
   attempt: Schema.Int,
   delayMillis: Schema.Number,
   error: ErrorInfo
@@ -54,6 +57,7 @@ export class RetryGivenUp extends Schema.TaggedClass<RetryGivenUp>()("RetryGiven
   taskId: Schema.String,
   model: Schema.String,
   reason: Schema.Literal("not-retryable", "max-attempts", "budget", "deadline", "retry-after-too-long"),
+  /** Attempts the retry policy made, those an open breaker refused included. */
   attempts: Schema.Int,
   error: ErrorInfo
 }) {}

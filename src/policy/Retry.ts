@@ -106,6 +106,12 @@ export interface Options<E extends Tagged = Tagged> extends Backoff {
    * from it, and a retry with no room left is not made.
    */
   readonly budget?: Budget
+  /**
+   * Whether a retry after this error is charged to the `budget`. By default every retry is,
+   * except after a `CircuitOpen`: the breaker refused that attempt, so it never reached the
+   * provider and added no load to it.
+   */
+  readonly chargesBudget?: (error: E) => boolean
   /** Runs before each retry's wait. */
   readonly onRetry?: (event: RetryEvent<E>) => Effect.Effect<void>
   /** Runs when the call fails for good, just before it fails. */
@@ -147,7 +153,8 @@ export interface GiveUpEvent<E> {
 
 /**
  * `base: 500 ms`, `factor: 2`, `cap: 30 s`, `maxAttempts: 4`, `jitter: "full"`,
- * `retryAfterMax: 60 s`, and `isRetryable`: any error but `InvalidRequest` and `QuotaExhausted`.
+ * `retryAfterMax: 60 s`, `isRetryable`: any error but `InvalidRequest` and `QuotaExhausted`, and
+ * `chargesBudget`: any error but `CircuitOpen`.
  *
  * @since 0.1.0
  * @category defaults
@@ -159,7 +166,8 @@ export const defaults = {
   maxAttempts: 4,
   jitter: "full",
   retryAfterMax: Duration.seconds(60),
-  isRetryable: (error: Tagged): boolean => error._tag !== "InvalidRequest" && error._tag !== "QuotaExhausted"
+  isRetryable: (error: Tagged): boolean => error._tag !== "InvalidRequest" && error._tag !== "QuotaExhausted",
+  chargesBudget: (error: Tagged): boolean => error._tag !== "CircuitOpen"
 } as const
 
 /**
@@ -243,6 +251,7 @@ const retryAfterOf = (error: Tagged): Duration.Duration | undefined => {
 export const make = <E extends Tagged = Tagged>(options: Options<E> = {}): Policy<E> => {
   const backoff = schedule(options)
   const isRetryable: (error: E) => boolean = options.isRetryable ?? defaults.isRetryable
+  const chargesBudget: (error: E) => boolean = options.chargesBudget ?? defaults.chargesBudget
   const retryAfterMax = Duration.decode(options.retryAfterMax ?? defaults.retryAfterMax)
   const deadline = options.deadline === undefined ? undefined : Duration.decode(options.deadline)
   const deadlineMillis = deadline === undefined ? Infinity : Duration.toMillis(deadline)
@@ -281,7 +290,7 @@ export const make = <E extends Tagged = Tagged>(options: Options<E> = {}): Polic
           const wait = retryAfter === undefined ? delay : Duration.max(delay, retryAfter)
           if (!fits(now + Duration.toMillis(wait))) return giveUp("deadline", attempts, error)
           const retry = pause(error, wait)
-          return budget === undefined
+          return budget === undefined || !chargesBudget(error)
             ? retry
             : Effect.flatMap(budget.tryWithdraw, (ok) => ok ? retry : giveUp("budget", attempts, error))
         }))

@@ -308,6 +308,21 @@ describe("Retry", () => {
       expect(yield* budget.available).toBe(0)
     }))
 
+  it.effect("a retry after CircuitOpen is not charged to the budget: the refused attempt never reached the provider", () =>
+    Effect.gen(function*() {
+      const budget = yield* Budget.make({ ratio: 0, minPerSecond: 0 })
+      const { attempt, times } = scripted<CircuitOpen | AiModel.Overloaded>([
+        new CircuitOpen({ retryAfter: Duration.millis(300) }),
+        new CircuitOpen({ retryAfter: Duration.millis(300) }),
+        overloaded(1),
+        "ok"
+      ])
+      const [exit] = yield* settle(Retry.make({ base: "100 millis", jitter: "none", budget }).apply(attempt))
+      // Two free retries after CircuitOpen; the retry after Overloaded finds an empty budget.
+      expect(exit).toStrictEqual(Exit.fail(overloaded(1)))
+      expect(times).toStrictEqual([0, 300, 600])
+    }))
+
   it.effect("pitfall: the backoff sleep is cancellable: interrupting it ends the call with no further attempt", () =>
     Effect.gen(function*() {
       const { attempt, times } = scripted([overloaded(1), "ok"])
