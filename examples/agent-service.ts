@@ -24,8 +24,8 @@ const agent = AgentService.layer({
   maxTokens: 24,
   timeout: "150 millis", // per attempt: a hung call is interrupted and retried
   retry: { base: "20 millis", cap: "100 millis", maxAttempts: 4 },
-  // Retries that only wait out an open breaker spend this budget too; room for 20 in 10 s.
-  retryBudget: { ratio: 0.1, minPerSecond: 2, window: "10 seconds" },
+  // Retries may add 10% of traffic plus one a second; waiting out an open breaker is free.
+  retryBudget: { ratio: 0.1, minPerSecond: 1, window: "10 seconds" },
   breaker: { tripPolicy: CircuitBreaker.consecutive(3), openDuration: "100 millis" },
   fallback: { staticAnswer: (task) => `(no answer for ${task.id} right now)` }
 })

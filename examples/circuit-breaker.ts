@@ -18,13 +18,12 @@ const program = Effect.gen(function*() {
     openDuration: "200 millis",
     halfOpen: { probes: 2, successesToClose: 2 } // at most 2 probes at once; 2 successes close it
   })
-  // Print every transition. The stream subscribes when it starts running, so give the forked
-  // fiber a turn before the first call, or early transitions are missed.
-  yield* breaker.transitions.pipe(
+  // Print every transition. `subscribe` listens from this line on, so even a transition made
+  // before the printer's fiber first runs is printed.
+  yield* (yield* breaker.subscribe).pipe(
     Stream.runForEach((t) => Console.log(`  [transition] ${t.from} -> ${t.to} at ${t.at - start} ms`)),
     Effect.forkScoped
   )
-  yield* Effect.yieldNow()
 
   let modelCalls = 0
   const down = Effect.suspend(() => (modelCalls++, Effect.fail(new AiModel.Overloaded({ model: "gpt" }))))
