@@ -9,6 +9,9 @@
  *   counted first so the progress line knows the total.
  * - `--resume` appends to `--output`, skipping the tasks and invalid lines it already records.
  * - progress (redrawn on a terminal, plain lines otherwise) and the final summary go to stderr.
+ * - `--outage-after` with `--outage-for` make the embedded model unreachable for a while, and
+ *   `--breaker-open` sets how long the circuit breaker then stays open: together they show the
+ *   breaker open, half-open and close again, with the refused tasks retried after it.
  *
  * Exit code 0 when every line was processed, even if some tasks failed; a usage error or an
  * unreadable input or output fails with a typed error instead.
@@ -31,6 +34,7 @@ import * as AgentService from "../agent/AgentService.js"
 import { errorInfo, TaskInvalid } from "../agent/AgentTask.js"
 import type { AgentEvent } from "../events/AgentEvent.js"
 import * as EmbeddedModel from "../model/EmbeddedModel.js"
+import * as CircuitBreaker from "../policy/CircuitBreaker.js"
 import * as Retry from "../policy/Retry.js"
 import * as Progress from "./Progress.js"
 import * as RecordSink from "./RecordSink.js"
@@ -89,6 +93,12 @@ export interface RunOptions {
   readonly timeToFirstToken: Option.Option<Duration.Duration>
   /** Embedded model: time per completion token. */
   readonly perToken: Option.Option<Duration.Duration>
+  /** Embedded model: when a simulated outage starts, from the start of the run (with `outageFor`). */
+  readonly outageAfter: Option.Option<Duration.Duration>
+  /** Embedded model: how long the simulated outage lasts (with `outageAfter`). */
+  readonly outageFor: Option.Option<Duration.Duration>
+  /** How long the circuit breaker stays open; none for `CircuitBreaker.defaults.openDuration`. */
+  readonly breakerOpen: Option.Option<Duration.Duration>
   /** Append to `output`, skipping what it already records. */
   readonly resume: boolean
   /** Draw the progress line on stderr. */
@@ -97,7 +107,8 @@ export interface RunOptions {
 
 /**
  * `output` stdout, `concurrency` and `timeout` per `AgentService.defaults`, `retries` one
- * less than `Retry.defaults.maxAttempts`, the embedded model with its own defaults, progress on.
+ * less than `Retry.defaults.maxAttempts`, the embedded model with its own defaults and no
+ * outage, the breaker per `CircuitBreaker.defaults`, progress on.
  *
  * @since 0.1.0
  * @category defaults
@@ -114,6 +125,9 @@ export const defaults: Omit<RunOptions, "input"> = {
   seed: Option.none(),
   timeToFirstToken: Option.none(),
   perToken: Option.none(),
+  outageAfter: Option.none(),
+  outageFor: Option.none(),
+  breakerOpen: Option.none(),
   resume: false,
   progress: true
 }
@@ -125,13 +139,21 @@ const agentLayer = (options: RunOptions): Layer.Layer<AgentService.AgentService>
   AgentService.layer({
     concurrency: options.concurrency,
     timeout: options.timeout,
-    retry: options.retries === 0 ? false : { maxAttempts: options.retries + 1 }
+    retry: options.retries === 0 ? false : { maxAttempts: options.retries + 1 },
+    ...Option.match(options.breakerOpen, {
+      onNone: () => ({}),
+      onSome: (openDuration) => ({ breaker: { openDuration } })
+    })
   }).pipe(
     Layer.provide(EmbeddedModel.layer({
       failureRate: options.failureRate,
       ...Option.match(options.seed, { onNone: () => ({}), onSome: (seed) => ({ seed }) }),
       ...Option.match(options.timeToFirstToken, { onNone: () => ({}), onSome: (timeToFirstToken) => ({ timeToFirstToken }) }),
-      ...Option.match(options.perToken, { onNone: () => ({}), onSome: (perToken) => ({ perToken }) })
+      ...Option.match(options.perToken, { onNone: () => ({}), onSome: (perToken) => ({ perToken }) }),
+      ...Option.match(Option.all({ after: options.outageAfter, lasting: options.outageFor }), {
+        onNone: () => ({}),
+        onSome: (outage) => ({ outage })
+      })
     }))
   )
 
@@ -174,6 +196,9 @@ export const run = Effect.fn("RunCommand.run")(function*(options: RunOptions) {
   }
   if (Option.isSome(options.baseUrl) || Option.isSome(options.apiKeyEnv)) {
     return yield* usage("--base-url and --api-key-env apply only to --model openai-compatible")
+  }
+  if (Option.isSome(options.outageAfter) !== Option.isSome(options.outageFor)) {
+    return yield* usage("--outage-after and --outage-for go together: when the simulated outage starts and how long it lasts")
   }
   if (options.resume && Option.isNone(options.output)) {
     return yield* usage("--resume needs --output FILE: it skips the tasks that file already records")
@@ -310,6 +335,23 @@ const runOptions = {
     "per-token",
     "zero",
     `Embedded model: time per completion token (default ${Duration.format(EmbeddedModel.defaults.perToken)}).`
+  ),
+  outageAfter: durationOption(
+    "outage-after",
+    "zero",
+    "Embedded model: start a simulated outage this long after the run starts; every call fails at once " +
+      "(Unavailable) until it ends. Needs --outage-for."
+  ),
+  outageFor: durationOption(
+    "outage-for",
+    "positive",
+    "Embedded model: how long the simulated outage lasts. Needs --outage-after."
+  ),
+  breakerOpen: durationOption(
+    "breaker-open",
+    "positive",
+    `How long the circuit breaker stays open before a probe call may test the model again ` +
+      `(default ${Duration.format(CircuitBreaker.defaults.openDuration)}).`
   ),
   resume: Options.boolean("resume").pipe(
     Options.withDescription("Append to --output, skipping the tasks and invalid lines it already records.")

@@ -47,9 +47,23 @@ describe("Cli", () => {
       expect(stdio.stderr()).toBe("wiz: --base-url and --api-key-env apply only to --model openai-compatible\n")
     }))
 
+  it.effect("--outage-after without --outage-for, or the other way round, is a usage error (exit 2)", () =>
+    Effect.gen(function*() {
+      for (const args of [["--outage-after", "3 seconds"], ["--outage-for", "1 second"]]) {
+        const stdio = TestStdio.make({ stdin: "" })
+        expect(yield* wiz(stdio, "run", ...args, "-")).toBe(2)
+        expect(stdio.stderr()).toBe(
+          "wiz: --outage-after and --outage-for go together: when the simulated outage starts and how long it lasts\n"
+        )
+      }
+    }))
+
   it.effect("a bad option value is a usage error (exit 2) printed by the parser, not reported twice", () =>
     Effect.gen(function*() {
-      for (const args of [["--timeout", "soon"], ["--timeout", "0 millis"], ["--concurrency", "0"], ["--failure-rate", "1.5"], ["--retries", "-1"]]) {
+      for (const args of [
+        ["--timeout", "soon"], ["--timeout", "0 millis"], ["--concurrency", "0"], ["--failure-rate", "1.5"], ["--retries", "-1"],
+        ["--outage-after", "soon"], ["--outage-for", "0 millis"], ["--breaker-open", "0 millis"]
+      ]) {
         const stdio = TestStdio.make({ stdin: "" })
         expect(yield* wiz(stdio, "run", ...args, "-")).toBe(2)
         expect(stdio.stderr()).toBe("")

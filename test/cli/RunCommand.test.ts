@@ -1,7 +1,7 @@
 import { FileSystem } from "@effect/platform"
 import { NodeContext } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Exit, Fiber, Layer, Option, TestClock } from "effect"
+import { Effect, Exit, Fiber, Layer, Option, Random, TestClock } from "effect"
 import * as Cli from "../../src/cli/Cli.js"
 import * as TestStdio from "./TestStdio.js"
 
@@ -134,6 +134,42 @@ describe("wiz run", () => {
       expect(stdio.stderr()).toContain(
         `succeeded   40\nfailed      0\ninvalid     0\nskipped     0 (already in the output)\n` +
           `attempts    ${attempts} (${retries} retries)\nbreaker     0 transitions\n`
+      )
+    }))
+
+  it.effect("--outage-after/--outage-for trip the breaker (--breaker-open): it opens, half-opens and closes, and every task still succeeds", () =>
+    Effect.gen(function*() {
+      const ids = Array.from({ length: 12 }, (_, i) => `o${i + 1}`)
+      const stdio = TestStdio.make({ stdin: ids.map((id) => task(id)).join("\n") })
+      const fiber = yield* Effect.fork(
+        wiz(
+          stdio,
+          "run",
+          "--concurrency", "5",
+          "--outage-after", "0 millis",
+          "--outage-for", "1 second",
+          "--breaker-open", "1 second",
+          "--seed", "1",
+          ...instant,
+          "-"
+        ).pipe(Effect.withRandom(Random.make(1)))
+      )
+      while (Option.isNone(yield* Fiber.poll(fiber))) {
+        yield* TestClock.adjust("100 millis")
+      }
+      expect(Exit.isSuccess(yield* Fiber.await(fiber))).toBe(true)
+      const records = parseRecords(stdio.stdout())
+      expect(records.map((r) => r.id).sort()).toEqual([...ids].sort())
+      expect(records.every((r) => r.status === "succeeded")).toBe(true)
+      // the five first tasks: refused by the outage (5 failures in a row open the breaker at 0),
+      // refused by the open breaker without reaching the model, answered once it half-opened
+      // 1 s later (--breaker-open; the default would be 30 s), the last after its own backoff
+      const hit = records.filter((r) => r.attempts === 2)
+      expect(hit.map((r) => r.id).sort()).toEqual(["o1", "o2", "o3", "o4", "o5"])
+      expect(hit.map((r) => Number(r.durationMs)).sort((a, b) => a - b)).toEqual([1000, 1000, 1000, 1000, 1183])
+      expect(stdio.stderr()).toContain(
+        "succeeded   12\nfailed      0\ninvalid     0\nskipped     0 (already in the output)\n" +
+          "attempts    17 (10 retries)\nbreaker     3 transitions\n"
       )
     }))
 })
