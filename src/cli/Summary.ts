@@ -42,6 +42,8 @@ export interface Summary {
   /** Model attempts of every task of this run. */
   readonly attempts: number
   readonly retries: number
+  /** Calls the retry policy gave up on, per reason (`budget`, `max-attempts`, ...), most first. */
+  readonly givenUp: ReadonlyArray<readonly [reason: string, count: number]>
   readonly breakerTransitions: number
   readonly fallbacks: number
   /** Median task latency (nearest rank); none when no task ran. */
@@ -104,6 +106,7 @@ export const makeStats: Effect.Effect<Stats> = Effect.sync(() => {
   let breakerTransitions = 0
   let fallbacks = 0
   const failedByTag = new Map<string, number>()
+  const givenUp = new Map<string, number>()
   const durations: Array<number> = []
   const failedCount = () => {
     let n = 0
@@ -134,6 +137,9 @@ export const makeStats: Effect.Effect<Stats> = Effect.sync(() => {
           case "RetryScheduled":
             retries++
             break
+          case "RetryGivenUp":
+            givenUp.set(event.reason, (givenUp.get(event.reason) ?? 0) + 1)
+            break
           case "BreakerTransition":
             breakerTransitions++
             break
@@ -152,11 +158,12 @@ export const makeStats: Effect.Effect<Stats> = Effect.sync(() => {
         return {
           succeeded,
           failed,
-          failedByTag: [...failedByTag.entries()].sort(([a, x], [b, y]) => y - x || (a < b ? -1 : a > b ? 1 : 0)),
+          failedByTag: mostFirst(failedByTag),
           invalid,
           skipped,
           attempts,
           retries,
+          givenUp: mostFirst(givenUp),
           breakerTransitions,
           fallbacks,
           p50Millis: percentile(durations, 50),
@@ -168,6 +175,9 @@ export const makeStats: Effect.Effect<Stats> = Effect.sync(() => {
   }
 })
 
+const mostFirst = (counts: ReadonlyMap<string, number>): ReadonlyArray<readonly [string, number]> =>
+  [...counts.entries()].sort(([a, x], [b, y]) => y - x || (a < b ? -1 : a > b ? 1 : 0))
+
 const millis = (ms: number): string => (ms < 1000 ? `${Math.round(ms)}ms` : `${(ms / 1000).toFixed(2)}s`)
 
 /**
@@ -177,9 +187,10 @@ const millis = (ms: number): string => (ms < 1000 ? `${Math.round(ms)}ms` : `${(
  * @category formatting
  */
 export const render = (summary: Summary): string => {
-  const byTag = summary.failedByTag.length === 0
-    ? ""
-    : ` (${summary.failedByTag.map(([tag, count]) => `${tag} ${count}`).join(", ")})`
+  const list = (counts: ReadonlyArray<readonly [string, number]>) =>
+    counts.map(([name, count]) => `${name} ${count}`).join(", ")
+  const byTag = summary.failedByTag.length === 0 ? "" : ` (${list(summary.failedByTag)})`
+  const givenUp = summary.givenUp.length === 0 ? "" : `; gave up: ${list(summary.givenUp)}`
   const latency = Option.match(Option.all([summary.p50Millis, summary.p95Millis]), {
     onNone: () => "--",
     onSome: ([p50, p95]) => `p50 ${millis(p50)}, p95 ${millis(p95)}`
@@ -193,7 +204,7 @@ export const render = (summary: Summary): string => {
     `failed      ${summary.failed}${byTag}`,
     `invalid     ${summary.invalid}`,
     `skipped     ${summary.skipped} (already in the output)`,
-    `attempts    ${summary.attempts} (${summary.retries} retries)`,
+    `attempts    ${summary.attempts} (${summary.retries} retries${givenUp})`,
     `breaker     ${summary.breakerTransitions} transitions`,
     `fallbacks   ${summary.fallbacks}`,
     `latency     ${latency}`,

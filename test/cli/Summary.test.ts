@@ -24,7 +24,7 @@ describe("Summary", () => {
   it("p50/p95 exact on 20 known durations (1..20 ms → 10 and 19)", () =>
     expect(Summary.percentile(Array.from({ length: 20 }, (_, i) => 20 - i), 50)).toEqual(Option.some(10)))
 
-  it.effect("counts results, invalid and skipped lines, retries, breaker transitions and fallbacks", () =>
+  it.effect("counts results, invalid and skipped lines, retries and why they were given up, breaker transitions and fallbacks", () =>
     Effect.gen(function*() {
       const stats = yield* Summary.makeStats
       for (let i = 1; i <= 18; i++) yield* stats.recordResult(succeeded(`s${i}`, i * 10))
@@ -38,6 +38,9 @@ describe("Summary", () => {
       const error = { _tag: "Overloaded", message: "embedded: overloaded" }
       for (let attempt = 2; attempt <= 4; attempt++) {
         yield* stats.recordEvent(new AgentEvent.RetryScheduled({ taskId: "f1", model: "embedded", attempt, delayMillis: 100, error }))
+      }
+      for (const [taskId, reason] of [["f1", "max-attempts"], ["f2", "budget"], ["f3", "budget"]] as const) {
+        yield* stats.recordEvent(new AgentEvent.RetryGivenUp({ taskId, model: "embedded", reason, attempts: 4, error }))
       }
       yield* stats.recordEvent(new AgentEvent.BreakerTransition({ breaker: "embedded", from: "closed", to: "open", atMillis: 5 }))
       yield* stats.recordEvent(new AgentEvent.FallbackUsed({ taskId: "s3", tier: "static", failures: [] }))
@@ -53,6 +56,7 @@ describe("Summary", () => {
         skipped: 1,
         attempts: 18 + 3 + 12,
         retries: 3,
+        givenUp: [["budget", 2], ["max-attempts", 1]],
         breakerTransitions: 1,
         fallbacks: 1,
         // 22 durations: 10..180, 190, 1000, 2000, 3000 → rank 11 = 110, rank 21 = 2000
@@ -66,7 +70,7 @@ describe("Summary", () => {
           "failed      3 (Overloaded 2, ModelTimeout 1)\n" +
           "invalid     2\n" +
           "skipped     1 (already in the output)\n" +
-          "attempts    33 (3 retries)\n" +
+          "attempts    33 (3 retries; gave up: budget 2, max-attempts 1)\n" +
           "breaker     1 transitions\n" +
           "fallbacks   1\n" +
           "latency     p50 110ms, p95 2.00s\n" +
