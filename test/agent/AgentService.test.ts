@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Chunk, Clock, Duration, Effect, Exit, FastCheck as fc, Fiber, Layer, Stream, TestClock } from "effect"
+import { Chunk, Clock, Duration, Effect, Exit, FastCheck as fc, Fiber, Layer, Metric, Stream, TestClock } from "effect"
 import * as AgentService from "../../src/agent/AgentService.js"
 import { AgentTask, type TaskResult } from "../../src/agent/AgentTask.js"
 import * as AgentEvent from "../../src/events/AgentEvent.js"
@@ -261,6 +261,38 @@ describe("AgentService", () => {
         Effect.exit(agent.process(new AgentTask({ id: "b", prompt: "p" }))))
       expect(Exit.isFailure(failed.result)).toBe(true)
       expect(JSON.stringify(failed.result)).toContain("InvalidRequest")
+    }))
+
+  it.effect("a hedge starts when the first call is slow; the first answer wins and the loser is interrupted", () =>
+    Effect.gen(function*() {
+      const { calls, model } = scriptedModel("m", (_, n) => ({ latency: n === 0 ? 5000 : 30 }))
+      const { result, seen } = yield* withEvents(
+        model,
+        { hedge: { delay: "200 millis", maxHedges: 1 } },
+        (agent) => agent.process(new AgentTask({ id: "a", prompt: "p" }))
+      )
+      expect(result).toMatchObject({ attempts: 2, durationMs: 230, output: "m answers p" })
+      // The first call was interrupted when the hedge answered, at 230 ms, not at 5 s.
+      expect(calls.map((c) => [c.start, c.end])).toStrictEqual([[0, 230], [200, 230]])
+      expect(seen.filter(AgentEvent.is("HedgeStarted"))).toStrictEqual([
+        new AgentEvent.HedgeStarted({ taskId: "a", model: "m", hedge: 1, afterMillis: 200 })
+      ])
+    }))
+
+  it.effect("every step is also a Metric: attempts, retries, tasks by status", () =>
+    Effect.gen(function*() {
+      const read = Effect.all({
+        attempts: Metric.value(AgentService.metrics.attempts),
+        retries: Metric.value(AgentService.metrics.retries),
+        failed: Metric.value(Metric.tagged(AgentService.metrics.tasks, "status", "failed"))
+      })
+      const before = yield* read
+      const { model } = scriptedModel("m", () => ({ latency: 0, error: new AiModel.Overloaded({ model: "m" }) }))
+      yield* runAll(model, { retry: { maxAttempts: 3, base: "10 millis" }, breaker: false, retryBudget: false }, tasks(2))
+      const after = yield* read
+      expect(after.attempts.count - before.attempts.count).toBe(6)
+      expect(after.retries.count - before.retries.count).toBe(4)
+      expect(after.failed.count - before.failed.count).toBe(2)
     }))
 
   it.effect("one retry layer: attempts per tier never exceed maxAttempts (no stacked retries)", () =>
