@@ -24,38 +24,34 @@ const rounds = 7
 
 const median = (xs: ReadonlyArray<number>) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
 
-/** µs per call of `calls` sequential runs of `one`, inside a single Effect run. */
-const effectSequential = async (calls: number, one: Effect.Effect<unknown, unknown>) => {
+/** µs per call: the median over `rounds` of `run` (after one warm-up run), divided by `calls`. */
+const perCall = async (calls: number, run: () => Promise<unknown>) => {
+  await run()
+  const samples: Array<number> = []
+  for (let r = 0; r < rounds; r++) {
+    const start = performance.now()
+    await run()
+    samples.push(((performance.now() - start) * 1000) / calls)
+  }
+  return median(samples)
+}
+
+/** `calls` sequential runs of `one`, inside a single Effect run. */
+const effectSequential = (calls: number, one: Effect.Effect<unknown, unknown>) => {
   const loop = Effect.gen(function*() {
     for (let i = 0; i < calls; i++) yield* one
   })
-  await Effect.runPromise(loop) // warm up
-  const samples: Array<number> = []
-  for (let r = 0; r < rounds; r++) {
-    const start = performance.now()
-    await Effect.runPromise(loop)
-    samples.push(((performance.now() - start) * 1000) / calls)
-  }
-  return median(samples)
+  return perCall(calls, () => Effect.runPromise(loop))
 }
 
-/** µs per call of `calls` sequential awaits of `one`. */
-const promiseSequential = async (calls: number, one: () => Promise<unknown>) => {
-  const loop = async () => {
+/** `calls` sequential awaits of `one`. */
+const promiseSequential = (calls: number, one: () => Promise<unknown>) =>
+  perCall(calls, async () => {
     for (let i = 0; i < calls; i++) await one()
-  }
-  await loop()
-  const samples: Array<number> = []
-  for (let r = 0; r < rounds; r++) {
-    const start = performance.now()
-    await loop()
-    samples.push(((performance.now() - start) * 1000) / calls)
-  }
-  return median(samples)
-}
+  })
 
-/** µs per call when `callers` run at once, each through `limit` on a body that yields once. */
-const effectContended = async (
+/** `callers` at once, each through `limit` on a body that yields once. */
+const effectContended = (
   callers: number,
   makeLimit: Effect.Effect<<A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>>
 ) => {
@@ -64,27 +60,14 @@ const effectContended = async (
       concurrency: "unbounded",
       discard: true
     }))
-  await Effect.runPromise(run)
-  const samples: Array<number> = []
-  for (let r = 0; r < rounds; r++) {
-    const start = performance.now()
-    await Effect.runPromise(run)
-    samples.push(((performance.now() - start) * 1000) / callers)
-  }
-  return median(samples)
+  return perCall(callers, () => Effect.runPromise(run))
 }
 
-const promiseContended = async (callers: number, limit: (f: () => Promise<unknown>) => Promise<unknown>) => {
-  const run = () => Promise.all(Array.from({ length: callers }, () => limit(() => new Promise((r) => setImmediate(r)))))
-  await run()
-  const samples: Array<number> = []
-  for (let r = 0; r < rounds; r++) {
-    const start = performance.now()
-    await run()
-    samples.push(((performance.now() - start) * 1000) / callers)
-  }
-  return median(samples)
-}
+const promiseContended = (callers: number, limit: (f: () => Promise<unknown>) => Promise<unknown>) =>
+  perCall(
+    callers,
+    () => Promise.all(Array.from({ length: callers }, () => limit(() => new Promise((r) => setImmediate(r)))))
+  )
 
 const completion = new AiModel.Completion({
   text: "ok",

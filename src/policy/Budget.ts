@@ -21,6 +21,7 @@
  * @since 0.1.0
  */
 import { Clock, Duration, Effect } from "effect"
+import * as SlidingWindow from "../internal/slidingWindow.js"
 
 /**
  * @since 0.1.0
@@ -60,8 +61,6 @@ export interface Budget {
   readonly available: Effect.Effect<number>
 }
 
-const steps = 10
-
 /**
  * A new, empty budget.
  *
@@ -76,43 +75,17 @@ export const make = (options: Options = {}): Effect.Effect<Budget> =>
       throw new RangeError(`Budget: ratio must be >= 0 and window > 0 (got ${ratio}, ${window} ms)`)
     }
     const reserve = (options.minPerSecond ?? defaults.minPerSecond) * (window / 1000)
-    const step = window / steps
-    // One slot per step of the window; `stamps` says which step a slot currently counts.
-    const stamps = new Array<number>(steps).fill(-1)
-    const requests = new Array<number>(steps).fill(0)
-    const withdrawals = new Array<number>(steps).fill(0)
-
-    const slot = (now: number): number => {
-      const stepIndex = Math.floor(now / step)
-      const i = stepIndex % steps
-      if (stamps[i] !== stepIndex) {
-        stamps[i] = stepIndex
-        requests[i] = 0
-        withdrawals[i] = 0
-      }
-      return i
-    }
+    // first: requests, second: withdrawals
+    const counts = SlidingWindow.make(window)
     // Sums of fractional deposits (0.1 × n) drift by an ulp; round them back before comparing.
-    const room = (now: number): number => {
-      const current = Math.floor(now / step)
-      let earned = reserve
-      for (let i = 0; i < steps; i++) {
-        const stamp = stamps[i]!
-        if (stamp > current - steps && stamp <= current) {
-          earned += ratio * requests[i]! - withdrawals[i]!
-        }
-      }
-      return Math.round(earned * 1e9) / 1e9
-    }
+    const room = (now: number): number =>
+      Math.round((reserve + counts.sum(now, (requests, withdrawals) => ratio * requests - withdrawals)) * 1e9) / 1e9
 
     const budget: Budget = {
-      recordRequest: Effect.map(Clock.currentTimeMillis, (now) => {
-        requests[slot(now)]! += 1
-      }),
+      recordRequest: Effect.map(Clock.currentTimeMillis, (now) => counts.add(now, 1, 0)),
       tryWithdraw: Effect.map(Clock.currentTimeMillis, (now) => {
-        const i = slot(now)
         if (room(now) < 1) return false
-        withdrawals[i]! += 1
+        counts.add(now, 0, 1)
         return true
       }),
       available: Effect.map(Clock.currentTimeMillis, (now) => Math.max(0, Math.floor(room(now))))

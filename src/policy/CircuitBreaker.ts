@@ -64,6 +64,7 @@ import {
   Stream
 } from "effect"
 import type { Scope } from "effect"
+import * as SlidingWindow from "../internal/slidingWindow.js"
 
 // -----------------------------------------------------------------------------
 // models
@@ -393,7 +394,6 @@ const resolve = (options: Options): Config => {
 /** The outcome of a finished call, as the breaker sees it. */
 type Verdict = "success" | "failure" | "ignored"
 
-const steps = 10
 
 const unsafeMake = (
   config: Config,
@@ -420,11 +420,8 @@ const unsafeMake = (
   let probeSuccesses = 0
   // closed: consecutive
   let failuresInARow = 0
-  // closed: rate, one slot per step of the window; `stamps` says which step a slot counts
-  const stepMillis = tripPolicy._tag === "Rate" ? Duration.toMillis(tripPolicy.window) / steps : 0
-  const stamps = new Array<number>(steps).fill(-Infinity)
-  const calls = new Array<number>(steps).fill(0)
-  const failures = new Array<number>(steps).fill(0)
+  // closed: rate (first: calls, second: failures)
+  const window = SlidingWindow.make(tripPolicy._tag === "Rate" ? Duration.toMillis(tripPolicy.window) : 1)
 
   const transition = (to: State, at: number): void => {
     const from = state
@@ -438,7 +435,7 @@ const unsafeMake = (
 
   const clearCounts = (): void => {
     failuresInARow = 0
-    stamps.fill(-Infinity)
+    window.clear()
   }
 
   /** Open → HalfOpen once the open time is over. */
@@ -446,29 +443,11 @@ const unsafeMake = (
     if (state === "Open" && now >= openUntil) transition("HalfOpen", openUntil)
   }
 
-  const record = (now: number, failed: boolean): void => {
-    const stepIndex = Math.floor(now / stepMillis)
-    const i = stepIndex % steps
-    if (stamps[i] !== stepIndex) {
-      stamps[i] = stepIndex
-      calls[i] = 0
-      failures[i] = 0
-    }
-    calls[i]! += 1
-    if (failed) failures[i]! += 1
-  }
+  const record = (now: number, failed: boolean): void => window.add(now, 1, failed ? 1 : 0)
 
   const rateExceeded = (now: number, policy: TripPolicy.Rate): boolean => {
-    const current = Math.floor(now / stepMillis)
-    let total = 0
-    let failed = 0
-    for (let i = 0; i < steps; i++) {
-      const stamp = stamps[i]!
-      if (stamp > current - steps && stamp <= current) {
-        total += calls[i]!
-        failed += failures[i]!
-      }
-    }
+    const total = window.sum(now, (calls) => calls)
+    const failed = window.sum(now, (_, failures) => failures)
     return total >= policy.minimumCalls && failed / total >= policy.threshold
   }
 
