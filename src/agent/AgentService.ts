@@ -50,7 +50,10 @@ export interface Options {
   readonly maxInFlight?: number
   /** `maxTokens` for a task that does not set its own. */
   readonly maxTokens?: number
-  /** Per-attempt timeout: the attempt is interrupted and fails with `ModelTimeout`. */
+  /**
+   * Per-attempt timeout: the attempt is interrupted and fails with `ModelTimeout`. It costs a
+   * fiber per attempt (~20 µs, bench/main.ts); `Duration.infinity` turns it off.
+   */
   readonly timeout?: Duration.DurationInput
   /** The one retry policy; `false` makes one attempt per tier. */
   readonly retry?: Omit<Retry.Options, "onRetry" | "onGiveUp" | "budget" | "attemptTimeout"> | false
@@ -58,7 +61,7 @@ export interface Options {
   readonly retryBudget?: Budget.Options | false
   /** One circuit breaker per model name; `false` for none. */
   readonly breaker?: Omit<CircuitBreaker.Options, "name"> | false
-  /** Hedged attempts (off unless given). */
+  /** Hedged attempts, with a hedge (and a learned delay) per model; off unless given. */
   readonly hedge?: Omit<Hedge.Options, "onHedge" | "budget"> | false
   /**
    * Tiers after the primary model: other models (build them from layers with
@@ -198,45 +201,49 @@ export const make = (
 
     const retryBudget = options.retryBudget === false ? undefined : yield* Budget.make(options.retryBudget ?? {})
     const retryPolicy = options.retry === false ? undefined : Retry.make<AgentError>({
-        ...options.retry,
-        attemptTimeout: timeout,
-        ...(retryBudget === undefined ? {} : { budget: retryBudget }),
-        onRetry: ({ attempt, delay, error }) =>
-          Effect.flatMap(FiberRef.get(currentTask), (taskId) =>
-            Effect.zipRight(
-              Metric.increment(metrics.retries),
-              publish(
-                new AgentEvent.RetryScheduled({
-                  taskId,
-                  model: modelOf(error),
-                  attempt,
-                  delayMillis: Duration.toMillis(delay),
-                  error: errorInfo(error)
-                })
-              )
-            )),
-        onGiveUp: ({ reason, attempts, error }) =>
-          Effect.flatMap(FiberRef.get(currentTask), (taskId) =>
-            publish(
-              new AgentEvent.RetryGivenUp({ taskId, model: modelOf(error), reason, attempts, error: errorInfo(error) })
-            ))
-      })
-
-    const hedge = options.hedge === undefined || options.hedge === false ? undefined : yield* Hedge.make({
-      ...options.hedge,
-      onHedge: ({ hedge, after }) =>
+      ...options.retry,
+      attemptTimeout: timeout,
+      ...(retryBudget === undefined ? {} : { budget: retryBudget }),
+      onRetry: ({ attempt, delay, error }) =>
         Effect.flatMap(FiberRef.get(currentTask), (taskId) =>
           Effect.zipRight(
-            Metric.increment(metrics.hedges),
+            Metric.increment(metrics.retries),
             publish(
-              new AgentEvent.HedgeStarted({ taskId, model: primary.name, hedge, afterMillis: Duration.toMillis(after) })
+              new AgentEvent.RetryScheduled({
+                taskId,
+                model: modelOf(error),
+                attempt,
+                delayMillis: Duration.toMillis(delay),
+                error: errorInfo(error)
+              })
             )
+          )),
+      onGiveUp: ({ reason, attempts, error }) =>
+        Effect.flatMap(FiberRef.get(currentTask), (taskId) =>
+          publish(
+            new AgentEvent.RetryGivenUp({ taskId, model: modelOf(error), reason, attempts, error: errorInfo(error) })
           ))
-    })
+      })
 
-    /** One tier: breaker → permit → timeout → model per attempt, hedged, retried. */
-    const tier = (model: AiModel.AiModel.Service) => {
+    const hedgeOptions = options.hedge === undefined || options.hedge === false ? undefined : options.hedge
+
+    /**
+     * One tier: breaker → permit → timeout → model per attempt, hedged, retried. Each model
+     * has its own hedge, so a learned delay follows that model's latencies.
+     */
+    const tier = Effect.fnUntraced(function*(model: AiModel.AiModel.Service) {
       const limitTime = Timeout.attempt({ duration: timeout, model: model.name })
+      const hedge = hedgeOptions === undefined ? undefined : yield* Hedge.make({
+        ...hedgeOptions,
+        onHedge: ({ after, hedge }) =>
+          Effect.flatMap(FiberRef.get(currentTask), (taskId) =>
+            Effect.zipRight(
+              Metric.increment(metrics.hedges),
+              publish(
+                new AgentEvent.HedgeStarted({ taskId, model: model.name, hedge, afterMillis: Duration.toMillis(after) })
+              )
+            ))
+      })
       return (request: AiModel.CompletionRequest, counter: { attempts: number }) => {
         const call = Effect.suspend(() => {
           counter.attempts++
@@ -251,11 +258,14 @@ export const make = (
         const hedged = hedge === undefined ? guarded : hedge.run(guarded)
         return retryPolicy === undefined ? hedged : retryPolicy.apply(hedged)
       }
-    }
+    })
 
-    const primaryTier = tier(primary)
+    const primaryTier = yield* tier(primary)
     const fallback = options.fallback
-    const extraTiers = (fallback?.models ?? []).map((model) => ({ name: model.name, run: tier(model) }))
+    const extraTiers = yield* Effect.forEach(
+      fallback?.models ?? [],
+      (model) => Effect.map(tier(model), (run) => ({ name: model.name, run }))
+    )
 
     const answer = (
       task: AgentTask,
