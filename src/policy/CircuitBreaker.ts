@@ -21,9 +21,9 @@
  * separate `CircuitHalfOpen` for a busy half-open circuit; here it is `CircuitOpen` too).
  *
  * Fixes the seed's breaker (seed bug 5): it let every concurrent caller through in half-open,
- * never forgot old failures, and read `Date.now()`. Here time is read only through Effect's
- * `Clock`, so a breaker is exact under `TestClock`; state changes happen when the clock says so,
- * at the next call or `state` read, with no background fiber.
+ * never forgot old failures, and read the wall clock (`Date.now`). Here time is read only
+ * through Effect's `Clock`, so a breaker is exact under `TestClock`; state changes happen when
+ * the clock says so, at the next call or `state` read, with no background fiber.
  *
  * Calls admitted before a state change still run to completion, but their outcomes change
  * nothing. Put retries outside the breaker and timeouts inside it, so it sees one outcome per

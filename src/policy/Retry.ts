@@ -153,8 +153,8 @@ export interface GiveUpEvent<E> {
 
 /**
  * `base: 500 ms`, `factor: 2`, `cap: 30 s`, `maxAttempts: 4`, `jitter: "full"`,
- * `retryAfterMax: 60 s`, `isRetryable`: any error but `InvalidRequest` and `QuotaExhausted`, and
- * `chargesBudget`: any error but `CircuitOpen`.
+ * `retryAfterMax: 60 s`, `isRetryable`: every error but `InvalidRequest` and `QuotaExhausted`, and
+ * `chargesBudget`: every error but `CircuitOpen`.
  *
  * @since 0.1.0
  * @category defaults
