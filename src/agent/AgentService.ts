@@ -72,6 +72,11 @@ export interface Options {
     readonly models?: ReadonlyArray<AiModel.AiModel.Service>
     readonly staticAnswer?: (task: AgentTask) => string
     readonly fallThrough?: (error: AgentError) => boolean
+    /**
+     * A `Retry-After` longer than the retry policy's `retryAfterMax` is never slept through:
+     * `"fallback"` (default) hands the task to the next tier at once, `"fail"` fails it.
+     */
+    readonly retryAfterAboveMax?: "fallback" | "fail"
   }
 }
 
@@ -262,6 +267,15 @@ export const make = (
 
     const primaryTier = yield* tier(primary)
     const fallback = options.fallback
+    const retryAfterMax = Duration.decode(
+      (options.retry === false ? undefined : options.retry?.retryAfterMax) ?? Retry.defaults.retryAfterMax
+    )
+    const mayFallThrough = fallback?.fallThrough ?? Fallback.defaults.fallThrough
+    const fallThrough = fallback?.retryAfterAboveMax === "fail"
+      ? (error: AgentError) =>
+        mayFallThrough(error) &&
+        !("retryAfter" in error && error.retryAfter !== undefined && Duration.greaterThan(error.retryAfter, retryAfterMax))
+      : mayFallThrough
     const extraTiers = yield* Effect.forEach(
       fallback?.models ?? [],
       (model) => Effect.map(tier(model), (run) => ({ name: model.name, run }))
@@ -292,7 +306,7 @@ export const make = (
           ...extraTiers.map(({ name, run }) => Fallback.tier(name, run(request, counter))),
           ...staticTier
         ],
-        fallback.fallThrough === undefined ? {} : { fallThrough: fallback.fallThrough }
+        { fallThrough }
       ).pipe(
         Effect.tap((answered) =>
           answered.degraded

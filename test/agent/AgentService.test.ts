@@ -263,6 +263,28 @@ describe("AgentService", () => {
       expect(JSON.stringify(failed.result)).toContain("InvalidRequest")
     }))
 
+  it.effect("pitfall: a Retry-After of hours is not slept through: the next tier answers, or the task fails, as configured", () =>
+    Effect.gen(function*() {
+      const hours = new AiModel.RateLimited({ model: "primary", limit: "tokens", retryAfter: Duration.hours(2) })
+      const primary = scriptedModel("primary", () => ({ latency: 0, error: hours }))
+      const secondary = scriptedModel("secondary", () => ({ latency: 10 }))
+      const handed = yield* withEvents(
+        primary.model,
+        { fallback: { models: [secondary.model] } },
+        (agent) => agent.process(new AgentTask({ id: "a", prompt: "p" }))
+      )
+      expect(handed.result).toMatchObject({ model: "secondary", degraded: true, durationMs: 10, attempts: 2 })
+      expect(handed.seen.filter(AgentEvent.is("RetryGivenUp")).map((e) => e.reason)).toStrictEqual(["retry-after-too-long"])
+
+      const failed = yield* withEvents(
+        primary.model,
+        { fallback: { models: [secondary.model], retryAfterAboveMax: "fail" } },
+        (agent) => Effect.flip(agent.process(new AgentTask({ id: "b", prompt: "q" })))
+      )
+      expect(failed.result).toMatchObject({ id: "b", attempts: 1, durationMs: 0, error: { _tag: "RateLimited" } })
+      expect(secondary.calls.map((c) => c.prompt)).toStrictEqual(["p"])
+    }))
+
   it.effect("a hedge starts when the first call is slow; the first answer wins and the loser is interrupted", () =>
     Effect.gen(function*() {
       const { calls, model } = scriptedModel("m", (_, n) => ({ latency: n === 0 ? 5000 : 30 }))
