@@ -151,7 +151,10 @@ export declare namespace AgentService {
     }
     /** Everything the policies do from now on (subscribes when the stream starts). */
     readonly events: Stream.Stream<AgentEvent.AgentEvent>
-    /** Subscribe now, in a scope, so no event after this point is missed. */
+    /**
+     * Subscribe now, in a scope, so no event after this point is missed. Each subscriber has an
+     * unbounded queue, so nothing is dropped: read it, or close its scope.
+     */
     readonly subscribe: Effect.Effect<Stream.Stream<AgentEvent.AgentEvent>, never, Scope.Scope>
   }
 }
