@@ -1,5 +1,20 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Clock, Duration, Effect, Either, Exit, Fiber, Option, Stream, TestClock } from "effect"
+import {
+  Cause,
+  Chunk,
+  Clock,
+  Duration,
+  Effect,
+  Either,
+  Exit,
+  FastCheck as fc,
+  Fiber,
+  Option,
+  Stream,
+  Supervisor,
+  TestClock,
+  TestContext
+} from "effect"
 import * as Bulkhead from "../../src/concurrency/Bulkhead.js"
 import { ModelTimeout } from "../../src/model/AiModel.js"
 import * as Timeout from "../../src/policy/Timeout.js"
@@ -20,6 +35,23 @@ const collectTimed = <A, E>(stream: Stream.Stream<A, E>) =>
 /** Emits each delay's value after sleeping that many milliseconds since the previous one. */
 const chunksAfter = (...delays: Array<number>) =>
   Stream.mapEffect(Stream.fromIterable(delays), (ms) => Effect.as(Effect.sleep(ms), ms))
+
+/**
+ * Runs `program` with every fiber it starts (attempts and the shared timer) tracked, moves the
+ * clock to `lastEnd` (when its last call ends), then waits for the fibers still running without
+ * moving the clock: a timer left sleeping towards a deadline would hang here. Returns the
+ * program's result and how many fibers were still running then.
+ */
+const endsWithoutTimer = <A, E>(lastEnd: number, program: Effect.Effect<A, E>) =>
+  Effect.gen(function*() {
+    const supervisor = yield* Supervisor.track
+    const fiber = yield* Effect.fork(Effect.supervised(program, supervisor))
+    yield* TestClock.adjust(lastEnd)
+    const result = yield* Fiber.join(fiber)
+    yield* Fiber.awaitAll(yield* supervisor.value)
+    expect(yield* Clock.currentTimeMillis).toBe(lastEnd)
+    return { result, stillRunning: (yield* supervisor.value).length }
+  })
 
 describe("Timeout.attempt", () => {
   it.effect("fails with ModelTimeout, carrying the model and the duration, exactly at the deadline", () =>
@@ -120,6 +152,128 @@ describe("Timeout.attempt", () => {
       expect(yield* Fiber.join(fast)).toEqual([1900, 1900])
       expect(yield* Fiber.join(late)).toEqual([1500, 2500])
       expect(interrupted).toBe(1)
+    }))
+
+  it.effect.prop(
+    "invariant: concurrent calls with staggered starts each end at their own answer or exactly their own deadline",
+    {
+      // Odd answer times never tie with a 1 s deadline; null never answers.
+      calls: fc.array(
+        fc.record({
+          start: fc.integer({ min: 0, max: 3000 }),
+          takes: fc.option(fc.integer({ min: 0, max: 1000 }).map((n) => 2 * n + 1))
+        }),
+        { minLength: 1, maxLength: 8 }
+      )
+    },
+    ({ calls }) =>
+      Effect.gen(function*() {
+        const attempt = Timeout.attempt({ duration: "1 second", model: "m" })
+        let interrupted = 0
+        const call = (takes: number | null) =>
+          (takes === null ? Effect.never : Effect.as(Effect.sleep(takes), takes)).pipe(
+            Effect.onInterrupt(() => Effect.sync(() => interrupted++))
+          )
+        const ends = calls.map(({ start, takes }) => start + (takes !== null && takes < 1000 ? takes : 1000))
+        const { result, stillRunning } = yield* endsWithoutTimer(
+          Math.max(...ends),
+          Effect.forEach(
+            calls,
+            ({ start, takes }) =>
+              Effect.zipRight(
+                Effect.sleep(start),
+                Effect.zip(Effect.either(attempt(call(takes))), Clock.currentTimeMillis)
+              ),
+            { concurrency: "unbounded" }
+          )
+        )
+        expect(result).toEqual(calls.map(({ takes }, i) =>
+          [takes !== null && takes < 1000 ? Either.right(takes) : Either.left(timeout(1)), ends[i]]
+        ))
+        expect(interrupted).toBe(calls.filter(({ takes }) => takes === null || takes > 1000).length)
+        expect(stillRunning).toBe(0)
+      }),
+    { fastCheck: { numRuns: 30 } }
+  )
+
+  it.effect("calls that all answer early leave no timer behind: every fiber has ended when the last call returns", () =>
+    Effect.gen(function*() {
+      const attempt = Timeout.attempt({ duration: "30 seconds", model: "m" })
+      const { result, stillRunning } = yield* endsWithoutTimer(
+        300,
+        Effect.zip(
+          Effect.forEach([300, 100, 200], (ms) => attempt(Effect.as(Effect.sleep(ms), ms)), {
+            concurrency: "unbounded"
+          }),
+          Effect.forEach([1, 2, 3], (n) => attempt(Effect.succeed(n)))
+        )
+      )
+      expect(result).toEqual([[300, 100, 200], [1, 2, 3]])
+      expect(stillRunning).toBe(0)
+    }))
+
+  it.effect("interrupting the caller is its interruption, never a timeout; later calls time out as before", () =>
+    Effect.gen(function*() {
+      const attempt = Timeout.attempt({ duration: "1 second", model: "m" })
+      let interrupted = 0
+      const call = Effect.never.pipe(Effect.onInterrupt(() => Effect.sync(() => interrupted++)))
+      const caller = yield* Effect.fork(attempt(call))
+      yield* TestClock.adjust("999 millis")
+      const exit = yield* Fiber.interrupt(caller)
+      expect(Exit.isInterrupted(exit)).toBe(true)
+      expect(Exit.isFailure(exit) ? Cause.failures(exit.cause) : undefined).toEqual(Chunk.empty())
+      expect(interrupted).toBe(1)
+
+      const next = yield* Effect.fork(Effect.zip(Effect.either(attempt(call)), Clock.currentTimeMillis))
+      yield* TestClock.adjust("5 seconds")
+      expect(yield* Fiber.join(next)).toEqual([Either.left(timeout(1)), 1999])
+      expect(interrupted).toBe(2)
+    }))
+
+  it.effect("a zero duration: an attempt that has answered when the timer runs keeps its answer, as in a race it won", () =>
+    Effect.gen(function*() {
+      const attempt = Timeout.attempt({ duration: 0, model: "m" })
+      const atOnce = Effect.succeed("at once")
+      const afterAYield = Effect.as(Effect.yieldNow(), "after a yield")
+      expect(yield* Effect.either(attempt(atOnce))).toEqual(Either.right("at once"))
+      expect(yield* Effect.either(attempt(afterAYield))).toEqual(Either.left(timeout(0)))
+    }))
+
+  it.effect("a clock set back mid-flight: a later call with an earlier deadline times out at its own deadline", () =>
+    Effect.gen(function*() {
+      const attempt = Timeout.attempt({ duration: "1 second", model: "m" })
+      const timed = Effect.zip(Effect.either(attempt(Effect.never)), Clock.currentTimeMillis)
+      yield* TestClock.setTime(5000)
+      const first = yield* Effect.fork(timed)
+      yield* TestClock.adjust(0)
+      yield* TestClock.setTime(0)
+      const second = yield* Effect.fork(timed)
+      yield* TestClock.adjust("1 second")
+      expect(yield* Fiber.join(second)).toEqual([Either.left(timeout(1)), 1000])
+      expect(yield* Fiber.poll(first)).toEqual(Option.none())
+      yield* TestClock.adjust("5 seconds")
+      expect(yield* Fiber.join(first)).toEqual([Either.left(timeout(1)), 6000])
+    }))
+
+  it.effect("one instance used under two TestClocks at once: each call times out on its own clock", () =>
+    Effect.gen(function*() {
+      const attempt = Timeout.attempt({ duration: "1 second", model: "m" })
+      const timed = Effect.zip(Effect.either(attempt(Effect.never)), Clock.currentTimeMillis)
+      const onThisClock = yield* Effect.fork(timed)
+      yield* TestClock.adjust("500 millis")
+      // Another test, run meanwhile with its own TestClock, shares the instance.
+      const otherTest = Effect.gen(function*() {
+        const fiber = yield* Effect.fork(timed)
+        yield* TestClock.adjust("2 seconds")
+        return yield* Fiber.join(fiber)
+      })
+      const onOtherClock = yield* Effect.promise(() =>
+        Effect.runPromise(Effect.provide(otherTest, TestContext.TestContext))
+      )
+      expect(onOtherClock).toEqual([Either.left(timeout(1)), 1000])
+      expect(yield* Fiber.poll(onThisClock)).toEqual(Option.none())
+      yield* TestClock.adjust("500 millis")
+      expect(yield* Fiber.join(onThisClock)).toEqual([Either.left(timeout(1)), 1000])
     }))
 })
 
