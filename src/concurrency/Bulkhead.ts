@@ -159,10 +159,14 @@ export const make = (options: Options): Effect.Effect<Bulkhead> =>
             else waiter.resume = resume
           })
           return Effect.matchCauseEffect(restore(granted), {
-            // Only interruption ends the wait early: leave the queue, or pass on what we were given.
+            // Only interruption ends the wait early: pass on what we were given, or leave the
+            // queue and let whoever is now at its head take the permits that are free.
             onFailure: (cause) => {
               if (waiter.granted) release(n)
-              else unlink(waiter)
+              else {
+                unlink(waiter)
+                release(0)
+              }
               return Effect.failCause(cause)
             },
             onSuccess: () => releaseOnExit(restore(self))

@@ -133,6 +133,28 @@ describe("Bulkhead", () => {
       expect(yield* bulkhead.available).toBe(3)
     }))
 
+  it.effect("interrupting the head waiter lets the next one take the permits already free", () =>
+    Effect.gen(function* () {
+      // 3 permits: A holds 2 for an hour, B (2) waits at the head, C (1) waits behind B with a
+      // permit free. When B gives up, C must start now, not when A releases.
+      const bulkhead = yield* Bulkhead.make({ permits: 3 })
+      const holder = yield* Effect.fork(bulkhead.withPermits(2)(Effect.sleep("1 hour")))
+      yield* settle
+      const b = yield* Effect.fork(bulkhead.withPermits(2)(Effect.void))
+      yield* settle
+      const c = yield* Effect.fork(bulkhead.withPermit(Clock.currentTimeMillis))
+      yield* settle
+      expect(yield* bulkhead.waiting).toBe(2)
+      expect(yield* bulkhead.available).toBe(1)
+      yield* Fiber.interrupt(b)
+      yield* settle
+      expect(yield* Fiber.join(c)).toBe(0)
+      expect(yield* bulkhead.waiting).toBe(0)
+      expect(yield* bulkhead.available).toBe(1)
+      yield* Fiber.interrupt(holder)
+      expect(yield* bulkhead.available).toBe(3)
+    }))
+
   it.effect("interrupting a waiter removes it from the queue and leaks no permit", () =>
     Effect.gen(function* () {
       const bulkhead = yield* Bulkhead.make({ permits: 1 })
