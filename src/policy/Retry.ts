@@ -96,7 +96,8 @@ export interface Options<E extends Tagged = Tagged> extends Backoff {
   readonly deadline?: Duration.DurationInput
   /**
    * How long one attempt may take (the caller enforces it). With a `deadline`, a retry starts
-   * only if `start + attemptTimeout` is no later than the deadline.
+   * only if `start + attemptTimeout` is no later than the deadline. An attempt timeout that is
+   * infinite or no shorter than the deadline is ignored: a retry then only has to start before it.
    */
   readonly attemptTimeout?: Duration.DurationInput
   /** Whether an error may go away when the attempt is made again. */
@@ -255,7 +256,10 @@ export const make = <E extends Tagged = Tagged>(options: Options<E> = {}): Polic
   const retryAfterMax = Duration.decode(options.retryAfterMax ?? defaults.retryAfterMax)
   const deadline = options.deadline === undefined ? undefined : Duration.decode(options.deadline)
   const deadlineMillis = deadline === undefined ? Infinity : Duration.toMillis(deadline)
-  const attemptMillis = options.attemptTimeout === undefined ? undefined : Duration.toMillis(options.attemptTimeout)
+  // An attempt timeout that could never fit (infinite, or no shorter than the deadline) would
+  // forbid every retry; then a retry only has to start before the deadline.
+  const attemptTimeout = options.attemptTimeout === undefined ? Infinity : Duration.toMillis(options.attemptTimeout)
+  const attemptMillis = attemptTimeout < deadlineMillis ? attemptTimeout : undefined
   const { budget, onGiveUp, onRetry } = options
 
   const giveUp = <X extends E | DeadlineExceeded>(

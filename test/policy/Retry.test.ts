@@ -233,9 +233,11 @@ describe("Retry", () => {
 
         expect(end).toBeLessThanOrEqual(deadline)
         expect(starts[0]).toBe(0)
+        // An attempt timeout no shorter than the deadline could never fit, so it is not used.
+        const fitting = attemptTimeout !== undefined && attemptTimeout < deadline ? attemptTimeout : undefined
         for (const start of starts.slice(1)) {
-          if (attemptTimeout === undefined) expect(start).toBeLessThan(deadline)
-          else expect(start + attemptTimeout).toBeLessThanOrEqual(deadline)
+          if (fitting === undefined) expect(start).toBeLessThan(deadline)
+          else expect(start + fitting).toBeLessThanOrEqual(deadline)
         }
         if (Exit.isFailure(exit) && exit.cause._tag === "Fail" && exit.cause.error._tag === "DeadlineExceeded") {
           expect(end).toBe(deadline)
@@ -281,6 +283,16 @@ describe("Retry", () => {
       const second = scripted([overloaded(1), "ok"])
       const fits = Retry.make({ base: "400 millis", jitter: "none", deadline: "1 second", attemptTimeout: "500 millis" })
       expect((yield* settle(fits.apply(second.attempt)))[0]).toStrictEqual(Exit.succeed(2))
+    }))
+
+  it.effect("deadline: an attempt timeout that could never fit (infinite, or longer than the deadline) does not forbid retries", () =>
+    Effect.gen(function*() {
+      for (const attemptTimeout of [Duration.infinity, Duration.seconds(30), Duration.seconds(1)]) {
+        const { attempt, times } = scripted([overloaded(1), overloaded(1), "ok"])
+        const policy = Retry.make({ base: "100 millis", jitter: "none", deadline: "1 second", attemptTimeout })
+        expect((yield* settle(policy.apply(attempt)))[0]).toStrictEqual(Exit.succeed(3))
+        expect(gaps(times)).toStrictEqual([100, 200])
+      }
     }))
 
   it.effect("pitfall: retry storm: 200 calls to a failing model with ratio 0.1 make exactly 25 retries, not 600", () =>
