@@ -26,7 +26,7 @@
  *
  * @since 0.1.0
  */
-import { Clock, Context, Duration, Effect, Either, FiberRef, Layer, Metric, MetricBoundaries, PubSub, Stream } from "effect"
+import { Cause, Clock, Context, Duration, Effect, Exit, FiberRef, Layer, Metric, MetricBoundaries, Option, PubSub, Stream } from "effect"
 import type { Scope } from "effect"
 import * as Bulkhead from "../concurrency/Bulkhead.js"
 import * as AgentEvent from "../events/AgentEvent.js"
@@ -37,7 +37,7 @@ import * as Fallback from "../policy/Fallback.js"
 import * as Hedge from "../policy/Hedge.js"
 import * as Retry from "../policy/Retry.js"
 import * as Timeout from "../policy/Timeout.js"
-import { type AgentTask, errorInfo, TaskFailed, type TaskResult, TaskSucceeded } from "./AgentTask.js"
+import { type AgentTask, type ErrorInfo, errorInfo, TaskFailed, type TaskResult, TaskSucceeded } from "./AgentTask.js"
 
 /**
  * @since 0.1.0
@@ -61,8 +61,11 @@ export interface Options {
   readonly retryBudget?: Budget.Options | false
   /** One circuit breaker per model name; `false` for none. */
   readonly breaker?: Omit<CircuitBreaker.Options, "name"> | false
-  /** Hedged attempts, with a hedge (and a learned delay) per model; off unless given. */
-  readonly hedge?: Omit<Hedge.Options, "onHedge" | "budget"> | false
+  /**
+   * Hedged attempts, with a hedge (and a learned delay) per model; off unless given. Hedges
+   * draw on a budget of their own (`budget`, default `Budget.defaults`; `false` for none).
+   */
+  readonly hedge?: Omit<Hedge.Options, "onHedge" | "budget"> & { readonly budget?: Budget.Options | false } | false
   /**
    * Tiers after the primary model: other models (build them from layers with
    * `Fallback.models`), then an optional static answer. Which errors fall through is
@@ -183,6 +186,10 @@ export const make = (
     const events = yield* PubSub.unbounded<AgentEvent.AgentEvent>()
     yield* Effect.addFinalizer(() => PubSub.shutdown(events))
     const publish = (event: AgentEvent.AgentEvent) => PubSub.publish(events, event)
+    /** Publish an event about the task the current fiber works for, counting it in `metric`. */
+    const emit = (metric: Metric.Metric.Counter<number> | undefined, event: (taskId: string) => AgentEvent.AgentEvent) =>
+      Effect.flatMap(FiberRef.get(currentTask), (taskId) =>
+        metric === undefined ? publish(event(taskId)) : Effect.zipRight(Metric.increment(metric), publish(event(taskId))))
 
     const bulkhead = yield* Bulkhead.make({ permits: options.maxInFlight ?? concurrency })
 
@@ -213,27 +220,25 @@ export const make = (
       attemptTimeout: timeout,
       ...(retryBudget === undefined ? {} : { budget: retryBudget }),
       onRetry: ({ attempt, delay, error }) =>
-        Effect.flatMap(FiberRef.get(currentTask), (taskId) =>
-          Effect.zipRight(
-            Metric.increment(metrics.retries),
-            publish(
-              new AgentEvent.RetryScheduled({
-                taskId,
-                model: modelOf(error),
-                attempt,
-                delayMillis: Duration.toMillis(delay),
-                error: errorInfo(error)
-              })
-            )
-          )),
-      onGiveUp: ({ reason, attempts, error }) =>
-        Effect.flatMap(FiberRef.get(currentTask), (taskId) =>
-          publish(
-            new AgentEvent.RetryGivenUp({ taskId, model: modelOf(error), reason, attempts, error: errorInfo(error) })
-          ))
-      })
+        emit(metrics.retries, (taskId) =>
+          new AgentEvent.RetryScheduled({
+            taskId,
+            model: modelOf(error),
+            attempt,
+            delayMillis: Duration.toMillis(delay),
+            error: errorInfo(error)
+          })),
+      onGiveUp: ({ attempts, error, reason }) =>
+        emit(undefined, (taskId) =>
+          new AgentEvent.RetryGivenUp({ taskId, model: modelOf(error), reason, attempts, error: errorInfo(error) }))
+    })
 
-    const hedgeOptions = options.hedge === undefined || options.hedge === false ? undefined : options.hedge
+    const hedgeConfig = options.hedge === undefined || options.hedge === false ? undefined : options.hedge
+    // Hedges have a budget of their own: sharing the retry budget would count each call's
+    // first attempt twice (once per policy) and let hedges spend what retries need.
+    const hedgeBudget = hedgeConfig === undefined || hedgeConfig.budget === false
+      ? undefined
+      : yield* Budget.make(hedgeConfig.budget ?? {})
 
     /**
      * One tier: breaker → permit → timeout → model per attempt, hedged, retried. Each model
@@ -241,16 +246,13 @@ export const make = (
      */
     const tier = Effect.fnUntraced(function*(model: AiModel.AiModel.Service) {
       const limitTime = Timeout.attempt({ duration: timeout, model: model.name })
-      const hedge = hedgeOptions === undefined ? undefined : yield* Hedge.make({
+      const { budget: _, ...hedgeOptions } = hedgeConfig ?? { delay: Duration.infinity }
+      const hedge = hedgeConfig === undefined ? undefined : yield* Hedge.make({
         ...hedgeOptions,
+        ...(hedgeBudget === undefined ? {} : { budget: hedgeBudget }),
         onHedge: ({ after, hedge }) =>
-          Effect.flatMap(FiberRef.get(currentTask), (taskId) =>
-            Effect.zipRight(
-              Metric.increment(metrics.hedges),
-              publish(
-                new AgentEvent.HedgeStarted({ taskId, model: model.name, hedge, afterMillis: Duration.toMillis(after) })
-              )
-            ))
+          emit(metrics.hedges, (taskId) =>
+            new AgentEvent.HedgeStarted({ taskId, model: model.name, hedge, afterMillis: Duration.toMillis(after) }))
       })
       return (request: AiModel.CompletionRequest, counter: { attempts: number }) => {
         const call = Effect.suspend(() => {
@@ -289,7 +291,7 @@ export const make = (
       request: AiModel.CompletionRequest,
       counter: { attempts: number }
     ): Effect.Effect<{ completion: AiModel.Completion; degraded: boolean }, AgentError | Fallback.AllTiersFailed<AgentError>> => {
-      if (fallback === undefined) {
+      if (fallback === undefined || (extraTiers.length === 0 && fallback.staticAnswer === undefined)) {
         return Effect.map(primaryTier(request, counter), (completion) => ({ completion, degraded: false }))
       }
       const staticTier = fallback.staticAnswer === undefined ? [] : [
@@ -337,26 +339,28 @@ export const make = (
       yield* publish(new AgentEvent.TaskStarted({ taskId: task.id }))
       // The task was validated when it was decoded; don't validate its parts again per call.
       const request = new AiModel.CompletionRequest({ prompt: task.prompt, maxTokens: task.maxTokens ?? maxTokens }, true)
-      const outcome = yield* Effect.either(Effect.locally(answer(task, request, counter), currentTask, task.id))
+      const outcome = yield* Effect.exit(Effect.locally(answer(task, request, counter), currentTask, task.id))
+      // Interrupting the caller ends the task without a record; anything else gives one.
+      if (Exit.isFailure(outcome) && Cause.isInterruptedOnly(outcome.cause)) return yield* Effect.interrupt
       const durationMs = (yield* Clock.currentTimeMillis) - start
-      const status = Either.isRight(outcome) ? "succeeded" : "failed"
+      const status = Exit.isSuccess(outcome) ? "succeeded" : "failed"
       yield* Metric.update(metrics.taskDuration, durationMs)
       yield* Metric.increment(status === "succeeded" ? succeededCount : failedCount)
       yield* publish(new AgentEvent.TaskFinished({ taskId: task.id, status, attempts: counter.attempts, durationMs }))
-      if (Either.isLeft(outcome)) {
+      if (Exit.isFailure(outcome)) {
         return yield* new TaskFailed({
           id: task.id,
-          error: errorInfo(outcome.left),
+          error: causeInfo(outcome.cause),
           attempts: counter.attempts,
           durationMs
         }, true)
       }
       return new TaskSucceeded({
         id: task.id,
-        output: outcome.right.completion.text,
+        output: outcome.value.completion.text,
         attempts: counter.attempts,
-        model: outcome.right.completion.model,
-        degraded: outcome.right.degraded,
+        model: outcome.value.completion.model,
+        degraded: outcome.value.degraded,
         durationMs
       }, true)
     }, (effect, task) => Effect.withSpan(effect, "AgentService.process", { attributes: { "task.id": task.id } }))
@@ -377,6 +381,19 @@ export const make = (
       events: Stream.fromPubSub(events),
       subscribe: Effect.map(PubSub.subscribe(events), Stream.fromQueue)
     })
+  })
+
+/**
+ * The error of a failed task: its typed error, or a defect (a bug in a model adapter, say) as
+ * `Defect`, so one task's defect gives that task a record instead of ending the whole batch.
+ */
+const causeInfo = (cause: Cause.Cause<AgentError | Fallback.AllTiersFailed<AgentError>>): ErrorInfo =>
+  Option.match(Cause.failureOption(cause), {
+    onSome: errorInfo,
+    onNone: () => {
+      const defect = Cause.squash(cause)
+      return { _tag: "Defect", message: defect instanceof Error ? `${defect.name}: ${defect.message}` : String(defect) }
+    }
   })
 
 /** The model an error names, when it names one (a breaker's error names its breaker). */

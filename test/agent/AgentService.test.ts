@@ -317,6 +317,45 @@ describe("AgentService", () => {
       expect(after.failed.count - before.failed.count).toBe(2)
     }))
 
+  it.effect("a defect in one task gives that task a Defect record; every other task still gets its own", () =>
+    Effect.gen(function*() {
+      const { model } = scriptedModel("m", (prompt) => {
+        if (prompt === "p1") throw new TypeError("adapter bug")
+        return { latency: 10 }
+      })
+      const { results } = yield* runAll(model, { concurrency: 2 }, tasks(4))
+      expect(byId(results).map((r) => [r.id, r.status])).toStrictEqual([
+        ["t0", "succeeded"],
+        ["t1", "failed"],
+        ["t2", "succeeded"],
+        ["t3", "succeeded"]
+      ])
+      expect(results.find((r) => r.id === "t1")).toMatchObject({
+        attempts: 1,
+        error: { _tag: "Defect", message: "TypeError: adapter bug" }
+      })
+    }))
+
+  it.effect("hedges draw on a budget of their own: with none left, no hedge starts (no retry storm by hedging)", () =>
+    Effect.gen(function*() {
+      const { calls, model } = scriptedModel("m", () => ({ latency: 1000 }))
+      const { results } = yield* runAll(
+        model,
+        { concurrency: 10, hedge: { delay: "100 millis", maxHedges: 2, budget: { ratio: 0.1, minPerSecond: 0 } } },
+        tasks(20)
+      )
+      expect(results).toHaveLength(20)
+      // 20 first attempts earn 0.1 × 20 = 2 hedges in all, not 2 per task.
+      expect(calls).toHaveLength(22)
+    }))
+
+  it.effect("a fallback with no tiers keeps the primary's own error (not AllTiersFailed)", () =>
+    Effect.gen(function*() {
+      const { model } = scriptedModel("m", () => ({ latency: 0, error: new AiModel.Overloaded({ model: "m" }) }))
+      const { results } = yield* runAll(model, { retry: false, fallback: { retryAfterAboveMax: "fail" } }, tasks(1))
+      expect(results[0]).toMatchObject({ status: "failed", error: { _tag: "Overloaded" } })
+    }))
+
   it.effect("one retry layer: attempts per tier never exceed maxAttempts (no stacked retries)", () =>
     Effect.gen(function*() {
       const { calls, model } = scriptedModel("m", () => ({ latency: 0, error: new AiModel.Overloaded({ model: "m" }) }))
