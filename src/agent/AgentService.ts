@@ -240,20 +240,23 @@ export const make = (
       ? undefined
       : yield* Budget.make(hedgeConfig.budget ?? {})
 
-    /**
-     * One tier: breaker → permit → timeout → model per attempt, hedged, retried. Each model
-     * has its own hedge, so a learned delay follows that model's latencies.
-     */
-    const tier = Effect.fnUntraced(function*(model: AiModel.AiModel.Service) {
-      const limitTime = Timeout.attempt({ duration: timeout, model: model.name })
-      const { budget: _, ...hedgeOptions } = hedgeConfig ?? { delay: Duration.infinity }
-      const hedge = hedgeConfig === undefined ? undefined : yield* Hedge.make({
+    /** A model's own hedge, so a learned delay follows that model's latencies. */
+    const hedgeFor = (model: string): Effect.Effect<Hedge.Hedge | undefined> => {
+      if (hedgeConfig === undefined) return Effect.succeed(undefined)
+      const { budget: _, ...hedgeOptions } = hedgeConfig
+      return Hedge.make({
         ...hedgeOptions,
         ...(hedgeBudget === undefined ? {} : { budget: hedgeBudget }),
         onHedge: ({ after, hedge }) =>
           emit(metrics.hedges, (taskId) =>
-            new AgentEvent.HedgeStarted({ taskId, model: model.name, hedge, afterMillis: Duration.toMillis(after) }))
+            new AgentEvent.HedgeStarted({ taskId, model, hedge, afterMillis: Duration.toMillis(after) }))
       })
+    }
+
+    /** One tier: breaker → permit → timeout → model per attempt, hedged, retried. */
+    const tier = Effect.fnUntraced(function*(model: AiModel.AiModel.Service) {
+      const limitTime = Timeout.attempt({ duration: timeout, model: model.name })
+      const hedge = yield* hedgeFor(model.name)
       return (request: AiModel.CompletionRequest, counter: { attempts: number }) => {
         const call = Effect.suspend(() => {
           counter.attempts++

@@ -28,7 +28,7 @@ import { Effect, Option, Schema, Stream } from "effect"
 import type { Scope } from "effect"
 import { encodeRecord, type TaskRecord } from "../agent/AgentTask.js"
 import { Stdio } from "./Stdio.js"
-import type { ResumeSet } from "./TaskSource.js"
+import { reasonOf, type ResumeSet } from "./TaskSource.js"
 
 /**
  * The output could not be read (to resume) or written.
@@ -73,9 +73,7 @@ const failure = (path: string, operation: "read" | "write") => (error: PlatformE
   new OutputFailed({
     path,
     operation,
-    reason: error._tag === "SystemError" && error.description !== undefined
-      ? `${error.reason}: ${error.description}`
-      : error.message
+    reason: reasonOf(error)
   })
 
 const encoder = new TextEncoder()

@@ -81,7 +81,13 @@ export type Entry = Data.TaggedEnum<{
  */
 export const Entry = Data.taggedEnum<Entry>()
 
-const reasonOf = (error: PlatformError): string =>
+/**
+ * An I/O error as the CLI words it: the system's reason and description when it has them.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export const reasonOf = (error: PlatformError): string =>
   error._tag === "SystemError" && error.description !== undefined
     ? `${error.reason}: ${error.description}`
     : error.message
