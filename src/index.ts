@@ -41,6 +41,9 @@ export * as CircuitBreaker from "./policy/CircuitBreaker.js"
 export * as AgentTask from "./agent/AgentTask.js"
 
 /** @since 0.1.0 */
+export * as ErrorInfo from "./events/ErrorInfo.js"
+
+/** @since 0.1.0 */
 export * as AgentEvent from "./events/AgentEvent.js"
 
 /** @since 0.1.0 */

@@ -37,7 +37,8 @@ import * as Fallback from "../policy/Fallback.js"
 import * as Hedge from "../policy/Hedge.js"
 import * as Retry from "../policy/Retry.js"
 import * as Timeout from "../policy/Timeout.js"
-import { type AgentTask, type ErrorInfo, errorInfo, TaskFailed, type TaskResult, TaskSucceeded } from "./AgentTask.js"
+import * as ErrorInfo from "../events/ErrorInfo.js"
+import { type AgentTask, TaskFailed, type TaskResult, TaskSucceeded } from "./AgentTask.js"
 
 /**
  * @since 0.1.0
@@ -226,11 +227,11 @@ export const make = (
             model: modelOf(error),
             attempt,
             delayMillis: Duration.toMillis(delay),
-            error: errorInfo(error)
+            error: ErrorInfo.fromError(error)
           })),
       onGiveUp: ({ attempts, error, reason }) =>
         emit(undefined, (taskId) =>
-          new AgentEvent.RetryGivenUp({ taskId, model: modelOf(error), reason, attempts, error: errorInfo(error) }))
+          new AgentEvent.RetryGivenUp({ taskId, model: modelOf(error), reason, attempts, error: ErrorInfo.fromError(error) }))
     })
 
     const hedgeConfig = options.hedge === undefined || options.hedge === false ? undefined : options.hedge
@@ -324,7 +325,7 @@ export const make = (
                 new AgentEvent.FallbackUsed({
                   taskId: task.id,
                   tier: answered.tier,
-                  failures: answered.failures.map(({ error, tier }) => ({ tier, error: errorInfo(error) }))
+                  failures: answered.failures.map(({ error, tier }) => ({ tier, error: ErrorInfo.fromError(error) }))
                 })
               )
             )
@@ -390,9 +391,9 @@ export const make = (
  * The error of a failed task: its typed error, or a defect (a bug in a model adapter, say) as
  * `Defect`, so one task's defect gives that task a record instead of ending the whole batch.
  */
-const causeInfo = (cause: Cause.Cause<AgentError | Fallback.AllTiersFailed<AgentError>>): ErrorInfo =>
+const causeInfo = (cause: Cause.Cause<AgentError | Fallback.AllTiersFailed<AgentError>>): ErrorInfo.ErrorInfo =>
   Option.match(Cause.failureOption(cause), {
-    onSome: errorInfo,
+    onSome: ErrorInfo.fromError,
     onNone: () => {
       const defect = Cause.squash(cause)
       return { _tag: "Defect", message: defect instanceof Error ? `${defect.name}: ${defect.message}` : String(defect) }

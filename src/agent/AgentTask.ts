@@ -16,6 +16,7 @@
  * @since 0.1.0
  */
 import { Either, ParseResult, Schema } from "effect"
+import { ErrorInfo } from "../events/ErrorInfo.js"
 
 /**
  * One unit of work: a prompt for the model, named by a unique `id`.
@@ -30,34 +31,6 @@ export class AgentTask extends Schema.Class<AgentTask>("AgentTask")({
 }) {}
 
 /**
- * The error of a record, as written to JSON: its tag and a sentence.
- *
- * @since 0.1.0
- * @category models
- */
-export const ErrorInfo = Schema.Struct({
-  _tag: Schema.String,
-  message: Schema.String
-})
-
-/**
- * @since 0.1.0
- * @category models
- */
-export type ErrorInfo = typeof ErrorInfo.Type
-
-/**
- * The tag and message of any error, for a record.
- *
- * @since 0.1.0
- * @category constructors
- */
-export const errorInfo = (error: { readonly _tag: string; readonly message: string }): ErrorInfo => ({
-  _tag: error._tag,
-  message: error.message
-})
-
-/**
  * A task the model answered. `degraded` is true when a fallback tier answered instead of the
  * primary model; `model` names the one that did. `attempts` counts calls that reached a model
  * (retries and hedged copies included; an attempt an open breaker refused is no call).
@@ -65,7 +38,7 @@ export const errorInfo = (error: { readonly _tag: string; readonly message: stri
  * @since 0.1.0
  * @category models
  */
-export class TaskSucceeded extends Schema.Class<TaskSucceeded>("TaskSucceeded")({
+export class TaskSucceeded extends Schema.TaggedClass<TaskSucceeded>()("TaskSucceeded", {
   id: Schema.String,
   status: Schema.tag("succeeded"),
   output: Schema.String,
@@ -116,14 +89,15 @@ export class InvalidTask extends Schema.TaggedError<InvalidTask>()("InvalidTask"
  * @since 0.1.0
  * @category models
  */
-export class TaskInvalid extends Schema.Class<TaskInvalid>("TaskInvalid")({
+export class TaskInvalid extends Schema.TaggedClass<TaskInvalid>()("TaskInvalid", {
   line: Schema.Int,
   status: Schema.tag("invalid"),
   error: ErrorInfo
 }) {}
 
 /**
- * The outcome of one task.
+ * The outcome of one task. Both variants carry a `_tag` (`TaskSucceeded`, `TaskFailed`), so
+ * `Match.tag` and `Effect.catchTag` work on them; `status` says the same in a record's JSON.
  *
  * @since 0.1.0
  * @category models
@@ -184,17 +158,15 @@ export const decodeLine = (text: string, line: number): Either.Either<AgentTask,
 }
 
 /**
- * The record to write for any outcome.
+ * The record to write for any outcome: the encoded record without its `_tag`. In Effect a
+ * record is a tagged value (to match or catch by tag); on disk it is data, told apart by
+ * `status`, as the CLI contract says.
  *
  * @since 0.1.0
  * @category encoding
  */
 export const encodeRecord = (record: TaskRecord): RecordJson => {
-  const encoded = encodeTaskRecord(record)
-  if (encoded.status !== "failed") return encoded
-  // A failed task is an error in Effect (tagged, to be caught by tag); its record is data,
-  // shaped like the others, without the tag.
-  const { _tag: _, ...data } = encoded
+  const { _tag: _, ...data } = encodeTaskRecord(record)
   return data
 }
 
@@ -207,6 +179,6 @@ const encodeTaskRecord = Schema.encodeSync(TaskRecord)
  * @category encoding
  */
 export type RecordJson =
-  | typeof TaskSucceeded.Encoded
+  | Omit<typeof TaskSucceeded.Encoded, "_tag">
   | Omit<typeof TaskFailed.Encoded, "_tag">
-  | typeof TaskInvalid.Encoded
+  | Omit<typeof TaskInvalid.Encoded, "_tag">

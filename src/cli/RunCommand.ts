@@ -31,7 +31,8 @@ import { Args, Command, HelpDoc, Options, ValidationError } from "@effect/cli"
 import { Clock, Duration, Effect, Fiber, Layer, Option, Schema, Stream } from "effect"
 import type { Scope } from "effect"
 import * as AgentService from "../agent/AgentService.js"
-import { errorInfo, TaskInvalid } from "../agent/AgentTask.js"
+import { TaskInvalid } from "../agent/AgentTask.js"
+import * as ErrorInfo from "../events/ErrorInfo.js"
 import type { AgentEvent } from "../events/AgentEvent.js"
 import * as EmbeddedModel from "../model/EmbeddedModel.js"
 import * as CircuitBreaker from "../policy/CircuitBreaker.js"
@@ -227,7 +228,7 @@ export const run = Effect.fn("RunCommand.run")(function*(options: RunOptions) {
       Stream.tap(TaskSource.Entry.$match({
         Task: () => Effect.void,
         Invalid: ({ error }) =>
-          Effect.zipRight(sink.write(new TaskInvalid({ line: error.line, error: errorInfo(error) })), stats.recordInvalid),
+          Effect.zipRight(sink.write(new TaskInvalid({ line: error.line, error: ErrorInfo.fromError(error) })), stats.recordInvalid),
         Resumed: () => stats.recordSkipped
       })),
       Stream.filterMap((entry) => (entry._tag === "Task" ? Option.some(entry.task) : Option.none()))

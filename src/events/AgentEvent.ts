@@ -17,7 +17,7 @@
  * @since 0.1.0
  */
 import { Schema } from "effect"
-import { ErrorInfo } from "../agent/AgentTask.js"
+import { ErrorInfo } from "./ErrorInfo.js"
 
 /**
  * A task was taken up.

@@ -17,8 +17,7 @@
  *
  * @since 0.1.0
  */
-import { Context, Duration, Schema } from "effect"
-import type { Effect, Stream } from "effect"
+import { Context, Duration, Effect, Option, Predicate, Schema, Stream } from "effect"
 
 /**
  * What the caller asks of a model.
@@ -29,7 +28,11 @@ import type { Effect, Stream } from "effect"
 export class CompletionRequest extends Schema.Class<CompletionRequest>("CompletionRequest")({
   prompt: Schema.String,
   /** Upper bound on the completion's length, in tokens. */
-  maxTokens: Schema.Int.pipe(Schema.positive())
+  maxTokens: Schema.Int.pipe(Schema.positive()),
+  /** Instructions the model follows before the prompt (a chat API's system message). */
+  system: Schema.optional(Schema.String),
+  /** Sampling temperature, where the provider has one; its own default when absent. */
+  temperature: Schema.optional(Schema.Number.pipe(Schema.between(0, 2)))
 }) {}
 
 /**
@@ -63,6 +66,35 @@ export class Usage extends Schema.Class<Usage>("Usage")({
 }
 
 /**
+ * One rate-limit window as a provider reports it: the `limit`, what is `remaining` of it, and
+ * the time until it is whole again (`reset`, from when the response was received). Any of the
+ * three may be missing: providers report what they report.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export class RateLimitWindow extends Schema.Class<RateLimitWindow>("RateLimitWindow")({
+  limit: Schema.optional(Schema.NonNegative),
+  remaining: Schema.optional(Schema.NonNegative),
+  reset: Schema.optional(Schema.Duration)
+}) {}
+
+/**
+ * What a provider said of its rate limits on a response (success or 429): per dimension —
+ * requests, tokens (input and output together), or input and output tokens apart (Anthropic).
+ * A token budget adopts it to slow down before the provider refuses.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export class RateLimits extends Schema.Class<RateLimits>("RateLimits")({
+  requests: Schema.optional(RateLimitWindow),
+  tokens: Schema.optional(RateLimitWindow),
+  inputTokens: Schema.optional(RateLimitWindow),
+  outputTokens: Schema.optional(RateLimitWindow)
+}) {}
+
+/**
  * A finished completion.
  *
  * @since 0.1.0
@@ -73,7 +105,9 @@ export class Completion extends Schema.Class<Completion>("Completion")({
   finishReason: FinishReason,
   usage: Usage,
   /** The model that answered. */
-  model: Schema.String
+  model: Schema.String,
+  /** The provider's report of its rate limits on this response, when it gave one. */
+  rateLimits: Schema.optional(RateLimits)
 }) {}
 
 /**
@@ -86,7 +120,9 @@ export class Completion extends Schema.Class<Completion>("Completion")({
 export class CompletionChunk extends Schema.Class<CompletionChunk>("CompletionChunk")({
   delta: Schema.String,
   finishReason: Schema.optional(FinishReason),
-  usage: Schema.optional(Usage)
+  usage: Schema.optional(Usage),
+  /** On the final chunk: the provider's report of its rate limits, when it gave one. */
+  rateLimits: Schema.optional(RateLimits)
 }) {}
 
 // -----------------------------------------------------------------------------
@@ -94,16 +130,33 @@ export class CompletionChunk extends Schema.Class<CompletionChunk>("CompletionCh
 // -----------------------------------------------------------------------------
 
 /**
- * The provider refused because a rate limit ran out: `requests` per minute, or `tokens`.
- * `retryAfter` is the provider's own word on when to come back, when it gave one.
+ * Which rate limit ran out: requests per minute, tokens per minute (input and output
+ * together), or input or output tokens apart.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const LimitKind = Schema.Literal("requests", "tokens", "inputTokens", "outputTokens")
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type LimitKind = typeof LimitKind.Type
+
+/**
+ * The provider refused because a rate limit ran out (HTTP 429). `retryAfter` is the provider's
+ * own word on when to come back, when it gave one; `rateLimits` what it reported of its limits.
+ * It is flow control, not ill health: the provider asks us to slow down.
  *
  * @since 0.1.0
  * @category errors
  */
 export class RateLimited extends Schema.TaggedError<RateLimited>()("RateLimited", {
   model: Schema.String,
-  limit: Schema.Literal("requests", "tokens"),
-  retryAfter: Schema.optional(Schema.DurationFromSelf)
+  limit: LimitKind,
+  retryAfter: Schema.optional(Schema.Duration),
+  rateLimits: Schema.optional(RateLimits)
 }) {
   override get message(): string {
     const after = this.retryAfter === undefined ? "" : `, retry after ${Duration.format(this.retryAfter)}`
@@ -133,7 +186,7 @@ export class Overloaded extends Schema.TaggedError<Overloaded>()("Overloaded", {
  */
 export class ModelTimeout extends Schema.TaggedError<ModelTimeout>()("ModelTimeout", {
   model: Schema.String,
-  timeout: Schema.DurationFromSelf
+  timeout: Schema.Duration
 }) {
   override get message(): string {
     return `${this.model}: no answer within ${Duration.format(this.timeout)}`
@@ -188,8 +241,59 @@ export class QuotaExhausted extends Schema.TaggedError<QuotaExhausted>()("QuotaE
 }
 
 /**
- * The provider answered with something that is not a valid completion (bad JSON, a stream that
- * ended without its final chunk).
+ * The provider refused our credentials (HTTP 401 / 403). Sending the request again cannot help;
+ * the message never contains the key.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class AuthenticationFailed extends Schema.TaggedError<AuthenticationFailed>()("AuthenticationFailed", {
+  model: Schema.String,
+  status: Schema.Int,
+  reason: Schema.String
+}) {
+  override get message(): string {
+    return `${this.model}: authentication failed (HTTP ${this.status}): ${this.reason}`
+  }
+}
+
+/**
+ * The provider failed on its side (HTTP 500, 502, ...): worth another try.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class ProviderError extends Schema.TaggedError<ProviderError>()("ProviderError", {
+  model: Schema.String,
+  status: Schema.Int,
+  reason: Schema.String
+}) {
+  override get message(): string {
+    return `${this.model}: provider error (HTTP ${this.status}): ${this.reason}`
+  }
+}
+
+/**
+ * A streamed answer ended before its final chunk (no finish reason, no `[DONE]`): the
+ * connection dropped or the provider gave up mid-answer. `partial` is the text delivered before
+ * it ended, so nothing already shown is lost and a continuation can pick up from it.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class IncompleteStream extends Schema.TaggedError<IncompleteStream>()("IncompleteStream", {
+  model: Schema.String,
+  partial: Schema.String,
+  reason: Schema.String
+}) {
+  override get message(): string {
+    return `${this.model}: the stream ended early after ${this.partial.length} characters: ${this.reason}`
+  }
+}
+
+/**
+ * The provider answered with something that is not a valid completion (bad JSON, an HTML
+ * error page, a chunk that does not parse).
  *
  * @since 0.1.0
  * @category errors
@@ -214,8 +318,11 @@ export const ModelError = Schema.Union(
   Overloaded,
   ModelTimeout,
   Unavailable,
+  ProviderError,
+  IncompleteStream,
   InvalidRequest,
   QuotaExhausted,
+  AuthenticationFailed,
   MalformedResponse
 )
 
@@ -225,16 +332,28 @@ export const ModelError = Schema.Union(
  */
 export type ModelError = typeof ModelError.Type
 
+const permanentTags: ReadonlySet<string> = new Set(["InvalidRequest", "QuotaExhausted", "AuthenticationFailed"])
+
 /**
- * Whether a model error may go away if the same request is sent again later. `InvalidRequest`
- * and `QuotaExhausted` never do; everything else (rate limits, overload, timeouts, transport,
- * a garbled answer) may.
+ * Whether an error says that sending the same request again cannot help: a tagged
+ * `InvalidRequest`, `QuotaExhausted` or `AuthenticationFailed`. Any other value is `false`,
+ * so retry policies can use it on errors of any type.
  *
  * @since 0.1.0
  * @category predicates
  */
-export const isTransient = (error: ModelError): boolean =>
-  error._tag !== "InvalidRequest" && error._tag !== "QuotaExhausted"
+export const isPermanent = (error: unknown): boolean =>
+  Predicate.hasProperty(error, "_tag") && typeof error._tag === "string" && permanentTags.has(error._tag)
+
+/**
+ * Whether a model error may go away if the same request is sent again later. `InvalidRequest`,
+ * `QuotaExhausted` and `AuthenticationFailed` never do; everything else (rate limits, overload,
+ * timeouts, transport, server errors, a stream cut short, a garbled answer) may.
+ *
+ * @since 0.1.0
+ * @category predicates
+ */
+export const isTransient = (error: ModelError): boolean => !permanentTags.has(error._tag)
 
 // -----------------------------------------------------------------------------
 // service
@@ -266,3 +385,85 @@ export declare namespace AiModel {
     readonly stream: (request: CompletionRequest) => Stream.Stream<CompletionChunk, ModelError>
   }
 }
+
+/**
+ * What {@link make} needs: a name and at least one of `generate` and `stream`.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export type MakeOptions =
+  | { readonly name: string; readonly generate: AiModel.Service["generate"]; readonly stream?: AiModel.Service["stream"] }
+  | { readonly name: string; readonly stream: AiModel.Service["stream"]; readonly generate?: AiModel.Service["generate"] }
+
+/**
+ * A model service from what the provider has: given only `generate`, `stream` answers with one
+ * final chunk holding the whole text; given only `stream`, `generate` joins the chunks and
+ * fails with {@link IncompleteStream} (carrying the text so far) when the stream ends without
+ * its final chunk.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { AiModel } from "wiz-effect"
+ *
+ * const echo = AiModel.make({
+ *   name: "echo",
+ *   generate: (request) =>
+ *     Effect.succeed(new AiModel.Completion({
+ *       text: request.prompt,
+ *       finishReason: "stop",
+ *       usage: new AiModel.Usage({ promptTokens: 1, completionTokens: 1 }),
+ *       model: "echo"
+ *     }))
+ * })
+ * ```
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (options: MakeOptions): AiModel.Service => {
+  const { generate, name, stream } = options
+  if (generate !== undefined && stream !== undefined) return { name, generate, stream }
+  if (generate !== undefined) {
+    return { name, generate, stream: (request) => Stream.fromEffect(Effect.map(generate(request), toChunk)) }
+  }
+  // MakeOptions requires one of the two.
+  const streamed = stream as AiModel.Service["stream"]
+  return { name, stream: streamed, generate: (request) => collect(name, streamed(request)) }
+}
+
+const toChunk = (completion: Completion): CompletionChunk =>
+  new CompletionChunk({
+    delta: completion.text,
+    finishReason: completion.finishReason,
+    usage: completion.usage,
+    ...(completion.rateLimits === undefined ? {} : { rateLimits: completion.rateLimits })
+  }, true)
+
+/**
+ * Joins a streamed answer into one completion; a stream that ends without a chunk carrying
+ * both `finishReason` and `usage` fails with {@link IncompleteStream}.
+ *
+ * @since 0.1.0
+ * @category combinators
+ */
+export const collect = <E>(
+  model: string,
+  chunks: Stream.Stream<CompletionChunk, E>
+): Effect.Effect<Completion, E | IncompleteStream> =>
+  Stream.runFold(
+    chunks,
+    { text: "", last: Option.none<CompletionChunk>() },
+    (so, chunk) => ({ text: so.text + chunk.delta, last: Option.some(chunk) })
+  ).pipe(
+    Effect.flatMap(({ last, text }) => {
+      if (Option.isNone(last) || last.value.finishReason === undefined || last.value.usage === undefined) {
+        return Effect.fail(new IncompleteStream({ model, partial: text, reason: "the stream ended without its final chunk" }))
+      }
+      const { finishReason, rateLimits, usage } = last.value
+      return Effect.succeed(
+        new Completion({ text, finishReason, usage, model, ...(rateLimits === undefined ? {} : { rateLimits }) }, true)
+      )
+    })
+  )

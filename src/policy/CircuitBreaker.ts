@@ -236,7 +236,7 @@ export const defaults = {
 export class CircuitOpen extends Schema.TaggedError<CircuitOpen>()("CircuitOpen", {
   /** The breaker that refused: its `name`, or `name/key` in a keyed breaker. */
   breaker: Schema.String,
-  retryAfter: Schema.DurationFromSelf
+  retryAfter: Schema.Duration
 }) {
   override get message(): string {
     return Duration.isFinite(this.retryAfter)

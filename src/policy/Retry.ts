@@ -3,8 +3,9 @@
  * `retryWithBackoff` retried everything (even a 400), had no jitter and no cap, ignored
  * Retry-After and could not be cancelled while it slept (seed bug 4). This policy:
  *
- * - retries only errors `isRetryable` accepts (by default every tagged error except
- *   `InvalidRequest` and `QuotaExhausted`, as `AiModel.isTransient` says for model errors);
+ * - works on errors of any type, and retries only those `isRetryable` accepts (by default every
+ *   error except those `AiModel.isPermanent` names: `InvalidRequest`, `QuotaExhausted`,
+ *   `AuthenticationFailed`);
  * - waits an exponential backoff, capped, then jittered (`full`, `equal` or `none`) with Effect's
  *   `Random`, so `Effect.withRandom(Random.make(seed))` makes every wait reproducible;
  * - waits at least an error's `retryAfter` (`RateLimited`, an open breaker's `CircuitOpen`), and
@@ -35,19 +36,10 @@
  *
  * @since 0.1.0
  */
-import { Clock, Duration, Effect, Random, Schedule, ScheduleDecision, Schema } from "effect"
+import { Clock, Duration, Effect, Predicate, Random, Schedule, ScheduleDecision, Schema } from "effect"
 import { dual } from "effect/Function"
+import { isPermanent } from "../model/AiModel.js"
 import type { Budget } from "./Budget.js"
-
-/**
- * What the policy needs of an error: a `_tag` to classify it by.
- *
- * @since 0.1.0
- * @category models
- */
-export interface Tagged {
-  readonly _tag: string
-}
 
 /**
  * How a backoff delay `d` is spread: `full` draws uniformly from `[0, d]`, `equal` from
@@ -81,7 +73,7 @@ export interface Backoff {
  * @since 0.1.0
  * @category models
  */
-export interface Options<E extends Tagged = Tagged> extends Backoff {
+export interface Options<E = unknown> extends Backoff {
   /**
    * The longest `retryAfter` an error may ask for. Above it the call fails at once with that
    * error, unchanged, so a fallback can take over.
@@ -154,7 +146,7 @@ export interface GiveUpEvent<E> {
 
 /**
  * `base: 500 ms`, `factor: 2`, `cap: 30 s`, `maxAttempts: 4`, `jitter: "full"`,
- * `retryAfterMax: 60 s`, `isRetryable`: every error but `InvalidRequest` and `QuotaExhausted`, and
+ * `retryAfterMax: 60 s`, `isRetryable`: every error but those `AiModel.isPermanent` names, and
  * `chargesBudget`: every error but `CircuitOpen`.
  *
  * @since 0.1.0
@@ -167,8 +159,8 @@ export const defaults = {
   maxAttempts: 4,
   jitter: "full",
   retryAfterMax: Duration.seconds(60),
-  isRetryable: (error: Tagged): boolean => error._tag !== "InvalidRequest" && error._tag !== "QuotaExhausted",
-  chargesBudget: (error: Tagged): boolean => error._tag !== "CircuitOpen"
+  isRetryable: (error: unknown): boolean => !isPermanent(error),
+  chargesBudget: (error: unknown): boolean => !Predicate.isTagged(error, "CircuitOpen")
 } as const
 
 /**
@@ -178,7 +170,7 @@ export const defaults = {
  * @category errors
  */
 export class DeadlineExceeded extends Schema.TaggedError<DeadlineExceeded>()("DeadlineExceeded", {
-  deadline: Schema.DurationFromSelf,
+  deadline: Schema.Duration,
   /** Attempts started, the interrupted one included. */
   attempts: Schema.Int
 }) {
@@ -194,7 +186,7 @@ export class DeadlineExceeded extends Schema.TaggedError<DeadlineExceeded>()("De
  * @since 0.1.0
  * @category models
  */
-export interface Policy<E extends Tagged = Tagged> {
+export interface Policy<E = unknown> {
   readonly apply: <A, E2 extends E, R>(attempt: Effect.Effect<A, E2, R>) => Effect.Effect<A, E2 | DeadlineExceeded, R>
 }
 
@@ -236,11 +228,8 @@ const jittered = (jitter: Jitter, millis: number): Effect.Effect<Duration.Durati
     : Effect.map(Random.next, (r) =>
       Duration.millis(Math.round(jitter === "full" ? r * millis : millis / 2 + r * millis / 2)))
 
-const retryAfterOf = (error: Tagged): Duration.Duration | undefined => {
-  if (!("retryAfter" in error)) return undefined
-  const retryAfter = error.retryAfter
-  return Duration.isDuration(retryAfter) ? retryAfter : undefined
-}
+const retryAfterOf = (error: unknown): Duration.Duration | undefined =>
+  Predicate.hasProperty(error, "retryAfter") && Duration.isDuration(error.retryAfter) ? error.retryAfter : undefined
 
 /**
  * A retry policy with these options. It holds no state of its own (a `budget` carries the
@@ -249,7 +238,7 @@ const retryAfterOf = (error: Tagged): Duration.Duration | undefined => {
  * @since 0.1.0
  * @category constructors
  */
-export const make = <E extends Tagged = Tagged>(options: Options<E> = {}): Policy<E> => {
+export const make = <E = unknown>(options: Options<E> = {}): Policy<E> => {
   const backoff = schedule(options)
   const isRetryable: (error: E) => boolean = options.isRetryable ?? defaults.isRetryable
   const chargesBudget: (error: E) => boolean = options.chargesBudget ?? defaults.chargesBudget
@@ -346,16 +335,16 @@ export const make = <E extends Tagged = Tagged>(options: Options<E> = {}): Polic
  * @category combinators
  */
 export const retry: {
-  <E extends Tagged>(
+  <E>(
     policy: Policy<E>
   ): <A, E2 extends E, R>(self: Effect.Effect<A, E2, R>) => Effect.Effect<A, E2 | DeadlineExceeded, R>
-  <A, E2 extends E, R, E extends Tagged>(
+  <A, E2 extends E, R, E>(
     self: Effect.Effect<A, E2, R>,
     policy: Policy<E>
   ): Effect.Effect<A, E2 | DeadlineExceeded, R>
 } = dual(
   2,
-  <A, E2 extends E, R, E extends Tagged>(
+  <A, E2 extends E, R, E>(
     self: Effect.Effect<A, E2, R>,
     policy: Policy<E>
   ): Effect.Effect<A, E2 | DeadlineExceeded, R> => policy.apply(self)

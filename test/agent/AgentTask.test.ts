@@ -1,6 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Either } from "effect"
+import { Effect, Either, Match, Schema } from "effect"
 import * as AgentTask from "../../src/agent/AgentTask.js"
+import * as ErrorInfo from "../../src/events/ErrorInfo.js"
 
 const invalid = (text: string, line: number) => {
   const parsed = AgentTask.decodeLine(text, line)
@@ -73,11 +74,31 @@ describe("AgentTask", () => {
       degraded: false,
       durationMs: 120
     })
-    const line = new AgentTask.TaskInvalid({ line: 4, error: AgentTask.errorInfo(invalid("nope", 4)) })
+    const line = new AgentTask.TaskInvalid({ line: 4, error: ErrorInfo.fromError(invalid("nope", 4)) })
     expect(AgentTask.encodeRecord(line)).toStrictEqual({
       line: 4,
       status: "invalid",
       error: { _tag: "InvalidTask", message: line.error.message }
     })
   })
+
+  it.effect("both TaskResult variants carry a _tag, so Match.tag and Effect.catchTag just work", () =>
+    Effect.gen(function*() {
+      const succeeded = new AgentTask.TaskSucceeded({
+        id: "a", output: "x", attempts: 1, model: "m", degraded: false, durationMs: 1
+      })
+      const failed = new AgentTask.TaskFailed({
+        id: "b", error: { _tag: "Overloaded", message: "m: overloaded" }, attempts: 4, durationMs: 9
+      })
+      const describe = Match.type<AgentTask.TaskResult>().pipe(
+        Match.tag("TaskSucceeded", (r) => `ok ${r.id}`),
+        Match.tag("TaskFailed", (r) => `failed ${r.id}`),
+        Match.exhaustive
+      )
+      expect([succeeded, failed].map(describe)).toStrictEqual(["ok a", "failed b"])
+      const caught = yield* Effect.fail(failed).pipe(Effect.catchTag("TaskFailed", (r) => Effect.succeed(r.attempts)))
+      expect(caught).toBe(4)
+      const decoded = Schema.decodeUnknownSync(AgentTask.TaskResult)(Schema.encodeSync(AgentTask.TaskResult)(succeeded))
+      expect(decoded).toStrictEqual(succeeded)
+    }))
 })

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Cause, Chunk, Deferred, Duration, Effect, Exit, Fiber, Option, Schedule, Stream, TestClock } from "effect"
+import { Cause, Chunk, Deferred, Duration, Effect, Exit, Fiber, Option, Schedule, Schema, Stream, TestClock } from "effect"
 import * as FastCheck from "effect/FastCheck"
 import { InvalidRequest, Overloaded } from "../../src/model/AiModel.js"
 import * as CircuitBreaker from "../../src/policy/CircuitBreaker.js"
@@ -41,6 +41,14 @@ const rejection = <A, E>(exit: Exit.Exit<A, E>): CircuitBreaker.CircuitOpen => {
 const retryAfterMillis = <A, E>(exit: Exit.Exit<A, E>): number => Duration.toMillis(rejection(exit).retryAfter)
 
 describe("CircuitBreaker", () => {
+  it("CircuitOpen encodes to JSON and back with its schema, an isolated circuit's infinite retryAfter included", () => {
+    const codec = Schema.parseJson(CircuitBreaker.CircuitOpen)
+    for (const retryAfter of [Duration.millis(1234), Duration.infinity]) {
+      const error = new CircuitBreaker.CircuitOpen({ breaker: "embedded", retryAfter })
+      expect(Schema.decodeSync(codec)(Schema.encodeSync(codec)(error))).toStrictEqual(error)
+    }
+  })
+
   it.effect("seed bug 5: reads time only from Clock — TestClock alone drives Open → HalfOpen → Closed", () =>
     Effect.gen(function*() {
       const breaker = yield* CircuitBreaker.make({ tripPolicy: CircuitBreaker.consecutive(2), openDuration: "10 seconds" })

@@ -126,6 +126,28 @@ describe("Retry", () => {
       expect(times).toStrictEqual([0])
     }))
 
+  it.effect("AuthenticationFailed (a 401) is not retried: the same key fails the same way", () =>
+    Effect.gen(function*() {
+      const error = new AiModel.AuthenticationFailed({ model: "m", status: 401, reason: "invalid api key" })
+      const { attempt, times } = scripted([error, "ok"])
+      const [exit] = yield* settle(Retry.make().apply(attempt))
+      expect(exit).toStrictEqual(Exit.fail(error))
+      expect(times).toStrictEqual([0])
+    }))
+
+  it.effect("any error type works, untagged included: a plain Error is retried, the classifier decides", () =>
+    Effect.gen(function*() {
+      const { attempt, times } = scripted<Error>([new Error("flaky"), "ok"])
+      const [exit] = yield* settle(Retry.make({ jitter: "none" }).apply(attempt))
+      expect(exit).toStrictEqual(Exit.succeed(2))
+      expect(times).toStrictEqual([0, 500])
+      const fatal = scripted<Error>([new TypeError("bug")])
+      const classified = Retry.make<Error>({ isRetryable: (error) => !(error instanceof TypeError) })
+      const [failed] = yield* settle(classified.apply(fatal.attempt))
+      expect(Exit.isFailure(failed)).toBe(true)
+      expect(fatal.times).toHaveLength(1)
+    }))
+
   it.effect("other tagged errors (ModelTimeout, a breaker's CircuitOpen) are retried by default", () =>
     Effect.gen(function*() {
       const timeout = new AiModel.ModelTimeout({ model: "m", timeout: Duration.seconds(1) })
@@ -251,7 +273,7 @@ describe("Retry", () => {
   it.effect("deadline: an attempt still running at the deadline is interrupted with DeadlineExceeded", () =>
     Effect.gen(function*() {
       let interrupted = false
-      const events: Array<Retry.GiveUpEvent<Retry.Tagged>> = []
+      const events: Array<Retry.GiveUpEvent<unknown>> = []
       const hanging = Effect.never.pipe(Effect.onInterrupt(() => Effect.sync(() => (interrupted = true))))
       const policy = Retry.make({ deadline: "1 second", onGiveUp: (event) => Effect.sync(() => events.push(event)) })
       const [exit, end] = yield* settle(policy.apply(hanging))
