@@ -283,4 +283,150 @@ describe("Bulkhead", () => {
       const invalid = yield* Effect.exit(Bulkhead.make({ permits: 0 }))
       expect(Exit.isFailure(invalid) && Cause.isDie(invalid.cause)).toBe(true)
     }))
+
+  describe("maxQueued", () => {
+    interface Arrival {
+      readonly permits: number
+      /**
+       * Time since the previous arrival. Arrivals fall on 5 ms marks (mod 10) and latencies are a
+       * quarter millisecond past a 10 ms mark, so no end coincides with an arrival.
+       */
+      readonly gap: number
+      readonly latency: number
+    }
+
+    /** What a strict FIFO bulkhead with a bounded queue does: each task's start time, or "full". */
+    const expected = (permits: number, maxQueued: number, arrivals: ReadonlyArray<Arrival>): Array<number | "full"> => {
+      let free = permits
+      const queue: Array<number> = []
+      const running: Array<{ end: number; permits: number }> = []
+      const result: Array<number | "full"> = []
+      const start = (i: number, at: number) => {
+        free -= arrivals[i]!.permits
+        running.push({ end: at + arrivals[i]!.latency, permits: arrivals[i]!.permits })
+        result[i] = at
+      }
+      // completions strictly before `until`, in time order, each letting the queue move
+      const advance = (until: number) => {
+        for (;;) {
+          const next = running.reduce<{ end: number; permits: number } | undefined>(
+            (min, r) => (min === undefined || r.end < min.end ? r : min),
+            undefined
+          )
+          if (next === undefined || next.end >= until) return
+          running.splice(running.indexOf(next), 1)
+          free += next.permits
+          while (queue.length > 0 && arrivals[queue[0]!]!.permits <= free) start(queue.shift()!, next.end)
+        }
+      }
+      let now = 5
+      arrivals.forEach((arrival, i) => {
+        now += arrival.gap
+        advance(now)
+        if (queue.length === 0 && free >= arrival.permits) start(i, now)
+        else if (queue.length >= maxQueued) result[i] = "full"
+        else queue.push(i)
+      })
+      advance(Infinity)
+      return result
+    }
+
+    const scenario = fc.integer({ min: 1, max: 4 }).chain((permits) =>
+      fc.record({
+        permits: fc.constant(permits),
+        maxQueued: fc.integer({ min: 0, max: 4 }),
+        arrivals: fc.array(
+          fc.record({
+            permits: fc.integer({ min: 1, max: permits }),
+            gap: fc.integer({ min: 0, max: 5 }).map((n) => n * 10),
+            latency: fc.integer({ min: 1, max: 10 }).map((n) => n * 10 + 0.25)
+          }),
+          { minLength: 1, maxLength: 20 }
+        )
+      })
+    )
+
+    it.effect.prop(
+      "BulkheadFull exactly when the queue is full: never a caller too early, never one too many waiting",
+      { scenario },
+      ({ scenario: { arrivals, maxQueued, permits } }) =>
+        Effect.gen(function* () {
+          const bulkhead = yield* Bulkhead.make({ permits, maxQueued })
+          let maxWaiting = 0
+          const fibers: Array<Fiber.RuntimeFiber<number, Bulkhead.BulkheadFull>> = []
+          yield* TestClock.adjust(5)
+          for (const arrival of arrivals) {
+            yield* TestClock.adjust(arrival.gap)
+            fibers.push(yield* Effect.fork(bulkhead.withPermits(arrival.permits)(
+              Effect.zipLeft(Clock.currentTimeMillis, Effect.sleep(arrival.latency))
+            )))
+            yield* settle
+            const stats = yield* bulkhead.stats
+            maxWaiting = Math.max(maxWaiting, stats.queued)
+            expect(stats.queued).toBe(yield* bulkhead.waiting)
+            expect(stats.available).toBe(yield* bulkhead.available)
+          }
+          yield* TestClock.adjust(arrivals.reduce((sum, a) => sum + a.latency, 0))
+          const exits = yield* Effect.forEach(fibers, Fiber.await)
+          expect(exits.map((exit) =>
+            Exit.isSuccess(exit) ? exit.value : Exit.isFailure(exit) && Cause.isFailType(exit.cause) ? "full" : "other"
+          )).toEqual(expected(permits, maxQueued, arrivals))
+          for (const exit of exits) {
+            if (Exit.isFailure(exit)) expect(exit).toEqual(Exit.fail(new Bulkhead.BulkheadFull({ permits, maxQueued })))
+          }
+          expect(maxWaiting).toBeLessThanOrEqual(maxQueued)
+          expect(yield* bulkhead.stats).toEqual({ permits, available: permits, active: 0, queued: 0, maxQueued })
+        }),
+      { fastCheck: { numRuns: 40 } }
+    )
+
+    it.effect("stats: permits in use, callers running and waiting, live; an interrupted waiter frees its place in the queue", () =>
+      Effect.gen(function* () {
+        const bulkhead = yield* Bulkhead.make({ permits: 3, maxQueued: 2 })
+        const a = yield* Effect.fork(bulkhead.withPermits(2)(Effect.sleep("1 second")))
+        const b = yield* Effect.fork(bulkhead.withPermit(Effect.sleep("1 second")))
+        yield* settle
+        expect(yield* bulkhead.stats).toEqual({ permits: 3, available: 0, active: 2, queued: 0, maxQueued: 2 })
+        const c = yield* Effect.fork(bulkhead.withPermits(3)(Effect.sleep("1 second")))
+        const d = yield* Effect.fork(bulkhead.withPermit(Effect.sleep("1 second")))
+        yield* settle
+        expect(yield* bulkhead.stats).toEqual({ permits: 3, available: 0, active: 2, queued: 2, maxQueued: 2 })
+        const full = yield* Effect.flip(bulkhead.withPermit(Effect.void))
+        expect(full).toEqual(new Bulkhead.BulkheadFull({ permits: 3, maxQueued: 2 }))
+        expect(full.message).toBe("bulkhead full: all 3 permits taken and 2 callers already waiting")
+        yield* Fiber.interrupt(d)
+        expect((yield* bulkhead.stats).queued).toBe(1)
+        const e = yield* Effect.fork(bulkhead.withPermit(Clock.currentTimeMillis))
+        yield* settle
+        expect((yield* bulkhead.stats).queued).toBe(2)
+        yield* TestClock.adjust("1 second")
+        // a and b are done; c (3 permits) runs, e waits behind it
+        expect(yield* bulkhead.stats).toEqual({ permits: 3, available: 0, active: 1, queued: 1, maxQueued: 2 })
+        yield* TestClock.adjust("1 second")
+        expect(yield* Fiber.join(e)).toBe(2000)
+        yield* Fiber.join(Fiber.zip(a, Fiber.zip(b, c)))
+        expect(yield* bulkhead.stats).toEqual({ permits: 3, available: 3, active: 0, queued: 0, maxQueued: 2 })
+      }))
+
+    it.effect("maxQueued 0: nobody waits; a free permit is still taken at once", () =>
+      Effect.gen(function* () {
+        const bulkhead = yield* Bulkhead.make({ permits: 1, maxQueued: 0 })
+        const holder = yield* Effect.fork(bulkhead.withPermit(Effect.sleep("1 second")))
+        yield* settle
+        expect(yield* Effect.flip(bulkhead.withPermit(Effect.void))).toEqual(new Bulkhead.BulkheadFull({ permits: 1, maxQueued: 0 }))
+        yield* TestClock.adjust("1 second")
+        yield* Fiber.join(holder)
+        expect(yield* bulkhead.withPermit(Effect.succeed("ran"))).toBe("ran")
+      }))
+
+    it.effect("an unbounded bulkhead never fails with BulkheadFull (its type has no such error); a bad bound is a defect", () =>
+      Effect.gen(function* () {
+        const bulkhead: Bulkhead.Bulkhead = yield* Bulkhead.make({ permits: 1 })
+        expect((yield* bulkhead.stats).maxQueued).toBe(Infinity)
+        for (const maxQueued of [-1, 1.5, Number.NaN]) {
+          const exit = yield* Effect.exit(Bulkhead.make({ permits: 1, maxQueued }))
+          expect(Exit.isFailure(exit) && Cause.isDie(exit.cause)).toBe(true)
+        }
+      }))
+  })
 })
