@@ -16,6 +16,20 @@
  *   timeout interrupts it, in the proportions of `faults`; and a provider-side
  *   `requestsPerMinute` limit over a sliding 60 s window answers `RateLimited` with the time
  *   until a slot frees.
+ * - **a tokens-per-minute limit** (`tokensPerMinute`), the way OpenAI and Anthropic meter
+ *   tokens: a bucket of that many tokens refilled continuously. A call is charged its prompt
+ *   tokens plus `maxTokens` when it is admitted and refunded the part of `maxTokens` it did not
+ *   use when it completes; one that does not fit answers `RateLimited { limit: "tokens" }` with
+ *   the time until it would, and one that could never fit (more than the whole limit) is an
+ *   `InvalidRequest`. A refused call (by either limit) takes nothing from either.
+ * - **rate-limit reports**: with either limit set, every completion (the last chunk of a stream)
+ *   and every `RateLimited` carries `rateLimits` — limit, remaining and reset of each window —
+ *   as a provider's headers would, so a budget that was never told the limits can learn them.
+ * - **a capacity** (`capacity`): the requests it serves at full speed at once. Beyond it each
+ *   call's latencies are multiplied by `inFlight / capacity` (so throughput stays flat and
+ *   latency grows with the load, as on a saturated server), and a call that would make more than
+ *   `overloadAt × capacity` in flight answers `Overloaded` at once, taking no rate-limit slot.
+ *   Give a `Ref` to change the capacity mid-run.
  * - **an outage**: with `outage`, from `after` (counted from when the model was made) for
  *   `lasting`, the provider cannot be reached: every call fails at once with `Unavailable`
  *   (`reason: "simulated outage"`), before validation, the rate limit and any draw. A call
@@ -43,11 +57,14 @@
  *
  * // unreachable from 3 s after the layer is built until 4 s
  * const down = EmbeddedModel.layer({ seed: 42, outage: { after: "3 seconds", lasting: "1 second" } })
+ *
+ * // a provider that limits tokens and slows down beyond 16 requests at once
+ * const busy = EmbeddedModel.layer({ seed: 42, tokensPerMinute: 90_000, capacity: 16 })
  * ```
  *
  * @since 0.1.0
  */
-import { Clock, Duration, Effect, Hash, Layer, Random, Stream } from "effect"
+import { Clock, Duration, Effect, Hash, Layer, Random, Ref, Stream } from "effect"
 import * as AiModel from "./AiModel.js"
 import * as Tokenizer from "./Tokenizer.js"
 
@@ -91,6 +108,25 @@ export interface Options {
    * time until the oldest start leaves the window. A refused request takes no slot.
    */
   readonly requestsPerMinute?: number
+  /**
+   * Provider-side limit on tokens: a bucket of this many, refilled at this many per minute. A
+   * call is charged prompt tokens + `maxTokens` when admitted (beyond what is left:
+   * `RateLimited { limit: "tokens" }` with the time until it fits) and refunded what it did not
+   * use of `maxTokens` when it completes, or all of it when it fails with an injected
+   * `RateLimited` or `Overloaded`.
+   */
+  readonly tokensPerMinute?: number
+  /**
+   * Calls served at full speed at once (a positive integer, or a `Ref` holding one, to change
+   * it mid-run). Beyond it, a call admitted as the n-th in flight has its latencies multiplied
+   * by `n / capacity`.
+   */
+  readonly capacity?: number | Ref.Ref<number>
+  /**
+   * A call that would be more than `overloadAt × capacity` in flight answers `Overloaded` at
+   * once (before the rate limits, taking nothing from them). At least 1.
+   */
+  readonly overloadAt?: number
   /** Prompt tokens plus `maxTokens` may not exceed this. */
   readonly contextWindow?: number
   /**
@@ -108,8 +144,9 @@ export interface Options {
 /**
  * `name: "embedded"`, `timeToFirstToken: 150 ms`, `perToken: 4 ms`, `jitter: 0.5`,
  * `failureRate: 0`, `faults: { rateLimited: 0.5, overloaded: 0.3, hang: 0.2 }`, no
- * `requestsPerMinute` limit, `contextWindow: 8192`, no `outage`. With these, 300 answers of
- * ~40 tokens at concurrency 8 take about 12 s.
+ * `requestsPerMinute` or `tokensPerMinute` limit, no `capacity` limit, `overloadAt: 2` (a server
+ * queues about as much again as it serves before it sheds), `contextWindow: 8192`, no `outage`.
+ * With these, 300 answers of ~40 tokens at concurrency 8 take about 12 s.
  *
  * @since 0.1.0
  * @category defaults
@@ -122,6 +159,9 @@ export const defaults = {
   failureRate: 0,
   faults: { rateLimited: 0.5, overloaded: 0.3, hang: 0.2 },
   requestsPerMinute: Number.POSITIVE_INFINITY,
+  tokensPerMinute: Number.POSITIVE_INFINITY,
+  capacity: Number.POSITIVE_INFINITY,
+  overloadAt: 2,
   contextWindow: 8192
 } as const
 
@@ -170,7 +210,13 @@ interface Call {
   readonly usage: AiModel.Usage
   readonly timeToFirstToken: number
   readonly perToken: number
+  /** When the answer is complete: refunds the unused tokens; the report to attach, if any. */
+  readonly finish: Effect.Effect<AiModel.RateLimits | undefined>
+  /** When the call ends however it ends: leaves the in-flight count. */
+  readonly leave: Effect.Effect<void>
 }
+
+const noReport: Effect.Effect<undefined> = Effect.succeed(undefined)
 
 const windowMillis = 60_000
 
@@ -186,17 +232,24 @@ const build = (options: Options, seed: number, madeAt: number): AiModel.AiModel.
   const hang = faults.hang ?? 0
   const weights = rateLimited + overloaded + hang
   const rpm = options.requestsPerMinute ?? defaults.requestsPerMinute
+  const tpm = options.tokensPerMinute ?? defaults.tokensPerMinute
+  const capacityOption = options.capacity ?? defaults.capacity
+  const overloadAt = options.overloadAt ?? defaults.overloadAt
   const contextWindow = options.contextWindow ?? defaults.contextWindow
   if (
     !(ttft >= 0 && ttft < Infinity && perToken >= 0 && perToken < Infinity) ||
     !(jitter >= 0 && jitter <= 1) || !(failureRate >= 0 && failureRate <= 1) ||
     !(rateLimited >= 0 && overloaded >= 0 && hang >= 0) || (failureRate > 0 && !(weights > 0)) ||
     !(rpm === Infinity || (Number.isInteger(rpm) && rpm > 0)) ||
+    !(tpm === Infinity || (Number.isInteger(tpm) && tpm > 0)) ||
+    !(typeof capacityOption !== "number" || capacityOption === Infinity || (Number.isInteger(capacityOption) && capacityOption > 0)) ||
+    !(overloadAt >= 1) ||
     !(Number.isInteger(contextWindow) && contextWindow > 0)
   ) {
     throw new RangeError(
       `EmbeddedModel: latencies must be finite and >= 0, jitter and failureRate in [0, 1], fault weights >= 0 ` +
-        `and not all 0 when failureRate > 0, requestsPerMinute and contextWindow positive integers`
+        `and not all 0 when failureRate > 0, requestsPerMinute, tokensPerMinute, capacity and contextWindow ` +
+        `positive integers, overloadAt >= 1`
     )
   }
   const random = failureRate > 0 || (jitter > 0 && (ttft > 0 || perToken > 0))
@@ -219,30 +272,120 @@ const build = (options: Options, seed: number, madeAt: number): AiModel.AiModel.
   // Request starts in the last window, oldest at `head` once the ring holds `rpm` of them.
   const starts: Array<number> = []
   let head = 0
-  const admit = (now: number): AiModel.RateLimited | undefined => {
-    if (starts.length < rpm) {
-      starts.push(now)
-      return undefined
+  // The start `k` places after the oldest kept.
+  const startAt = (k: number): number => starts[starts.length < rpm ? k : (head + k) % rpm]!
+  // Milliseconds until a request slot frees (0: one is free now).
+  const requestWait = (now: number): number =>
+    starts.length < rpm || now - starts[head]! >= windowMillis ? 0 : starts[head]! + windowMillis - now
+  const takeRequest = (now: number): void => {
+    if (starts.length < rpm) starts.push(now)
+    else {
+      starts[head] = now
+      head = (head + 1) % rpm
     }
-    const oldest = starts[head]!
-    if (now - oldest < windowMillis) {
-      return new AiModel.RateLimited({ model: name, limit: "requests", retryAfter: Duration.millis(oldest + windowMillis - now) })
+  }
+  const requestsWindow = (now: number): AiModel.RateLimitWindow => {
+    // starts are kept in time order: find the first still in the window
+    let lo = 0
+    let hi = starts.length
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1
+      if (now - startAt(mid) >= windowMillis) lo = mid + 1
+      else hi = mid
     }
-    starts[head] = now
-    head = (head + 1) % rpm
-    return undefined
+    const inWindow = starts.length - lo
+    const reset = inWindow === 0 ? 0 : startAt(starts.length - 1) + windowMillis - now
+    return new AiModel.RateLimitWindow({ limit: rpm, remaining: rpm - inWindow, reset: Duration.millis(reset) }, true)
   }
 
-  const decide = (request: AiModel.CompletionRequest, answer: Answer, draws?: Draws): Effect.Effect<Call, AiModel.ModelError> => {
+  // The token bucket: `tokens` left at `tokensAt`, refilled at `tpm` a minute up to `tpm`.
+  const tokenRate = tpm / windowMillis
+  let tokens = tpm
+  let tokensAt = madeAt
+  const refillTokens = (now: number): void => {
+    if (now > tokensAt) {
+      tokens = Math.min(tpm, tokens + (now - tokensAt) * tokenRate)
+      tokensAt = now
+    }
+  }
+  // Float refills leave a millionth of a token either way.
+  const tokensFit = (cost: number): boolean => tokens + 1e-6 * Math.max(1, cost) >= cost
+  const creditTokens = (amount: number, now: number): void => {
+    refillTokens(now)
+    tokens = Math.min(tpm, tokens + amount)
+  }
+  const tokensWindow = (): AiModel.RateLimitWindow =>
+    new AiModel.RateLimitWindow({
+      limit: tpm,
+      remaining: Math.max(0, Math.floor(tokens)),
+      reset: Duration.millis(Math.max(0, (tpm - tokens) / tokenRate))
+    }, true)
+
+  const reports = rpm < Infinity || tpm < Infinity
+  const report = (now: number): AiModel.RateLimits | undefined => {
+    if (!reports) return undefined
+    refillTokens(now)
+    return new AiModel.RateLimits({
+      ...(rpm < Infinity ? { requests: requestsWindow(now) } : {}),
+      ...(tpm < Infinity ? { tokens: tokensWindow() } : {})
+    }, true)
+  }
+  const limited = (limit: AiModel.LimitKind, wait: number, now: number): AiModel.RateLimited => {
+    const rateLimits = report(now)
+    return new AiModel.RateLimited({
+      model: name,
+      limit,
+      retryAfter: Duration.millis(wait),
+      ...(rateLimits === undefined ? {} : { rateLimits })
+    })
+  }
+
+  // Calls in flight, for the capacity; read only when a capacity is set.
+  let inFlight = 0
+  const leaveInFlight = Effect.sync(() => {
+    inFlight--
+  })
+  const capacityNow: Effect.Effect<number> | undefined = typeof capacityOption === "number"
+    ? capacityOption === Infinity ? undefined : Effect.succeed(capacityOption)
+    : Ref.get(capacityOption)
+
+  /** What an admitted call took: its token charge, how much slower the load makes it, its in-flight slot. */
+  interface Admission {
+    readonly charged: number
+    readonly slowdown: number
+    readonly leave: Effect.Effect<void>
+  }
+  const unlimited: Admission = { charged: 0, slowdown: 1, leave: Effect.void }
+
+  const decide = (
+    request: AiModel.CompletionRequest,
+    answer: Answer,
+    admission: Admission,
+    draws?: Draws
+  ): Effect.Effect<Call, AiModel.ModelError> => {
     if (draws !== undefined) {
       const [fault, kind, retryAfter] = draws
       if (fault < failureRate) {
         const k = kind * weights
-        return k < rateLimited
-          ? Effect.fail(new AiModel.RateLimited({ model: name, limit: "requests", retryAfter: Duration.millis(Math.round(500 + retryAfter * 1500)) }))
-          : k < rateLimited + overloaded
-          ? Effect.fail(new AiModel.Overloaded({ model: name }))
-          : Effect.never
+        if (k >= rateLimited + overloaded) return Effect.never
+        // the provider refused after all: the tokens and the in-flight slot come back
+        return Effect.flatMap(Clock.currentTimeMillis, (now) => {
+          if (admission.charged > 0) creditTokens(admission.charged, now)
+          const rateLimits = report(now)
+          return Effect.zipRight(
+            admission.leave,
+            Effect.fail(
+              k < rateLimited
+                ? new AiModel.RateLimited({
+                  model: name,
+                  limit: "requests",
+                  retryAfter: Duration.millis(Math.round(500 + retryAfter * 1500)),
+                  ...(rateLimits === undefined ? {} : { rateLimits })
+                })
+                : new AiModel.Overloaded({ model: name })
+            )
+          )
+        })
       }
     }
     let pieces = 0
@@ -251,14 +394,22 @@ const build = (options: Options, seed: number, madeAt: number): AiModel.AiModel.
       completionTokens += answer.tokens[pieces]!
       pieces++
     }
-    const scale = (draw: number): number => 1 - jitter + 2 * jitter * draw
+    const scale = (draw: number): number => admission.slowdown * (1 - jitter + 2 * jitter * draw)
+    const unused = request.maxTokens - completionTokens
     return Effect.succeed({
       answer,
       pieces,
       finishReason: pieces < answer.pieces.length ? "length" : "stop",
       usage: new AiModel.Usage({ promptTokens: answer.promptTokens, completionTokens }, true),
-      timeToFirstToken: draws === undefined ? ttft : ttft * scale(draws[3]),
-      perToken: draws === undefined ? perToken : perToken * scale(draws[4])
+      timeToFirstToken: draws === undefined ? ttft * admission.slowdown : ttft * scale(draws[3]),
+      perToken: draws === undefined ? perToken * admission.slowdown : perToken * scale(draws[4]),
+      finish: reports
+        ? Effect.map(Clock.currentTimeMillis, (now) => {
+          if (admission.charged > 0) creditTokens(unused, now)
+          return report(now)
+        })
+        : noReport,
+      leave: admission.leave
     })
   }
 
@@ -280,13 +431,37 @@ const build = (options: Options, seed: number, madeAt: number): AiModel.AiModel.
         )
       }
       const asked = entry.asked++
-      const drawn = random
-        ? Effect.flatMap(draw(Random.make(`${seed}:${asked}:${entry.hash}`)), (draws) => decide(request, entry, draws))
-        : decide(request, entry)
-      if (rpm === Infinity) return drawn
-      return Effect.flatMap(Clock.currentTimeMillis, (now) => {
-        const refused = admit(now)
-        return refused === undefined ? drawn : Effect.fail(refused)
+      const drawn = (admission: Admission) =>
+        random
+          ? Effect.flatMap(draw(Random.make(`${seed}:${asked}:${entry.hash}`)), (draws) => decide(request, entry, admission, draws))
+          : decide(request, entry, admission)
+      if (rpm === Infinity && tpm === Infinity && capacityNow === undefined) return drawn(unlimited)
+      const cost = entry.promptTokens + request.maxTokens
+      if (cost > tpm) {
+        return Effect.fail(
+          new AiModel.InvalidRequest({
+            model: name,
+            reason: `prompt (${entry.promptTokens} tokens) + maxTokens (${request.maxTokens}) = ${cost} tokens, ` +
+              `more than the limit of ${tpm} tokens per minute`
+          })
+        )
+      }
+      return Effect.flatMap(Effect.all([Clock.currentTimeMillis, capacityNow ?? Effect.succeed(Infinity)]), ([now, capacity]) => {
+        const load = inFlight + 1
+        if (load > overloadAt * capacity) return Effect.fail(new AiModel.Overloaded({ model: name }))
+        const waitRequest = rpm === Infinity ? 0 : requestWait(now)
+        if (waitRequest > 0) return Effect.fail(limited("requests", waitRequest, now))
+        if (tpm < Infinity) {
+          refillTokens(now)
+          if (!tokensFit(cost)) return Effect.fail(limited("tokens", Math.ceil((cost - tokens) / tokenRate), now))
+          tokens -= cost
+        }
+        if (rpm < Infinity) takeRequest(now)
+        const charged = tpm < Infinity ? cost : 0
+        if (capacityNow === undefined) return drawn({ charged, slowdown: 1, leave: Effect.void })
+        inFlight = load
+        // a call that hangs leaves when it is interrupted; an answered one when its answer ends
+        return Effect.onInterrupt(drawn({ charged, slowdown: Math.max(1, load / capacity), leave: leaveInFlight }), () => leaveInFlight)
       })
     })
 
@@ -300,34 +475,48 @@ const build = (options: Options, seed: number, madeAt: number): AiModel.AiModel.
           : serve(request))
     : serve
 
+  // A call's in-flight slot is left however its answer ends: the call is admitted and its
+  // release installed in one uninterruptible step.
   return {
     name,
     generate: (request) =>
-      Effect.flatMap(start(request), (call) => {
-        const completion = new AiModel.Completion({
-          text: call.answer.pieces.slice(0, call.pieces).join(""),
-          finishReason: call.finishReason,
-          usage: call.usage,
-          model: name
-        }, true)
-        const latency = call.timeToFirstToken + call.usage.completionTokens * call.perToken
-        return latency > 0 ? Effect.as(Effect.sleep(latency), completion) : Effect.succeed(completion)
-      }),
-    stream: (request) =>
-      Stream.unwrap(Effect.map(start(request), (call) => {
-        const { answer, pieces } = call
-        const last = Math.max(pieces, 1) - 1
-        const steps = Array.from({ length: last + 1 }, (_, i) => {
-          // An answer cut before its first word still sends its final chunk, empty.
-          const delta = i < pieces ? answer.pieces[i]! : ""
-          const delay = (i === 0 ? call.timeToFirstToken : 0) + (i < pieces ? answer.tokens[i]! * call.perToken : 0)
-          const chunk = i === last
-            ? new AiModel.CompletionChunk({ delta, finishReason: call.finishReason, usage: call.usage }, true)
-            : new AiModel.CompletionChunk({ delta }, true)
-          return delay > 0 ? Effect.as(Effect.sleep(delay), chunk) : Effect.succeed(chunk)
+      Effect.uninterruptibleMask((restore) =>
+        Effect.flatMap(restore(start(request)), (call) => {
+          const answered = Effect.map(call.finish, (rateLimits) =>
+            new AiModel.Completion({
+              text: call.answer.pieces.slice(0, call.pieces).join(""),
+              finishReason: call.finishReason,
+              usage: call.usage,
+              model: name,
+              ...(rateLimits === undefined ? {} : { rateLimits })
+            }, true))
+          const latency = call.timeToFirstToken + call.usage.completionTokens * call.perToken
+          return Effect.ensuring(restore(latency > 0 ? Effect.zipRight(Effect.sleep(latency), answered) : answered), call.leave)
         })
-        return Stream.mapEffect(Stream.fromIterable(steps), (step) => step)
-      }))
+      ),
+    stream: (request) =>
+      Stream.unwrapScoped(Effect.uninterruptibleMask((restore) =>
+        Effect.map(Effect.tap(restore(start(request)), (call) => Effect.addFinalizer(() => call.leave)), (call) => {
+          const { answer, pieces } = call
+          const last = Math.max(pieces, 1) - 1
+          const steps = Array.from({ length: last + 1 }, (_, i) => {
+            // An answer cut before its first word still sends its final chunk, empty.
+            const delta = i < pieces ? answer.pieces[i]! : ""
+            const delay = (i === 0 ? call.timeToFirstToken : 0) + (i < pieces ? answer.tokens[i]! * call.perToken : 0)
+            const chunk = i === last
+              ? Effect.map(call.finish, (rateLimits) =>
+                new AiModel.CompletionChunk({
+                  delta,
+                  finishReason: call.finishReason,
+                  usage: call.usage,
+                  ...(rateLimits === undefined ? {} : { rateLimits })
+                }, true))
+              : Effect.succeed(new AiModel.CompletionChunk({ delta }, true))
+            return delay > 0 ? Effect.zipRight(Effect.sleep(delay), chunk) : chunk
+          })
+          return Stream.mapEffect(Stream.fromIterable(steps), (step) => step)
+        })
+      ))
   }
 }
 

@@ -97,6 +97,13 @@ export interface Options {
   /** The period a provider's reported `limit` is per (RPM and TPM are per minute). */
   readonly reportedPer?: Duration.DurationInput
   /**
+   * Until the first answer, let one reservation through at a time: before any report, the
+   * budget does not know the limits, and a burst of callers would all pass it. The first
+   * settle (or report) ends this; a released reservation lets the next caller probe. By
+   * default on when no `limits` are given.
+   */
+  readonly probe?: boolean
+  /**
    * For `meter`: whether a failed call's reservation is returned whole, because the provider
    * refused the request before serving it. Otherwise (and on interruption) the reservation is
    * kept: the provider may have counted it.
@@ -117,7 +124,7 @@ const refusedTags: ReadonlySet<string> = new Set([
 
 /**
  * `reportedPer: 1 minute` (both OpenAI and Anthropic define their limits per minute), a
- * `Limit`'s `per`: 1 minute, and `refundOn`: the errors that say the request was refused before
+ * `Limit`'s `per`: 1 minute, `probe`: on when no `limits` are given, and `refundOn`: the errors that say the request was refused before
  * it was served — `RateLimited`, `Overloaded`, `Unavailable`, `InvalidRequest`, `QuotaExhausted`,
  * `AuthenticationFailed`, and our own `CircuitOpen` and `BulkheadFull` (never sent). A timeout,
  * a server error or a stream cut short keep the charge: the provider may have counted them.
@@ -176,8 +183,10 @@ export interface State {
 }
 
 /**
- * A cost taken from the budget. Settle it once the real usage is known, or release it when the
- * call never happened; only the first of the two counts.
+ * A cost taken from the budget. Settle it once the real usage is known (with its own `cost`
+ * to keep it as it is), or release it when the call never happened; only the first of the two
+ * counts. Settle or release every reservation: a budget still probing for its limits waits for
+ * its first reservation to end.
  *
  * @since 0.1.0
  * @category models
@@ -218,9 +227,9 @@ export interface TokenBudget {
   readonly refused: (error: AiModel.RateLimited) => Effect.Effect<void>
   /**
    * Runs one model call inside the budget: reserves {@link requestCost} (waiting its turn),
-   * runs `attempt`, settles with the completion's usage and adopts its report; on a failure
-   * `refundOn` accepts, returns the reservation (and takes a `RateLimited`'s report and
-   * `retryAfter`); otherwise keeps it.
+   * runs `attempt`, adopts the completion's report and settles with its usage; on a failure
+   * `refundOn` accepts, takes a `RateLimited`'s report and `retryAfter` and returns the
+   * reservation; on any other failure or an interruption keeps it.
    */
   readonly meter: (
     request: AiModel.CompletionRequest
@@ -317,6 +326,9 @@ export const make = (options: Options = {}): Effect.Effect<TokenBudget> =>
     Effect.sync(() => {
       const reportedPer = toMillis(options.reportedPer ?? defaults.reportedPer, "reportedPer")
       const refundOn = options.refundOn ?? defaults.refundOn
+      // While probing, one reservation at a time is out: `outstanding` counts them.
+      let probing = options.probe ?? Object.values(options.limits ?? {}).every((limit) => limit === undefined)
+      let outstanding = 0
       // Your own ceiling per dimension (Infinity: none), and what the provider last reported.
       const ownCapacity: Array<number> = new Array(count).fill(Infinity)
       const ownRate: Array<number> = new Array(count).fill(Infinity)
@@ -366,6 +378,7 @@ export const make = (options: Options = {}): Effect.Effect<TokenBudget> =>
 
       // A 429's hold applies to a dimension even before its limit is known.
       const fits = (amounts: Amounts, now: number): boolean => {
+        if (probing && outstanding > 0) return false
         for (let i = 0; i < count; i++) {
           const amount = amounts[i]!
           if (amount === 0) continue
@@ -375,11 +388,13 @@ export const make = (options: Options = {}): Effect.Effect<TokenBudget> =>
       }
 
       const take = (amounts: Amounts): void => {
+        if (probing) outstanding++
         for (let i = 0; i < count; i++) if (capacity[i]! < Infinity) level[i]! -= amounts[i]!
       }
 
-      // When `amounts` will fit, given no other change: Infinity if a dimension never refills.
+      // When `amounts` will fit, given no other change: Infinity while a probe is out.
       const fitsAt = (amounts: Amounts, now: number): number => {
+        if (probing && outstanding > 0) return Infinity
         let at = now
         for (let i = 0; i < count; i++) {
           const amount = amounts[i]!
@@ -466,40 +481,47 @@ export const make = (options: Options = {}): Effect.Effect<TokenBudget> =>
         }
       }
 
-      // Adds `credits` back per dimension (negative ones charge), never above capacity.
-      const credit = (credits: Amounts, now: number): void => {
+      // Adds `credits` back per dimension (negative ones charge), never above capacity; the
+      // caller dispatches. A settle ends the probing; a reservation given back unused lets the
+      // next caller probe.
+      const credit = (credits: Amounts, now: number, settled: boolean): void => {
+        if (settled) probing = false
+        else if (probing) outstanding--
         refill(now)
         for (let i = 0; i < count; i++) {
           if (capacity[i]! < Infinity) level[i] = Math.min(capacity[i]!, level[i]! + credits[i]!)
         }
-        dispatch(now)
       }
 
-      const reservation = (cost: Cost, amounts: Amounts): Reservation => {
+      // A reservation, with the step that closes it without dispatching, so that `meter` can
+      // adopt a report before anyone else is let through.
+      interface Held extends Reservation {
+        readonly close: (settled: boolean, actual: Cost, now: number) => void
+      }
+
+      const reservation = (cost: Cost, amounts: Amounts): Held => {
         let open = true
-        const close = (credits: () => Amounts): Effect.Effect<void> =>
+        const close = (settled: boolean, actual: Cost, now: number): void => {
+          if (!open) return
+          open = false
+          // a dimension absent from `actual` keeps its reserved cost
+          const used = settled ? amountsOf({ ...cost, ...actual }) : undefined
+          credit(used === undefined ? amounts : amounts.map((reserved, i) => reserved - used[i]!), now, settled)
+        }
+        const closing = (settled: boolean, actual: Cost): Effect.Effect<void> =>
           Effect.clockWith((clock) =>
             Effect.sync(() => {
-              if (!open) return
-              open = false
-              credit(credits(), clock.unsafeCurrentTimeMillis())
+              const now = clock.unsafeCurrentTimeMillis()
+              close(settled, actual, now)
+              dispatch(now)
             })
           )
-        return {
-          cost,
-          // a dimension absent from `actual` keeps its reserved cost
-          settle: (actual) =>
-            close(() => {
-              const used = amountsOf({ ...cost, ...actual })
-              return amounts.map((reserved, i) => reserved - used[i]!)
-            }),
-          release: close(() => amounts)
-        }
+        return { cost, close, settle: (actual) => closing(true, actual), release: closing(false, cost) }
       }
 
-      const reserve = (cost: Cost): Effect.Effect<Reservation, BudgetExceeded> =>
+      const reserve = (cost: Cost): Effect.Effect<Held, BudgetExceeded> =>
         Effect.uninterruptibleMask((restore) =>
-          Effect.clockWith((clock): Effect.Effect<Reservation, BudgetExceeded> => {
+          Effect.clockWith((clock): Effect.Effect<Held, BudgetExceeded> => {
             const amounts = amountsOf(cost)
             const now = clock.unsafeCurrentTimeMillis()
             refill(now)
@@ -528,8 +550,11 @@ export const make = (options: Options = {}): Effect.Effect<TokenBudget> =>
                 Effect.clockWith((clock) => {
                   // Rejected: already out of the queue. Granted, then interrupted: give it back.
                   // Still waiting: leave the queue, and let the next head plan.
-                  if (waiter.state === GRANTED) credit(amounts, clock.unsafeCurrentTimeMillis())
-                  else if (waiter.state !== REJECTED) {
+                  if (waiter.state === GRANTED) {
+                    const now = clock.unsafeCurrentTimeMillis()
+                    credit(amounts, now, false)
+                    dispatch(now)
+                  } else if (waiter.state !== REJECTED) {
                     queue.unlink(waiter)
                     dispatch(clock.unsafeCurrentTimeMillis())
                   }
@@ -541,6 +566,7 @@ export const make = (options: Options = {}): Effect.Effect<TokenBudget> =>
         )
 
       const adoptNow = (report: AiModel.RateLimits, now: number): void => {
+        probing = false
         refill(now)
         dimensions.forEach((dimension, i) => {
           const window = report[dimension]
@@ -571,25 +597,39 @@ export const make = (options: Options = {}): Effect.Effect<TokenBudget> =>
       const adopt = (report: AiModel.RateLimits): Effect.Effect<void> =>
         Effect.clockWith((clock) => Effect.sync(() => adoptNow(report, clock.unsafeCurrentTimeMillis())))
 
+      const refusedNow = (error: AiModel.RateLimited, now: number): void => {
+        if (error.retryAfter !== undefined) {
+          const i = dimensions.indexOf(error.limit)
+          heldUntil[i] = Math.max(heldUntil[i]!, now + Duration.toMillis(error.retryAfter))
+        }
+        if (error.rateLimits !== undefined) adoptNow(error.rateLimits, now)
+        else dispatch(now)
+      }
+
       const refused = (error: AiModel.RateLimited): Effect.Effect<void> =>
+        Effect.clockWith((clock) => Effect.sync(() => refusedNow(error, clock.unsafeCurrentTimeMillis())))
+
+      // Closes `held` and takes what the provider said, in one step: the reservation is
+      // settled (or given back) first and the report's `remaining` applied last, as the report
+      // already counts this call's refund (or never counted a refused call).
+      const closeAndLearn = (held: Held, settled: boolean, actual: Cost, learn: (now: number) => void) =>
         Effect.clockWith((clock) =>
           Effect.sync(() => {
             const now = clock.unsafeCurrentTimeMillis()
-            if (error.retryAfter !== undefined) {
-              const i = dimensions.indexOf(error.limit)
-              heldUntil[i] = Math.max(heldUntil[i]!, now + Duration.toMillis(error.retryAfter))
-            }
-            if (error.rateLimits !== undefined) adoptNow(error.rateLimits, now)
-            else dispatch(now)
+            held.close(settled, actual, now)
+            learn(now)
           })
         )
 
-      const afterFailure = (reservation: Reservation) => <E>(cause: Cause.Cause<E>): Effect.Effect<never, E> => {
+      const afterFailure = (held: Held) => <E>(cause: Cause.Cause<E>): Effect.Effect<never, E> => {
         const failure = Cause.failureOption(cause)
-        if (Option.isNone(failure) || !refundOn(failure.value)) return Effect.failCause(cause)
-        const error = failure.value
-        const learned = error instanceof AiModel.RateLimited ? refused(error) : Effect.void
-        return Effect.zipRight(Effect.zipRight(reservation.release, learned), Effect.failCause(cause))
+        // not refused (or interrupted): it may have been served and counted, so keep it
+        const closed = Option.isNone(failure) || !refundOn(failure.value)
+          ? closeAndLearn(held, true, held.cost, dispatch)
+          : failure.value instanceof AiModel.RateLimited
+          ? closeAndLearn(held, false, held.cost, (now) => refusedNow(failure.value as AiModel.RateLimited, now))
+          : closeAndLearn(held, false, held.cost, dispatch)
+        return Effect.zipRight(closed, Effect.failCause(cause))
       }
 
       const meter = (request: AiModel.CompletionRequest) => {
@@ -598,13 +638,15 @@ export const make = (options: Options = {}): Effect.Effect<TokenBudget> =>
           attempt: Effect.Effect<AiModel.Completion, E, R>
         ): Effect.Effect<AiModel.Completion, E | BudgetExceeded, R> =>
           Effect.uninterruptibleMask((restore) =>
-            Effect.flatMap(restore(reserve(cost)), (reservation) =>
+            Effect.flatMap(restore(reserve(cost)), (held) =>
               Effect.matchCauseEffect(restore(attempt), {
-                onFailure: afterFailure(reservation),
+                onFailure: afterFailure(held),
                 onSuccess: (completion) => {
-                  const settled = reservation.settle(usageCost(completion.usage))
                   const report = completion.rateLimits
-                  return Effect.as(report === undefined ? settled : Effect.zipRight(settled, adopt(report)), completion)
+                  return Effect.as(
+                    closeAndLearn(held, true, usageCost(completion.usage), report === undefined ? dispatch : (now) => adoptNow(report, now)),
+                    completion
+                  )
                 }
               }))
           )

@@ -1,6 +1,8 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Clock, Deferred, Duration, Effect, Exit, FastCheck as fc, Fiber, FiberId, Option, TestClock } from "effect"
+import * as Bulkhead from "../../src/concurrency/Bulkhead.js"
 import * as AiModel from "../../src/model/AiModel.js"
+import * as EmbeddedModel from "../../src/model/EmbeddedModel.js"
 import * as TokenBudget from "../../src/policy/TokenBudget.js"
 
 /** Lets every forked fiber run until it is suspended (queued on the budget, or sleeping). */
@@ -276,6 +278,28 @@ describe("TokenBudget", () => {
         expect(log).toEqual(["a@10000"])
       }))
 
+    it.effect("never told the limits, it lets one call through until the first answer (a released probe passes the turn on); given limits, it does not probe", () =>
+      Effect.gen(function* () {
+        const budget = yield* TokenBudget.make()
+        const log: Array<string> = []
+        const first = yield* budget.reserve({ requests: 1, tokens: 100 })
+        yield* reserveAt(budget, { requests: 1, tokens: 100 }, log, "second")
+        yield* reserveAt(budget, { requests: 1, tokens: 100 }, log, "third")
+        yield* TestClock.adjust("1 minute")
+        expect(log).toEqual([])
+        yield* first.release // never sent: the next caller probes
+        yield* settle
+        expect(log).toEqual(["second@60000"])
+        yield* TestClock.adjust("1 second")
+        yield* budget.adopt(new AiModel.RateLimits({ tokens: window({ limit: 10_000 }) }))
+        yield* settle
+        expect(log).toEqual(["second@60000", "third@61000"])
+        const given = yield* TokenBudget.make({ limits: { tokens: 1000 } })
+        yield* given.reserve({ tokens: 10 })
+        yield* given.reserve({ tokens: 10 })
+        expect((yield* given.state).dimensions.tokens?.available).toBe(980)
+      }))
+
     it.effect("your own limit is a ceiling a report may lower but never raise; remaining only ever lowers the level", () =>
       Effect.gen(function* () {
         const budget = yield* TokenBudget.make({ limits: { tokens: 300 } })
@@ -295,9 +319,39 @@ describe("TokenBudget", () => {
         expect((yield* budget.state).dimensions.tokens).toEqual({ capacity: 600, available: 0, perSecond: 5 })
       }))
 
+    it.effect("a budget never told the limits learns them from the provider's first answers and is never refused, where the same calls without it get 429s", () =>
+      Effect.gen(function* () {
+        const prompt = "The circuit breaker opens after repeated failures. Retries use exponential backoff with jitter. " +
+          "A circuit breaker protects the provider from retry storms."
+        const calls = Array.from({ length: 150 }, () => new AiModel.CompletionRequest({ prompt, maxTokens: 100 }))
+        const run = (metered: boolean) =>
+          Effect.gen(function* () {
+            // 6,000 tokens a minute (100 a second), 8 calls at a time
+            const model = yield* EmbeddedModel.make({ seed: 1, jitter: 0, timeToFirstToken: "100 millis", perToken: "1 millis", tokensPerMinute: 6000 })
+            const budget = yield* TokenBudget.make()
+            const bulkhead = yield* Bulkhead.make({ permits: 8 })
+            const fiber = yield* Effect.fork(Effect.forEach(calls, (call) => {
+              const attempt = bulkhead.withPermit(model.generate(call))
+              return Effect.either(metered ? budget.meter(call)(attempt) : attempt)
+            }, { concurrency: "unbounded" }))
+            yield* TestClock.adjust("1 second")
+            const learned = (yield* budget.state).dimensions.tokens
+            yield* TestClock.adjust("1 hour")
+            const results = yield* Fiber.join(fiber)
+            const refused = results.filter((r) => r._tag === "Left" && r.left._tag === "RateLimited").length
+            return { refused, answered: results.filter((r) => r._tag === "Right").length, learned }
+          })
+        const without = yield* run(false)
+        expect(without.refused).toBeGreaterThan(50)
+        yield* TestClock.setTime(0)
+        const metered = yield* run(true)
+        expect(metered).toMatchObject({ refused: 0, answered: 150 })
+        expect(metered.learned).toMatchObject({ capacity: 6000, perSecond: 100 })
+      }))
+
     it.effect("a 429 holds its dimension until its retryAfter, even one whose limit is unknown", () =>
       Effect.gen(function* () {
-        const budget = yield* TokenBudget.make()
+        const budget = yield* TokenBudget.make({ probe: false })
         yield* budget.refused(new AiModel.RateLimited({ model: "m", limit: "requests", retryAfter: Duration.seconds(5) }))
         const log: Array<string> = []
         yield* reserveAt(budget, { requests: 1, tokens: 10 }, log, "a")
