@@ -56,7 +56,7 @@
  * @since 0.1.0
  */
 import { Cause, Effect, Option, Predicate, Stream, SubscriptionRef } from "effect"
-import { WaitQueue } from "../internal/waitQueue.js"
+import { PermitWaiter, WaitQueue } from "../internal/waitQueue.js"
 
 /**
  * @since 0.1.0
@@ -142,14 +142,6 @@ export interface AdaptiveLimit {
   readonly stats: Effect.Effect<Stats>
 }
 
-/** A caller waiting for a permit: a node of the FIFO queue. */
-class Waiter {
-  prev: Waiter | undefined = undefined
-  next: Waiter | undefined = undefined
-  granted = false
-  resume: ((effect: Effect.Effect<void>) => void) | undefined = undefined
-}
-
 const positiveInt = (n: number): boolean => Number.isInteger(n) && n >= 1
 
 /**
@@ -208,7 +200,7 @@ const build = (ref: SubscriptionRef.SubscriptionRef<number>, config: Config): Ad
   const roundFactor = 2
   let limit = config.initial
   let active = 0
-  const queue = new WaitQueue<Waiter>()
+  const queue = new WaitQueue<PermitWaiter>()
   // Slow start until the first shrink.
   let slowStart = true
   // The round: calls admitted under the current limit.
@@ -233,11 +225,9 @@ const build = (ref: SubscriptionRef.SubscriptionRef<number>, config: Config): Ad
   const dispatch = (): void => {
     let head = queue.head
     while (head !== undefined && active < limit) {
-      active++
-      if (active > busiest) busiest = active
+      admit()
       queue.unlink(head)
-      head.granted = true
-      head.resume?.(Effect.void)
+      head.grant()
       head = queue.head
     }
   }
@@ -314,13 +304,9 @@ const build = (ref: SubscriptionRef.SubscriptionRef<number>, config: Config): Ad
         if (queue.head === undefined && active < limit) {
           return run(restore(self), admit(), clock.unsafeCurrentTimeMillis())
         }
-        const waiter = new Waiter()
+        const waiter = new PermitWaiter(1)
         queue.push(waiter)
-        const granted = Effect.async<void>((resume) => {
-          if (waiter.granted) resume(Effect.void)
-          else waiter.resume = resume
-        })
-        return Effect.matchCauseEffect(restore(granted), {
+        return Effect.matchCauseEffect(restore(waiter.await), {
           // Only interruption ends the wait early: pass the permit on, or leave the queue.
           onFailure: (cause) => {
             if (waiter.granted) active--

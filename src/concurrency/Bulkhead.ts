@@ -52,7 +52,7 @@
  */
 import { Effect, Schema } from "effect"
 import type { Cause } from "effect"
-import { WaitQueue } from "../internal/waitQueue.js"
+import { PermitWaiter, WaitQueue } from "../internal/waitQueue.js"
 
 /**
  * @since 0.1.0
@@ -141,16 +141,6 @@ export interface Bulkhead<Full = never> {
   readonly stats: Effect.Effect<Stats>
 }
 
-/** A caller waiting for permits: a node of the FIFO queue. */
-class Waiter {
-  prev: Waiter | undefined = undefined
-  next: Waiter | undefined = undefined
-  /** Set by `dispatch` when the permits were handed over (and the waiter unlinked). */
-  granted = false
-  resume: ((effect: Effect.Effect<void>) => void) | undefined = undefined
-  constructor(readonly permits: number) {}
-}
-
 /**
  * A new bulkhead with all its permits free. `permits` must be a positive integer and
  * `maxQueued` a non-negative integer or `Infinity`; anything else is a defect (`RangeError`).
@@ -173,7 +163,7 @@ export const make: {
     }
     let free = permits
     let active = 0
-    const queue = new WaitQueue<Waiter>()
+    const queue = new WaitQueue<PermitWaiter>()
 
     // Grants the queue from its head while the head's request fits.
     const dispatch = (): void => {
@@ -182,8 +172,7 @@ export const make: {
         free -= head.permits
         active++
         queue.unlink(head)
-        head.granted = true
-        head.resume?.(Effect.void)
+        head.grant()
         head = queue.head
       }
     }
@@ -219,13 +208,9 @@ export const make: {
             return releaseOnExit(restore(self))
           }
           if (queue.size >= maxQueued) return Effect.fail(new BulkheadFull({ permits, maxQueued }))
-          const waiter = new Waiter(n)
+          const waiter = new PermitWaiter(n)
           queue.push(waiter)
-          const granted = Effect.async<void>((resume) => {
-            if (waiter.granted) resume(Effect.void)
-            else waiter.resume = resume
-          })
-          return Effect.matchCauseEffect(restore(granted), {
+          return Effect.matchCauseEffect(restore(waiter.await), {
             // Only interruption ends the wait early: pass on what we were given, or leave the
             // queue and let whoever is now at its head take the permits that are free.
             onFailure: (cause) => {

@@ -9,6 +9,7 @@
  *
  * @internal
  */
+import { Effect } from "effect"
 
 /** @internal */
 export interface Linked<T> {
@@ -40,4 +41,31 @@ export class WaitQueue<T extends Linked<T>> {
     node.prev = node.next = undefined
     this.size--
   }
+}
+
+/**
+ * A caller waiting for `permits` of a permit limiter (`Bulkhead`, `AdaptiveLimit`): a node of
+ * the queue, granted once by whoever hands it the permits.
+ *
+ * @internal
+ */
+export class PermitWaiter {
+  prev: PermitWaiter | undefined = undefined
+  next: PermitWaiter | undefined = undefined
+  /** Set when the permits were handed over (and the waiter unlinked). */
+  granted = false
+  resume: ((effect: Effect.Effect<void>) => void) | undefined = undefined
+  constructor(readonly permits: number) {}
+
+  /** Hands the permits over: resumes the waiting fiber, or lets it pass when it gets there. */
+  grant(): void {
+    this.granted = true
+    this.resume?.(Effect.void)
+  }
+
+  /** Waits until granted: one `Effect.async`, resumed exactly once. */
+  readonly await: Effect.Effect<void> = Effect.async<void>((resume) => {
+    if (this.granted) resume(Effect.void)
+    else this.resume = resume
+  })
 }

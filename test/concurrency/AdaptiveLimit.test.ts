@@ -2,6 +2,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Chunk, Clock, Effect, Exit, FastCheck as fc, Fiber, Stream, TestClock } from "effect"
 import * as AdaptiveLimit from "../../src/concurrency/AdaptiveLimit.js"
 import * as AiModel from "../../src/model/AiModel.js"
+import { interruptedWaiterScenario } from "./interruptedWaiter.js"
 
 /** Lets every forked fiber run until it is suspended. */
 const settle = TestClock.adjust(0)
@@ -236,26 +237,7 @@ describe("AdaptiveLimit", () => {
   it.effect("FIFO: waiters are let in in arrival order; an interrupted waiter leaves the queue and takes no permit", () =>
     Effect.gen(function* () {
       const limit = yield* AdaptiveLimit.make({ initial: 1, min: 1, max: 1 })
-      const admitted: Array<string> = []
-      const start = (name: string) =>
-        Effect.fork(limit.withPermit(Effect.zipRight(
-          Effect.flatMap(Clock.currentTimeMillis, (t) => Effect.sync(() => admitted.push(`${name}@${t}`))),
-          Effect.sleep(1000)
-        )))
-      const holder = yield* start("holder")
-      yield* settle
-      const a = yield* start("a")
-      yield* settle
-      const b = yield* start("b")
-      yield* settle
-      const c = yield* start("c")
-      yield* settle
-      expect((yield* limit.stats).queued).toBe(3)
-      expect(Exit.isInterrupted(yield* Fiber.interrupt(b))).toBe(true)
-      expect((yield* limit.stats).queued).toBe(2)
-      yield* TestClock.adjust("3 seconds")
-      yield* Fiber.join(Fiber.zip(holder, Fiber.zip(a, c)))
-      expect(admitted).toEqual(["holder@0", "a@1000", "c@2000"])
+      yield* interruptedWaiterScenario(limit.withPermit, Effect.map(limit.stats, (stats) => stats.queued))
       expect(yield* limit.stats).toMatchObject({ active: 0, queued: 0 })
     }))
 

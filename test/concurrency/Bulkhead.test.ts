@@ -1,6 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Cause, Clock, Deferred, Effect, Exit, FastCheck as fc, Fiber, FiberId, Option, TestClock } from "effect"
 import * as Bulkhead from "../../src/concurrency/Bulkhead.js"
+import { interruptedWaiterScenario } from "./interruptedWaiter.js"
 
 /** Lets every forked fiber run until it is suspended (queued on the bulkhead, or sleeping). */
 const settle = TestClock.adjust(0)
@@ -158,34 +159,8 @@ describe("Bulkhead", () => {
   it.effect("interrupting a waiter removes it from the queue and leaks no permit", () =>
     Effect.gen(function* () {
       const bulkhead = yield* Bulkhead.make({ permits: 1 })
-      const admitted: Array<string> = []
-      const start = (name: string) =>
-        Effect.fork(
-          bulkhead.withPermit(
-            Effect.zipRight(
-              Effect.flatMap(Clock.currentTimeMillis, (t) => Effect.sync(() => admitted.push(`${name}@${t}`))),
-              Effect.sleep("1 second")
-            )
-          )
-        )
-      const holder = yield* start("holder")
-      yield* settle
-      const a = yield* start("a")
-      yield* settle
-      const b = yield* start("b")
-      yield* settle
-      const c = yield* start("c")
-      yield* settle
-      expect(yield* bulkhead.waiting).toBe(3)
-
-      expect(Exit.isInterrupted(yield* Fiber.interrupt(b))).toBe(true)
-      expect(yield* bulkhead.waiting).toBe(2)
-
-      yield* TestClock.adjust("3 seconds")
-      yield* Fiber.join(Fiber.zip(holder, Fiber.zip(a, c)))
-      expect(admitted).toEqual(["holder@0", "a@1000", "c@2000"])
+      yield* interruptedWaiterScenario(bulkhead.withPermit, bulkhead.waiting)
       expect(yield* bulkhead.available).toBe(1)
-      expect(yield* bulkhead.waiting).toBe(0)
     }))
 
   it.effect("interrupting a holder releases its permits to the next waiter at once", () =>
