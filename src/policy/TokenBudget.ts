@@ -622,12 +622,12 @@ export const make = (options: Options = {}): Effect.Effect<TokenBudget> =>
         )
 
       const afterFailure = (held: Held) => <E>(cause: Cause.Cause<E>): Effect.Effect<never, E> => {
-        const failure = Cause.failureOption(cause)
+        const error = Option.getOrUndefined(Cause.failureOption(cause))
         // not refused (or interrupted): it may have been served and counted, so keep it
-        const closed = Option.isNone(failure) || !refundOn(failure.value)
+        const closed = error === undefined || !refundOn(error)
           ? closeAndLearn(held, true, held.cost, dispatch)
-          : failure.value instanceof AiModel.RateLimited
-          ? closeAndLearn(held, false, held.cost, (now) => refusedNow(failure.value as AiModel.RateLimited, now))
+          : error instanceof AiModel.RateLimited
+          ? closeAndLearn(held, false, held.cost, (now) => refusedNow(error, now))
           : closeAndLearn(held, false, held.cost, dispatch)
         return Effect.zipRight(closed, Effect.failCause(cause))
       }
