@@ -148,11 +148,10 @@ export interface Bulkhead<Full = never> {
  * @since 0.1.0
  * @category constructors
  */
-export const make: {
-  (options: Options & { readonly maxQueued: number }): Effect.Effect<Bulkhead<BulkheadFull>>
-  (options: Options): Effect.Effect<Bulkhead>
-} = (options: Options): Effect.Effect<Bulkhead<BulkheadFull>> =>
-  Effect.sync(() => {
+export function make(options: Options & { readonly maxQueued: number }): Effect.Effect<Bulkhead<BulkheadFull>>
+export function make(options: Options): Effect.Effect<Bulkhead>
+export function make(options: Options): Effect.Effect<Bulkhead<BulkheadFull>> {
+  return Effect.sync(() => {
     const permits = options.permits
     const maxQueued = options.maxQueued ?? defaults.maxQueued
     if (!(Number.isInteger(permits) && permits >= 1)) {
@@ -244,3 +243,4 @@ export const make: {
     }
     return bulkhead
   })
+}
