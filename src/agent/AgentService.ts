@@ -39,29 +39,48 @@ import * as Retry from "../policy/Retry.js"
 import * as Timeout from "../policy/Timeout.js"
 import * as ErrorInfo from "../events/ErrorInfo.js"
 import { type AgentTask, TaskFailed, type TaskResult, TaskSucceeded } from "./AgentTask.js"
+import { TaskWindow } from "./TaskWindow.js"
 
 /**
  * @since 0.1.0
  * @category models
  */
 export interface Options {
-  /** Tasks `processAll` works on at once. */
+  /**
+   * Model calls on the wire at once (the permit), and how many tasks `processAll` keeps awake
+   * at once: a task asleep in a backoff or waiting on an open circuit holds no permit and no
+   * place, so new tasks start meanwhile.
+   */
   readonly concurrency?: number
-  /** Requests on the wire at once (the permit); defaults to `concurrency`. */
-  readonly maxInFlight?: number
+  /**
+   * Tasks `processAll` holds at once — awake, asleep, or waiting for a place — which bounds its
+   * memory (each costs a fiber and its state). At least `concurrency`.
+   */
+  readonly maxTasks?: number
   /** `maxTokens` for a task that does not set its own. */
   readonly maxTokens?: number
   /**
    * Per-attempt timeout: the attempt is interrupted and fails with `ModelTimeout`. It costs a
-   * fiber per attempt (~20 µs, bench/main.ts); `Duration.infinity` turns it off.
+   * fiber per attempt (~10 µs, bench/main.ts); `Duration.infinity` turns it off.
    */
   readonly timeout?: Duration.DurationInput
+  /**
+   * Per-task deadline: how long one task may take in all — calls, backoffs, Retry-After waits,
+   * open circuits, fallback tiers. When it passes, the task fails with `Retry.DeadlineExceeded`
+   * saying what it was waiting for and the last error it met; no retry starts that could not
+   * finish before it. `Duration.infinity` turns it off.
+   */
+  readonly deadline?: Duration.DurationInput
   /** The one retry policy; `false` makes one attempt per tier. */
-  readonly retry?: Omit<Retry.Options, "onRetry" | "onGiveUp" | "budget" | "attemptTimeout"> | false
+  readonly retry?: Omit<Retry.Options<AgentError>, "budget" | "attemptTimeout" | "deadline"> | false
   /** The retry budget shared by every task; `false` for none. */
   readonly retryBudget?: Budget.Options | false
-  /** One circuit breaker per model name; `false` for none. */
-  readonly breaker?: Omit<CircuitBreaker.Options, "name"> | false
+  /**
+   * One circuit breaker per model name; `false` for none. A task whose last model tier meets an
+   * open circuit waits for it (within its deadline) without spending an attempt; an earlier
+   * tier's open circuit hands the task to the next tier at once.
+   */
+  readonly breaker?: Omit<CircuitBreaker.KeyedOptions, "name" | "onTransition"> | false
   /**
    * Hedged attempts, with a hedge (and a learned delay) per model; off unless given. Hedges
    * draw on a budget of their own (`budget`, default `Budget.defaults`; `false` for none).
@@ -85,8 +104,14 @@ export interface Options {
 }
 
 /**
- * `concurrency: 8`, `maxTokens: 256`, `timeout: 30 s`, retries per `Retry.defaults`, a retry
- * budget per `Budget.defaults`, a breaker per `CircuitBreaker.defaults`, no hedging, no
+ * `concurrency: 8`; `maxTasks: 1000` (a few MB of waiting tasks at most, and enough that a
+ * whole batch of a few hundred tasks can wait out an outage side by side, so it ends in one
+ * deadline rather than one per window); `maxTokens: 256`; `timeout: 30 s` per attempt;
+ * `deadline: 2 minutes` per task (four attempts of a provider that answers within the timeout
+ * fit with their backoffs; a provider that is down ends every task within it, with a typed
+ * error, instead of a run that crawls); retries per `Retry.defaults`; a retry budget per
+ * `Budget.defaults` (Linkerd's 20% + 10/s); a breaker per model per `CircuitBreaker.defaults`
+ * (50% of the last 100 calls, 5 s open; a 429 is flow control, not a failure); no hedging, no
  * fallback.
  *
  * @since 0.1.0
@@ -94,8 +119,10 @@ export interface Options {
  */
 export const defaults = {
   concurrency: 8,
+  maxTasks: 1000,
   maxTokens: 256,
-  timeout: Duration.seconds(30)
+  timeout: Duration.seconds(30),
+  deadline: Duration.minutes(2)
 } as const
 
 /**
@@ -166,12 +193,26 @@ export declare namespace AgentService {
 const succeededCount = Metric.tagged(metrics.tasks, "status", "succeeded")
 const failedCount = Metric.tagged(metrics.tasks, "status", "failed")
 
-/** The task an attempt works for, so policy hooks can name it in their events. */
-const currentTask = FiberRef.unsafeMake<string>("")
+/**
+ * One task while it runs: the calls it made and the last error it met, for its record and its
+ * deadline's error, and the window it sleeps in (none outside `processAll`). It travels with
+ * the work as an argument, so no fiber-local state is copied per task.
+ */
+interface TaskRun {
+  readonly task: AgentTask
+  readonly window: TaskWindow | undefined
+  /** Calls that reached a model. */
+  attempts: number
+  /** Clock time (ms) of the task's deadline. */
+  deadlineAt: number
+  lastError: AgentError | undefined
+  /** The retry policy's per-call hooks, built once per task when it first fails. */
+  retry: Retry.CallOptions<AgentError> | undefined
+}
 
 /**
- * Build the service from its options and the `AiModel` in context. Scoped: it runs a fiber
- * that republishes breaker transitions, ended with the scope.
+ * Build the service from its options and the `AiModel` in context. Scoped: it ends its event
+ * stream with the scope.
  *
  * @since 0.1.0
  * @category constructors
@@ -182,56 +223,42 @@ export const make = (
   Effect.gen(function*() {
     const primary = yield* AiModel.AiModel
     const concurrency = options.concurrency ?? defaults.concurrency
+    const maxTasks = Math.max(options.maxTasks ?? defaults.maxTasks, concurrency)
     const maxTokens = options.maxTokens ?? defaults.maxTokens
-    const timeout = options.timeout ?? defaults.timeout
+    const timeout = Duration.decode(options.timeout ?? defaults.timeout)
+    const deadline = Duration.decode(options.deadline ?? defaults.deadline)
+    const deadlineMillis = Duration.toMillis(deadline)
     const events = yield* PubSub.unbounded<AgentEvent.AgentEvent>()
     yield* Effect.addFinalizer(() => PubSub.shutdown(events))
     const publish = (event: AgentEvent.AgentEvent) => PubSub.publish(events, event)
-    /** Publish an event about the task the current fiber works for, counting it in `metric`. */
-    const emit = (metric: Metric.Metric.Counter<number> | undefined, event: (taskId: string) => AgentEvent.AgentEvent) =>
-      Effect.flatMap(FiberRef.get(currentTask), (taskId) =>
-        metric === undefined ? publish(event(taskId)) : Effect.zipRight(Metric.increment(metric), publish(event(taskId))))
 
-    const bulkhead = yield* Bulkhead.make({ permits: options.maxInFlight ?? concurrency })
+    const bulkhead = yield* Bulkhead.make({ permits: concurrency })
+    // One timer for every attempt's time limit: the timeout, or what is left of the deadline.
+    const timer = Timeout.timer()
 
-    const breakers = options.breaker === false ? undefined : yield* CircuitBreaker.makeKeyed(options.breaker ?? {})
-    if (breakers !== undefined) {
-      // Subscribed here, before any call can trip a breaker, so no transition is missed.
-      yield* (yield* breakers.subscribe).pipe(
-        Stream.runForEach(({ key, transition }) =>
-          Effect.zipRight(
-            Metric.increment(metrics.breakerTransitions),
-            publish(
-              new AgentEvent.BreakerTransition({
-                breaker: key,
-                from: transition.from,
-                to: transition.to,
-                atMillis: transition.at
-              })
-            )
-          )
-        ),
-        Effect.forkScoped
-      )
-    }
+    // Transitions are published as they happen, in order with the calls that caused them.
+    const breakers = options.breaker === false ? undefined : yield* CircuitBreaker.makeKeyed({
+      ...options.breaker,
+      onTransition: (breaker, { at, from, to, until }) => {
+        metrics.breakerTransitions.unsafeUpdate(1, [])
+        events.unsafeOffer(
+          new AgentEvent.BreakerTransition({ breaker, from, to, atMillis: at, ...(until === undefined ? {} : { untilMillis: until }) })
+        )
+      }
+    })
 
     const retryBudget = options.retryBudget === false ? undefined : yield* Budget.make(options.retryBudget ?? {})
-    const retryPolicy = options.retry === false ? undefined : Retry.make<AgentError>({
+    const retryOptions = options.retry === false ? undefined : {
       ...options.retry,
-      attemptTimeout: timeout,
-      ...(retryBudget === undefined ? {} : { budget: retryBudget }),
-      onRetry: ({ attempt, delay, error }) =>
-        emit(metrics.retries, (taskId) =>
-          new AgentEvent.RetryScheduled({
-            taskId,
-            model: modelOf(error),
-            attempt,
-            delayMillis: Duration.toMillis(delay),
-            error: ErrorInfo.fromError(error)
-          })),
-      onGiveUp: ({ attempts, error, reason }) =>
-        emit(undefined, (taskId) =>
-          new AgentEvent.RetryGivenUp({ taskId, model: modelOf(error), reason, attempts, error: ErrorInfo.fromError(error) }))
+      ...(retryBudget === undefined ? {} : { budget: retryBudget })
+    }
+    const isRetryable = retryOptions?.isRetryable ?? Retry.defaults.isRetryable
+    /** The retry of the last model tier, which waits on its open circuit instead of failing. */
+    const lastTierRetry = retryOptions === undefined ? undefined : Retry.make<AgentError>(retryOptions)
+    /** The retry of an earlier tier: its open circuit is no reason to retry, the next tier answers. */
+    const earlyTierRetry = retryOptions === undefined ? undefined : Retry.make<AgentError>({
+      ...retryOptions,
+      isRetryable: (error) => error._tag !== "CircuitOpen" && isRetryable(error)
     })
 
     const hedgeConfig = options.hedge === undefined || options.hedge === false ? undefined : options.hedge
@@ -240,6 +267,8 @@ export const make = (
     const hedgeBudget = hedgeConfig === undefined || hedgeConfig.budget === false
       ? undefined
       : yield* Budget.make(hedgeConfig.budget ?? {})
+    // The task a hedge works for is the one whose fiber runs the hedge.
+    const hedgeTask = FiberRef.unsafeMake<string>("")
 
     /** A model's own hedge, so a learned delay follows that model's latencies. */
     const hedgeFor = (model: string): Effect.Effect<Hedge.Hedge | undefined> => {
@@ -249,33 +278,113 @@ export const make = (
         ...hedgeOptions,
         ...(hedgeBudget === undefined ? {} : { budget: hedgeBudget }),
         onHedge: ({ after, hedge }) =>
-          emit(metrics.hedges, (taskId) =>
-            new AgentEvent.HedgeStarted({ taskId, model, hedge, afterMillis: Duration.toMillis(after) }))
+          Effect.flatMap(FiberRef.get(hedgeTask), (taskId) =>
+            Effect.zipRight(
+              Metric.increment(metrics.hedges),
+              publish(new AgentEvent.HedgeStarted({ taskId, model, hedge, afterMillis: Duration.toMillis(after) }))
+            ))
       })
     }
 
-    /** One tier: breaker → permit → timeout → model per attempt, hedged, retried. */
-    const tier = Effect.fnUntraced(function*(model: AiModel.AiModel.Service) {
-      const limitTime = Timeout.attempt({ duration: timeout, model: model.name })
+    const deadlineExceeded = (run: TaskRun, waitingFor: string) =>
+      new Retry.DeadlineExceeded({
+        deadline,
+        attempts: run.attempts,
+        waitingFor,
+        ...(run.lastError === undefined ? {} : { lastError: ErrorInfo.fromError(run.lastError) })
+      })
+
+    /** The retry policy's hooks for one task: its events, its last error, how it sleeps. */
+    const retryHooks = (run: TaskRun): Retry.CallOptions<AgentError> => ({
+      deadlineAt: run.deadlineAt,
+      onRetry: ({ attempt, delay, error }) =>
+        Effect.zipRight(
+          Metric.increment(metrics.retries),
+          publish(
+            new AgentEvent.RetryScheduled({
+              taskId: run.task.id,
+              model: modelOf(error),
+              attempt,
+              delayMillis: Duration.toMillis(delay),
+              error: ErrorInfo.fromError(error)
+            })
+          )
+        ),
+      onGiveUp: ({ attempts, error, reason }) =>
+        publish(
+          new AgentEvent.RetryGivenUp({
+            taskId: run.task.id,
+            model: modelOf(error),
+            reason,
+            attempts,
+            error: ErrorInfo.fromError(error)
+          })
+        ),
+      // Waiting out a 429's Retry-After keeps the task's place: the provider asked the batch to
+      // slow down, so no new task starts meanwhile. Any other backoff frees the place.
+      wait: (delay, error) =>
+        run.window === undefined || error._tag === "RateLimited"
+          ? Effect.sleep(delay)
+          : run.window.asleep(Effect.sleep(delay))
+    })
+
+    /**
+     * One tier: per attempt breaker → permit → time limit → model, hedged, retried. The last
+     * tier waits on its open circuit (asleep, within the deadline); an earlier one fails at
+     * once with `CircuitOpen`, so the next tier answers.
+     */
+    const tier = Effect.fnUntraced(function*(model: AiModel.AiModel.Service, last: boolean) {
       const hedge = yield* hedgeFor(model.name)
-      return (request: AiModel.CompletionRequest, counter: { attempts: number }) => {
-        const call = Effect.suspend(() => {
-          counter.attempts++
+      const modelTimeout = () => new AiModel.ModelTimeout({ model: model.name, timeout })
+      const retryPolicy = last ? lastTierRetry : earlyTierRetry
+      const failFast = breakers?.execute(model.name)
+      const waiting = breakers?.executeWaiting(model.name)
+      return (request: AiModel.CompletionRequest, run: TaskRun): Effect.Effect<AiModel.Completion, AgentError> => {
+        // The call's time limit is its timeout, or what is left of the task's deadline if less.
+        const call = Effect.clockWith((clock) => {
+          run.attempts++
+          const left = run.deadlineAt - clock.unsafeCurrentTimeMillis()
+          const limited = left < Duration.toMillis(timeout)
+            ? timer.within(model.generate(request), Duration.millis(Math.max(0, left)), () =>
+              deadlineExceeded(run, `an answer from ${model.name}`))
+            : timer.within(model.generate(request), timeout, modelTimeout)
           return Effect.zipRight(
             Metric.increment(metrics.attempts),
-            bulkhead.withPermit(limitTime(model.generate(request)))
+            Effect.tapError(limited, (error) => Effect.sync(() => (run.lastError = error)))
           )
         })
-        const guarded: Effect.Effect<AiModel.Completion, AgentError> = breakers === undefined
-          ? call
-          : breakers.execute(model.name)(call)
-        const hedged = hedge === undefined ? guarded : hedge.run(guarded)
-        return retryPolicy === undefined ? hedged : retryPolicy.apply(hedged)
+        const permitted = bulkhead.withPermit(call)
+        const guarded: Effect.Effect<AiModel.Completion, AgentError> = failFast === undefined || waiting === undefined
+          ? permitted
+          : last
+          ? waiting(permitted, (wait, refused) => waitOnCircuit(run, wait, refused))
+          : failFast(permitted)
+        const hedged = hedge === undefined ? guarded : Effect.locally(hedge.run(guarded), hedgeTask, run.task.id)
+        if (retryPolicy === undefined) return hedged
+        run.retry ??= retryHooks(run)
+        return retryPolicy.apply(hedged, run.retry)
       }
     })
 
-    const primaryTier = yield* tier(primary)
+    /** Wait on an open circuit asleep (it holds no place), but never past the deadline. */
+    const waitOnCircuit = (
+      run: TaskRun,
+      wait: Effect.Effect<void>,
+      refused: CircuitBreaker.CircuitOpen
+    ): Effect.Effect<void, Retry.DeadlineExceeded> =>
+      Effect.flatMap(Clock.currentTimeMillis, (now) => {
+        const left = run.deadlineAt - now
+        const expired = Effect.failSync(() => deadlineExceeded(run, `the circuit of ${refused.message}`))
+        if (left <= 0) return expired
+        const bounded = Number.isFinite(left)
+          ? Effect.raceFirst(wait, Effect.zipRight(Effect.sleep(Duration.millis(left)), expired))
+          : wait
+        return run.window === undefined ? bounded : run.window.asleep(bounded)
+      })
+
     const fallback = options.fallback
+    const extraModels = fallback?.models ?? []
+    const primaryTier = yield* tier(primary, extraModels.length === 0)
     const retryAfterMax = Duration.decode(
       (options.retry === false ? undefined : options.retry?.retryAfterMax) ?? Retry.defaults.retryAfterMax
     )
@@ -286,23 +395,22 @@ export const make = (
         !("retryAfter" in error && error.retryAfter !== undefined && Duration.greaterThan(error.retryAfter, retryAfterMax))
       : mayFallThrough
     const extraTiers = yield* Effect.forEach(
-      fallback?.models ?? [],
-      (model) => Effect.map(tier(model), (run) => ({ name: model.name, run }))
+      extraModels,
+      (model, i) => Effect.map(tier(model, i === extraModels.length - 1), (run) => ({ name: model.name, run }))
     )
 
     const answer = (
-      task: AgentTask,
       request: AiModel.CompletionRequest,
-      counter: { attempts: number }
+      run: TaskRun
     ): Effect.Effect<{ completion: AiModel.Completion; degraded: boolean }, AgentError | Fallback.AllTiersFailed<AgentError>> => {
       if (fallback === undefined || (extraTiers.length === 0 && fallback.staticAnswer === undefined)) {
-        return Effect.map(primaryTier(request, counter), (completion) => ({ completion, degraded: false }))
+        return Effect.map(primaryTier(request, run), (completion) => ({ completion, degraded: false }))
       }
       const staticTier = fallback.staticAnswer === undefined ? [] : [
         Fallback.fixed(
           "static",
           new AiModel.Completion({
-            text: fallback.staticAnswer(task),
+            text: fallback.staticAnswer(run.task),
             finishReason: "stop",
             usage: new AiModel.Usage({ promptTokens: 0, completionTokens: 0 }),
             model: "static"
@@ -311,8 +419,8 @@ export const make = (
       ]
       return Fallback.run(
         [
-          Fallback.tier(primary.name, primaryTier(request, counter)),
-          ...extraTiers.map(({ name, run }) => Fallback.tier(name, run(request, counter))),
+          Fallback.tier(primary.name, primaryTier(request, run)),
+          ...extraTiers.map(({ name, run: tierRun }) => Fallback.tier(name, tierRun(request, run))),
           ...staticTier
         ],
         { fallThrough }
@@ -323,7 +431,7 @@ export const make = (
               Metric.increment(metrics.fallbacks),
               publish(
                 new AgentEvent.FallbackUsed({
-                  taskId: task.id,
+                  taskId: run.task.id,
                   tier: answered.tier,
                   failures: answered.failures.map(({ error, tier }) => ({ tier, error: ErrorInfo.fromError(error) }))
                 })
@@ -337,46 +445,60 @@ export const make = (
 
     // A span per task, but not `Effect.fn`: it captures a stack trace per call, which measured
     // ~30 µs against ~9 µs for the span alone (bench/main.ts).
-    const process = Effect.fnUntraced(function*(task: AgentTask) {
-      const start = yield* Clock.currentTimeMillis
-      const counter = { attempts: 0 }
-      yield* publish(new AgentEvent.TaskStarted({ taskId: task.id }))
-      // The task was validated when it was decoded; don't validate its parts again per call.
-      const request = new AiModel.CompletionRequest({ prompt: task.prompt, maxTokens: task.maxTokens ?? maxTokens }, true)
-      const outcome = yield* Effect.exit(Effect.locally(answer(task, request, counter), currentTask, task.id))
-      // Interrupting the caller ends the task without a record; anything else gives one.
-      if (Exit.isFailure(outcome) && Cause.isInterruptedOnly(outcome.cause)) return yield* Effect.interrupt
-      const durationMs = (yield* Clock.currentTimeMillis) - start
-      const status = Exit.isSuccess(outcome) ? "succeeded" : "failed"
-      yield* Metric.update(metrics.taskDuration, durationMs)
-      yield* Metric.increment(status === "succeeded" ? succeededCount : failedCount)
-      yield* publish(new AgentEvent.TaskFinished({ taskId: task.id, status, attempts: counter.attempts, durationMs }))
-      if (Exit.isFailure(outcome)) {
-        return yield* new TaskFailed({
+    const runTask = (task: AgentTask, window: TaskWindow | undefined): Effect.Effect<TaskSucceeded, TaskFailed> =>
+      Effect.gen(function*() {
+        const start = yield* Clock.currentTimeMillis
+        const run: TaskRun = {
+          task,
+          window,
+          attempts: 0,
+          deadlineAt: start + deadlineMillis,
+          lastError: undefined,
+          retry: undefined
+        }
+        yield* publish(new AgentEvent.TaskStarted({ taskId: task.id }))
+        // The task was validated when it was decoded; don't validate its parts again per call.
+        const request = new AiModel.CompletionRequest({ prompt: task.prompt, maxTokens: task.maxTokens ?? maxTokens }, true)
+        const outcome = yield* Effect.exit(answer(request, run))
+        // Interrupting the caller ends the task without a record; anything else gives one.
+        if (Exit.isFailure(outcome) && Cause.isInterruptedOnly(outcome.cause)) return yield* Effect.interrupt
+        const durationMs = (yield* Clock.currentTimeMillis) - start
+        const status = Exit.isSuccess(outcome) ? "succeeded" : "failed"
+        yield* Metric.update(metrics.taskDuration, durationMs)
+        yield* Metric.increment(metrics.tasks)
+        yield* Metric.increment(status === "succeeded" ? succeededCount : failedCount)
+        yield* publish(new AgentEvent.TaskFinished({ taskId: task.id, status, attempts: run.attempts, durationMs }))
+        if (Exit.isFailure(outcome)) {
+          return yield* new TaskFailed({
+            id: task.id,
+            error: causeInfo(outcome.cause),
+            attempts: run.attempts,
+            durationMs
+          }, true)
+        }
+        return new TaskSucceeded({
           id: task.id,
-          error: causeInfo(outcome.cause),
-          attempts: counter.attempts,
+          output: outcome.value.completion.text,
+          attempts: run.attempts,
+          model: outcome.value.completion.model,
+          degraded: outcome.value.degraded,
           durationMs
         }, true)
-      }
-      return new TaskSucceeded({
-        id: task.id,
-        output: outcome.value.completion.text,
-        attempts: counter.attempts,
-        model: outcome.value.completion.model,
-        degraded: outcome.value.degraded,
-        durationMs
-      }, true)
-    }, (effect, task) => Effect.withSpan(effect, "AgentService.process", { attributes: { "task.id": task.id } }))
+      }).pipe(Effect.withSpan("AgentService.process", { attributes: { "task.id": task.id } }))
 
-    const settle = (task: AgentTask): Effect.Effect<TaskResult> =>
-      Effect.catchAll(process(task), (failed) => Effect.succeed(failed))
+    const process = (task: AgentTask) => runTask(task, undefined)
 
     function processAll(tasks: Iterable<AgentTask>): Stream.Stream<TaskResult>
     function processAll<E, R>(tasks: Stream.Stream<AgentTask, E, R>): Stream.Stream<TaskResult, E, R>
     function processAll<E, R>(tasks: Stream.Stream<AgentTask, E, R> | Iterable<AgentTask>) {
       const stream = Stream.StreamTypeId in tasks ? tasks : Stream.fromIterable(tasks)
-      return Stream.mapEffect(stream, settle, { concurrency, unordered: true })
+      return Stream.suspend(() => {
+        // Up to `maxTasks` held at once; of those, `concurrency` awake when a new one starts.
+        const window = new TaskWindow(concurrency)
+        const settle = (task: AgentTask): Effect.Effect<TaskResult> =>
+          window.admit(Effect.catchAll(runTask(task, window), (failed) => Effect.succeed(failed)))
+        return Stream.mapEffect(stream, settle, { concurrency: maxTasks, unordered: true })
+      })
     }
 
     return AgentService.of({

@@ -72,7 +72,9 @@ export class BreakerTransition extends Schema.TaggedClass<BreakerTransition>()("
   breaker: Schema.String,
   from: Schema.String,
   to: Schema.String,
-  atMillis: Schema.Number
+  atMillis: Schema.Number,
+  /** For a transition to `Open`: the Clock time (ms) when it becomes half-open and probes. */
+  untilMillis: Schema.optional(Schema.Number)
 }) {}
 
 /**

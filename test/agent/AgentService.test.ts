@@ -129,17 +129,17 @@ describe("AgentService", () => {
     { fastCheck: { numRuns: 25 } }
   )
 
-  it.effect("the permit is not held during a backoff sleep (the seed held it through every retry)", () =>
+  it.effect("issue 6: with concurrency 1, a task in backoff holds nothing: the next task starts while it sleeps (the seed held the permit through every retry)", () =>
     Effect.gen(function*() {
-      // One permit. t0 is overloaded on its first call and retried after a fixed 1 s backoff;
-      // t1 must use the permit while t0 sleeps, not after.
+      // One permit, one task awake. t0 is overloaded on its first call and retried after a
+      // fixed 1 s backoff; t1 must start and use the permit while t0 sleeps, not after.
       const { calls, model, stats } = scriptedModel("m", (prompt, n) =>
         prompt === "p0" && n === 0
           ? { latency: 10, error: new AiModel.Overloaded({ model: "m" }) }
           : { latency: 100 })
       const { results } = yield* runAll(
         model,
-        { concurrency: 2, maxInFlight: 1, retry: { base: "1 second", jitter: "none" } },
+        { concurrency: 1, retry: { base: "1 second", jitter: "none" } },
         tasks(2)
       )
       expect(byId(results).map((r) => [r.id, r.status, r.attempts])).toStrictEqual([["t0", "succeeded", 2], [
@@ -199,7 +199,7 @@ describe("AgentService", () => {
       expect(calls.map((c) => [c.start, c.end])).toStrictEqual([[0, 2000], [2100, 2150]])
     }))
 
-  it.effect("an open breaker fails attempts at once, and its transitions are published", () =>
+  it.effect("issue 6: a refused attempt (CircuitOpen) does not count toward maxAttempts; the task waits asleep and its deadline ends it", () =>
     Effect.gen(function*() {
       const { calls, model } = scriptedModel("m", () => ({ latency: 0, error: new AiModel.Overloaded({ model: "m" }) }))
       const { result, seen } = yield* withEvents(
@@ -211,14 +211,22 @@ describe("AgentService", () => {
         },
         (agent) => Effect.flip(agent.process(new AgentTask({ id: "a", prompt: "p" })))
       )
-      // Two calls trip the breaker at 100 ms; the third attempt (at 300 ms) meets CircuitOpen
-      // without reaching the model, and its retryAfter (59.8 s, within retryAfterMax) is waited
-      // out, so the fourth attempt is the half-open probe at 60.1 s. Attempts count model calls.
-      expect(result.attempts).toBe(3)
+      // Two calls trip the breaker at 100 ms. The third attempt (at 300 ms) meets the open
+      // circuit and waits for it, spending nothing, so the half-open probe at 60.1 s is still
+      // the third attempt; it fails and reopens the circuit until 120.1 s, and the fourth attempt
+      // (at 60.5 s) waits again until the deadline (2 minutes) ends the task.
       expect(calls.map((c) => c.start)).toStrictEqual([0, 100, 60_100])
-      expect(seen.filter(AgentEvent.is("BreakerTransition")).map((e) => [e.breaker, e.from, e.to, e.atMillis]))
-        .toStrictEqual([["m", "Closed", "Open", 100], ["m", "Open", "HalfOpen", 60_100], ["m", "HalfOpen", "Open", 60_100]])
-      expect(result.error._tag).toBe("Overloaded")
+      expect(result).toMatchObject({ attempts: 3, durationMs: 120_000, error: { _tag: "DeadlineExceeded" } })
+      expect(result.error.message).toBe(
+        "no result within 2m (3 attempts); waiting for the circuit of m: circuit open, retry after 59s 600ms; " +
+          "last error Overloaded: m: overloaded"
+      )
+      expect(seen.filter(AgentEvent.is("BreakerTransition")).map((e) => [e.breaker, e.from, e.to, e.atMillis, e.untilMillis]))
+        .toStrictEqual([
+          ["m", "Closed", "Open", 100, 60_100],
+          ["m", "Open", "HalfOpen", 60_100, undefined],
+          ["m", "HalfOpen", "Open", 60_100, 120_100]
+        ])
     }))
 
   it.effect("seed bug 12: a fallback answer is marked degraded and says why the primary failed", () =>
