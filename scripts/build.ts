@@ -66,7 +66,7 @@ if (outside.length > 0) {
 const undici = Object.keys(bundle.metafile.inputs).filter((path) => path.includes("node_modules/undici/"))
 if (undici.length > 0) {
   const importers = Object.entries(bundle.metafile.inputs)
-    .filter(([path, input]) => path.startsWith("src/") && input.imports.some((i) => i.path === "@effect/platform-node"))
+    .filter(([path, input]) => path.startsWith("src/") && input.imports.some((i) => i.original === "@effect/platform-node"))
     .map(([path]) => path)
   throw new Error(
     `${bin} contains undici; import @effect/platform-node's modules by their own paths, not the barrel` +
