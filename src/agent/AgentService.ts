@@ -39,7 +39,7 @@ import * as Retry from "../policy/Retry.js"
 import * as Timeout from "../policy/Timeout.js"
 import * as ErrorInfo from "../events/ErrorInfo.js"
 import { type AgentTask, TaskFailed, type TaskResult, TaskSucceeded } from "./AgentTask.js"
-import { TaskWindow } from "./TaskWindow.js"
+import { TaskWindow } from "../internal/taskWindow.js"
 
 /**
  * @since 0.1.0
