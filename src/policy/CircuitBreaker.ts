@@ -537,8 +537,11 @@ const unsafeMake = (
     : new Outcomes(1, 1) // unused
   /** Callers of `executeWaiting` waiting for the circuit to change; allocated when one waits. */
   let waiters: Set<() => void> | undefined
+  /** Bumped at each wake, so a waiter that registers late still sees a change it missed. */
+  let changes = 0
 
   const wake = (): void => {
+    changes++
     if (waiters === undefined) return
     const woken = waiters
     waiters = undefined
@@ -694,18 +697,25 @@ const unsafeMake = (
       )
     )
 
-  /** Completes at the next transition, or when a half-open probe slot frees. */
-  const changed: Effect.Effect<void> = Effect.async<void>((resume) => {
-    const waiter = () => resume(Effect.void)
-    ;(waiters ??= new Set()).add(waiter)
-    return Effect.sync(() => {
-      waiters?.delete(waiter)
+  /**
+   * Completes at the first change (a transition, or a half-open probe slot freeing) after
+   * `seen` changes — at once if one has happened since.
+   */
+  const changedSince = (seen: number): Effect.Effect<void> =>
+    Effect.async<void>((resume) => {
+      if (changes !== seen) return resume(Effect.void)
+      const waiter = () => resume(Effect.void)
+      ;(waiters ??= new Set()).add(waiter)
+      return Effect.sync(() => {
+        waiters?.delete(waiter)
+      })
     })
-  })
 
   /** While open, until its time is up (or it changes earlier, by `reset`); otherwise, until it changes. */
-  const waitFor = (error: CircuitOpen): Effect.Effect<void> =>
-    state === "Open" ? Effect.raceFirst(Effect.sleep(error.retryAfter), changed) : changed
+  const waitFor = (error: CircuitOpen): Effect.Effect<void> => {
+    const changed = changedSince(changes)
+    return state === "Open" ? Effect.raceFirst(Effect.sleep(error.retryAfter), changed) : changed
+  }
 
   const executeWaiting = <A, E, R, E2 = never>(
     self: Effect.Effect<A, E, R>,

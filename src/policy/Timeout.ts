@@ -213,6 +213,9 @@ export const betweenChunks = (
   return Stream.timeoutFail(() => new ModelTimeout({ model: options.model, timeout: duration }), duration)
 }
 
+/** How close (ms) a deadline must be to count as due: one microsecond. */
+const dueWithin = 0.001
+
 /** Now in milliseconds on `clock`'s monotonic time line (`currentTimeMillis` follows the wall clock, which jumps). */
 const nowMillis = (clock: Clock.Clock): number => Number(clock.unsafeCurrentTimeNanos()) / 1_000_000
 
@@ -314,8 +317,10 @@ class Deadlines {
   private run(timer: TimerFiber): Effect.Effect<void> {
     const step: Effect.Effect<void> = Effect.suspend(() => {
       if (this.timer !== timer) return Effect.void
+      // A deadline less than a microsecond away is due: a shorter sleep rounds to zero
+      // nanoseconds (TestClock floors its nanosecond time), and would wake to the same instant.
       const now = nowMillis(timer.clock)
-      while (this.head !== undefined && this.head.deadline <= now) {
+      while (this.head !== undefined && this.head.deadline <= now + dueWithin) {
         const entry = this.head
         this.unlink(entry)
         // An attempt that has already ended keeps its result, as in a race it won.

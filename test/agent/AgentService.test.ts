@@ -1,9 +1,11 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Chunk, Clock, Duration, Effect, Exit, FastCheck as fc, Fiber, Layer, Metric, Stream, TestClock } from "effect"
+import { readFileSync } from "node:fs"
+import { Chunk, Clock, Duration, Effect, Exit, FastCheck as fc, Fiber, Layer, Metric, Schema, Stream, TestClock } from "effect"
 import * as AgentService from "../../src/agent/AgentService.js"
 import { AgentTask, type TaskResult } from "../../src/agent/AgentTask.js"
 import * as AgentEvent from "../../src/events/AgentEvent.js"
 import * as AiModel from "../../src/model/AiModel.js"
+import * as EmbeddedModel from "../../src/model/EmbeddedModel.js"
 import * as CircuitBreaker from "../../src/policy/CircuitBreaker.js"
 
 /** What one model call does: wait `latency` ms, then answer or fail. */
@@ -375,4 +377,134 @@ describe("AgentService", () => {
       expect(results.map((r) => r.attempts)).toStrictEqual([3, 3, 3, 3, 3])
       expect(calls).toHaveLength(15)
     }))
+})
+
+/**
+ * Issue 6: the whole stack under the faults providers produce every day, at small scale under
+ * TestClock (200 tasks against the embedded provider, seed 7, concurrency 4 — fifty rounds, so
+ * the tail of the last round weighs as little as it does in a large batch — 2 s timeout).
+ */
+describe("AgentService under provider faults (issue 6)", () => {
+  // The first 200 tasks of examples/tasks.jsonl: real prompts, so calls take what they take in
+  // `npm start` (a prompt's answer sets its latency), and faults weigh what they weigh there.
+  const batch = readFileSync(new URL("../../examples/tasks.jsonl", import.meta.url), "utf8")
+    .split("\n")
+    .filter((line) => line.trim() !== "")
+    .slice(0, 200)
+    .map((line) => Schema.decodeUnknownSync(AgentTask)(JSON.parse(line)))
+
+  /** Runs the batch and returns its records, model calls and virtual makespan. */
+  const runBatch = (model: EmbeddedModel.Options, options: AgentService.Options = {}) =>
+    Effect.gen(function*() {
+      let calls = 0
+      let makespan = 0
+      const embedded = yield* EmbeddedModel.make({ seed: 7, ...model })
+      const counted: AiModel.AiModel.Service = {
+        ...embedded,
+        generate: (request) => Effect.suspend(() => (calls++, embedded.generate(request)))
+      }
+      const givenUp = new Map<string, number>()
+      const results = yield* Effect.gen(function*() {
+        const agent = yield* AgentService.AgentService
+        yield* Effect.forkScoped(Stream.runForEach(yield* agent.subscribe, (event) =>
+          Effect.sync(() => {
+            if (event._tag === "RetryGivenUp") givenUp.set(event.reason, (givenUp.get(event.reason) ?? 0) + 1)
+          })))
+        const start = yield* Clock.currentTimeMillis
+        const fiber = yield* agent.processAll(batch).pipe(
+          Stream.tap(() => Effect.map(Clock.currentTimeMillis, (now) => (makespan = now - start))),
+          Stream.runCollect,
+          Effect.fork
+        )
+        yield* TestClock.adjust("1 hour")
+        return Chunk.toReadonlyArray(yield* Fiber.join(fiber))
+      }).pipe(
+        Effect.scoped,
+        Effect.provide(
+          AgentService.layer({ concurrency: 4, timeout: "2 seconds", ...options }).pipe(
+            Layer.provide(Layer.succeed(AiModel.AiModel, counted))
+          )
+        )
+      )
+      return { results, calls, givenUp, makespan, succeeded: results.filter((r) => r._tag === "TaskSucceeded").length }
+    })
+
+  it.effect("20% faults: at least 99% succeed within 2x the fault-free makespan; 40%: every task a record within 3x", () =>
+    Effect.gen(function*() {
+      const clean = yield* runBatch({})
+      expect(clean.succeeded).toBe(200)
+      const twenty = yield* runBatch({ failureRate: 0.2 })
+      expect(twenty.results).toHaveLength(200)
+      expect(twenty.succeeded).toBeGreaterThanOrEqual(198)
+      expect(twenty.makespan).toBeLessThanOrEqual(2 * clean.makespan)
+      const forty = yield* runBatch({ failureRate: 0.4 })
+      expect(forty.results).toHaveLength(200)
+      expect(forty.makespan).toBeLessThanOrEqual(3 * clean.makespan)
+      // what fails at 40% is what four independent attempts cannot avoid (0.4^4 = 2.6%), not the breaker
+      expect(forty.results.filter((r) => r._tag === "TaskFailed" && r.error._tag === "CircuitOpen")).toHaveLength(0)
+      expect(forty.succeeded).toBeGreaterThanOrEqual(190)
+    }), 60_000)
+
+  it.effect("pitfall: the retry budget refuses nothing at 30% transient faults (30% is not a retry storm)", () =>
+    Effect.gen(function*() {
+      // 30% of calls fail at once with a 529, every one charged to the budget
+      const { givenUp, results, succeeded } = yield* runBatch({ failureRate: 0.3, faults: { overloaded: 1 } })
+      expect(results).toHaveLength(200)
+      expect(givenUp.get("budget")).toBeUndefined()
+      // what may fail is what four independent attempts cannot avoid (0.3^4 = 0.8%)
+      expect([...givenUp.keys()].filter((reason) => reason !== "max-attempts")).toStrictEqual([])
+      expect(succeeded).toBe(200 - (givenUp.get("max-attempts") ?? 0))
+      expect(succeeded).toBeGreaterThanOrEqual(198)
+    }), 60_000)
+
+  it.effect("a 5 s outage mid-run: no task fails because of it", () =>
+    Effect.gen(function*() {
+      const { results, succeeded } = yield* runBatch({ outage: { after: "2 seconds", lasting: "5 seconds" } })
+      expect(results).toHaveLength(200)
+      expect(succeeded).toBe(200)
+    }), 60_000)
+
+  it.effect("nothing ever answers: every task fails typed at its deadline (+10%), with fewer calls than 2x the tasks", () =>
+    Effect.gen(function*() {
+      const { calls, makespan, results } = yield* runBatch({ failureRate: 1, faults: { hang: 1 } })
+      expect(results).toHaveLength(200)
+      expect(results.every((r) => r._tag === "TaskFailed")).toBe(true)
+      expect(makespan).toBeLessThanOrEqual(132_000)
+      expect(calls).toBeLessThan(400)
+      const last = results.find((r) => r._tag === "TaskFailed" && r.error._tag === "DeadlineExceeded")
+      expect(last?._tag === "TaskFailed" && last.error.message).toMatch(/waiting for the circuit of embedded: circuit open.*last error ModelTimeout/)
+    }), 60_000)
+
+  it.effect("a 429 storm opens nothing by default, yet is slowed down: calls wait out Retry-After keeping their place", () =>
+    Effect.gen(function*() {
+      // every call is refused with a 1 s Retry-After until 10 s, then answered at once
+      const starts: Array<number> = []
+      const storm: AiModel.AiModel.Service = {
+        name: "m",
+        generate: () =>
+          Effect.flatMap(Clock.currentTimeMillis, (now) => {
+            starts.push(now)
+            return now < 10_000
+              ? Effect.fail(new AiModel.RateLimited({ model: "m", limit: "requests", retryAfter: Duration.seconds(1) }))
+              : Effect.succeed(new AiModel.Completion({
+                text: "ok",
+                finishReason: "stop",
+                usage: new AiModel.Usage({ promptTokens: 1, completionTokens: 1 }),
+                model: "m"
+              }))
+          }),
+        stream: () => Stream.empty
+      }
+      const { result, seen } = yield* withEvents(
+        storm,
+        { concurrency: 4, retry: { maxAttempts: 20, jitter: "none" } },
+        (agent) => Stream.runCollect(agent.processAll(tasks(40)))
+      )
+      expect(seen.filter(AgentEvent.is("BreakerTransition"))).toHaveLength(0)
+      // at most `concurrency` calls per Retry-After while it lasts: 4 tasks keep their places
+      for (let second = 0; second < 10; second++) {
+        expect(starts.filter((t) => t >= second * 1000 && t < (second + 1) * 1000).length).toBeLessThanOrEqual(4)
+      }
+      expect(Chunk.toReadonlyArray(result).every((r) => r._tag === "TaskSucceeded")).toBe(true)
+    }), 60_000)
 })
