@@ -27,7 +27,7 @@
  *
  * @since 0.1.0
  */
-import { Args, Command, HelpDoc, Options, ValidationError } from "@effect/cli"
+import { Args, Command, Options } from "@effect/cli"
 import { Clock, Duration, Effect, Fiber, Layer, Option, Schema, Stream } from "effect"
 import type { Scope } from "effect"
 import * as AgentService from "../agent/AgentService.js"
@@ -36,6 +36,7 @@ import type { AgentEvent } from "../events/AgentEvent.js"
 import * as EmbeddedModel from "../model/EmbeddedModel.js"
 import * as CircuitBreaker from "../policy/CircuitBreaker.js"
 import * as Retry from "../policy/Retry.js"
+import * as OptionValue from "./OptionValue.js"
 import * as Progress from "./Progress.js"
 import * as RecordSink from "./RecordSink.js"
 import { Stdio } from "./Stdio.js"
@@ -251,30 +252,26 @@ export const run = Effect.fn("RunCommand.run")(function*(options: RunOptions) {
 // command line
 // -----------------------------------------------------------------------------
 
-const invalid = (message: string) => Effect.fail(ValidationError.invalidValue(HelpDoc.p(message)))
+/**
+ * The options of `wiz run` that take no value. The command line needs their names to tell
+ * `wiz run - --resume` (stdin, then a flag) from `wiz run -o - ...`.
+ *
+ * @since 0.1.0
+ * @category commands
+ */
+export const flags: ReadonlyArray<string> = []
 
-const atLeast = (name: string, min: number) => (n: number) =>
-  n >= min ? Effect.succeed(n) : invalid(`--${name} must be at least ${min} (got ${n})`)
-
-const duration = (name: string, min: "zero" | "positive") => (text: string) =>
-  Option.match(Duration.decodeUnknown(text), {
-    onNone: () => invalid(`--${name}: "${text}" is not a duration (write e.g. "10 seconds" or "500 millis")`),
-    onSome: (d) => (min === "positive" && Duration.toMillis(d) <= 0 ? invalid(`--${name} must be longer than 0`) : Effect.succeed(d))
-  })
-
-const durationOption = (name: string, min: "zero" | "positive", description: string) =>
-  Options.text(name).pipe(
-    Options.withPseudoName("DURATION"),
-    Options.withDescription(description),
-    Options.mapEffect(duration(name, min)),
-    Options.optional
-  )
+/** A boolean option, listed in {@link flags} as it is defined. */
+const flag = (name: string, description: string) => {
+  ;(flags as Array<string>).push(`--${name}`)
+  return Options.boolean(name).pipe(Options.withDescription(description))
+}
 
 const runOptions = {
   input: Args.text({ name: "input" }).pipe(
     Args.withDescription(
-      "JSON Lines of tasks, one {\"id\", \"prompt\", \"maxTokens\"?} per line; - or nothing reads stdin " +
-        "(give options before -). Blank lines are skipped; every other line gets exactly one output record."
+      "JSON Lines of tasks, one {\"id\", \"prompt\", \"maxTokens\"?} per line: a file, a pipe " +
+        "(<(...), /dev/stdin, a FIFO), or - or nothing for stdin. Blank lines are skipped; every other line gets exactly one output record."
     ),
     Args.withDefault("-")
   ),
@@ -284,20 +281,18 @@ const runOptions = {
     Options.withDescription("Write the records to FILE (truncated unless --resume) instead of stdout."),
     Options.optional
   ),
-  concurrency: Options.integer("concurrency").pipe(
+  concurrency: OptionValue.integer("concurrency", 1).pipe(
     Options.withDescription(`Tasks worked on at once (default ${defaults.concurrency}).`),
-    Options.withDefault(defaults.concurrency),
-    Options.mapEffect(atLeast("concurrency", 1))
+    Options.withDefault(defaults.concurrency)
   ),
-  retries: Options.integer("retries").pipe(
+  retries: OptionValue.integer("retries", 0).pipe(
     Options.withDescription(`Retries of a failed attempt, after the first attempt (default ${defaults.retries}).`),
-    Options.withDefault(defaults.retries),
-    Options.mapEffect(atLeast("retries", 0))
+    Options.withDefault(defaults.retries)
   ),
-  timeout: durationOption(
+  timeout: OptionValue.duration(
     "timeout",
     "positive",
-    `Time one attempt may take, e.g. "10 seconds" or "500 millis" (default ${Duration.format(defaults.timeout)}).`
+    `Time one attempt may take, e.g. 10s or 500ms (default ${Duration.format(defaults.timeout)}).`
   ),
   model: Options.choice("model", ["embedded", "openai-compatible"]).pipe(
     Options.withDescription(
@@ -315,50 +310,45 @@ const runOptions = {
     Options.withDescription("Environment variable holding the API key (--model openai-compatible only)."),
     Options.optional
   ),
-  failureRate: Options.float("failure-rate").pipe(
+  failureRate: OptionValue.number("failure-rate", 0, 1).pipe(
     Options.withDescription(
       `Embedded model: probability (0..1) that a call fails: a rate limit, an overload or a hang (default ${defaults.failureRate}).`
     ),
-    Options.withDefault(defaults.failureRate),
-    Options.mapEffect((x) => (x >= 0 && x <= 1 ? Effect.succeed(x) : invalid(`--failure-rate must be between 0 and 1 (got ${x})`)))
+    Options.withDefault(defaults.failureRate)
   ),
-  seed: Options.integer("seed").pipe(
+  seed: OptionValue.integer("seed", Number.MIN_SAFE_INTEGER).pipe(
     Options.withDescription("Embedded model: seed of its draws, for a reproducible run."),
     Options.optional
   ),
-  timeToFirstToken: durationOption(
+  timeToFirstToken: OptionValue.duration(
     "time-to-first-token",
     "zero",
     `Embedded model: time before the first token (default ${Duration.format(EmbeddedModel.defaults.timeToFirstToken)}).`
   ),
-  perToken: durationOption(
+  perToken: OptionValue.duration(
     "per-token",
     "zero",
     `Embedded model: time per completion token (default ${Duration.format(EmbeddedModel.defaults.perToken)}).`
   ),
-  outageAfter: durationOption(
+  outageAfter: OptionValue.duration(
     "outage-after",
     "zero",
     "Embedded model: start a simulated outage this long after the run starts; every call fails at once " +
       "(Unavailable) until it ends. Needs --outage-for."
   ),
-  outageFor: durationOption(
+  outageFor: OptionValue.duration(
     "outage-for",
     "positive",
     "Embedded model: how long the simulated outage lasts. Needs --outage-after."
   ),
-  breakerOpen: durationOption(
+  breakerOpen: OptionValue.duration(
     "breaker-open",
     "positive",
     `How long the circuit breaker stays open before a probe call may test the model again ` +
       `(default ${Duration.format(CircuitBreaker.defaults.openDuration)}).`
   ),
-  resume: Options.boolean("resume").pipe(
-    Options.withDescription("Append to --output, skipping the tasks and invalid lines it already records.")
-  ),
-  noProgress: Options.boolean("no-progress").pipe(
-    Options.withDescription("Do not draw the progress line on stderr.")
-  )
+  resume: flag("resume", "Append to --output, skipping the tasks and invalid lines it already records."),
+  noProgress: flag("no-progress", "Do not draw the progress line on stderr.")
 }
 
 /**
