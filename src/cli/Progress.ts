@@ -11,7 +11,12 @@
  * import * as Progress from "wiz-effect/cli/Progress"
  *
  * Progress.render("plain", {
- *   done: 120, total: Option.some(300), failed: 3, retries: 7, finished: 120, elapsedMillis: 3000
+ *   done: 120,
+ *   total: Option.some({ lines: 300, estimated: false }),
+ *   failed: 3,
+ *   retries: 7,
+ *   finished: 120,
+ *   elapsedMillis: 3000
  * })
  * // "120/300 done, 3 failed, 7 retries, 40.0/s, ETA 5s\n"
  * ```
@@ -21,6 +26,18 @@
 import { Clock, Duration, Effect, Fiber, Option, Schedule } from "effect"
 import type { Scope } from "effect"
 import { Stdio } from "./Stdio.js"
+
+/**
+ * How many input lines there are: counted (the input was read to its end), or estimated from
+ * the bytes read so far (shown as `~N`).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Total {
+  readonly lines: number
+  readonly estimated: boolean
+}
 
 /**
  * The counters the line shows.
@@ -40,14 +57,14 @@ export interface Counts {
 }
 
 /**
- * The counters at one instant, with the total (when known) and the time since the start.
+ * The counters at one instant, with the total as far as known and the time since the start.
  *
  * @since 0.1.0
  * @category models
  */
 export interface Snapshot extends Counts {
-  /** Non-blank input lines; unknown when reading stdin. */
-  readonly total: Option.Option<number>
+  /** Non-blank input lines; none when not known yet (a pipe not read to its end). */
+  readonly total: Option.Option<Total>
   readonly elapsedMillis: number
 }
 
@@ -65,8 +82,8 @@ export type Mode = "tty" | "plain"
  */
 export interface Options {
   readonly mode: Mode
-  /** Non-blank input lines; `Option.none()` when unknown. */
-  readonly total: Option.Option<number>
+  /** Non-blank input lines as far as known, read at each redraw. */
+  readonly total: Effect.Effect<Option.Option<Total>>
   /** Time between redraws: `defaults.ttyInterval` or `defaults.plainInterval` by mode. */
   readonly interval?: Duration.DurationInput
 }
@@ -119,9 +136,10 @@ export const render = (mode: Mode, snapshot: Snapshot): string => {
   ]
   let head = `${snapshot.done} done`
   if (Option.isSome(snapshot.total)) {
-    const total = snapshot.total.value
+    const total = snapshot.total.value.lines
+    const shown = `${snapshot.total.value.estimated ? "~" : ""}${total}`
     const left = Math.max(0, total - snapshot.done)
-    head = mode === "tty" ? `${bar(snapshot.done, total)} ${snapshot.done}/${total}` : `${snapshot.done}/${total} done`
+    head = mode === "tty" ? `${bar(snapshot.done, total)} ${snapshot.done}/${shown}` : `${snapshot.done}/${shown} done`
     parts.push(left === 0 ? "ETA 0s" : rate === undefined || rate === 0 ? "ETA --" : `ETA ${formatEta(left / rate)}`)
   }
   const line = [head, ...parts].join(", ")
@@ -143,11 +161,10 @@ export const start = (
   Effect.gen(function*() {
     const stdio = yield* Stdio
     const startedAt = yield* Clock.currentTimeMillis
-    const snapshot = Effect.zipWith(counts, Clock.currentTimeMillis, (counts, now): Snapshot => ({
-      ...counts,
-      total: options.total,
-      elapsedMillis: now - startedAt
-    }))
+    const snapshot = Effect.map(
+      Effect.all([counts, options.total, Clock.currentTimeMillis]),
+      ([counts, total, now]): Snapshot => ({ ...counts, total, elapsedMillis: now - startedAt })
+    )
     const draw = Effect.flatMap(snapshot, (snapshot) => stdio.stderr(render(options.mode, snapshot)))
     const loop = options.mode === "tty"
       ? Effect.repeat(draw, Schedule.spaced(options.interval ?? defaults.ttyInterval))

@@ -5,8 +5,9 @@
  * - a valid task gets `succeeded` or `failed`; a line that is not a valid task (bad JSON, a
  *   missing or wrong-typed field, an id seen on an earlier line) gets `invalid` with its line
  *   number and what was wrong; blank lines are skipped. Bad input never stops the run.
- * - the input is streamed, never read whole; when it is a regular file its non-blank lines are
- *   counted first so the progress line knows the total.
+ * - the input (a file, `-`, a pipe, a FIFO) is opened before the output is touched, then
+ *   streamed once, never read whole; the progress line's total is estimated from a regular
+ *   file's size until the end is reached.
  * - `--resume` appends to `--output`, skipping the tasks and invalid lines it already records.
  * - progress (redrawn on a terminal, plain lines otherwise) and the final summary go to stderr.
  * - `--outage-after` with `--outage-for` make the embedded model unreachable for a while, and
@@ -205,7 +206,6 @@ export const run = Effect.fn("RunCommand.run")(function*(options: RunOptions) {
     return yield* usage("--resume needs --output FILE: it skips the tasks that file already records")
   }
   const stdio = yield* Stdio
-  const total = yield* TaskSource.total(options.input)
   const resumed = Option.isSome(options.output) && options.resume
     ? yield* RecordSink.readResumeSet(options.output.value)
     : { ...TaskSource.emptyResumeSet, unreadableLines: 0 }
@@ -218,13 +218,14 @@ export const run = Effect.fn("RunCommand.run")(function*(options: RunOptions) {
   const startedAt = yield* Clock.currentTimeMillis
 
   yield* Effect.gen(function*() {
+    const input = yield* TaskSource.open(options.input)
     const sink = yield* RecordSink.open(options.output, { append: options.resume })
     const agent = yield* AgentService.AgentService
     const settleEvents = yield* countEvents(yield* agent.subscribe, stats)
     if (options.progress) {
-      yield* Progress.start(stats.counts, { mode: stdio.stderrIsTTY ? "tty" : "plain", total })
+      yield* Progress.start(stats.counts, { mode: stdio.stderrIsTTY ? "tty" : "plain", total: input.total })
     }
-    const tasks = TaskSource.read(options.input, resumed).pipe(
+    const tasks = TaskSource.entries(input.lines, resumed).pipe(
       Stream.tap(TaskSource.Entry.$match({
         Task: () => Effect.void,
         Invalid: ({ error }) =>

@@ -24,7 +24,7 @@
  * @since 0.1.0
  */
 import { type PlatformError, SystemError } from "@effect/platform/Error"
-import { NodeStream } from "@effect/platform-node"
+import * as NodeStream from "@effect/platform-node/NodeStream"
 import { Context, Effect, Layer, Option } from "effect"
 import type { Stream } from "effect"
 import { readFileSync, readlinkSync } from "node:fs"

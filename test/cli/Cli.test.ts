@@ -36,7 +36,7 @@ describe("Cli", () => {
       const stdio = TestStdio.make()
       expect(yield* wiz(stdio, "run", "/no/such/tasks.jsonl", ...instant)).toBe(1)
       expect(stdio.stderr()).toBe(
-        "wiz: cannot read input \"/no/such/tasks.jsonl\": NotFound: ENOENT: no such file or directory, stat '/no/such/tasks.jsonl'\n"
+        "wiz: cannot read input \"/no/such/tasks.jsonl\": ENOENT: no such file or directory, open '/no/such/tasks.jsonl'\n"
       )
       expect(stdio.stdout()).toBe("")
     }))

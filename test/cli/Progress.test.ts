@@ -5,7 +5,7 @@ import * as TestStdio from "./TestStdio.js"
 
 const snapshot = (overrides: Partial<Progress.Snapshot> = {}): Progress.Snapshot => ({
   done: 120,
-  total: Option.some(300),
+  total: Option.some({ lines: 300, estimated: false }),
   failed: 3,
   retries: 7,
   finished: 120,
@@ -49,6 +49,15 @@ describe("Progress", () => {
       )
     })
 
+    it("issue 7.2: a total estimated from the bytes read so far shows as ~N", () => {
+      expect(Progress.render("plain", snapshot({ total: Option.some({ lines: 300, estimated: true }) }))).toBe(
+        "120/~300 done, 3 failed, 7 retries, 40.0/s, ETA 5s\n"
+      )
+      expect(Progress.render("tty", snapshot({ total: Option.some({ lines: 300, estimated: true }) }))).toBe(
+        "\r[████████░░░░░░░░░░░░] 120/~300, 3 failed, 7 retries, 40.0/s, ETA 5s\x1b[K"
+      )
+    })
+
     it("ETA in minutes and hours", () => {
       expect(Progress.formatEta(59.2)).toBe("1m00s")
       expect(Progress.formatEta(125)).toBe("2m05s")
@@ -65,7 +74,7 @@ describe("Progress", () => {
         const stdio = TestStdio.make({ isTTY: true })
         const counts = yield* Ref.make({ done: 0, failed: 0, retries: 0, finished: 0 })
         yield* Effect.gen(function*() {
-          yield* Progress.start(Ref.get(counts), { mode: "tty", total: Option.some(4) })
+          yield* Progress.start(Ref.get(counts), { mode: "tty", total: Effect.succeed(Option.some({ lines: 4, estimated: false })) })
           yield* Effect.yieldNow()
           expect(stdio.stderrWrites).toEqual([
             "\r[░░░░░░░░░░░░░░░░░░░░] 0/4, 0 failed, 0 retries, --/s, ETA --\x1b[K"
@@ -91,7 +100,7 @@ describe("Progress", () => {
         const stdio = TestStdio.make({ isTTY: false })
         const counts = yield* Ref.make({ done: 0, failed: 0, retries: 0, finished: 0 })
         yield* Effect.gen(function*() {
-          yield* Progress.start(Ref.get(counts), { mode: "plain", total: Option.none() })
+          yield* Progress.start(Ref.get(counts), { mode: "plain", total: Effect.succeed(Option.none()) })
           yield* TestClock.adjust("4999 millis")
           expect(stdio.stderrWrites).toEqual([])
           yield* Ref.set(counts, { done: 10, failed: 0, retries: 1, finished: 10 })

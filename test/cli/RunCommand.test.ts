@@ -103,6 +103,28 @@ describe("wiz run", () => {
       })
     ))
 
+  it.effect("issue 7.8: lines that are not UTF-8 get invalid records saying so, not a \"duplicate id\"", () =>
+    withTempDir((dir, fs) =>
+      Effect.gen(function*() {
+        const bytes = (text: string) => [...new TextEncoder().encode(text)]
+        yield* fs.writeFile(
+          `${dir}/tasks.jsonl`,
+          Uint8Array.from([
+            ...bytes('{"id":"a'), 0xff, ...bytes('","prompt":"one"}\n'),
+            ...bytes('{"id":"a'), 0xfe, ...bytes('","prompt":"two"}\n'),
+            ...bytes(task("b") + "\n")
+          ])
+        )
+        yield* wiz(TestStdio.make(), "run", `${dir}/tasks.jsonl`, "-o", `${dir}/out.jsonl`, ...instant)
+        const records = parseRecords(yield* fs.readFileString(`${dir}/out.jsonl`))
+        expect(records.filter((r) => r.status === "invalid").map((r) => (r.error as { message: string }).message).sort()).toEqual([
+          "line 1: not valid UTF-8 (byte 0xff at offset 8)",
+          "line 2: not valid UTF-8 (byte 0xfe at offset 8)"
+        ])
+        expect(records.filter((r) => r.status === "succeeded").map((r) => r.id)).toEqual(["b"])
+      })
+    ))
+
   it.effect("without --resume an existing output file is truncated", () =>
     withTempDir((dir, fs) =>
       Effect.gen(function*() {
