@@ -8,7 +8,9 @@
  * - the input (a file, `-`, a pipe, a FIFO) is opened before the output is touched, then
  *   streamed once, never read whole; the progress line's total is estimated from a regular
  *   file's size until the end is reached.
- * - `--resume` appends to `--output`, skipping the tasks and invalid lines it already records.
+ * - the output is never the input (a usage error, checked before either is opened); `--resume`
+ *   appends to `--output`, skipping the tasks and invalid lines it already records, and
+ *   `--retry-failed` also runs the failed tasks again, rewriting the file safely (`OutputFile`).
  * - progress (redrawn on a terminal, plain lines otherwise) and the final summary go to stderr.
  * - `--outage-after` with `--outage-for` make the embedded model unreachable for a while, and
  *   `--breaker-open` sets how long the circuit breaker then stays open: together they show the
@@ -32,12 +34,13 @@ import { Args, Command, Options } from "@effect/cli"
 import { Clock, Duration, Effect, Fiber, Layer, Option, Schema, Stream } from "effect"
 import type { Scope } from "effect"
 import * as AgentService from "../agent/AgentService.js"
-import { errorInfo, TaskInvalid } from "../agent/AgentTask.js"
+import { errorInfo, TaskInvalid, type TaskRecord } from "../agent/AgentTask.js"
 import type { AgentEvent } from "../events/AgentEvent.js"
 import * as EmbeddedModel from "../model/EmbeddedModel.js"
 import * as CircuitBreaker from "../policy/CircuitBreaker.js"
 import * as Retry from "../policy/Retry.js"
 import * as OptionValue from "./OptionValue.js"
+import * as OutputFile from "./OutputFile.js"
 import * as Progress from "./Progress.js"
 import * as RecordSink from "./RecordSink.js"
 import { Stdio } from "./Stdio.js"
@@ -103,6 +106,8 @@ export interface RunOptions {
   readonly breakerOpen: Option.Option<Duration.Duration>
   /** Append to `output`, skipping what it already records. */
   readonly resume: boolean
+  /** Like `resume`, and run again the tasks whose record says they failed (rewriting `output`). */
+  readonly retryFailed: boolean
   /** Draw the progress line on stderr. */
   readonly progress: boolean
 }
@@ -131,6 +136,7 @@ export const defaults: Omit<RunOptions, "input"> = {
   outageFor: Option.none(),
   breakerOpen: Option.none(),
   resume: false,
+  retryFailed: false,
   progress: true
 }
 
@@ -202,52 +208,79 @@ export const run = Effect.fn("RunCommand.run")(function*(options: RunOptions) {
   if (Option.isSome(options.outageAfter) !== Option.isSome(options.outageFor)) {
     return yield* usage("--outage-after and --outage-for go together: when the simulated outage starts and how long it lasts")
   }
-  if (options.resume && Option.isNone(options.output)) {
-    return yield* usage("--resume needs --output FILE: it skips the tasks that file already records")
-  }
-  const stdio = yield* Stdio
-  const resumed = Option.isSome(options.output) && options.resume
-    ? yield* RecordSink.readResumeSet(options.output.value)
-    : { ...TaskSource.emptyResumeSet, unreadableLines: 0 }
-  if (resumed.unreadableLines > 0) {
-    yield* stdio.stderr(
-      `wiz: ${resumed.unreadableLines} line(s) of the output are not records (cut short by a crash?); their tasks run again\n`
+  if ((options.resume || options.retryFailed) && Option.isNone(options.output)) {
+    return yield* usage(
+      `${options.retryFailed ? "--retry-failed" : "--resume"} needs --output FILE: it skips the tasks that file already records`
     )
   }
+  if (yield* OutputFile.isInput(options.input, options.output)) {
+    const output = Option.match(options.output, { onNone: () => "standard output", onSome: (path) => `the output "${path}"` })
+    return yield* usage(
+      `${output} is the input ${options.input === "-" ? "(stdin)" : `"${options.input}"`}, one file: ` +
+        "writing the records would destroy the tasks; write them to another file"
+    )
+  }
+  const stdio = yield* Stdio
   const stats = yield* Summary.makeStats
   const startedAt = yield* Clock.currentTimeMillis
 
   yield* Effect.gen(function*() {
     const input = yield* TaskSource.open(options.input)
-    const sink = yield* RecordSink.open(options.output, { append: options.resume })
+    const { existing, output } = yield* openOutput(options)
+    const resume: TaskSource.ResumeSet = {
+      ids: options.retryFailed ? new Set([...existing.ids].filter((id) => !existing.failed.has(id))) : existing.ids,
+      lines: existing.lines
+    }
+    const write = (record: TaskRecord, count: Effect.Effect<void>) =>
+      Effect.uninterruptible(Effect.zipRight(output.sink.write(record), count))
     const agent = yield* AgentService.AgentService
     const settleEvents = yield* countEvents(yield* agent.subscribe, stats)
     if (options.progress) {
       yield* Progress.start(stats.counts, { mode: stdio.stderrIsTTY ? "tty" : "plain", total: input.total })
     }
-    const tasks = TaskSource.entries(input.lines, resumed).pipe(
+    const tasks = TaskSource.entries(input.lines, resume).pipe(
       Stream.tap(TaskSource.Entry.$match({
         Task: () => Effect.void,
-        Invalid: ({ error }) =>
-          Effect.zipRight(sink.write(new TaskInvalid({ line: error.line, error: errorInfo(error) })), stats.recordInvalid),
+        Invalid: ({ error }) => write(new TaskInvalid({ line: error.line, error: errorInfo(error) }), stats.recordInvalid),
         Resumed: () => stats.recordSkipped
       })),
       Stream.filterMap((entry) => (entry._tag === "Task" ? Option.some(entry.task) : Option.none()))
     )
     const finished = yield* agent.processAll(tasks).pipe(
-      Stream.runFoldEffect(0, (n, result) =>
-        sink.write(result).pipe(
-          Effect.zipRight(stats.recordResult(result)),
-          Effect.as(n + 1)
-        ))
+      Stream.runFoldEffect(0, (n, result) => Effect.as(write(result, stats.recordResult(result)), n + 1))
     )
     yield* settleEvents(finished)
+    yield* output.commit
   }).pipe(Effect.scoped, Effect.provide(agentLayer(options)))
 
   const summary = yield* stats.summary((yield* Clock.currentTimeMillis) - startedAt)
   yield* stdio.stderr(Summary.render(summary))
   return summary
 })
+
+/**
+ * The output, opened as the options say, and what it already recorded; a torn last line is
+ * reported before it is cut off.
+ */
+const openOutput = (options: RunOptions) =>
+  Effect.gen(function*() {
+    if (Option.isNone(options.output)) {
+      return { existing: OutputFile.none, output: { sink: yield* RecordSink.stdout, commit: Effect.void } }
+    }
+    const path = options.output.value
+    const keeps = options.resume || options.retryFailed
+    const existing = keeps ? yield* OutputFile.scan(path) : OutputFile.none
+    if (Option.isSome(existing.torn)) {
+      const { bytes, line } = existing.torn.value
+      yield* Effect.flatMap(Stdio, (stdio) =>
+        stdio.stderr(
+          `wiz: the last line of "${path}" (line ${line}, ${bytes} bytes) is a record cut short by a crash; ` +
+            "it is cut off and its task runs again\n"
+        ))
+    }
+    const mode = options.retryFailed ? "rewrite" : keeps ? "append" : "truncate"
+    return { existing, output: yield* OutputFile.open(path, mode, existing) }
+  })
 
 // -----------------------------------------------------------------------------
 // command line
@@ -348,7 +381,15 @@ const runOptions = {
     `How long the circuit breaker stays open before a probe call may test the model again ` +
       `(default ${Duration.format(CircuitBreaker.defaults.openDuration)}).`
   ),
-  resume: flag("resume", "Append to --output, skipping the tasks and invalid lines it already records."),
+  resume: flag(
+    "resume",
+    "Append to --output, skipping the tasks and invalid lines it already records (a last record cut short by a crash is cut off)."
+  ),
+  retryFailed: flag(
+    "retry-failed",
+    "Like --resume, and run again the tasks whose record says they failed: each task ends with exactly one record. " +
+      "The file is rewritten beside the old one and renamed over it at the end; a crash midway leaves the old one."
+  ),
   noProgress: flag("no-progress", "Do not draw the progress line on stderr.")
 }
 

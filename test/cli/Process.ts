@@ -58,12 +58,12 @@ const start = (command: string, args: ReadonlyArray<string>, options: Options): 
         child,
         stdout: () => out,
         stderr: () => err,
-        until: (ready, seconds = 20) =>
+        until: (ready, seconds = 60) =>
           Effect.suspend(() => (ready(out, err) ? Effect.void : Effect.fail(new Error("not yet")))).pipe(
             Effect.retry(Schedule.spaced("20 millis").pipe(Schedule.upTo(`${seconds} seconds`))),
             Effect.mapError(() => new Error(`timed out after ${seconds}s waiting; stdout:\n${out}\nstderr:\n${err}`))
           ),
-        exited: (seconds = 30) =>
+        exited: (seconds = 120) =>
           Effect.promise(() => exit).pipe(
             Effect.timeoutFail({
               duration: `${seconds} seconds`,

@@ -1,7 +1,7 @@
 import { FileSystem } from "@effect/platform"
 import { NodeContext } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Exit, Fiber, Layer, Option, Random, TestClock } from "effect"
+import { Cause, Effect, Exit, Fiber, Layer, Option, Random, TestClock } from "effect"
 import * as Cli from "../../src/cli/Cli.js"
 import * as TestStdio from "./TestStdio.js"
 
@@ -65,7 +65,7 @@ describe("wiz run", () => {
       })
     ))
 
-  it.effect("--resume after a crash (a record cut short at the end) runs only what is missing; nothing is written twice", () =>
+  it.effect("issue 7.3: --resume after a crash cuts the torn last record off; every task ends with exactly one record", () =>
     withTempDir((dir, fs) =>
       Effect.gen(function*() {
         const ids = Array.from({ length: 10 }, (_, i) => `t${i + 1}`)
@@ -86,13 +86,17 @@ describe("wiz run", () => {
 
         const text = yield* fs.readFileString(`${dir}/out.jsonl`)
         const written = text.split("\n")
-        expect(written.slice(0, 5)).toEqual([...before, cut])
-        const added = parseRecords(written.slice(5).join("\n"))
-        expect(added.map((r) => [r.id, r.status]).sort()).toEqual(
+        expect(written.slice(0, 4)).toEqual(before)
+        // every line is a record (jq would read it), and each task and invalid line has exactly one
+        const all = parseRecords(text)
+        expect(all.map((r) => r.id ?? `line ${r.line}`).sort()).toEqual([...ids, "line 6"].sort())
+        expect(parseRecords(written.slice(4).join("\n")).map((r) => [r.id, r.status]).sort()).toEqual(
           ["t1", "t10", "t3", "t4", "t5", "t6", "t8"].map((id) => [id, "succeeded"])
         )
         expect(text.endsWith("\n")).toBe(true)
-        expect(stdio.stderr()).toContain("wiz: 1 line(s) of the output are not records (cut short by a crash?); their tasks run again\n")
+        expect(stdio.stderr()).toContain(
+          `wiz: the last line of "${dir}/out.jsonl" (line 5, 25 bytes) is a record cut short by a crash; it is cut off and its task runs again\n`
+        )
         expect(stdio.stderr()).toContain("succeeded   7\nfailed      0\ninvalid     0\nskipped     4 (already in the output)\n")
 
         // a second resume finds nothing left to do and writes nothing
@@ -100,6 +104,23 @@ describe("wiz run", () => {
         yield* wiz(again, "run", `${dir}/tasks.jsonl`, "--output", `${dir}/out.jsonl`, "--resume", ...instant)
         expect(yield* fs.readFileString(`${dir}/out.jsonl`)).toBe(text)
         expect(again.stderr()).toContain("succeeded   0\nfailed      0\ninvalid     0\nskipped     11 (already in the output)\n")
+      })
+    ))
+
+  it.effect("issue 7.3: --resume refuses an output with a bad line that is not the last, touching nothing", () =>
+    withTempDir((dir, fs) =>
+      Effect.gen(function*() {
+        yield* fs.writeFileString(`${dir}/tasks.jsonl`, [task("a"), task("b")].join("\n") + "\n")
+        const before = `{"id":"a","status":"succ\n{"id":"x","status":"failed","error":{"_tag":"E","message":"m"},"attempts":1,"durationMs":1}\n`
+        yield* fs.writeFileString(`${dir}/out.jsonl`, before)
+        const stdio = TestStdio.make()
+        const exit = yield* Effect.exit(
+          wiz(stdio, "run", `${dir}/tasks.jsonl`, "--output", `${dir}/out.jsonl`, "--resume", ...instant)
+        )
+        expect(Exit.isFailure(exit) && Cli.exitCode(exit)).toBe(1)
+        yield* Cli.report(Exit.isFailure(exit) ? exit.cause : Cause.empty).pipe(Effect.provide(stdio.layer))
+        expect(stdio.stderr()).toContain(`wiz: output "${dir}/out.jsonl" line 1 is not a record (not valid JSON)`)
+        expect(yield* fs.readFileString(`${dir}/out.jsonl`)).toBe(before)
       })
     ))
 

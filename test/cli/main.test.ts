@@ -5,7 +5,7 @@
 import { FileSystem } from "@effect/platform"
 import { NodeContext } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
-import { Effect } from "effect"
+import { Effect, Schedule } from "effect"
 import * as Process from "./Process.js"
 
 const withTempDir = <A, E, R>(f: (dir: string, fs: FileSystem.FileSystem) => Effect.Effect<A, E, R>) =>
@@ -23,7 +23,18 @@ const records = (text: string): Array<Record<string, unknown>> =>
 
 const instant = Process.instant.join(" ")
 
-describe("wiz (the executable)", () => {
+/** An output where the first half of `n` tasks succeeded and the second half failed. */
+const mixedOutput = (n: number) =>
+  ids(n).map((id, i) =>
+    JSON.stringify(
+      i < n / 2
+        ? { id, status: "succeeded", output: "x", attempts: 1, model: "embedded", degraded: false, durationMs: 1 }
+        : { id, status: "failed", error: { _tag: "Overloaded", message: "embedded: overloaded" }, attempts: 4, durationMs: 9 }
+    )
+  ).join("\n") + "\n"
+
+// Each run starts Node.js, tsx and Effect (~2.5 s of CPU): generous limits for a busy machine.
+describe("wiz (the executable)", { timeout: 180_000 }, () => {
   it.live("issue 7.2: a process substitution, /dev/stdin on a pipe and a FIFO are read like -, once", () =>
     withTempDir((dir, fs) =>
       Effect.gen(function*() {
@@ -62,6 +73,100 @@ describe("wiz (the executable)", () => {
         expect(run.stderr).toContain("wiz: cannot read input \"missing.jsonl\": ENOENT: no such file or directory")
         expect(run.stderr).toContain("wiz: cannot read input \"a-directory\": is a directory")
         expect(yield* fs.readFileString(`${dir}/keep.out`)).toBe(keep)
+      })
+    ))
+
+  it.live("issue 7.1: the input as output, by any name or redirection, is a usage error before anything is opened", () =>
+    withTempDir((dir, fs) =>
+      Effect.gen(function*() {
+        const input = tasks(5)
+        yield* fs.writeFileString(`${dir}/t.jsonl`, input)
+        const run = yield* Process.bash(
+          [
+            "ln -s t.jsonl sym.jsonl",
+            `wiz run t.jsonl -o t.jsonl ${instant}; echo "same name: $?"`,
+            `wiz run ./t.jsonl -o sym.jsonl --resume ${instant}; echo "symbolic link: $?"`,
+            `wiz run - -o t.jsonl ${instant} < t.jsonl; echo "stdin: $?"`,
+            `wiz run t.jsonl ${instant} >> t.jsonl; echo "stdout: $?"`
+          ].join("\n"),
+          { cwd: dir }
+        )
+        expect(run.stdout).toBe("same name: 2\nsymbolic link: 2\nstdin: 2\nstdout: 2\n")
+        expect(run.stderr).toBe(
+          [
+            'wiz: the output "t.jsonl" is the input "t.jsonl", one file',
+            'wiz: the output "sym.jsonl" is the input "./t.jsonl", one file',
+            'wiz: the output "t.jsonl" is the input (stdin), one file',
+            'wiz: standard output is the input "t.jsonl", one file'
+          ].map((line) => `${line}: writing the records would destroy the tasks; write them to another file\n`).join("")
+        )
+        expect(yield* fs.readFileString(`${dir}/t.jsonl`)).toBe(input)
+      })
+    ))
+
+  it.live("issue 7.3: --resume after a crash tore the last line: cut off, and the file is JSON Lines again", () =>
+    withTempDir((dir, fs) =>
+      Effect.gen(function*() {
+        yield* fs.writeFileString(`${dir}/t.jsonl`, tasks(10))
+        const done = ids(4).map((id) => JSON.stringify({ id, status: "succeeded", output: "x", attempts: 1, model: "embedded", degraded: false, durationMs: 1 }))
+        const torn = JSON.stringify({ id: "t005", status: "succeeded", output: "a long answer" }).slice(0, 30)
+        yield* fs.writeFileString(`${dir}/out.jsonl`, done.join("\n") + "\n" + torn)
+        const corrupt = `${done[0]}\n{"id":"t002","sta\n${done[2]}\n`
+        yield* fs.writeFileString(`${dir}/corrupt.jsonl`, corrupt)
+        const run = yield* Process.bash(
+          [
+            `wiz run t.jsonl -o out.jsonl --resume ${instant}; echo "torn: $?"`,
+            `wiz run t.jsonl -o corrupt.jsonl --resume ${instant}; echo "corrupt: $?"`
+          ].join("\n"),
+          { cwd: dir }
+        )
+        expect(run.stdout).toBe("torn: 0\ncorrupt: 1\n")
+        expect(run.stderr).toContain('wiz: the last line of "out.jsonl" (line 5, 30 bytes) is a record cut short by a crash')
+        const out = yield* fs.readFileString(`${dir}/out.jsonl`)
+        // every line parses, and every task has exactly one record
+        expect(records(out).map((r) => r.id).sort()).toEqual(ids(10))
+        expect(out.startsWith(done.join("\n") + "\n")).toBe(true)
+        expect(run.stderr).toContain('wiz: output "corrupt.jsonl" line 2 is not a record (not valid JSON)')
+        expect(yield* fs.readFileString(`${dir}/corrupt.jsonl`)).toBe(corrupt)
+      })
+    ))
+
+  it.live("issue 7.7: --retry-failed runs the failed tasks again and leaves exactly one record per task", () =>
+    withTempDir((dir, fs) =>
+      Effect.gen(function*() {
+        yield* fs.writeFileString(`${dir}/t.jsonl`, tasks(20))
+        yield* fs.writeFileString(`${dir}/out.jsonl`, mixedOutput(20))
+        const run = yield* Process.wiz(["run", "t.jsonl", "-o", "out.jsonl", "--retry-failed", ...Process.instant], { cwd: dir })
+        expect(run.code).toBe(0)
+        expect(run.stderr).toContain("succeeded   10\nfailed      0\ninvalid     0\nskipped     10 (already in the output)\n")
+        const after = records(yield* fs.readFileString(`${dir}/out.jsonl`))
+        expect(after.map((r) => r.id).sort()).toEqual(ids(20))
+        expect(after.every((r) => r.status === "succeeded")).toBe(true)
+        expect(yield* fs.readDirectory(dir)).toEqual(expect.not.arrayContaining([expect.stringContaining("wiz-tmp")]))
+      })
+    ))
+
+  it.live("issue 7.7: kill -9 in the middle of --retry-failed leaves the old output byte for byte", () =>
+    withTempDir((dir, fs) =>
+      Effect.gen(function*() {
+        yield* fs.writeFileString(`${dir}/t.jsonl`, tasks(20))
+        const before = mixedOutput(20)
+        yield* fs.writeFileString(`${dir}/out.jsonl`, before)
+        yield* Effect.scoped(Effect.gen(function*() {
+          const wiz = yield* Process.startWiz(
+            ["run", "t.jsonl", "-o", "out.jsonl", "--retry-failed", "--concurrency", "1", "--time-to-first-token", "200ms", "--no-progress"],
+            { cwd: dir }
+          )
+          // midway: the new file holds the kept records and at least one new one
+          const temp = `${dir}/out.jsonl.wiz-tmp-${wiz.child.pid}`
+          yield* Effect.suspend(() => fs.readFileString(temp)).pipe(
+            Effect.filterOrFail((text) => text.split("\n").length > 12),
+            Effect.retry(Schedule.spaced("50 millis").pipe(Schedule.upTo("60 seconds")))
+          )
+          wiz.child.kill("SIGKILL")
+          expect((yield* wiz.exited()).signal).toBe("SIGKILL")
+        }))
+        expect(yield* fs.readFileString(`${dir}/out.jsonl`)).toBe(before)
       })
     ))
 
