@@ -12,6 +12,9 @@
  *   appends to `--output`, skipping the tasks and invalid lines it already records, and
  *   `--retry-failed` also runs the failed tasks again, rewriting the file safely (`OutputFile`).
  * - progress (redrawn on a terminal, plain lines otherwise) and the final summary go to stderr.
+ *   The summary counts only records really written, and is printed however the run ends: a
+ *   write error (a closed pipe, a full disk) fails the run after it, and an interruption
+ *   (SIGINT, SIGTERM) adds the command that continues the run.
  * - `--outage-after` with `--outage-for` make the embedded model unreachable for a while, and
  *   `--breaker-open` sets how long the circuit breaker then stays open: together they show the
  *   breaker open, half-open and close again, with the refused tasks retried after it.
@@ -31,7 +34,7 @@
  * @since 0.1.0
  */
 import { Args, Command, Options } from "@effect/cli"
-import { Clock, Duration, Effect, Fiber, Layer, Option, Schema, Stream } from "effect"
+import { Cause, Clock, Duration, Effect, Exit, Fiber, Layer, Option, Schema, Stream } from "effect"
 import type { Scope } from "effect"
 import * as AgentService from "../agent/AgentService.js"
 import { errorInfo, TaskInvalid, type TaskRecord } from "../agent/AgentTask.js"
@@ -223,10 +226,21 @@ export const run = Effect.fn("RunCommand.run")(function*(options: RunOptions) {
   const stdio = yield* Stdio
   const stats = yield* Summary.makeStats
   const startedAt = yield* Clock.currentTimeMillis
+  // once the input and the output are open, a summary is printed however the run ends
+  let started = false
+  let summary: Summary.Summary | undefined
+  const finish = (exit: Exit.Exit<unknown, unknown>) =>
+    Effect.gen(function*() {
+      if (!started) return
+      summary = yield* stats.summary((yield* Clock.currentTimeMillis) - startedAt)
+      const interrupted = Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause)
+      yield* stdio.stderr(Summary.render(summary) + (interrupted ? howToContinue(options) : ""))
+    })
 
   yield* Effect.gen(function*() {
     const input = yield* TaskSource.open(options.input)
     const { existing, output } = yield* openOutput(options)
+    started = true
     const resume: TaskSource.ResumeSet = {
       ids: options.retryFailed ? new Set([...existing.ids].filter((id) => !existing.failed.has(id))) : existing.ids,
       lines: existing.lines
@@ -251,12 +265,25 @@ export const run = Effect.fn("RunCommand.run")(function*(options: RunOptions) {
     )
     yield* settleEvents(finished)
     yield* output.commit
-  }).pipe(Effect.scoped, Effect.provide(agentLayer(options)))
-
-  const summary = yield* stats.summary((yield* Clock.currentTimeMillis) - startedAt)
-  yield* stdio.stderr(Summary.render(summary))
-  return summary
+  }).pipe(Effect.scoped, Effect.provide(agentLayer(options)), Effect.onExit(finish))
+  return summary!
 })
+
+const shellWord = (word: string): string => (/^[\w@%+=:,./-]+$/.test(word) ? word : `'${word.replaceAll("'", "'\\''")}'`)
+
+/** What to type to pick an interrupted run up where it stopped. */
+const howToContinue = (options: RunOptions): string => {
+  const again = options.retryFailed ? "--retry-failed" : "--resume"
+  const input = options.input === "-" ? "- (with the same tasks on stdin)" : shellWord(options.input)
+  return Option.match(options.output, {
+    onNone: () =>
+      "wiz: interrupted; the records so far went to stdout. To continue, keep them in a file and run:\n" +
+      `  wiz run ${input} --output FILE --resume\n`,
+    onSome: (output) =>
+      `wiz: interrupted; what is done is in ${shellWord(output)}. To continue, run:\n` +
+      `  wiz run ${input} --output ${shellWord(output)} ${again}\n`
+  })
+}
 
 /**
  * The output, opened as the options say, and what it already recorded; a torn last line is

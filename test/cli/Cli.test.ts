@@ -1,4 +1,5 @@
 import { FileSystem } from "@effect/platform"
+import { SystemError } from "@effect/platform/Error"
 import { NodeContext } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
 import { Cause, ConfigProvider, Effect, Exit, Fiber, FiberId, Layer, Option, TestClock } from "effect"
@@ -170,6 +171,21 @@ describe("Cli", () => {
       const records = stdio.stdout().trim().split("\n").map((line) => JSON.parse(line) as { status: string })
       expect(records.length).toBe(20)
       expect(records.some((r) => r.status === "failed")).toBe(true)
+    }))
+
+  it.effect("issue 7.5: a write error ends the run with exit 1 and a clear message; the summary counts only what was written", () =>
+    Effect.gen(function*() {
+      const stdio = TestStdio.make({
+        stdin: Array.from({ length: 10 }, (_, i) => task(`t${i}`)).join("\n"),
+        failStdout: {
+          after: 3,
+          error: new SystemError({ module: "Stream", method: "stdout", reason: "Unknown", description: "write EPIPE" })
+        }
+      })
+      expect(yield* wizToEnd(stdio, "run", "--concurrency", "1", ...instant, "-")).toBe(1)
+      expect(stdio.stdout().trim().split("\n").length).toBe(3)
+      expect(stdio.stderr()).toMatch(/^succeeded {3}3\nfailed {6}0\n/)
+      expect(stdio.stderr()).toMatch(/\nwiz: cannot write output on stdout: Unknown: write EPIPE\n$/)
     }))
 
   it("exit codes: 0 success, 2 usage, 1 other failures, 130 on SIGINT and 143 on SIGTERM; a defect is reported whole", () => {

@@ -170,6 +170,75 @@ describe("wiz (the executable)", { timeout: 180_000 }, () => {
       })
     ))
 
+  it.live("issue 7.5: a closed stdout or a failing write ends the run non-zero; the summary counts only records written", () =>
+    withTempDir((dir, fs) =>
+      Effect.gen(function*() {
+        yield* fs.writeFileString(`${dir}/t.jsonl`, tasks(5))
+        const run = yield* Process.bash(
+          [`wiz run t.jsonl ${instant} >&-; echo "closed: $?" >&2`, `wiz run t.jsonl ${instant} > /dev/full; echo "full: $?" >&2`]
+            .join("\n"),
+          { cwd: dir }
+        )
+        const [closed, full] = run.stderr.split(/(?<=closed: \d+\n)/)
+        expect(closed).toBe(
+          "wiz: cannot write output on stdout: standard output is closed, so every record would be lost; give --output FILE, " +
+            "or redirect stdout (-o /dev/null if the records are really not wanted)\nclosed: 1\n"
+        )
+        expect(full).toContain("succeeded   0\nfailed      0\ninvalid     0\n")
+        expect(full).toMatch(/wiz: cannot write output on stdout: .*ENOSPC.*\nfull: 1\n$/)
+      })
+    ))
+
+  it.live("issue 7.6: SIGTERM exits 143 with the summary so far and the command that continues; that command finishes the run", () =>
+    withTempDir((dir, fs) =>
+      Effect.gen(function*() {
+        yield* fs.writeFileString(`${dir}/t.jsonl`, tasks(20))
+        const slow = ["--concurrency", "1", "--time-to-first-token", "150ms", "--per-token", "0", "--no-progress"]
+        const stopped = yield* Effect.scoped(Effect.gen(function*() {
+          const wiz = yield* Process.startWiz(["run", "t.jsonl", "-o", "out.jsonl", ...slow], { cwd: dir })
+          yield* Effect.suspend(() => fs.readFileString(`${dir}/out.jsonl`)).pipe(
+            Effect.filterOrFail((text) => records(text).length >= 2),
+            Effect.retry(Schedule.spaced("50 millis").pipe(Schedule.upTo("60 seconds")))
+          )
+          wiz.child.kill("SIGTERM")
+          return yield* wiz.exited()
+        }))
+        expect(stopped.code).toBe(143)
+        const written = records(yield* fs.readFileString(`${dir}/out.jsonl`))
+        expect(written.length).toBeLessThan(20)
+        expect(stopped.stderr).toContain(`succeeded   ${written.length}\nfailed      0\n`)
+        expect(stopped.stderr).toContain(
+          "wiz: interrupted; what is done is in out.jsonl. To continue, run:\n  wiz run t.jsonl --output out.jsonl --resume\n"
+        )
+        const resumed = yield* Process.wiz(["run", "t.jsonl", "--output", "out.jsonl", "--resume", ...Process.instant], { cwd: dir })
+        expect(resumed.code).toBe(0)
+        expect(resumed.stderr).toContain(`succeeded   ${20 - written.length}\n`)
+        expect(records(yield* fs.readFileString(`${dir}/out.jsonl`)).map((r) => r.id).sort()).toEqual(ids(20))
+      })
+    ))
+
+  it.live("issue 7.6: SIGINT exits 130; the summary counts exactly the records on stdout", () =>
+    withTempDir((dir, fs) =>
+      Effect.gen(function*() {
+        yield* fs.writeFileString(`${dir}/t.jsonl`, tasks(20))
+        const stopped = yield* Effect.scoped(Effect.gen(function*() {
+          const wiz = yield* Process.startWiz(
+            ["run", "t.jsonl", "--concurrency", "2", "--time-to-first-token", "150ms", "--no-progress"],
+            { cwd: dir }
+          )
+          yield* wiz.until((stdout) => records(stdout).length >= 2)
+          wiz.child.kill("SIGINT")
+          return yield* wiz.exited()
+        }))
+        expect(stopped.code).toBe(130)
+        expect(stopped.stderr).toContain(`succeeded   ${records(stopped.stdout).length}\n`)
+        expect(stopped.stderr).toContain(
+          "wiz: interrupted; the records so far went to stdout. To continue, keep them in a file and run:\n" +
+            "  wiz run t.jsonl --output FILE --resume\n"
+        )
+      })
+    ))
+
   it.live("issue 7.10: --help on a pipe prints no ANSI escapes and the usage line $ wiz run", () =>
     withTempDir((dir) =>
       Effect.gen(function*() {
