@@ -245,20 +245,28 @@ export const run = Effect.fn("RunCommand.run")(function*(options: RunOptions) {
       ids: options.retryFailed ? new Set([...existing.ids].filter((id) => !existing.failed.has(id))) : existing.ids,
       lines: existing.lines
     }
-    const write = (record: TaskRecord, count: Effect.Effect<void>) =>
-      Effect.uninterruptible(Effect.zipRight(output.sink.write(record), count))
     const agent = yield* AgentService.AgentService
     const settleEvents = yield* countEvents(yield* agent.subscribe, stats)
-    if (options.progress) {
-      yield* Progress.start(stats.counts, { mode: stdio.stderrIsTTY ? "tty" : "plain", total: input.total })
-    }
+    // what the output already answers is no work left: those lines not reached yet are left
+    // out of the ETA (an estimate: the output may answer ids the input no longer has)
+    let allRead = false
+    const answeredAhead = Effect.map(stats.skipped, (skipped) =>
+      allRead ? 0 : Math.max(0, resume.ids.size + resume.lines.size - skipped))
+    const line = options.progress
+      ? yield* Progress.start(stats.counts, { mode: stdio.stderrIsTTY ? "tty" : "plain", total: input.total, answeredAhead })
+      : Progress.none
+    // records on the terminal the progress line is drawn on go above it, never into it
+    const onScreen = Option.isNone(options.output) && stdio.stdoutIsTTY
+    const write = (record: TaskRecord, count: Effect.Effect<void>) =>
+      Effect.uninterruptible(Effect.zipRight(onScreen ? line.above(output.sink.write(record)) : output.sink.write(record), count))
     const tasks = TaskSource.entries(input.lines, resume).pipe(
       Stream.tap(TaskSource.Entry.$match({
         Task: () => Effect.void,
         Invalid: ({ error }) => write(new TaskInvalid({ line: error.line, error: errorInfo(error) }), stats.recordInvalid),
         Resumed: () => stats.recordSkipped
       })),
-      Stream.filterMap((entry) => (entry._tag === "Task" ? Option.some(entry.task) : Option.none()))
+      Stream.filterMap((entry) => (entry._tag === "Task" ? Option.some(entry.task) : Option.none())),
+      Stream.onEnd(Effect.sync(() => (allRead = true)))
     )
     const finished = yield* agent.processAll(tasks).pipe(
       Stream.runFoldEffect(0, (n, result) => Effect.as(write(result, stats.recordResult(result)), n + 1))

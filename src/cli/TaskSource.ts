@@ -223,7 +223,7 @@ const counted = (bytes: Stream.Stream<Uint8Array, InputUnreadable>, size: Option
       Stream.onEnd(Effect.sync(() => (ended = true)))
     ),
     total: Effect.sync(() => {
-      if (ended) return Option.some({ lines, estimated: false })
+      if (ended || Option.exists(size, (size) => read >= size)) return Option.some({ lines, estimated: false })
       if (Option.isNone(size) || read === 0) return Option.none()
       return Option.some({ lines: Math.max(lines, Math.round((lines * size.value) / read)), estimated: true })
     })

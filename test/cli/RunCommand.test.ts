@@ -3,6 +3,7 @@ import { NodeContext } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
 import { Cause, Effect, Exit, Fiber, Layer, Option, Random, TestClock } from "effect"
 import * as Cli from "../../src/cli/Cli.js"
+import * as Screen from "./Screen.js"
 import * as TestStdio from "./TestStdio.js"
 
 /** Run `wiz <args>` with the given stdio and the real file system. */
@@ -143,6 +144,49 @@ describe("wiz run", () => {
           "line 2: not valid UTF-8 (byte 0xfe at offset 8)"
         ])
         expect(records.filter((r) => r.status === "succeeded").map((r) => r.id)).toEqual(["b"])
+      })
+    ))
+
+  it.effect("issue 7.4: on a terminal with no -o, records and the progress line never share a row", () =>
+    Effect.gen(function*() {
+      const ids = Array.from({ length: 12 }, (_, i) => `s${i + 1}`)
+      const stdio = TestStdio.make({ stdin: ids.map((id) => task(id)).join("\n"), isTTY: true, stdoutIsTTY: true })
+      const fiber = yield* Effect.fork(
+        wiz(stdio, "run", "--concurrency", "3", "--time-to-first-token", "250ms", "--per-token", "0", "--seed", "1", "-")
+      )
+      while (Option.isNone(yield* Fiber.poll(fiber))) yield* TestClock.adjust("50 millis")
+      const rows = Screen.rows(stdio.terminal())
+      const recordRows = rows.filter((row) => row.includes('{"id"'))
+      expect(recordRows.length).toBe(12)
+      for (const row of recordRows) expect(JSON.parse(row)).toMatchObject({ status: "succeeded" })
+      // the progress line was drawn between records, and ends as the last row before the summary
+      expect(stdio.stderrWrites.filter((text) => text.includes(" retries, ")).length).toBeGreaterThan(12)
+      expect(rows[12]).toMatch(/^\[█{20}\] 12\/12, 0 failed, 0 retries, [\d.]+\/s, ETA 0s$/)
+      expect(rows[13]).toBe("succeeded   12")
+    }))
+
+  it.effect("issue 7.9: the ETA of a resumed run leaves out the tasks it skips, in the rate and in the work left", () =>
+    withTempDir((dir, fs) =>
+      Effect.gen(function*() {
+        const ids = Array.from({ length: 20 }, (_, i) => `r${i + 1}`)
+        yield* fs.writeFileString(`${dir}/tasks.jsonl`, ids.map((id) => task(id)).join("\n") + "\n")
+        // an earlier run answered the last ten
+        const done = (id: string) =>
+          `{"id":"${id}","status":"succeeded","output":"x","attempts":1,"model":"embedded","degraded":false,"durationMs":3}`
+        yield* fs.writeFileString(`${dir}/out.jsonl`, ids.slice(10).map(done).join("\n") + "\n")
+        const stdio = TestStdio.make()
+        const fiber = yield* Effect.fork(
+          wiz(stdio, "run", `${dir}/tasks.jsonl`, "-o", `${dir}/out.jsonl`, "--resume", "--concurrency", "1",
+            "--time-to-first-token", "900ms", "--per-token", "0", "--seed", "1")
+        )
+        while (Option.isNone(yield* Fiber.poll(fiber))) yield* TestClock.adjust("100 millis")
+        // the first plain line, 5 s in: some run at about 1/s, and ten minus those are left to run
+        // (counting the ten skipped ones as work left would say ten seconds more)
+        const [, ran, rate, eta] = (/^(\d+)\/20 done, 0 failed, 0 retries, ([\d.]+)\/s, ETA (\d+)s\n$/.exec(stdio.stderrWrites[0]!) ?? [])
+          .map(Number)
+        expect(ran).toBeGreaterThanOrEqual(1)
+        expect(Math.abs(eta! - (10 - ran!) / rate!)).toBeLessThanOrEqual(1)
+        expect(stdio.stderr()).toContain("succeeded   10\nfailed      0\ninvalid     0\nskipped     10 (already in the output)\n")
       })
     ))
 

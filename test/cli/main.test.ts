@@ -6,7 +6,9 @@ import { FileSystem } from "@effect/platform"
 import { NodeContext } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Schedule } from "effect"
+import { spawnSync } from "node:child_process"
 import * as Process from "./Process.js"
+import * as Screen from "./Screen.js"
 
 const withTempDir = <A, E, R>(f: (dir: string, fs: FileSystem.FileSystem) => Effect.Effect<A, E, R>) =>
   Effect.gen(function*() {
@@ -238,6 +240,27 @@ describe("wiz (the executable)", { timeout: 180_000 }, () => {
         )
       })
     ))
+
+  // util-linux `script` gives the child a pseudo-terminal for both stdout and stderr
+  it.live.skipIf(spawnSync("script", ["--version"]).status !== 0)(
+    "issue 7.4: on a terminal with no -o, the progress line and the records never share a row",
+    () =>
+      withTempDir((dir, fs) =>
+        Effect.gen(function*() {
+          yield* fs.writeFileString(`${dir}/t.jsonl`, tasks(15))
+          const command = '"$WIZ_NODE" --import "$WIZ_TSX" "$WIZ_MAIN" run t.jsonl --concurrency 3 --time-to-first-token 150ms'
+          const run = yield* Process.bash(`script -qefc '${command}' /dev/null`, { cwd: dir, env: { COLUMNS: "200" } })
+          expect(run.code).toBe(0)
+          const rows = Screen.rows(run.stdout)
+          const recordRows = rows.filter((row) => row.includes('{"id"'))
+          expect(recordRows.map((row) => JSON.parse(row).id).sort()).toEqual(ids(15))
+          // the progress line was drawn (a bar), and is the row just above the summary
+          const summaryAt = rows.findIndex((row) => row.startsWith("succeeded "))
+          expect(rows[summaryAt - 1]).toMatch(/^\[█{20}\] 15\/15, 0 failed, 0 retries, [\d.]+\/s, ETA 0s$/)
+          expect(run.stdout).toContain("\r\x1b[K{")
+        })
+      )
+  )
 
   it.live("issue 7.10: --help on a pipe prints no ANSI escapes and the usage line $ wiz run", () =>
     withTempDir((dir) =>
