@@ -11,16 +11,33 @@
  * import * as Progress from "wiz-effect/cli/Progress"
  *
  * Progress.render("plain", {
- *   done: 120, total: Option.some(300), failed: 3, retries: 7, finished: 120, elapsedMillis: 3000
+ *   done: 120,
+ *   total: Option.some({ lines: 300, estimated: false }),
+ *   failed: 3,
+ *   retries: 7,
+ *   finished: 120,
+ *   elapsedMillis: 3000
  * })
  * // "120/300 done, 3 failed, 7 retries, 40.0/s, ETA 5s\n"
  * ```
  *
  * @since 0.1.0
  */
-import { Clock, Duration, Effect, Fiber, Option, Schedule } from "effect"
+import { Clock, Duration, Effect, Fiber, identity, Option, Schedule } from "effect"
 import type { Scope } from "effect"
 import { Stdio } from "./Stdio.js"
+
+/**
+ * How many input lines there are: counted (the input was read to its end), or estimated from
+ * the bytes read so far (shown as `~N`).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Total {
+  readonly lines: number
+  readonly estimated: boolean
+}
 
 /**
  * The counters the line shows.
@@ -40,14 +57,16 @@ export interface Counts {
 }
 
 /**
- * The counters at one instant, with the total (when known) and the time since the start.
+ * The counters at one instant, with the total as far as known and the time since the start.
  *
  * @since 0.1.0
  * @category models
  */
 export interface Snapshot extends Counts {
-  /** Non-blank input lines; unknown when reading stdin. */
-  readonly total: Option.Option<number>
+  /** Non-blank input lines; none when not known yet (a pipe not read to its end). */
+  readonly total: Option.Option<Total>
+  /** Lines not reached yet that an earlier run already answered (`--resume`): no work left. */
+  readonly answeredAhead: number
   readonly elapsedMillis: number
 }
 
@@ -65,8 +84,10 @@ export type Mode = "tty" | "plain"
  */
 export interface Options {
   readonly mode: Mode
-  /** Non-blank input lines; `Option.none()` when unknown. */
-  readonly total: Option.Option<number>
+  /** Non-blank input lines as far as known, read at each redraw. */
+  readonly total: Effect.Effect<Option.Option<Total>>
+  /** Lines not reached yet that an earlier run already answered (`--resume`); none: 0. */
+  readonly answeredAhead?: Effect.Effect<number>
   /** Time between redraws: `defaults.ttyInterval` or `defaults.plainInterval` by mode. */
   readonly interval?: Duration.DurationInput
 }
@@ -104,8 +125,9 @@ const bar = (done: number, total: number): string => {
 
 /**
  * The text to write for a snapshot: on a terminal `\r`, the line, and an erase-to-end-of-line;
- * otherwise the line and a newline. The rate is `finished` per second of `elapsedMillis`; the
- * ETA divides the lines left by it (`--` while there is no rate yet).
+ * otherwise the line and a newline. The rate is `finished` per second of `elapsedMillis` (lines
+ * an earlier run answered are not in it); the ETA divides the work left by it: the lines left,
+ * less those an earlier run answered that are still ahead (`--` while there is no rate yet).
  *
  * @since 0.1.0
  * @category formatting
@@ -119,14 +141,40 @@ export const render = (mode: Mode, snapshot: Snapshot): string => {
   ]
   let head = `${snapshot.done} done`
   if (Option.isSome(snapshot.total)) {
-    const total = snapshot.total.value
-    const left = Math.max(0, total - snapshot.done)
-    head = mode === "tty" ? `${bar(snapshot.done, total)} ${snapshot.done}/${total}` : `${snapshot.done}/${total} done`
+    const total = snapshot.total.value.lines
+    const shown = `${snapshot.total.value.estimated ? "~" : ""}${total}`
+    const left = Math.max(0, total - snapshot.done - snapshot.answeredAhead)
+    head = mode === "tty" ? `${bar(snapshot.done, total)} ${snapshot.done}/${shown}` : `${snapshot.done}/${shown} done`
     parts.push(left === 0 ? "ETA 0s" : rate === undefined || rate === 0 ? "ETA --" : `ETA ${formatEta(left / rate)}`)
   }
   const line = [head, ...parts].join(", ")
   return mode === "tty" ? `\r${line}\x1b[K` : `${line}\n`
 }
+
+/**
+ * A drawn progress line, and how to write around it.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Line {
+  /**
+   * Run `effect`, a write to the terminal the line is on (records on stdout when it is that
+   * terminal too), with the line out of its way: cleared before, drawn again after, so the
+   * two never share a row. A plain line needs nothing of the kind.
+   */
+  readonly above: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+}
+
+/**
+ * No progress line (`--no-progress`).
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const none: Line = { above: identity }
+
+const clearLine = "\r\x1b[K"
 
 /**
  * Draw the progress line on stderr until the scope closes. On a terminal it is drawn at once
@@ -139,16 +187,18 @@ export const render = (mode: Mode, snapshot: Snapshot): string => {
 export const start = (
   counts: Effect.Effect<Counts>,
   options: Options
-): Effect.Effect<void, never, Stdio | Scope.Scope> =>
+): Effect.Effect<Line, never, Stdio | Scope.Scope> =>
   Effect.gen(function*() {
     const stdio = yield* Stdio
     const startedAt = yield* Clock.currentTimeMillis
-    const snapshot = Effect.zipWith(counts, Clock.currentTimeMillis, (counts, now): Snapshot => ({
-      ...counts,
-      total: options.total,
-      elapsedMillis: now - startedAt
-    }))
-    const draw = Effect.flatMap(snapshot, (snapshot) => stdio.stderr(render(options.mode, snapshot)))
+    const snapshot = Effect.map(
+      Effect.all([counts, options.total, options.answeredAhead ?? Effect.succeed(0), Clock.currentTimeMillis]),
+      ([counts, total, answeredAhead, now]): Snapshot => ({ ...counts, total, answeredAhead, elapsedMillis: now - startedAt })
+    )
+    // one writer at a time on the terminal: a redraw never lands between a clear and a record
+    const lock = yield* Effect.makeSemaphore(1)
+    const drawNow = Effect.flatMap(snapshot, (snapshot) => stdio.stderr(render(options.mode, snapshot)))
+    const draw = lock.withPermits(1)(drawNow)
     const loop = options.mode === "tty"
       ? Effect.repeat(draw, Schedule.spaced(options.interval ?? defaults.ttyInterval))
       : Effect.schedule(draw, Schedule.spaced(options.interval ?? defaults.plainInterval))
@@ -160,4 +210,7 @@ export const start = (
           options.mode === "tty" ? Effect.zipRight(draw, stdio.stderr("\n")) : Effect.void
         )
     )
+    return options.mode === "tty"
+      ? { above: (effect) => lock.withPermits(1)(Effect.zipRight(stdio.stderr(clearLine), Effect.ensuring(effect, drawNow))) }
+      : none
   })

@@ -5,10 +5,16 @@
  * - a valid task gets `succeeded` or `failed`; a line that is not a valid task (bad JSON, a
  *   missing or wrong-typed field, an id seen on an earlier line) gets `invalid` with its line
  *   number and what was wrong; blank lines are skipped. Bad input never stops the run.
- * - the input is streamed, never read whole; when it is a regular file its non-blank lines are
- *   counted first so the progress line knows the total.
- * - `--resume` appends to `--output`, skipping the tasks and invalid lines it already records.
+ * - the input (a file, `-`, a pipe, a FIFO) is opened before the output is touched, then
+ *   streamed once, never read whole; the progress line's total is estimated from a regular
+ *   file's size until the end is reached.
+ * - the output is never the input (a usage error, checked before either is opened); `--resume`
+ *   appends to `--output`, skipping the tasks and invalid lines it already records, and
+ *   `--retry-failed` also runs the failed tasks again, rewriting the file safely (`OutputFile`).
  * - progress (redrawn on a terminal, plain lines otherwise) and the final summary go to stderr.
+ *   The summary counts only records really written, and is printed however the run ends: a
+ *   write error (a closed pipe, a full disk) fails the run after it, and an interruption
+ *   (SIGINT, SIGTERM) adds the command that continues the run.
  * - `--outage-after` with `--outage-for` make the embedded model unreachable for a while, and
  *   `--breaker-open` sets how long the circuit breaker then stays open: together they show the
  *   breaker open, half-open and close again, with the refused tasks retried after it.
@@ -27,16 +33,18 @@
  *
  * @since 0.1.0
  */
-import { Args, Command, HelpDoc, Options, ValidationError } from "@effect/cli"
-import { Clock, Duration, Effect, Fiber, Layer, Option, Schema, Stream } from "effect"
+import { Args, Command, Options } from "@effect/cli"
+import { Cause, Clock, Duration, Effect, Exit, Fiber, Layer, Option, Schema, Stream } from "effect"
 import type { Scope } from "effect"
 import * as AgentService from "../agent/AgentService.js"
-import { TaskInvalid } from "../agent/AgentTask.js"
+import { TaskInvalid, type TaskRecord } from "../agent/AgentTask.js"
 import * as ErrorInfo from "../events/ErrorInfo.js"
 import type { AgentEvent } from "../events/AgentEvent.js"
 import * as EmbeddedModel from "../model/EmbeddedModel.js"
 import * as CircuitBreaker from "../policy/CircuitBreaker.js"
 import * as Retry from "../policy/Retry.js"
+import * as OptionValue from "./OptionValue.js"
+import * as OutputFile from "./OutputFile.js"
 import * as Progress from "./Progress.js"
 import * as RecordSink from "./RecordSink.js"
 import { Stdio } from "./Stdio.js"
@@ -102,6 +110,8 @@ export interface RunOptions {
   readonly breakerOpen: Option.Option<Duration.Duration>
   /** Append to `output`, skipping what it already records. */
   readonly resume: boolean
+  /** Like `resume`, and run again the tasks whose record says they failed (rewriting `output`). */
+  readonly retryFailed: boolean
   /** Draw the progress line on stderr. */
   readonly progress: boolean
 }
@@ -130,6 +140,7 @@ export const defaults: Omit<RunOptions, "input"> = {
   outageFor: Option.none(),
   breakerOpen: Option.none(),
   resume: false,
+  retryFailed: false,
   progress: true
 }
 
@@ -201,81 +212,136 @@ export const run = Effect.fn("RunCommand.run")(function*(options: RunOptions) {
   if (Option.isSome(options.outageAfter) !== Option.isSome(options.outageFor)) {
     return yield* usage("--outage-after and --outage-for go together: when the simulated outage starts and how long it lasts")
   }
-  if (options.resume && Option.isNone(options.output)) {
-    return yield* usage("--resume needs --output FILE: it skips the tasks that file already records")
+  if ((options.resume || options.retryFailed) && Option.isNone(options.output)) {
+    return yield* usage(
+      `${options.retryFailed ? "--retry-failed" : "--resume"} needs --output FILE: it skips the tasks that file already records`
+    )
+  }
+  if (yield* OutputFile.isInput(options.input, options.output)) {
+    const output = Option.match(options.output, { onNone: () => "standard output", onSome: (path) => `the output "${path}"` })
+    return yield* usage(
+      `${output} is the input ${options.input === "-" ? "(stdin)" : `"${options.input}"`}, one file: ` +
+        "writing the records would destroy the tasks; write them to another file"
+    )
   }
   const stdio = yield* Stdio
-  const total = yield* TaskSource.total(options.input)
-  const resumed = Option.isSome(options.output) && options.resume
-    ? yield* RecordSink.readResumeSet(options.output.value)
-    : { ...TaskSource.emptyResumeSet, unreadableLines: 0 }
-  if (resumed.unreadableLines > 0) {
-    yield* stdio.stderr(
-      `wiz: ${resumed.unreadableLines} line(s) of the output are not records (cut short by a crash?); their tasks run again\n`
-    )
-  }
   const stats = yield* Summary.makeStats
   const startedAt = yield* Clock.currentTimeMillis
+  // once the input and the output are open, a summary is printed however the run ends
+  let started = false
+  let summary: Summary.Summary | undefined
+  const finish = (exit: Exit.Exit<unknown, unknown>) =>
+    Effect.gen(function*() {
+      if (!started) return
+      summary = yield* stats.summary((yield* Clock.currentTimeMillis) - startedAt)
+      const interrupted = Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause)
+      yield* stdio.stderr(Summary.render(summary) + (interrupted ? howToContinue(options) : ""))
+    })
 
   yield* Effect.gen(function*() {
-    const sink = yield* RecordSink.open(options.output, { append: options.resume })
+    const input = yield* TaskSource.open(options.input)
+    const { existing, output } = yield* openOutput(options)
+    started = true
+    const resume: TaskSource.ResumeSet = {
+      ids: options.retryFailed ? new Set([...existing.ids].filter((id) => !existing.failed.has(id))) : existing.ids,
+      lines: existing.lines
+    }
     const agent = yield* AgentService.AgentService
     const settleEvents = yield* countEvents(yield* agent.subscribe, stats)
-    if (options.progress) {
-      yield* Progress.start(stats.counts, { mode: stdio.stderrIsTTY ? "tty" : "plain", total })
-    }
-    const tasks = TaskSource.read(options.input, resumed).pipe(
+    // what the output already answers is no work left: those lines not reached yet are left
+    // out of the ETA (an estimate: the output may answer ids the input no longer has)
+    let allRead = false
+    const answeredAhead = Effect.map(stats.skipped, (skipped) =>
+      allRead ? 0 : Math.max(0, resume.ids.size + resume.lines.size - skipped))
+    const line = options.progress
+      ? yield* Progress.start(stats.counts, { mode: stdio.stderrIsTTY ? "tty" : "plain", total: input.total, answeredAhead })
+      : Progress.none
+    // records on the terminal the progress line is drawn on go above it, never into it
+    const onScreen = Option.isNone(options.output) && stdio.stdoutIsTTY
+    const write = (record: TaskRecord, count: Effect.Effect<void>) =>
+      Effect.uninterruptible(Effect.zipRight(onScreen ? line.above(output.sink.write(record)) : output.sink.write(record), count))
+    const tasks = TaskSource.entries(input.lines, resume).pipe(
       Stream.tap(TaskSource.Entry.$match({
         Task: () => Effect.void,
-        Invalid: ({ error }) =>
-          Effect.zipRight(sink.write(new TaskInvalid({ line: error.line, error: ErrorInfo.fromError(error) })), stats.recordInvalid),
+        Invalid: ({ error }) => write(new TaskInvalid({ line: error.line, error: ErrorInfo.fromError(error) }), stats.recordInvalid),
         Resumed: () => stats.recordSkipped
       })),
-      Stream.filterMap((entry) => (entry._tag === "Task" ? Option.some(entry.task) : Option.none()))
+      Stream.filterMap((entry) => (entry._tag === "Task" ? Option.some(entry.task) : Option.none())),
+      Stream.onEnd(Effect.sync(() => (allRead = true)))
     )
     const finished = yield* agent.processAll(tasks).pipe(
-      Stream.runFoldEffect(0, (n, result) =>
-        sink.write(result).pipe(
-          Effect.zipRight(stats.recordResult(result)),
-          Effect.as(n + 1)
-        ))
+      Stream.runFoldEffect(0, (n, result) => Effect.as(write(result, stats.recordResult(result)), n + 1))
     )
     yield* settleEvents(finished)
-  }).pipe(Effect.scoped, Effect.provide(agentLayer(options)))
-
-  const summary = yield* stats.summary((yield* Clock.currentTimeMillis) - startedAt)
-  yield* stdio.stderr(Summary.render(summary))
-  return summary
+    yield* output.commit
+  }).pipe(Effect.scoped, Effect.provide(agentLayer(options)), Effect.onExit(finish))
+  return summary!
 })
+
+const shellWord = (word: string): string => (/^[\w@%+=:,./-]+$/.test(word) ? word : `'${word.replaceAll("'", "'\\''")}'`)
+
+/** What to type to pick an interrupted run up where it stopped. */
+const howToContinue = (options: RunOptions): string => {
+  const again = options.retryFailed ? "--retry-failed" : "--resume"
+  const input = options.input === "-" ? "- (with the same tasks on stdin)" : shellWord(options.input)
+  return Option.match(options.output, {
+    onNone: () =>
+      "wiz: interrupted; the records so far went to stdout. To continue, keep them in a file and run:\n" +
+      `  wiz run ${input} --output FILE --resume\n`,
+    onSome: (output) =>
+      `wiz: interrupted; what is done is in ${shellWord(output)}. To continue, run:\n` +
+      `  wiz run ${input} --output ${shellWord(output)} ${again}\n`
+  })
+}
+
+/**
+ * The output, opened as the options say, and what it already recorded; a torn last line is
+ * reported before it is cut off.
+ */
+const openOutput = (options: RunOptions) =>
+  Effect.gen(function*() {
+    if (Option.isNone(options.output)) {
+      return { existing: OutputFile.none, output: { sink: yield* RecordSink.stdout, commit: Effect.void } }
+    }
+    const path = options.output.value
+    const keeps = options.resume || options.retryFailed
+    const existing = keeps ? yield* OutputFile.scan(path) : OutputFile.none
+    if (Option.isSome(existing.torn)) {
+      const { bytes, line } = existing.torn.value
+      yield* Effect.flatMap(Stdio, (stdio) =>
+        stdio.stderr(
+          `wiz: the last line of "${path}" (line ${line}, ${bytes} bytes) is a record cut short by a crash; ` +
+            "it is cut off and its task runs again\n"
+        ))
+    }
+    const mode = options.retryFailed ? "rewrite" : keeps ? "append" : "truncate"
+    return { existing, output: yield* OutputFile.open(path, mode, existing) }
+  })
 
 // -----------------------------------------------------------------------------
 // command line
 // -----------------------------------------------------------------------------
 
-const invalid = (message: string) => Effect.fail(ValidationError.invalidValue(HelpDoc.p(message)))
+/**
+ * The options of `wiz run` that take no value. The command line needs their names to tell
+ * `wiz run - --resume` (stdin, then a flag) from `wiz run -o - ...`.
+ *
+ * @since 0.1.0
+ * @category commands
+ */
+export const flags: ReadonlyArray<string> = []
 
-const atLeast = (name: string, min: number) => (n: number) =>
-  n >= min ? Effect.succeed(n) : invalid(`--${name} must be at least ${min} (got ${n})`)
-
-const duration = (name: string, min: "zero" | "positive") => (text: string) =>
-  Option.match(Duration.decodeUnknown(text), {
-    onNone: () => invalid(`--${name}: "${text}" is not a duration (write e.g. "10 seconds" or "500 millis")`),
-    onSome: (d) => (min === "positive" && Duration.toMillis(d) <= 0 ? invalid(`--${name} must be longer than 0`) : Effect.succeed(d))
-  })
-
-const durationOption = (name: string, min: "zero" | "positive", description: string) =>
-  Options.text(name).pipe(
-    Options.withPseudoName("DURATION"),
-    Options.withDescription(description),
-    Options.mapEffect(duration(name, min)),
-    Options.optional
-  )
+/** A boolean option, listed in {@link flags} as it is defined. */
+const flag = (name: string, description: string) => {
+  ;(flags as Array<string>).push(`--${name}`)
+  return Options.boolean(name).pipe(Options.withDescription(description))
+}
 
 const runOptions = {
   input: Args.text({ name: "input" }).pipe(
     Args.withDescription(
-      "JSON Lines of tasks, one {\"id\", \"prompt\", \"maxTokens\"?} per line; - or nothing reads stdin " +
-        "(give options before -). Blank lines are skipped; every other line gets exactly one output record."
+      "JSON Lines of tasks, one {\"id\", \"prompt\", \"maxTokens\"?} per line: a file, a pipe " +
+        "(<(...), /dev/stdin, a FIFO), or - or nothing for stdin. Blank lines are skipped; every other line gets exactly one output record."
     ),
     Args.withDefault("-")
   ),
@@ -285,20 +351,18 @@ const runOptions = {
     Options.withDescription("Write the records to FILE (truncated unless --resume) instead of stdout."),
     Options.optional
   ),
-  concurrency: Options.integer("concurrency").pipe(
+  concurrency: OptionValue.integer("concurrency", 1).pipe(
     Options.withDescription(`Tasks worked on at once (default ${defaults.concurrency}).`),
-    Options.withDefault(defaults.concurrency),
-    Options.mapEffect(atLeast("concurrency", 1))
+    Options.withDefault(defaults.concurrency)
   ),
-  retries: Options.integer("retries").pipe(
+  retries: OptionValue.integer("retries", 0).pipe(
     Options.withDescription(`Retries of a failed attempt, after the first attempt (default ${defaults.retries}).`),
-    Options.withDefault(defaults.retries),
-    Options.mapEffect(atLeast("retries", 0))
+    Options.withDefault(defaults.retries)
   ),
-  timeout: durationOption(
+  timeout: OptionValue.duration(
     "timeout",
     "positive",
-    `Time one attempt may take, e.g. "10 seconds" or "500 millis" (default ${Duration.format(defaults.timeout)}).`
+    `Time one attempt may take, e.g. 10s or 500ms (default ${Duration.format(defaults.timeout)}).`
   ),
   model: Options.choice("model", ["embedded", "openai-compatible"]).pipe(
     Options.withDescription(
@@ -316,50 +380,53 @@ const runOptions = {
     Options.withDescription("Environment variable holding the API key (--model openai-compatible only)."),
     Options.optional
   ),
-  failureRate: Options.float("failure-rate").pipe(
+  failureRate: OptionValue.number("failure-rate", 0, 1).pipe(
     Options.withDescription(
       `Embedded model: probability (0..1) that a call fails: a rate limit, an overload or a hang (default ${defaults.failureRate}).`
     ),
-    Options.withDefault(defaults.failureRate),
-    Options.mapEffect((x) => (x >= 0 && x <= 1 ? Effect.succeed(x) : invalid(`--failure-rate must be between 0 and 1 (got ${x})`)))
+    Options.withDefault(defaults.failureRate)
   ),
-  seed: Options.integer("seed").pipe(
+  seed: OptionValue.integer("seed", Number.MIN_SAFE_INTEGER).pipe(
     Options.withDescription("Embedded model: seed of its draws, for a reproducible run."),
     Options.optional
   ),
-  timeToFirstToken: durationOption(
+  timeToFirstToken: OptionValue.duration(
     "time-to-first-token",
     "zero",
     `Embedded model: time before the first token (default ${Duration.format(EmbeddedModel.defaults.timeToFirstToken)}).`
   ),
-  perToken: durationOption(
+  perToken: OptionValue.duration(
     "per-token",
     "zero",
     `Embedded model: time per completion token (default ${Duration.format(EmbeddedModel.defaults.perToken)}).`
   ),
-  outageAfter: durationOption(
+  outageAfter: OptionValue.duration(
     "outage-after",
     "zero",
     "Embedded model: start a simulated outage this long after the run starts; every call fails at once " +
       "(Unavailable) until it ends. Needs --outage-for."
   ),
-  outageFor: durationOption(
+  outageFor: OptionValue.duration(
     "outage-for",
     "positive",
     "Embedded model: how long the simulated outage lasts. Needs --outage-after."
   ),
-  breakerOpen: durationOption(
+  breakerOpen: OptionValue.duration(
     "breaker-open",
     "positive",
     `How long the circuit breaker stays open before a probe call may test the model again ` +
       `(default ${Duration.format(CircuitBreaker.defaults.openDuration)}).`
   ),
-  resume: Options.boolean("resume").pipe(
-    Options.withDescription("Append to --output, skipping the tasks and invalid lines it already records.")
+  resume: flag(
+    "resume",
+    "Append to --output, skipping the tasks and invalid lines it already records (a last record cut short by a crash is cut off)."
   ),
-  noProgress: Options.boolean("no-progress").pipe(
-    Options.withDescription("Do not draw the progress line on stderr.")
-  )
+  retryFailed: flag(
+    "retry-failed",
+    "Like --resume, and run again the tasks whose record says they failed: each task ends with exactly one record. " +
+      "The file is rewritten beside the old one and renamed over it at the end; a crash midway leaves the old one."
+  ),
+  noProgress: flag("no-progress", "Do not draw the progress line on stderr.")
 }
 
 /**

@@ -72,6 +72,8 @@ export interface Stats {
   readonly recordEvent: (event: AgentEvent) => Effect.Effect<void>
   /** The counters of the progress line. */
   readonly counts: Effect.Effect<Counts>
+  /** Lines an earlier run had answered, so far. */
+  readonly skipped: Effect.Effect<number>
   /** The summary so far, for a run that took `wallMillis`. */
   readonly summary: (wallMillis: number) => Effect.Effect<Summary>
 }
@@ -148,6 +150,7 @@ export const makeStats: Effect.Effect<Stats> = Effect.sync(() => {
             break
         }
       }),
+    skipped: Effect.sync(() => skipped),
     counts: Effect.sync(() => {
       const failed = failedCount()
       return { done: succeeded + failed + invalid + skipped, failed, retries, finished: succeeded + failed }
