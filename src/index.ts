@@ -45,3 +45,6 @@ export * as AgentEvent from "./events/AgentEvent.js"
 
 /** @since 0.1.0 */
 export * as AgentService from "./agent/AgentService.js"
+
+/** @since 0.1.0 */
+export * as Coalesce from "./concurrency/Coalesce.js"
