@@ -2,14 +2,14 @@
  * The patterns of issue 8 against the peers they replace, measured in the same run: request
  * coalescing (`Coalesce`) on a miss and on a hit, against the seed's `Map` of promises and the
  * Effect built-ins it could have been built on (`Request`/`RequestResolver`, `Cache`, a `Map` of
- * `Deferred`s). Run with `npm run bench` (after `bench/main.ts`); numbers are medians of
+ * `Deferred`s); memoization (`Memo`) against `Cache.get` and the seed's `LazyAIProcessor`. Run with `npm run bench` (after `bench/main.ts`); numbers are medians of
  * repeated rounds, in µs per call.
  *
  * What it measures is overhead: the model answers at once (a miss) or after one yield (a hit,
  * so that 1,000 callers are in flight together), so every microsecond is coalescing code.
  */
 import { Cache, Deferred, Effect, Either, Equal, Hash, Layer, Request, RequestResolver, Scope } from "effect"
-import { AgentService, AgentTask, AiModel, Coalesce } from "../src/index.js"
+import { AgentService, AgentTask, AiModel, Coalesce, Memo } from "../src/index.js"
 import { effectSequential, instantModel, perCall, promiseSequential, request } from "./measure.js"
 
 /** A coalescer as every contender is driven here: one key, one effect. */
@@ -88,6 +88,17 @@ const seedCoalescer = () => {
   }
 }
 
+/** The seed's `LazyAIProcessor`, as it is (no capacity, no time-to-live, failures kept). */
+const seedLazyProcessor = () => {
+  const cache = new Map<string, Promise<unknown>>()
+  return {
+    process: (key: string, generator: () => Promise<unknown>): Promise<unknown> => {
+      if (!cache.has(key)) cache.set(key, generator())
+      return cache.get(key)!
+    }
+  }
+}
+
 /** `callers` at once on one key, the shared call yielding once so that all of them join it. */
 const effectHit = (callers: number, coalesce: Coalescer) => {
   const run = Effect.forEach(Array.from({ length: callers }), () => coalesce("same", Effect.yieldNow()), {
@@ -163,6 +174,24 @@ const main = async () => {
   const seedHit = await perCall(callers, () =>
     Promise.all(Array.from({ length: callers }, () => seed("same", () => new Promise((r) => setImmediate(r))))))
   row("hit, per caller: the seed's Map of promises", seedHit)
+
+  console.error("measuring memoization (sequential calls)...")
+  const memo = await Effect.runPromise(Memo.make({ lookup: (_: string) => instantModel.generate(request), capacity: 1000 }))
+  const cache = await Effect.runPromise(Cache.make({ lookup: (_: string) => instantModel.generate(request), capacity: 1000, timeToLive: "10 minutes" }))
+  const seedMemo = seedLazyProcessor()
+  await Effect.runPromise(Effect.zip(memo.get("hot"), cache.get("hot")))
+  const memoHit = await effectSequential(calls, memo.get("hot"))
+  const cacheHit = await effectSequential(calls, cache.get("hot"))
+  const seedMemoHit = await promiseSequential(calls, () => seedMemo.process("hot", () => Promise.resolve(1)))
+  row("Memo.get, a hit", memoHit, ratio(memoHit, cacheHit, "Cache.get"))
+  row("Cache.get, a hit", cacheHit)
+  row("the seed's LazyAIProcessor, a hit", seedMemoHit)
+  // every call a new key, so every call computes and (past 1,000 keys) evicts one
+  let key = 0
+  const memoMiss = await effectSequential(calls, Effect.suspend(() => memo.get(`k${key++}`)))
+  const cacheMiss = await effectSequential(calls, Effect.suspend(() => cache.get(`k${key++}`)))
+  row("Memo.get, a miss (computes and evicts)", memoMiss, ratio(memoMiss, cacheMiss, "Cache.get"))
+  row("Cache.get, a miss (computes and evicts)", cacheMiss)
 
   console.log("")
   console.log("| case | µs per call | ratio |")

@@ -48,3 +48,6 @@ export * as AgentService from "./agent/AgentService.js"
 
 /** @since 0.1.0 */
 export * as Coalesce from "./concurrency/Coalesce.js"
+
+/** @since 0.1.0 */
+export * as Memo from "./concurrency/Memo.js"
