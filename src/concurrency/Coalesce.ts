@@ -56,8 +56,9 @@
  *
  * @since 0.1.0
  */
-import { Effect, Equal, Fiber, MutableHashMap, Option } from "effect"
+import { Effect, Equal, MutableHashMap, Option } from "effect"
 import type { Exit } from "effect"
+import { type Done, SharedCall } from "../internal/sharedCall.js"
 
 /**
  * How a caller took part in a shared call: it `led` it (its call started it) or `joined` one
@@ -101,44 +102,31 @@ export interface Coalesce<A, E, K = string> {
   readonly inFlight: Effect.Effect<number>
 }
 
-/** Resumes one waiter with the call's outcome. */
-type Resume<A, E> = (exit: Exit.Exit<A, E>, role: Role, callers: number) => void
-
-/** Turns the call's outcome into what one waiter returns. */
-type Done<A, E, X, Y> = (exit: Exit.Exit<A, E>, role: Role, callers: number) => Effect.Effect<X, Y>
-
-/** One shared call in flight. */
-class Call<A, E, K> {
-  fiber: Fiber.RuntimeFiber<A, E> | undefined = undefined
-  exit: Exit.Exit<A, E> | undefined = undefined
-  /** Waiters still waiting. */
-  waiting = 0
-  /** One slot per waiter in arrival order (the leader first); a waiter that left is `undefined`. */
-  readonly resumes: Array<Resume<A, E> | undefined> = []
-  constructor(readonly key: K) {}
-}
-
 /** The calls in flight: a `Map` for plain keys, a `MutableHashMap` for keys that implement `Equal`. */
 class Calls<A, E, K> {
-  private readonly plain = new Map<K, Call<A, E, K>>()
-  private readonly byValue = MutableHashMap.empty<K, Call<A, E, K>>()
-  get(key: K): Call<A, E, K> | undefined {
+  private readonly plain = new Map<K, SharedCall<A, E>>()
+  private readonly byValue = MutableHashMap.empty<K, SharedCall<A, E>>()
+  get(key: K): SharedCall<A, E> | undefined {
     return Equal.isEqual(key) ? Option.getOrUndefined(MutableHashMap.get(this.byValue, key)) : this.plain.get(key)
   }
-  set(key: K, call: Call<A, E, K>): void {
+  set(key: K, call: SharedCall<A, E>): void {
     if (Equal.isEqual(key)) MutableHashMap.set(this.byValue, key, call)
     else this.plain.set(key, call)
   }
-  /** Forgets `call`, unless another call for its key has replaced it already. */
-  delete(call: Call<A, E, K>): void {
-    if (this.get(call.key) !== call) return
-    if (Equal.isEqual(call.key)) MutableHashMap.remove(this.byValue, call.key)
-    else this.plain.delete(call.key)
+  /** Forgets `call`, unless another call for `key` has replaced it already. */
+  delete(key: K, call: SharedCall<A, E>): void {
+    if (this.get(key) !== call) return
+    if (Equal.isEqual(key)) MutableHashMap.remove(this.byValue, key)
+    else this.plain.delete(key)
   }
   get size(): number {
     return this.plain.size + MutableHashMap.size(this.byValue)
   }
 }
+
+const asEffect = <A, E>(exit: Exit.Exit<A, E>): Effect.Effect<A, E> => exit
+const asShared = <A, E>(exit: Exit.Exit<A, E>, role: Role, callers: number): Effect.Effect<Shared<A, E>> =>
+  Effect.succeed({ exit, role, callers })
 
 /**
  * A new coalescer with nothing in flight. One instance shares calls among its own callers; the
@@ -150,48 +138,14 @@ class Calls<A, E, K> {
 export const make = <A, E = never, K = string>(): Effect.Effect<Coalesce<A, E, K>> =>
   Effect.sync(() => {
     const calls = new Calls<A, E, K>()
-
-    const wait = <X, Y>(call: Call<A, E, K>, resume: (effect: Effect.Effect<X, Y>) => void, done: Done<A, E, X, Y>) => {
-      const slot = call.resumes.push((exit, role, callers) => resume(done(exit, role, callers))) - 1
-      call.waiting++
-      // Runs only if this waiter is interrupted.
-      return Effect.suspend(() => {
-        call.resumes[slot] = undefined
-        if (--call.waiting > 0 || call.exit !== undefined) return Effect.void
-        // The last waiter left: a new caller must start afresh, not join a call being stopped.
-        calls.delete(call)
-        return Fiber.interrupt(call.fiber!)
-      })
-    }
-
     const run = <X, Y, R>(key: K, effect: Effect.Effect<A, E, R>, done: Done<A, E, X, Y>): Effect.Effect<X, Y, R> =>
       Effect.uninterruptibleMask((restore) => {
         const current = calls.get(key)
-        if (current !== undefined) {
-          return restore(Effect.async<X, Y>((resume) => wait(current, resume, done)))
-        }
-        const call = new Call<A, E, K>(key)
+        if (current !== undefined) return current.join(restore, done)
+        const call: SharedCall<A, E> = new SharedCall(() => calls.delete(key, call))
         calls.set(key, call)
-        return Effect.flatMap(Effect.forkDaemon(restore(effect)), (fiber) => {
-          call.fiber = fiber
-          fiber.addObserver((exit) => {
-            call.exit = exit
-            calls.delete(call)
-            const callers = call.waiting
-            const resumes = call.resumes
-            for (let i = 0; i < resumes.length; i++) resumes[i]?.(exit, i === 0 ? "led" : "joined", callers)
-          })
-          return restore(Effect.async<X, Y>((resume) => {
-            if (call.exit !== undefined) return resume(done(call.exit, "led", 1))
-            return wait(call, resume, done)
-          }))
-        })
+        return call.lead(effect, restore, done)
       })
-
-    const asEffect = (exit: Exit.Exit<A, E>): Effect.Effect<A, E> => exit
-    const asShared = (exit: Exit.Exit<A, E>, role: Role, callers: number): Effect.Effect<Shared<A, E>> =>
-      Effect.succeed({ exit, role, callers })
-
     const coalesce: Coalesce<A, E, K> = {
       apply: (key, effect) => run(key, effect, asEffect),
       share: (key, effect) => run(key, effect, asShared),
