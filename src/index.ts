@@ -51,3 +51,6 @@ export * as Coalesce from "./concurrency/Coalesce.js"
 
 /** @since 0.1.0 */
 export * as Memo from "./concurrency/Memo.js"
+
+/** @since 0.1.0 */
+export * as Debounce from "./concurrency/Debounce.js"
