@@ -54,3 +54,6 @@ export * as Memo from "./concurrency/Memo.js"
 
 /** @since 0.1.0 */
 export * as Debounce from "./concurrency/Debounce.js"
+
+/** @since 0.1.0 */
+export * as Parallel from "./concurrency/Parallel.js"
