@@ -57,3 +57,6 @@ export * as Debounce from "./concurrency/Debounce.js"
 
 /** @since 0.1.0 */
 export * as Parallel from "./concurrency/Parallel.js"
+
+/** @since 0.1.0 */
+export * as Callback from "./interop/Callback.js"
