@@ -2,14 +2,15 @@
  * The patterns of issue 8 against the peers they replace, measured in the same run: request
  * coalescing (`Coalesce`) on a miss and on a hit, against the seed's `Map` of promises and the
  * Effect built-ins it could have been built on (`Request`/`RequestResolver`, `Cache`, a `Map` of
- * `Deferred`s); memoization (`Memo`) against `Cache.get` and the seed's `LazyAIProcessor`. Run with `npm run bench` (after `bench/main.ts`); numbers are medians of
+ * `Deferred`s); memoization (`Memo`) against `Cache.get` and the seed's `LazyAIProcessor`; and
+ * 1,000 callers on a pool of 3 model clients, `ModelPool` against Effect's `Pool` alone. Run with `npm run bench` (after `bench/main.ts`); numbers are medians of
  * repeated rounds, in µs per call.
  *
  * What it measures is overhead: the model answers at once (a miss) or after one yield (a hit,
  * so that 1,000 callers are in flight together), so every microsecond is coalescing code.
  */
-import { Cache, Deferred, Effect, Either, Equal, Hash, Layer, Request, RequestResolver, Scope } from "effect"
-import { AgentService, AgentTask, AiModel, Coalesce, Memo } from "../src/index.js"
+import { Cache, Deferred, Effect, Either, Equal, Hash, Layer, Pool, Request, RequestResolver, Scope } from "effect"
+import { AgentService, AgentTask, AiModel, Coalesce, Memo, ModelPool } from "../src/index.js"
 import { effectSequential, instantModel, perCall, promiseSequential, request } from "./measure.js"
 
 /** A coalescer as every contender is driven here: one key, one effect. */
@@ -192,6 +193,23 @@ const main = async () => {
   const cacheMiss = await effectSequential(calls, Effect.suspend(() => cache.get(`k${key++}`)))
   row("Memo.get, a miss (computes and evicts)", memoMiss, ratio(memoMiss, cacheMiss, "Cache.get"))
   row("Cache.get, a miss (computes and evicts)", cacheMiss)
+
+  console.error(`measuring a pool of 3 model clients with ${callers} callers waiting...`)
+  // A pool per round, then every caller at once, each holding a client across one yield.
+  const contended = (make: Effect.Effect<Effect.Effect<unknown, unknown>, never, Scope.Scope>) =>
+    perCall(callers, () =>
+      Effect.runPromise(Effect.scoped(Effect.flatMap(make, (use) =>
+        Effect.forEach(Array.from({ length: callers }), () => use, { concurrency: "unbounded", discard: true })))))
+  const viaModelPool = await contended(Effect.map(
+    ModelPool.make({ name: "instant", acquire: Effect.succeed(instantModel), size: 3 }),
+    (pool) => pool.withModel(() => Effect.yieldNow())
+  ))
+  const viaPool = await contended(Effect.map(
+    Pool.make({ acquire: Effect.succeed(instantModel), size: 3 }),
+    (pool) => Effect.scoped(Effect.zipRight(pool.get, Effect.yieldNow()))
+  ))
+  row(`ModelPool.withModel, ${callers} callers on 3 clients`, viaModelPool, ratio(viaModelPool, viaPool, "Effect's Pool.get"))
+  row(`Effect's Pool.get, ${callers} callers on 3 clients`, viaPool)
 
   console.log("")
   console.log("| case | µs per call | ratio |")

@@ -60,3 +60,6 @@ export * as Parallel from "./concurrency/Parallel.js"
 
 /** @since 0.1.0 */
 export * as Callback from "./interop/Callback.js"
+
+/** @since 0.1.0 */
+export * as ModelPool from "./model/ModelPool.js"
