@@ -149,7 +149,9 @@ const main = async () => {
       Effect.provide(Layer.succeed(AiModel.AiModel, instantModel))
     )
   )
-  const records = await Effect.runPromise(Coalesce.make<AgentTask.TaskSucceeded, AgentTask.TaskFailed>())
+  // whatever `process` answers (its types follow AgentService)
+  type Processed = ReturnType<typeof service.process>
+  const records = await Effect.runPromise(Coalesce.make<Effect.Effect.Success<Processed>, Effect.Effect.Error<Processed>>())
   const task = new AgentTask.AgentTask({ id: "t", prompt: "p" })
   const alone = await effectSequential(calls, service.process(task))
   const coalesced = await effectSequential(calls, records.share(task.prompt, service.process(task)))
