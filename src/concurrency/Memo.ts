@@ -47,7 +47,8 @@
  *
  * @since 0.1.0
  */
-import { Cache, Duration, Effect, Metric } from "effect"
+import { Cache, Duration, Effect, Either, Metric } from "effect"
+import { identity } from "effect/Function"
 import * as Coalesce from "./Coalesce.js"
 
 /**
@@ -108,6 +109,11 @@ export interface Memo<K, A, E> {
    * not stored.
    */
   readonly get: (key: K) => Effect.Effect<A, E>
+  /**
+   * As `get`, and says where the value came from: `Left` when it was stored (a hit), `Right`
+   * when this call waited for a computation (like `Cache.getEither`).
+   */
+  readonly getEither: (key: K) => Effect.Effect<Either.Either<A, A>, E>
   /** Forgets the value of `key` (a computation in flight still stores its result). */
   readonly invalidate: (key: K) => Effect.Effect<void>
   /** Forgets every value. */
@@ -179,17 +185,21 @@ export const make = <K, A, E = never, R = never>(options: Options<K, A, E, R>): 
       return loads.apply(key, load(key))
     }
 
+    // A stored value is read only after `contains`, so that a miss adds no recency key to the cache.
+    const find = <X>(key: K, hit: (value: A) => X, onMiss: (key: K) => Effect.Effect<X, E>): Effect.Effect<X, E> =>
+      Effect.flatMap(cache.contains(key), (has) =>
+        has
+          ? Effect.flatMap(cache.getOptionComplete(key), (stored) => {
+            if (stored._tag === "None") return onMiss(key) // it had expired
+            hits++
+            hitsMetric.unsafeUpdate(1, [])
+            return Effect.succeed(hit(stored.value))
+          })
+          : onMiss(key))
+
     const memo: Memo<K, A, E> = {
-      get: (key) =>
-        Effect.flatMap(cache.contains(key), (has) =>
-          has
-            ? Effect.flatMap(cache.getOptionComplete(key), (stored) => {
-              if (stored._tag === "None") return miss(key) // it had expired
-              hits++
-              hitsMetric.unsafeUpdate(1, [])
-              return Effect.succeed(stored.value)
-            })
-            : miss(key)),
+      get: (key) => find(key, identity, miss),
+      getEither: (key) => find<Either.Either<A, A>>(key, Either.left, (key) => Effect.map(miss(key), Either.right)),
       invalidate: (key) => cache.invalidate(key),
       invalidateAll: cache.invalidateAll,
       stats: Effect.map(cache.size, (size) => ({ hits, misses, evictions, size }))

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Cache, Effect, Exit, FastCheck as fc, Fiber, Metric, TestClock } from "effect"
+import { Cache, Effect, Either, Exit, FastCheck as fc, Fiber, Metric, TestClock } from "effect"
 import * as Memo from "../../src/concurrency/Memo.js"
 
 /** Lets every forked fiber run until it is suspended. */
@@ -15,6 +15,9 @@ describe("Memo", () => {
       expect(yield* memo.get("abc")).toBe(3)
       expect(computed).toEqual(["abc"])
       expect(yield* memo.stats).toEqual({ hits: 1, misses: 1, evictions: 0, size: 1 })
+      // getEither says where the value came from
+      expect(yield* memo.getEither("abc")).toEqual(Either.left(3))
+      expect(yield* memo.getEither("de")).toEqual(Either.right(2))
     }))
 
   it.effect("seed bug 8: a failure is not kept; its waiters all get it and the next call computes again", () =>
