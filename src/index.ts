@@ -48,3 +48,21 @@ export * as AgentEvent from "./events/AgentEvent.js"
 
 /** @since 0.1.0 */
 export * as AgentService from "./agent/AgentService.js"
+
+/** @since 0.1.0 */
+export * as Coalesce from "./concurrency/Coalesce.js"
+
+/** @since 0.1.0 */
+export * as Memo from "./concurrency/Memo.js"
+
+/** @since 0.1.0 */
+export * as Debounce from "./concurrency/Debounce.js"
+
+/** @since 0.1.0 */
+export * as Parallel from "./concurrency/Parallel.js"
+
+/** @since 0.1.0 */
+export * as Callback from "./interop/Callback.js"
+
+/** @since 0.1.0 */
+export * as ModelPool from "./model/ModelPool.js"

@@ -61,7 +61,7 @@ export interface Options {
   readonly maxTokens?: number
   /**
    * Per-attempt timeout: the attempt is interrupted and fails with `ModelTimeout`. It costs a
-   * fiber per attempt (~10 µs, bench/main.ts); `Duration.infinity` turns it off.
+   * fiber per attempt (~10 µs, bench/overhead.ts); `Duration.infinity` turns it off.
    */
   readonly timeout?: Duration.DurationInput
   /**
@@ -444,7 +444,7 @@ export const make = (
     }
 
     // A span per task, but not `Effect.fn`: it captures a stack trace per call, which measured
-    // ~30 µs against ~9 µs for the span alone (bench/main.ts).
+    // ~30 µs against ~9 µs for the span alone (bench/overhead.ts).
     const runTask = (task: AgentTask, window: TaskWindow | undefined): Effect.Effect<TaskSucceeded, TaskFailed> =>
       Effect.gen(function*() {
         const start = yield* Clock.currentTimeMillis

@@ -42,7 +42,7 @@
  * @since 0.1.0
  */
 import { Effect } from "effect"
-import type { Cause } from "effect"
+import type { Cause, Scope } from "effect"
 
 /**
  * @since 0.1.0
@@ -66,6 +66,15 @@ export interface Bulkhead {
   readonly withPermits: (n: number) => <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
   /** `withPermits(1)`. */
   readonly withPermit: <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+  /**
+   * Takes `n` permits for the rest of the current scope: waits in the same FIFO queue as
+   * `withPermits`, and the permits are returned when the scope closes. Use it when the wait
+   * alone needs a bound (`Effect.timeoutFail(bulkhead.takePermits(1), ...)`), or when the
+   * permits must be held across steps that are not one effect. Interrupted while waiting, it
+   * leaves the queue; if the permits were handed to it meanwhile, they go back (or were already
+   * added to the scope).
+   */
+  readonly takePermits: (n: number) => Effect.Effect<void, never, Scope.Scope>
   /** Permits free right now. */
   readonly available: Effect.Effect<number>
   /** Callers waiting for permits right now. */
@@ -131,6 +140,23 @@ export const make = (options: Options): Effect.Effect<Bulkhead> =>
       }
     }
 
+    // Resumes once `release` has handed the waiter its permits.
+    const grantOf = (waiter: Waiter): Effect.Effect<void> =>
+      Effect.async<void>((resume) => {
+        if (waiter.granted) resume(Effect.void)
+        else waiter.resume = resume
+      })
+
+    // Only interruption ends a wait early: pass on what the waiter was given, or leave the queue
+    // and let whoever is now at its head take the permits that are free.
+    const abandon = (waiter: Waiter): void => {
+      if (waiter.granted) release(waiter.permits)
+      else {
+        unlink(waiter)
+        release(0)
+      }
+    }
+
     type WithPermits = <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
 
     const makeWithPermits = (n: number): WithPermits => {
@@ -154,19 +180,9 @@ export const make = (options: Options): Effect.Effect<Bulkhead> =>
             return releaseOnExit(restore(self))
           }
           const waiter = enqueue(n)
-          const granted = Effect.async<void>((resume) => {
-            if (waiter.granted) resume(Effect.void)
-            else waiter.resume = resume
-          })
-          return Effect.matchCauseEffect(restore(granted), {
-            // Only interruption ends the wait early: pass on what we were given, or leave the
-            // queue and let whoever is now at its head take the permits that are free.
+          return Effect.matchCauseEffect(restore(grantOf(waiter)), {
             onFailure: (cause) => {
-              if (waiter.granted) release(n)
-              else {
-                unlink(waiter)
-                release(0)
-              }
+              abandon(waiter)
               return Effect.failCause(cause)
             },
             onSuccess: () => releaseOnExit(restore(self))
@@ -183,9 +199,31 @@ export const make = (options: Options): Effect.Effect<Bulkhead> =>
       return bySize[n] ??= makeWithPermits(n)
     }
 
+    const takePermits = (n: number): Effect.Effect<void, never, Scope.Scope> => {
+      if (!(Number.isInteger(n) && n >= 1 && n <= permits)) {
+        return Effect.die(new RangeError(`Bulkhead: cannot take ${n} permits of ${permits}`))
+      }
+      const hold = Effect.asVoid(Effect.addFinalizer(() => Effect.sync(() => release(n))))
+      return Effect.uninterruptibleMask((restore) => {
+        if (head === undefined && free >= n) {
+          free -= n
+          return hold
+        }
+        const waiter = enqueue(n)
+        return Effect.matchCauseEffect(restore(grantOf(waiter)), {
+          onFailure: (cause) => {
+            abandon(waiter)
+            return Effect.failCause(cause)
+          },
+          onSuccess: () => hold
+        })
+      })
+    }
+
     const bulkhead: Bulkhead = {
       withPermits,
       withPermit: withPermits(1),
+      takePermits,
       available: Effect.sync(() => free),
       waiting: Effect.sync(() => waiting)
     }

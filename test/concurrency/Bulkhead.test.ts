@@ -283,4 +283,47 @@ describe("Bulkhead", () => {
       const invalid = yield* Effect.exit(Bulkhead.make({ permits: 0 }))
       expect(Exit.isFailure(invalid) && Cause.isDie(invalid.cause)).toBe(true)
     }))
+
+  it.effect("takePermits holds the permits until its scope closes, in the same FIFO queue as withPermits", () =>
+    Effect.gen(function* () {
+      const bulkhead = yield* Bulkhead.make({ permits: 2 })
+      const order: Array<string> = []
+      const held = (name: string, n: number, millis: number) =>
+        Effect.fork(Effect.scoped(Effect.gen(function* () {
+          yield* bulkhead.takePermits(n)
+          order.push(`${name}@${yield* Clock.currentTimeMillis}`)
+          yield* Effect.sleep(millis)
+        })))
+      const a = yield* held("a", 2, 100)
+      yield* settle
+      const b = yield* Effect.fork(bulkhead.withPermit(Effect.flatMap(Clock.currentTimeMillis, (t) => Effect.sync(() => order.push(`b@${t}`)))))
+      yield* settle
+      const c = yield* held("c", 1, 10)
+      yield* settle
+      expect(yield* bulkhead.waiting).toBe(2)
+      yield* TestClock.adjust(110)
+      yield* Fiber.join(Fiber.zip(a, Fiber.zip(b, c)))
+      expect(order).toEqual(["a@0", "b@100", "c@100"])
+      expect(yield* bulkhead.available).toBe(2)
+    }))
+
+  it.effect("takePermits under a timeout: the waiter gives up at the deadline and leaves nothing behind", () =>
+    Effect.gen(function* () {
+      const bulkhead = yield* Bulkhead.make({ permits: 1 })
+      const holder = yield* Effect.fork(bulkhead.withPermit(Effect.sleep(1000)))
+      yield* settle
+      const waiter = yield* Effect.fork(Effect.scoped(
+        Effect.timeoutFail(bulkhead.takePermits(1), { duration: 300, onTimeout: () => "timed out" })
+      ))
+      yield* TestClock.adjust(299)
+      expect(yield* bulkhead.waiting).toBe(1)
+      yield* TestClock.adjust(1)
+      expect(yield* Effect.flip(Fiber.join(waiter))).toBe("timed out")
+      expect(yield* bulkhead.waiting).toBe(0)
+      yield* TestClock.adjust(700)
+      yield* Fiber.join(holder)
+      expect(yield* bulkhead.available).toBe(1)
+      const exit = yield* Effect.exit(Effect.scoped(bulkhead.takePermits(2)))
+      expect(exit).toEqual(Exit.die(new RangeError("Bulkhead: cannot take 2 permits of 1")))
+    }))
 })

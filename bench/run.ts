@@ -1,0 +1,47 @@
+/**
+ * `npm run bench [section ...]`: runs the benchmark sections, each in a fresh Node process (so
+ * one section's heap, JIT state and timers never colour another's), and prints their tables.
+ * With no section named, every one runs except the slow ones (`degrade` runs whole batches in
+ * real time: about ten minutes); name them to run them.
+ *
+ *   npm run bench                 # the quick sections
+ *   npm run bench -- degrade      # goodput under provider faults
+ *   npm run bench -- all          # everything
+ */
+import { spawnSync } from "node:child_process"
+
+interface Section {
+  readonly file: string
+  readonly what: string
+  readonly slow?: boolean
+}
+
+const sections: Record<string, Section> = {
+  overhead: { file: "overhead.ts", what: "success-path cost per call of each policy and of AgentService, against cockatiel" },
+  patterns: { file: "patterns.ts", what: "coalescing, memoization and the model pool, against the seed's code" },
+  degrade: { file: "degrade.ts", what: "goodput under provider faults, against cockatiel", slow: true }
+}
+
+const asked = process.argv.slice(2)
+const names = asked.length === 0
+  ? Object.keys(sections).filter((name) => !sections[name]!.slow)
+  : asked.includes("all")
+  ? Object.keys(sections)
+  : asked
+let failed = false
+for (const name of names) {
+  const section = sections[name]
+  if (section === undefined) {
+    console.error(`bench: no section "${name}"; sections: ${Object.keys(sections).join(", ")}, all`)
+    process.exit(2)
+  }
+  console.log(`\n## ${name}: ${section.what}\n`)
+  const run = spawnSync(process.execPath, ["--import", "tsx", new URL(section.file, import.meta.url).pathname], {
+    stdio: "inherit"
+  })
+  if (run.status !== 0) {
+    console.error(`bench: section ${name} failed (exit ${run.status ?? run.signal})`)
+    failed = true
+  }
+}
+process.exit(failed ? 1 : 0)
