@@ -48,3 +48,6 @@ export * as AgentEvent from "./events/AgentEvent.js"
 
 /** @since 0.1.0 */
 export * as AgentService from "./agent/AgentService.js"
+
+/** @since 0.1.0 */
+export * as EventBus from "./events/EventBus.js"
