@@ -51,3 +51,6 @@ export * as AgentService from "./agent/AgentService.js"
 
 /** @since 0.1.0 */
 export * as EventBus from "./events/EventBus.js"
+
+/** @since 0.1.0 */
+export * as StreamingAnswer from "./stream/StreamingAnswer.js"

@@ -1,0 +1,425 @@
+/**
+ * One streamed answer, made resilient: the model's chunks as a `Stream`, with a first-chunk
+ * timeout and an idle timeout, retried or handed to the next source (model, tier) transparently
+ * *before* its first chunk, failing with {@link AiModel.IncompleteStream} (carrying the text
+ * delivered) when it ends without its final chunk, and — opt-in — *continued* after a
+ * mid-stream failure, so the reader sees one uninterrupted answer with no repeated words.
+ *
+ * The popular clients get streams wrong: a stream that ends without its end marker is taken as
+ * success, and nothing is retried or falls back once a stream has started (Vercel's AI SDK
+ * retries only the stream's set-up; Portkey's gateway ends its own response cleanly when the
+ * upstream dies mid-answer). Here:
+ *
+ * - **Before the first chunk** an attempt is an ordinary effect (`start`): it opens the
+ *   source's stream in a scope of its own and waits (at most `firstChunk`) for the first chunk.
+ *   Your `policy` wraps it — `Retry`'s `apply`, a breaker's `execute`, a `Hedge` — and the
+ *   sources are tried in order with `Fallback.run` (`fallThrough` decides which errors move on).
+ *   An attempt that fails or is interrupted (a losing hedge) closes its stream at once.
+ * - **After the first chunk** every chunk is passed on as it arrives, each wait bounded by
+ *   `betweenChunks` (`ModelTimeout`). Nothing is buffered: the reader's pull is the model's pull,
+ *   so a slow reader slows the model's stream (backpressure), and one that stops closes it.
+ * - **A stream that ends** without a last chunk carrying `finishReason` and `usage` fails with
+ *   `IncompleteStream { partial }`, the whole text delivered so far.
+ * - **`continue`** (off by default): after a mid-stream failure (an error, an idle timeout, a
+ *   missing end), the same source, then the later ones, are asked to continue from the text
+ *   delivered (`Source.stream(delivered)`); only sources that say `canContinue` are asked
+ *   (a model that cannot would repeat the answer from the start), at most `maxContinuations`
+ *   times. The continuation's start goes through the same `policy`, timeouts and fallback. When
+ *   nobody can continue, the stream fails cleanly with the error that broke it.
+ *
+ * Make the combinator once (`make(options)`) and call it per answer: its timers are shared.
+ *
+ * @example
+ * ```ts
+ * import { Effect, Stream } from "effect"
+ * import { AiModel, Retry, StreamingAnswer } from "wiz-effect"
+ *
+ * const program = Effect.gen(function* () {
+ *   const model = yield* AiModel.AiModel
+ *   const retry = Retry.make({ maxAttempts: 3 })
+ *   const answer = StreamingAnswer.make({
+ *     firstChunk: "10 seconds",
+ *     betweenChunks: "5 seconds",
+ *     policy: (start) => retry.apply(start),
+ *     continue: true
+ *   })
+ *   const request = new AiModel.CompletionRequest({ prompt: "Summarise: ...", maxTokens: 256 })
+ *   yield* answer([StreamingAnswer.fromModel(model, request)]).pipe(
+ *     Stream.runForEach((chunk) => Effect.sync(() => process.stdout.write(chunk.delta)))
+ *   )
+ * })
+ * ```
+ *
+ * @since 0.1.0
+ */
+import { Chunk, Duration, Effect, Exit, ExecutionStrategy, Option, Scope, Stream } from "effect"
+import type { Array as Arr } from "effect"
+import * as AiModel from "../model/AiModel.js"
+import * as Fallback from "../policy/Fallback.js"
+import * as Timeout from "../policy/Timeout.js"
+
+// -----------------------------------------------------------------------------
+// models
+// -----------------------------------------------------------------------------
+
+/**
+ * Where an answer's chunks come from: a model, a tier.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Source<out E = AiModel.ModelError, out R = never> {
+  /** Reported in timeouts, `IncompleteStream` and the hooks. */
+  readonly name: string
+  /**
+   * One attempt's chunks. `delivered` is the text the reader already has: `""` for a fresh
+   * answer; otherwise (only when `canContinue`) the stream must bring what follows it.
+   */
+  readonly stream: (delivered: string) => Stream.Stream<AiModel.CompletionChunk, E, R>
+  /** Whether `stream` can continue from a non-empty `delivered`. */
+  readonly canContinue: boolean
+}
+
+/**
+ * A model's stream for one request as a source; it continues (sending the delivered text as
+ * `CompletionRequest.continuation`) when the model says `supportsContinuation`.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const fromModel = (
+  model: AiModel.AiModel.Service,
+  request: AiModel.CompletionRequest
+): Source<AiModel.ModelError> => ({
+  name: model.name,
+  canContinue: model.supportsContinuation === true,
+  stream: (delivered) =>
+    model.stream(delivered === "" ? request : new AiModel.CompletionRequest({ ...request, continuation: delivered }, true))
+})
+
+/**
+ * An attempt whose first chunk has arrived: what `start` gives and a `policy` passes on. Opaque.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Started {
+  readonly [StartedTypeId]: typeof StartedTypeId
+}
+
+const StartedTypeId: unique symbol = Symbol.for("wiz-effect/StreamingAnswer/Started")
+
+/**
+ * Why an attempt did not start: the source's error, no first chunk within `firstChunk`, or a
+ * stream that ended before its first chunk.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type StartError<E> = E | AiModel.ModelTimeout | AiModel.IncompleteStream
+
+/**
+ * Why a started stream broke: the source's error, a gap longer than `betweenChunks`, or an end
+ * without the final chunk.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type MidStreamError<E> = E | AiModel.ModelTimeout | AiModel.IncompleteStream
+
+/**
+ * Told when an attempt has delivered its first chunk.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface StartedInfo<out E2> {
+  readonly source: string
+  /** The source's place in the list: 0 is the primary, more is a fallback (degraded). */
+  readonly index: number
+  /** Why each source tried before it in this start failed. */
+  readonly failures: ReadonlyArray<Fallback.Failure<E2>>
+  /** Characters delivered before this attempt: more than 0 for a continuation. */
+  readonly deliveredChars: number
+}
+
+/**
+ * Told when a broken stream is continued: which source continues, from how many characters,
+ * after which error.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ContinuedInfo<out E> {
+  readonly source: string
+  readonly deliveredChars: number
+  readonly error: MidStreamError<E>
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options<E, R, E2, R2> {
+  /** Longest wait for an attempt's first chunk; `Duration.infinity` for none. */
+  readonly firstChunk?: Duration.DurationInput
+  /** Longest wait for each later chunk; `Duration.infinity` for none. */
+  readonly betweenChunks?: Duration.DurationInput
+  /**
+   * What wraps each attempt's start (up to its first chunk), per source: a retry policy, a
+   * breaker, a hedge. Identity by default: one try per source.
+   */
+  readonly policy?: (start: Effect.Effect<Started, StartError<E>, R>, source: Source<E, R>) => Effect.Effect<Started, E2, R2>
+  /** Which start errors move on to the next source (`Fallback.defaults.fallThrough` by default). */
+  readonly fallThrough?: (error: E2) => boolean
+  /** Continue a broken stream from the text delivered: `true`, or with a bound on how often. */
+  readonly continue?: boolean | { readonly maxContinuations?: number }
+  /** Called when an attempt delivers its first chunk (a `FallbackUsed` event when `index` > 0). */
+  readonly onStarted?: (info: StartedInfo<E2>) => Effect.Effect<void>
+  /** Called when a continuation has started (a `StreamContinued` event). */
+  readonly onContinued?: (info: ContinuedInfo<E>) => Effect.Effect<void>
+}
+
+/**
+ * `firstChunk: 30 s`: a time to first token of a few seconds is normal for a long prompt, half
+ * a minute means the call is stuck. `betweenChunks: 10 s`: tokens come every 10–100 ms, so a
+ * gap of seconds is a stalled connection. `continue: false`: continuing is opt-in, since it
+ * needs sources that can. `maxContinuations: 3`: a source that breaks every answer must not
+ * loop forever.
+ *
+ * @since 0.1.0
+ * @category defaults
+ */
+export const defaults = {
+  firstChunk: Duration.seconds(30),
+  betweenChunks: Duration.seconds(10),
+  continue: false,
+  maxContinuations: 3
+} as const
+
+// -----------------------------------------------------------------------------
+// constructors
+// -----------------------------------------------------------------------------
+
+/**
+ * The combinator: given the sources of one answer (in fallback order), its stream. Its timers
+ * are shared by every answer it makes.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = <E = AiModel.ModelError, R = never, E2 = StartError<E>, R2 = R>(
+  options: Options<E, R, E2, R2> = {}
+): (
+  sources: Arr.NonEmptyReadonlyArray<Source<E, R>>
+) => Stream.Stream<AiModel.CompletionChunk, E2 | Fallback.AllTiersFailed<E2> | MidStreamError<E>, R | R2> => {
+  const firstChunk = options.firstChunk ?? defaults.firstChunk
+  const betweenChunks = options.betweenChunks ?? defaults.betweenChunks
+  const policy = options.policy ??
+    ((start: Effect.Effect<Started, StartError<E>, R>) => start as unknown as Effect.Effect<Started, E2, R2>)
+  const fallThrough: (error: E2) => boolean = options.fallThrough ?? Fallback.defaults.fallThrough
+  const continues = options.continue !== undefined && options.continue !== false
+  const maxContinuations = typeof options.continue === "object"
+    ? options.continue.maxContinuations ?? defaults.maxContinuations
+    : defaults.maxContinuations
+  if (!(Number.isInteger(maxContinuations) && maxContinuations >= 0)) {
+    throw new RangeError(`StreamingAnswer: maxContinuations must be a non-negative integer (got ${maxContinuations})`)
+  }
+  const { onContinued, onStarted } = options
+
+  // One pair of timeouts per source name (they name it in ModelTimeout), shared by every answer.
+  const timers = new Map<string, Timers>()
+  const timersFor = (name: string): Timers => {
+    let found = timers.get(name)
+    if (found === undefined) {
+      found = {
+        first: Timeout.attempt({ duration: firstChunk, model: name }),
+        idle: Timeout.attempt({ duration: betweenChunks, model: name })
+      }
+      timers.set(name, found)
+    }
+    return found
+  }
+
+  type Err = E2 | Fallback.AllTiersFailed<E2> | MidStreamError<E>
+  type Pull = Effect.Effect<Chunk.Chunk<AiModel.CompletionChunk>, Option.Option<Err>, R | R2>
+
+  return (sources) =>
+    Stream.fromPull(Effect.map(Effect.scope, (outer): Pull => {
+      let delivered = ""
+      let current: Attempt<E, R> | undefined = undefined
+      let continuations = 0
+      let finished = false
+
+      /** Opens `source`'s stream in its own scope and waits for its first chunk; closes it unless that arrives. */
+      const startOne = (source: Source<E, R>, index: number, from: string): Effect.Effect<Started, StartError<E>, R> =>
+        Effect.uninterruptibleMask((restore) =>
+          Effect.flatMap(Scope.fork(outer, ExecutionStrategy.sequential), (scope) => {
+            const timers = timersFor(source.name)
+            const opened = Effect.flatMap(
+              Scope.extend(Stream.toPull(source.stream(from)), scope),
+              (pull) =>
+                Effect.map(
+                  timers.first(firstPull(pull, source.name, from)),
+                  (first): Started => new Attempt(pull, scope, first, source, index, timers.idle) as unknown as Started
+                )
+            )
+            return Effect.onExit(restore(opened), (exit) => Exit.isSuccess(exit) ? Effect.void : Scope.close(scope, exit))
+          })
+        )
+
+      /** Starts the answer (or its continuation) from source `from` on, through the policy and the fallback. */
+      const begin = (from: number): Effect.Effect<Attempt<E, R>, E2 | Fallback.AllTiersFailed<E2>, R | R2> => {
+        const text = delivered
+        const eligible: Array<readonly [Source<E, R>, number]> = []
+        for (let i = from; i < sources.length; i++) {
+          if (text === "" || sources[i]!.canContinue) eligible.push([sources[i]!, i])
+        }
+        const tier = ([source, index]: readonly [Source<E, R>, number]) =>
+          Fallback.tier(source.name, policy(startOne(source, index, text), source))
+        const started: Effect.Effect<
+          { readonly value: Started; readonly failures: ReadonlyArray<Fallback.Failure<E2>> },
+          E2 | Fallback.AllTiersFailed<E2>,
+          R | R2
+        > = eligible.length === 1
+          ? Effect.map(tier(eligible[0]!).run, (value) => ({ value, failures: [] }))
+          : Fallback.run(eligible.map(tier) as unknown as Arr.NonEmptyReadonlyArray<Fallback.Tier<Started, E2, R | R2>>, {
+            fallThrough
+          })
+        return Effect.flatMap(started, ({ failures, value }) => {
+          const attempt = value as unknown as Attempt<E, R>
+          current = attempt
+          return onStarted === undefined
+            ? Effect.succeed(attempt)
+            : Effect.as(
+              onStarted({ source: attempt.source.name, index: attempt.index, failures, deliveredChars: text.length }),
+              attempt
+            )
+        })
+      }
+
+      const deliver = (chunks: Chunk.Chunk<AiModel.CompletionChunk>): Pull => {
+        for (const chunk of chunks) {
+          delivered += chunk.delta
+          current!.last = chunk
+        }
+        return Effect.succeed(chunks)
+      }
+
+      const fail = (error: Err): Pull => {
+        finished = true
+        return Effect.fail(Option.some(error))
+      }
+
+      /** The current attempt broke after delivering text: continue it, or fail with `error`. */
+      const broke = (error: MidStreamError<E>): Pull => {
+        const attempt = current!
+        current = undefined
+        return Effect.zipRight(
+          Scope.close(attempt.scope, Exit.fail(error)),
+          Effect.suspend((): Pull => {
+            const canContinue = continues && continuations < maxContinuations &&
+              sources.slice(attempt.index).some((source) => delivered === "" || source.canContinue)
+            if (!canContinue) return fail(error)
+            continuations++
+            const deliveredChars = delivered.length
+            return Effect.matchEffect(begin(attempt.index), {
+              onFailure: fail,
+              onSuccess: (next) => {
+                const first = next.first!
+                next.first = undefined
+                const told = onContinued === undefined
+                  ? Effect.void
+                  : onContinued({ source: next.source.name, deliveredChars, error })
+                return Effect.zipRight(told, deliver(first))
+              }
+            })
+          })
+        )
+      }
+
+      const pull: Pull = Effect.suspend((): Pull => {
+        if (finished) return Effect.fail(Option.none())
+        const attempt = current
+        if (attempt === undefined) {
+          return Effect.matchEffect(begin(0), {
+            onFailure: fail,
+            onSuccess: (next) => {
+              const first = next.first!
+              next.first = undefined
+              return deliver(first)
+            }
+          })
+        }
+        return Effect.matchEffect(attempt.idle(attempt.pull), {
+          onSuccess: (chunks) => (Chunk.isEmpty(chunks) ? pull : deliver(chunks)),
+          onFailure: (error): Pull => {
+            if (Option.isOption(error)) {
+              if (Option.isSome(error)) return broke(error.value)
+              // The source's stream ended: with its final chunk, the answer is complete.
+              const last = attempt.last
+              if (last !== undefined && last.finishReason !== undefined && last.usage !== undefined) {
+                finished = true
+                current = undefined
+                return Effect.zipRight(Scope.close(attempt.scope, Exit.void), Effect.fail(Option.none()))
+              }
+              return broke(
+                new AiModel.IncompleteStream({
+                  model: attempt.source.name,
+                  partial: delivered,
+                  reason: "the stream ended without its final chunk"
+                })
+              )
+            }
+            return broke(error)
+          }
+        })
+      })
+      return pull
+    }))
+}
+
+// -----------------------------------------------------------------------------
+// internal
+// -----------------------------------------------------------------------------
+
+type Limit = <A, X, Y>(self: Effect.Effect<A, X, Y>) => Effect.Effect<A, X | AiModel.ModelTimeout, Y>
+
+interface Timers {
+  readonly first: Limit
+  readonly idle: Limit
+}
+
+/** A started attempt: its pull, its scope, its first chunks until delivered, the last chunk seen. */
+class Attempt<E, R> {
+  last: AiModel.CompletionChunk | undefined = undefined
+  constructor(
+    readonly pull: Effect.Effect<Chunk.Chunk<AiModel.CompletionChunk>, Option.Option<E>, R>,
+    readonly scope: Scope.CloseableScope,
+    public first: Chunk.Chunk<AiModel.CompletionChunk> | undefined,
+    readonly source: Source<E, R>,
+    readonly index: number,
+    readonly idle: Limit
+  ) {}
+}
+
+/** Pulls until a non-empty chunk; a stream that ends first is an `IncompleteStream`. */
+const firstPull = <E, R>(
+  pull: Effect.Effect<Chunk.Chunk<AiModel.CompletionChunk>, Option.Option<E>, R>,
+  model: string,
+  delivered: string
+): Effect.Effect<Chunk.Chunk<AiModel.CompletionChunk>, E | AiModel.IncompleteStream, R> => {
+  const loop: Effect.Effect<Chunk.Chunk<AiModel.CompletionChunk>, E | AiModel.IncompleteStream, R> = Effect.matchEffect(
+    pull,
+    {
+      onSuccess: (chunks) => (Chunk.isEmpty(chunks) ? loop : Effect.succeed(chunks)),
+      onFailure: (error): Effect.Effect<never, E | AiModel.IncompleteStream> =>
+        Option.isSome(error)
+          ? Effect.fail(error.value)
+          : Effect.fail(
+            new AiModel.IncompleteStream({ model, partial: delivered, reason: "the stream ended before its first chunk" })
+          )
+    }
+  )
+  return loop
+}
