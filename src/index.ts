@@ -54,3 +54,6 @@ export * as EventBus from "./events/EventBus.js"
 
 /** @since 0.1.0 */
 export * as StreamingAnswer from "./stream/StreamingAnswer.js"
+
+/** @since 0.1.0 */
+export * as AiStream from "./stream/AiStream.js"
