@@ -57,3 +57,6 @@ export * as StreamingAnswer from "./stream/StreamingAnswer.js"
 
 /** @since 0.1.0 */
 export * as AiStream from "./stream/AiStream.js"
+
+/** @since 0.1.0 */
+export * as Progress from "./events/Progress.js"
