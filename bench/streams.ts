@@ -78,10 +78,19 @@ const deltas = Array.from({ length: chunksPerAnswer }, (_, i) =>
   i === chunksPerAnswer - 1
     ? new AiModel.CompletionChunk({ delta: " end", finishReason: "stop", usage })
     : new AiModel.CompletionChunk({ delta: " word" }))
-/** A model that streams 1,000 chunks at once, one chunk per pull (as a provider's SSE stream does). */
+/** A model that streams 1,000 chunks at once, one chunk per pull: the worst case for any per-chunk cost. */
 const instantModel = AiModel.make({
   name: "instant",
   stream: () => Stream.mapEffect(Stream.fromIterable(deltas), Effect.succeed)
+})
+/** The same, each chunk arriving from the event loop (`setImmediate`), as a provider's SSE chunks arrive from a socket. */
+const socketModel = AiModel.make({
+  name: "socket",
+  stream: () =>
+    Stream.mapEffect(Stream.fromIterable(deltas), (chunk) =>
+      Effect.async<AiModel.CompletionChunk>((resume) => {
+        setImmediate(() => resume(Effect.succeed(chunk)))
+      }))
 })
 const request = new AiModel.CompletionRequest({ prompt: "p", maxTokens: 8 })
 
@@ -93,7 +102,7 @@ const main = async () => {
   }
 
   console.error("streamed answers: µs per chunk, 1,000-chunk answers...")
-  const answers = 20
+  const answers = 10
   const drain = (stream: () => Stream.Stream<unknown, unknown>) =>
     perUnit(answers * chunksPerAnswer, () =>
       Effect.runPromise(Effect.forEach(Array.from({ length: answers }), () => Stream.runDrain(stream()), { discard: true })))
@@ -119,6 +128,19 @@ const main = async () => {
     "µs/chunk",
     "model stream read directly"
   )
+  row("socket-like model stream read directly", await drain(() => socketModel.stream(request)), "µs/chunk")
+  row(
+    "socket-like model through StreamingAnswer (first-chunk 30 s, idle 10 s)",
+    await drain(() => withTimeouts([StreamingAnswer.fromModel(socketModel, request)])),
+    "µs/chunk",
+    "socket-like model stream read directly"
+  )
+  row(
+    "socket-like model + Timeout.betweenChunks (Stream.timeoutFail)",
+    await drain(() => idleNaive(socketModel.stream(request))),
+    "µs/chunk",
+    "socket-like model stream read directly"
+  )
   const oneChunk = AiModel.make({ name: "one", stream: () => Stream.make(deltas[chunksPerAnswer - 1]!) })
   const starts = 2000
   const perAnswer = (stream: () => Stream.Stream<unknown, unknown>) =>
@@ -133,7 +155,7 @@ const main = async () => {
   )
 
   console.error("events per second, every subscriber reading every event (no drops)...")
-  const events = 20_000
+  const events = 10_000
   const event = new AgentEvent.TaskStarted({ taskId: "t" }, true)
   for (const subscribers of [1, 10, 100]) {
     const viaBus = Effect.scoped(Effect.gen(function*() {

@@ -2,6 +2,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Clock, Duration, Effect, Either, Exit, FastCheck as fc, Fiber, Stream, TestClock } from "effect"
 import * as AiModel from "../../src/model/AiModel.js"
 import * as EmbeddedModel from "../../src/model/EmbeddedModel.js"
+import * as Hedge from "../../src/policy/Hedge.js"
 import * as Retry from "../../src/policy/Retry.js"
 import * as StreamingAnswer from "../../src/stream/StreamingAnswer.js"
 
@@ -135,6 +136,16 @@ describe("StreamingAnswer", () => {
         const result = yield* virtual(read(answer([a.source, b.source])))
         expect(result.seen).toEqual(["Backup@10"])
         expect(started).toEqual([{ source: "b", index: 1, failures: [{ tier: "a", error: overloaded }], deliveredChars: 0 }])
+      }))
+
+    it.effect("a hedge as the policy: a slow start gets a second copy, the first chunk wins, the loser's stream is closed", () =>
+      Effect.gen(function*() {
+        const a = scripted("a", [{ chunks: [[1000, "slow"]], end: "final" }, { chunks: [[100, "fast"]], end: "final" }])
+        const hedge = yield* Hedge.make({ delay: "200 millis" })
+        const result = yield* virtual(read(StreamingAnswer.make({ policy: (start) => hedge.run(start) })([a.source])))
+        // the copy started at 200 ms delivers at 300 ms; the first attempt is interrupted then
+        expect(result.seen).toEqual(["fast@300"])
+        expect([a.log.calls.length, a.log.closed]).toEqual([2, 2])
       }))
 
     it.effect("after the first chunk, nothing is retried or falls back (continue off): the error that broke the stream ends it", () =>
