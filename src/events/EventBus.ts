@@ -368,7 +368,7 @@ class Subscriber {
   /** Takes `event` (or drops it, counted); `false` when a `suspend` buffer is full and the publisher must wait. */
   offer(event: AgentEvent.AgentEvent, ack: Ack | undefined): boolean {
     if (this.closed) {
-      settle(ack, Outcome.Dropped({ handler: this.handler ?? "" }))
+      if (ack !== undefined) settle(ack, Outcome.Dropped({ handler: ack.handler }))
       return true
     }
     if (this.size < this.capacity && this.waitingHead === this.waiting.length) {
@@ -379,7 +379,7 @@ class Subscriber {
     switch (this.strategy) {
       case "dropping":
         this.dropped++
-        settle(ack, Outcome.Dropped({ handler: this.handler! }))
+        if (ack !== undefined) settle(ack, Outcome.Dropped({ handler: ack.handler }))
         return true
       case "sliding": {
         const evicted = this.acks?.[this.head]
@@ -388,7 +388,7 @@ class Subscriber {
         this.head = (this.head + 1) % this.ring.length
         this.size--
         this.dropped++
-        if (evicted !== undefined) settle(evicted, Outcome.Dropped({ handler: this.handler! }))
+        if (evicted !== undefined) settle(evicted, Outcome.Dropped({ handler: evicted.handler }))
         this.push(event, ack)
         this.wake()
         return true
@@ -465,13 +465,13 @@ class Subscriber {
     for (let i = this.waitingHead; i < this.waiting.length; i++) {
       const entry = this.waiting[i]!
       if (entry.cancelled) continue
-      settle(entry.ack, Outcome.Dropped({ handler: this.handler! }))
+      if (entry.ack !== undefined) settle(entry.ack, Outcome.Dropped({ handler: entry.ack.handler }))
       entry.resume?.(Effect.void)
     }
     this.waiting = []
     this.waitingHead = 0
     if (this.acks !== undefined) {
-      for (const ack of this.acks) if (ack !== undefined) settle(ack, Outcome.Dropped({ handler: this.handler! }))
+      for (const ack of this.acks) if (ack !== undefined) settle(ack, Outcome.Dropped({ handler: ack.handler }))
     }
     this.wake()
   }
