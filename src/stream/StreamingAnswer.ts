@@ -16,8 +16,12 @@
  *   sources are tried in order with `Fallback.run` (`fallThrough` decides which errors move on).
  *   An attempt that fails or is interrupted (a losing hedge) closes its stream at once.
  * - **After the first chunk** every chunk is passed on as it arrives, each wait bounded by
- *   `betweenChunks` (`ModelTimeout`). Nothing is buffered: the reader's pull is the model's pull,
- *   so a slow reader slows the model's stream (backpressure), and one that stops closes it.
+ *   `betweenChunks` (`ModelTimeout`): the model's time to produce the chunk once the reader asked
+ *   for it, never the reader's own time. Nothing is buffered: each of the reader's pulls is one
+ *   pull of the model's stream, so a slow reader slows the model (backpressure), and one that
+ *   stops closes it. The idle timeout costs no fiber per chunk: one producer fiber runs the
+ *   model's pulls on request and one watchdog fiber per attempt sleeps until the running pull's
+ *   deadline.
  * - **A stream that ends** without a last chunk carrying `finishReason` and `usage` fails with
  *   `IncompleteStream { partial }`, the whole text delivered so far.
  * - **`continue`** (off by default): after a mid-stream failure (an error, an idle timeout, a
@@ -53,6 +57,7 @@
  * @since 0.1.0
  */
 import { Chunk, Duration, Effect, Exit, ExecutionStrategy, Option, Scope, Stream } from "effect"
+import type { Clock, Fiber } from "effect"
 import type { Array as Arr } from "effect"
 import * as AiModel from "../model/AiModel.js"
 import * as Fallback from "../policy/Fallback.js"
@@ -227,19 +232,18 @@ export const make = <E = AiModel.ModelError, R = never, E2 = StartError<E>, R2 =
   }
   const { onContinued, onStarted } = options
 
-  // One pair of timeouts per source name (they name it in ModelTimeout), shared by every answer.
-  const timers = new Map<string, Timers>()
-  const timersFor = (name: string): Timers => {
-    let found = timers.get(name)
+  // One first-chunk timeout per source name (it names it in ModelTimeout), shared by every answer.
+  const firstTimers = new Map<string, Limit>()
+  const firstTimer = (name: string): Limit => {
+    let found = firstTimers.get(name)
     if (found === undefined) {
-      found = {
-        first: Timeout.attempt({ duration: firstChunk, model: name }),
-        idle: Timeout.attempt({ duration: betweenChunks, model: name })
-      }
-      timers.set(name, found)
+      found = Timeout.attempt({ duration: firstChunk, model: name })
+      firstTimers.set(name, found)
     }
     return found
   }
+  const idle = Duration.decode(betweenChunks)
+  const idleMillis = Duration.isFinite(idle) ? Duration.toMillis(idle) : undefined
 
   type Err = E2 | Fallback.AllTiersFailed<E2> | MidStreamError<E>
   type Pull = Effect.Effect<Chunk.Chunk<AiModel.CompletionChunk>, Option.Option<Err>, R | R2>
@@ -255,14 +259,23 @@ export const make = <E = AiModel.ModelError, R = never, E2 = StartError<E>, R2 =
       const startOne = (source: Source<E, R>, index: number, from: string): Effect.Effect<Started, StartError<E>, R> =>
         Effect.uninterruptibleMask((restore) =>
           Effect.flatMap(Scope.fork(outer, ExecutionStrategy.sequential), (scope) => {
-            const timers = timersFor(source.name)
             const opened = Effect.flatMap(
               Scope.extend(Stream.toPull(source.stream(from)), scope),
               (pull) =>
-                Effect.map(
-                  timers.first(firstPull(pull, source.name, from)),
-                  (first): Started => new Attempt(pull, scope, first, source, index, timers.idle) as unknown as Started
-                )
+                Effect.flatMap(firstTimer(source.name)(firstPull(pull, source.name, from)), (first) => {
+                  if (idleMillis === undefined) {
+                    return Effect.succeed(new Attempt(pull, scope, first, source, index) as unknown as Started)
+                  }
+                  // Later chunks: pulled by one producer fiber, timed by one watchdog (see `Idle`).
+                  return Effect.flatMap(Effect.clock, (clock) => {
+                    const timeout = new AiModel.ModelTimeout({ model: source.name, timeout: idle })
+                    const timed = new Idle(pull, clock, idleMillis, timeout)
+                    return Effect.as(
+                      Scope.extend(timed.start, scope),
+                      new Attempt(timed.next, scope, first, source, index) as unknown as Started
+                    )
+                  })
+                })
             )
             return Effect.onExit(restore(opened), (exit) => Exit.isSuccess(exit) ? Effect.void : Scope.close(scope, exit))
           })
@@ -351,7 +364,7 @@ export const make = <E = AiModel.ModelError, R = never, E2 = StartError<E>, R2 =
             }
           })
         }
-        return Effect.matchEffect(attempt.idle(attempt.pull), {
+        return Effect.matchEffect(attempt.pull, {
           onSuccess: (chunks) => (Chunk.isEmpty(chunks) ? pull : deliver(chunks)),
           onFailure: (error): Pull => {
             if (Option.isOption(error)) {
@@ -385,22 +398,114 @@ export const make = <E = AiModel.ModelError, R = never, E2 = StartError<E>, R2 =
 
 type Limit = <A, X, Y>(self: Effect.Effect<A, X, Y>) => Effect.Effect<A, X | AiModel.ModelTimeout, Y>
 
-interface Timers {
-  readonly first: Limit
-  readonly idle: Limit
-}
+type Pull<E, R> = Effect.Effect<Chunk.Chunk<AiModel.CompletionChunk>, Option.Option<E> | AiModel.ModelTimeout, R>
 
-/** A started attempt: its pull, its scope, its first chunks until delivered, the last chunk seen. */
+/** A started attempt: its pull (timed when there is an idle timeout), its scope, its first chunks until delivered, the last chunk seen. */
 class Attempt<E, R> {
   last: AiModel.CompletionChunk | undefined = undefined
   constructor(
-    readonly pull: Effect.Effect<Chunk.Chunk<AiModel.CompletionChunk>, Option.Option<E>, R>,
+    readonly pull: Pull<E, R>,
     readonly scope: Scope.CloseableScope,
     public first: Chunk.Chunk<AiModel.CompletionChunk> | undefined,
     readonly source: Source<E, R>,
-    readonly index: number,
-    readonly idle: Limit
+    readonly index: number
   ) {}
+}
+
+type PullExit<E> = Exit.Exit<Chunk.Chunk<AiModel.CompletionChunk>, Option.Option<E> | AiModel.ModelTimeout>
+
+/**
+ * The idle timeout of one attempt, without a fiber per chunk. Racing each pull against a timer
+ * (`Effect.timeoutFail`, `Timeout.attempt`) forks a fiber per chunk: measured 20–60 µs a chunk,
+ * several times the cost of the pull itself. Instead, one *producer* fiber runs the model's
+ * pulls, one at a time and only when the reader asks (`next`), so the reader's backpressure
+ * still reaches the model; and one *watchdog* fiber sleeps on the `Clock` until the running
+ * pull's deadline (its start + `idleMillis`), re-arming when a later pull has started since,
+ * and parking while no pull runs. At the deadline it interrupts the producer and fails the
+ * reader's pull with `ModelTimeout`, exactly then. A pull costs a hand-off each way (a few µs).
+ */
+class Idle<E, R> {
+  private waiter: ((exit: PullExit<E>) => void) | undefined = undefined
+  private request: (() => void) | undefined = undefined
+  private requested = false
+  private pulling = false
+  private pullStartedAt = 0
+  private watchdogParked: (() => void) | undefined = undefined
+  private producer: Fiber.RuntimeFiber<void> | undefined = undefined
+  private timedOut = false
+
+  constructor(
+    private readonly modelPull: Effect.Effect<Chunk.Chunk<AiModel.CompletionChunk>, Option.Option<E>, R>,
+    private readonly clock: Clock.Clock,
+    private readonly idleMillis: number,
+    private readonly timeout: AiModel.ModelTimeout
+  ) {}
+
+  private now(): number {
+    return Number(this.clock.unsafeCurrentTimeNanos()) / 1_000_000
+  }
+
+  /** The producer and the watchdog, forked in the attempt's scope (closing it stops both). */
+  get start(): Effect.Effect<void, never, R | Scope.Scope> {
+    const awaitRequest = Effect.async<void>((resume) => {
+      if (this.requested) {
+        this.requested = false
+        return resume(Effect.void)
+      }
+      this.request = () => resume(Effect.void)
+    })
+    const produce: Effect.Effect<void, never, R> = Effect.zipRight(
+      awaitRequest,
+      Effect.flatMap(Effect.exit(this.modelPull), (exit) =>
+        Effect.suspend(() => {
+          this.deliver(exit)
+          return produce
+        }))
+    )
+    const park = Effect.async<void>((resume) => {
+      this.watchdogParked = () => resume(Effect.void)
+    })
+    const watch: Effect.Effect<void> = Effect.suspend(() => {
+      if (this.timedOut) return Effect.void
+      if (!this.pulling) return Effect.zipRight(park, watch)
+      const left = this.pullStartedAt + this.idleMillis - this.now()
+      if (left > 0) return Effect.zipRight(this.clock.sleep(Duration.millis(left)), watch)
+      this.timedOut = true
+      this.producer?.unsafeInterruptAsFork(this.producer.id())
+      this.deliver(Exit.fail(this.timeout))
+      return Effect.void
+    })
+    return Effect.flatMap(Effect.forkScoped(produce), (producer) => {
+      this.producer = producer
+      return Effect.asVoid(Effect.forkScoped(watch))
+    })
+  }
+
+  private deliver(exit: PullExit<E>): void {
+    if (!this.pulling) return
+    this.pulling = false
+    const waiter = this.waiter
+    this.waiter = undefined
+    waiter?.(exit)
+  }
+
+  /** The next chunk, pulled by the producer, failing with `ModelTimeout` when it takes longer than `idleMillis`. */
+  readonly next: Pull<E, R> = Effect.async((resume) => {
+    if (this.timedOut) return resume(Exit.fail(this.timeout))
+    this.waiter = resume
+    this.pulling = true
+    this.pullStartedAt = this.now()
+    const watchdog = this.watchdogParked
+    this.watchdogParked = undefined
+    watchdog?.()
+    const request = this.request
+    this.request = undefined
+    if (request === undefined) this.requested = true
+    else request()
+    return Effect.sync(() => {
+      this.waiter = undefined
+    })
+  })
 }
 
 /** Pulls until a non-empty chunk; a stream that ends first is an `IncompleteStream`. */

@@ -110,11 +110,24 @@ describe("StreamingAnswer", () => {
         expect(stalled.seen).toEqual(["One@50", " two@350"])
         expect(stalled.end).toEqual(Either.left(new AiModel.ModelTimeout({ model: "a", timeout: Duration.millis(500) })))
         expect(stalled.at).toBe(850)
+        expect(stalls.log.closed).toBe(1)
         const steady = scripted("b", [{ chunks: Array.from({ length: 10 }, () => [499, "."] as const), end: "final" }])
         const ok = yield* virtual(read(answer([steady.source])))
         expect([ok.seen.length, ok.at, Either.isRight(ok.end)]).toEqual([10, 4990, true])
       }))
   })
+
+  it.effect("the idle timeout times the model, not the reader: a reader slower than betweenChunks never trips it", () =>
+    Effect.gen(function*() {
+      const a = scripted("a", [{ chunks: Array.from({ length: 5 }, () => [100, "."] as const), end: "final" }])
+      const slowReader = StreamingAnswer.make({ betweenChunks: "500 millis" })([a.source]).pipe(
+        Stream.tap(() => Effect.sleep("2 seconds"))
+      )
+      const result = yield* virtual(read(slowReader))
+      // each chunk: 100 ms of model time after the reader asked, then 2 s of reading
+      expect(result.seen).toEqual(["@2100", "@4200", "@6300", "@8400", "@10500"].map((t) => "." + t))
+      expect(Either.isRight(result.end)).toBe(true)
+    }))
 
   it.effect("pitfall: a stream that ends without its final chunk is not a success; IncompleteStream carries the partial text", () =>
     Effect.gen(function*() {
