@@ -416,13 +416,14 @@ type PullExit<E> = Exit.Exit<Chunk.Chunk<AiModel.CompletionChunk>, Option.Option
 
 /**
  * The idle timeout of one attempt, without a fiber per chunk. Racing each pull against a timer
- * (`Effect.timeoutFail`, `Timeout.attempt`) forks a fiber per chunk: measured 20–60 µs a chunk,
- * several times the cost of the pull itself. Instead, one *producer* fiber runs the model's
+ * (`Effect.timeoutFail`, `Timeout.attempt`) forks a fiber per chunk: measured ~25–45 µs a chunk
+ * on a busy 2-core machine, several times the pull itself, against ~1–4 µs for the two hand-offs
+ * below (`bench/streams.ts` has the whole-answer figures). Instead, one *producer* fiber runs the model's
  * pulls, one at a time and only when the reader asks (`next`), so the reader's backpressure
  * still reaches the model; and one *watchdog* fiber sleeps on the `Clock` until the running
  * pull's deadline (its start + `idleMillis`), re-arming when a later pull has started since,
  * and parking while no pull runs. At the deadline it interrupts the producer and fails the
- * reader's pull with `ModelTimeout`, exactly then. A pull costs a hand-off each way (a few µs).
+ * reader's pull with `ModelTimeout`, exactly then.
  */
 class Idle<E, R> {
   private waiter: ((exit: PullExit<E>) => void) | undefined = undefined
