@@ -66,3 +66,15 @@ export * as Callback from "./interop/Callback.js"
 
 /** @since 0.1.0 */
 export * as ModelPool from "./model/ModelPool.js"
+
+/** @since 0.1.0 */
+export * as EventBus from "./events/EventBus.js"
+
+/** @since 0.1.0 */
+export * as StreamingAnswer from "./stream/StreamingAnswer.js"
+
+/** @since 0.1.0 */
+export * as AiStream from "./stream/AiStream.js"
+
+/** @since 0.1.0 */
+export * as Progress from "./events/Progress.js"

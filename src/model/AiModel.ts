@@ -32,7 +32,14 @@ export class CompletionRequest extends Schema.Class<CompletionRequest>("Completi
   /** Instructions the model follows before the prompt (a chat API's system message). */
   system: Schema.optional(Schema.String),
   /** Sampling temperature, where the provider has one; its own default when absent. */
-  temperature: Schema.optional(Schema.Number.pipe(Schema.between(0, 2)))
+  temperature: Schema.optional(Schema.Number.pipe(Schema.between(0, 2))),
+  /**
+   * The start of the answer the caller already has (a stream that broke mid-answer): a model
+   * whose service says `supportsContinuation` answers with what follows it, and only that.
+   * `maxTokens` bounds the whole answer, this text included, so a continued answer ends where
+   * the uninterrupted one would have. Never send it to a model that does not support it.
+   */
+  continuation: Schema.optional(Schema.String)
 }) {}
 
 /**
@@ -383,6 +390,8 @@ export declare namespace AiModel {
     readonly generate: (request: CompletionRequest) => Effect.Effect<Completion, ModelError>
     /** The completion as it is produced; the last chunk carries `finishReason` and `usage`. */
     readonly stream: (request: CompletionRequest) => Stream.Stream<CompletionChunk, ModelError>
+    /** Whether the model honours `CompletionRequest.continuation` (absent: it does not). */
+    readonly supportsContinuation?: boolean
   }
 }
 
@@ -393,8 +402,11 @@ export declare namespace AiModel {
  * @category constructors
  */
 export type MakeOptions =
-  | { readonly name: string; readonly generate: AiModel.Service["generate"]; readonly stream?: AiModel.Service["stream"] }
-  | { readonly name: string; readonly stream: AiModel.Service["stream"]; readonly generate?: AiModel.Service["generate"] }
+  & (
+    | { readonly name: string; readonly generate: AiModel.Service["generate"]; readonly stream?: AiModel.Service["stream"] }
+    | { readonly name: string; readonly stream: AiModel.Service["stream"]; readonly generate?: AiModel.Service["generate"] }
+  )
+  & { readonly supportsContinuation?: boolean }
 
 /**
  * A model service from what the provider has: given only `generate`, `stream` answers with one
@@ -424,13 +436,14 @@ export type MakeOptions =
  */
 export const make = (options: MakeOptions): AiModel.Service => {
   const { generate, name, stream } = options
-  if (generate !== undefined && stream !== undefined) return { name, generate, stream }
+  const continues = options.supportsContinuation === true ? { supportsContinuation: true } : {}
+  if (generate !== undefined && stream !== undefined) return { name, generate, stream, ...continues }
   if (generate !== undefined) {
-    return { name, generate, stream: (request) => Stream.fromEffect(Effect.map(generate(request), toChunk)) }
+    return { name, generate, stream: (request) => Stream.fromEffect(Effect.map(generate(request), toChunk)), ...continues }
   }
   // MakeOptions requires one of the two.
   const streamed = stream as AiModel.Service["stream"]
-  return { name, stream: streamed, generate: (request) => collect(name, streamed(request)) }
+  return { name, stream: streamed, generate: (request) => collect(name, streamed(request)), ...continues }
 }
 
 const toChunk = (completion: Completion): CompletionChunk =>

@@ -16,6 +16,14 @@
  *   timeout interrupts it, in the proportions of `faults`; and a provider-side
  *   `requestsPerMinute` limit over a sliding 60 s window answers `RateLimited` with the time
  *   until a slot frees.
+ * - **continuation**: given `CompletionRequest.continuation` (the start of its own answer to
+ *   that prompt, as a broken stream delivered it), it answers with what follows, and only that,
+ *   so the joined text is the uninterrupted answer (`supportsContinuation: true`). A text that is
+ *   not the start of its answer fails with `InvalidRequest`.
+ * - **faults mid-stream**, on request: with probability `midStreamFailureRate` a streamed call
+ *   that started well breaks after at least one chunk and before its final one, failing with
+ *   `Unavailable` (`midStreamFailure: "error"`, a connection reset) or just ending without its
+ *   final chunk (`"end"`, what a proxy that gives up does). `generate` is never cut.
  * - **an outage**: with `outage`, from `after` (counted from when the model was made) for
  *   `lasting`, the provider cannot be reached: every call fails at once with `Unavailable`
  *   (`reason: "simulated outage"`), before validation, the rate limit and any draw. A call
@@ -93,6 +101,10 @@ export interface Options {
   readonly requestsPerMinute?: number
   /** Prompt tokens plus `maxTokens` may not exceed this. */
   readonly contextWindow?: number
+  /** Probability (0..1) that a stream breaks after its first chunk and before its final one. */
+  readonly midStreamFailureRate?: number
+  /** How a stream breaks: `error` fails with `Unavailable`, `end` ends without the final chunk. */
+  readonly midStreamFailure?: "error" | "end"
   /**
    * A simulated provider outage: from `after` (counted from when `make` ran, by the `Clock`)
    * until `after + lasting`, every call fails at once with `Unavailable`, a call made exactly
@@ -108,7 +120,8 @@ export interface Options {
 /**
  * `name: "embedded"`, `timeToFirstToken: 150 ms`, `perToken: 4 ms`, `jitter: 0.5`,
  * `failureRate: 0`, `faults: { rateLimited: 0.5, overloaded: 0.3, hang: 0.2 }`, no
- * `requestsPerMinute` limit, `contextWindow: 8192`, no `outage`. With these, 300 answers of
+ * `requestsPerMinute` limit, `contextWindow: 8192`, no `outage`, `midStreamFailureRate: 0`
+ * (`midStreamFailure: "error"` when it is not). With these, 300 answers of
  * ~40 tokens at concurrency 8 take about 12 s.
  *
  * @since 0.1.0
@@ -122,7 +135,9 @@ export const defaults = {
   failureRate: 0,
   faults: { rateLimited: 0.5, overloaded: 0.3, hang: 0.2 },
   requestsPerMinute: Number.POSITIVE_INFINITY,
-  contextWindow: 8192
+  contextWindow: 8192,
+  midStreamFailureRate: 0,
+  midStreamFailure: "error"
 } as const
 
 /**
@@ -165,7 +180,13 @@ interface Answer {
 /** One admitted call: the part of the answer it returns and the latencies it waits. */
 interface Call {
   readonly answer: Answer
+  /** The answer's pieces `[from, pieces)` are this call's; `from` > 0 after a continuation. */
+  readonly from: number
+  /** The end of a piece the continuation cut in the middle, sent before piece `from`. */
+  readonly partial: string | undefined
   readonly pieces: number
+  /** A stream breaks after this many chunks (`Infinity`: it does not). */
+  readonly breakAfter: number
   readonly finishReason: AiModel.FinishReason
   readonly usage: AiModel.Usage
   readonly timeToFirstToken: number
@@ -187,6 +208,11 @@ const build = (options: Options, seed: number, madeAt: number): AiModel.AiModel.
   const weights = rateLimited + overloaded + hang
   const rpm = options.requestsPerMinute ?? defaults.requestsPerMinute
   const contextWindow = options.contextWindow ?? defaults.contextWindow
+  const midStreamRate = options.midStreamFailureRate ?? defaults.midStreamFailureRate
+  const midStreamFailure = options.midStreamFailure ?? defaults.midStreamFailure
+  if (!(midStreamRate >= 0 && midStreamRate <= 1) || (midStreamFailure !== "error" && midStreamFailure !== "end")) {
+    throw new RangeError(`EmbeddedModel: midStreamFailureRate must be in [0, 1] and midStreamFailure "error" or "end"`)
+  }
   if (
     !(ttft >= 0 && ttft < Infinity && perToken >= 0 && perToken < Infinity) ||
     !(jitter >= 0 && jitter <= 1) || !(failureRate >= 0 && failureRate <= 1) ||
@@ -199,7 +225,9 @@ const build = (options: Options, seed: number, madeAt: number): AiModel.AiModel.
         `and not all 0 when failureRate > 0, requestsPerMinute and contextWindow positive integers`
     )
   }
-  const random = failureRate > 0 || (jitter > 0 && (ttft > 0 || perToken > 0))
+  const random = failureRate > 0 || midStreamRate > 0 || (jitter > 0 && (ttft > 0 || perToken > 0))
+  // Two more draws per call only when streams may break, so every other draw stays as it was.
+  const draw = midStreamRate > 0 ? drawWithBreak : drawPlain
   // The outage is [downFrom, downUntil); empty without one.
   const outage = options.outage
   const downFrom = outage === undefined ? Infinity : madeAt + Duration.toMillis(outage.after)
@@ -251,12 +279,44 @@ const build = (options: Options, seed: number, madeAt: number): AiModel.AiModel.
       completionTokens += answer.tokens[pieces]!
       pieces++
     }
+    // A continuation: skip the pieces the caller has, and count its text as prompt.
+    let from = 0
+    let partial: string | undefined = undefined
+    let promptTokens = answer.promptTokens
+    const continuation = request.continuation
+    if (continuation !== undefined && continuation !== "") {
+      if (!answer.pieces.slice(0, pieces).join("").startsWith(continuation)) {
+        return Effect.fail(
+          new AiModel.InvalidRequest({ model: name, reason: "the continuation is not the start of this model's answer" })
+        )
+      }
+      let offset = 0
+      while (from < pieces && offset + answer.pieces[from]!.length <= continuation.length) {
+        offset += answer.pieces[from]!.length
+        completionTokens -= answer.tokens[from]!
+        from++
+      }
+      if (offset < continuation.length) {
+        // The continuation ends inside piece `from`: send the rest of it first.
+        partial = answer.pieces[from]!.slice(continuation.length - offset)
+        completionTokens += Tokenizer.count(partial) - answer.tokens[from]!
+        from++
+      }
+      promptTokens += Tokenizer.count(continuation)
+    }
+    const sent = pieces - from + (partial === undefined ? 0 : 1)
     const scale = (draw: number): number => 1 - jitter + 2 * jitter * draw
     return Effect.succeed({
       answer,
+      from,
+      partial,
       pieces,
+      // At least one chunk, never the final one: a stream of one chunk cannot break mid-way.
+      breakAfter: draws !== undefined && draws.length > 5 && draws[5]! < midStreamRate && sent >= 2
+        ? 1 + Math.floor(draws[6]! * (sent - 1))
+        : Infinity,
       finishReason: pieces < answer.pieces.length ? "length" : "stop",
-      usage: new AiModel.Usage({ promptTokens: answer.promptTokens, completionTokens }, true),
+      usage: new AiModel.Usage({ promptTokens, completionTokens }, true),
       timeToFirstToken: draws === undefined ? ttft : ttft * scale(draws[3]),
       perToken: draws === undefined ? perToken : perToken * scale(draws[4])
     })
@@ -302,10 +362,11 @@ const build = (options: Options, seed: number, madeAt: number): AiModel.AiModel.
 
   return {
     name,
+    supportsContinuation: true,
     generate: (request) =>
       Effect.flatMap(start(request), (call) => {
         const completion = new AiModel.Completion({
-          text: call.answer.pieces.slice(0, call.pieces).join(""),
+          text: (call.partial ?? "") + call.answer.pieces.slice(call.from, call.pieces).join(""),
           finishReason: call.finishReason,
           usage: call.usage,
           model: name
@@ -315,27 +376,44 @@ const build = (options: Options, seed: number, madeAt: number): AiModel.AiModel.
       }),
     stream: (request) =>
       Stream.unwrap(Effect.map(start(request), (call) => {
-        const { answer, pieces } = call
-        const last = Math.max(pieces, 1) - 1
-        const steps = Array.from({ length: last + 1 }, (_, i) => {
-          // An answer cut before its first word still sends its final chunk, empty.
-          const delta = i < pieces ? answer.pieces[i]! : ""
-          const delay = (i === 0 ? call.timeToFirstToken : 0) + (i < pieces ? answer.tokens[i]! * call.perToken : 0)
+        const { answer, from, partial, pieces } = call
+        // This call's deltas: the rest of a piece a continuation cut, then whole pieces.
+        const head = partial === undefined ? 0 : 1
+        const sent = head + pieces - from
+        const last = Math.max(sent, 1) - 1
+        const steps = Array.from({ length: Math.min(last + 1, call.breakAfter + 1) }, (_, i) => {
+          // An answer cut before its first word (or a continuation of all of it) still sends its final chunk, empty.
+          const piece = from + i - head
+          const delta = i >= sent ? "" : i < head ? partial! : answer.pieces[piece]!
+          const tokens = i >= sent ? 0 : i < head ? Tokenizer.count(delta) : answer.tokens[piece]!
+          const delay = (i === 0 ? call.timeToFirstToken : 0) + tokens * call.perToken
+          if (i === call.breakAfter) {
+            const broken = Effect.fail(new AiModel.Unavailable({ model: name, reason: "connection lost mid-stream" }))
+            return delay > 0 ? Effect.zipRight(Effect.sleep(delay), broken) : broken
+          }
           const chunk = i === last
             ? new AiModel.CompletionChunk({ delta, finishReason: call.finishReason, usage: call.usage }, true)
             : new AiModel.CompletionChunk({ delta }, true)
           return delay > 0 ? Effect.as(Effect.sleep(delay), chunk) : Effect.succeed(chunk)
         })
+        // `end`: the stream just stops after its last chunk before the break.
+        if (call.breakAfter < Infinity && midStreamFailure === "end") steps.pop()
         return Stream.mapEffect(Stream.fromIterable(steps), (step) => step)
       }))
   }
 }
 
-/** A call's draws, always in this order: fault or not, which fault, its retryAfter, the two latency factors. */
-type Draws = readonly [number, number, number, number, number]
+/**
+ * A call's draws, always in this order: fault or not, which fault, its retryAfter, the two
+ * latency factors; then, when streams may break, whether this one does and after which chunk.
+ */
+type Draws = readonly [number, number, number, number, number, ...Array<number>]
 
-const draw = (random: Random.Random): Effect.Effect<Draws> =>
+const drawPlain = (random: Random.Random): Effect.Effect<Draws> =>
   Effect.all([random.next, random.next, random.next, random.next, random.next])
+
+const drawWithBreak = (random: Random.Random): Effect.Effect<Draws> =>
+  Effect.all([random.next, random.next, random.next, random.next, random.next, random.next, random.next])
 
 // -----------------------------------------------------------------------------
 // the answer

@@ -84,4 +84,11 @@ describe("AiModel", () => {
     expect(AiModel.isPermanent(new Error("plain"))).toBe(false)
     expect(AiModel.isPermanent("InvalidRequest")).toBe(false)
   })
+
+  it("make says whether the model continues an answer: only when told so", () => {
+    const generate = () => Effect.die("unused")
+    expect(AiModel.make({ name: "m", generate }).supportsContinuation).toBeUndefined()
+    expect(AiModel.make({ name: "m", generate, supportsContinuation: true }).supportsContinuation).toBe(true)
+    expect(new AiModel.CompletionRequest({ prompt: "p", maxTokens: 1, continuation: "The" }).continuation).toBe("The")
+  })
 })

@@ -354,4 +354,70 @@ describe("EmbeddedModel", () => {
       const noWeights = yield* Effect.exit(EmbeddedModel.make({ failureRate: 0.1, faults: {} }))
       expect(Exit.isFailure(noWeights)).toBe(true)
     }))
+
+  describe("continuation and mid-stream faults (for streaming answers)", () => {
+    const deltas = (chunks: ReadonlyArray<AiModel.CompletionChunk>) => chunks.map((chunk) => chunk.delta).join("")
+
+    it.effect("a continuation is answered with what follows it, so delivered + continued text is the uninterrupted answer", () =>
+      Effect.gen(function* () {
+        const model = yield* EmbeddedModel.make({ ...instant, seed: 1 })
+        expect(model.supportsContinuation).toBe(true)
+        const whole = yield* collect(model.stream(request(article)))
+        // after every chunk boundary, and in the middle of a word
+        const cuts = [...whole.keys()].map((i) => deltas(whole.slice(0, i + 1))).concat([summary.slice(0, 10)])
+        for (const delivered of cuts) {
+          const rest = yield* collect(model.stream(new AiModel.CompletionRequest({ prompt: article, maxTokens: 100, continuation: delivered })))
+          expect(delivered + deltas(rest)).toBe(summary)
+          const final = rest[rest.length - 1]!
+          expect(final.finishReason).toBe("stop")
+          expect(final.usage?.completionTokens).toBe(Tokenizer.count(summary.slice(delivered.length)))
+          expect(final.usage?.promptTokens).toBe(Tokenizer.count(article) + Tokenizer.count(delivered))
+        }
+        const generated = yield* model.generate(new AiModel.CompletionRequest({ prompt: article, maxTokens: 100, continuation: summary.slice(0, 30) }))
+        expect(summary.slice(0, 30) + generated.text).toBe(summary)
+      }))
+
+    it.effect("maxTokens bounds the whole answer, the continuation included: a continued answer ends where the uninterrupted one does", () =>
+      Effect.gen(function* () {
+        const model = yield* EmbeddedModel.make({ ...instant, seed: 1 })
+        const cut = yield* model.generate(request(article, 19))
+        const rest = yield* collect(model.stream(new AiModel.CompletionRequest({ prompt: article, maxTokens: 19, continuation: cut.text.slice(0, 12) })))
+        expect(cut.text.slice(0, 12) + deltas(rest)).toBe(cut.text)
+        expect(rest[rest.length - 1]!.finishReason).toBe("length")
+      }))
+
+    it.effect("a continuation that is not the start of its own answer fails with InvalidRequest", () =>
+      Effect.gen(function* () {
+        const model = yield* EmbeddedModel.make({ ...instant, seed: 1 })
+        const exit = yield* Effect.exit(collect(model.stream(new AiModel.CompletionRequest({ prompt: article, maxTokens: 100, continuation: "Something else" }))))
+        expect(exit).toEqual(Exit.fail(new AiModel.InvalidRequest({ model: "embedded", reason: "the continuation is not the start of this model's answer" })))
+      }))
+
+    it.effect("midStreamFailureRate: a stream breaks after at least one chunk and before its final one (Unavailable, or an early end); generate is never cut", () =>
+      Effect.gen(function* () {
+        const broken = yield* EmbeddedModel.make({ ...instant, seed: 3, midStreamFailureRate: 1 })
+        const ended = yield* EmbeddedModel.make({ ...instant, seed: 3, midStreamFailureRate: 1, midStreamFailure: "end" })
+        const whole = yield* collect((yield* EmbeddedModel.make({ ...instant, seed: 3 })).stream(request(article)))
+        for (let i = 0; i < 20; i++) {
+          const seen: Array<AiModel.CompletionChunk> = []
+          const exit = yield* Effect.exit(Stream.runForEach(broken.stream(request(article)), (chunk) => Effect.sync(() => void seen.push(chunk))))
+          expect(exit).toEqual(Exit.fail(new AiModel.Unavailable({ model: "embedded", reason: "connection lost mid-stream" })))
+          expect(seen.length >= 1 && seen.length < whole.length).toBe(true)
+          expect(summary.startsWith(deltas(seen))).toBe(true)
+          const early = yield* collect(ended.stream(request(article)))
+          expect(early.length >= 1 && early.length < whole.length && early.every((chunk) => chunk.finishReason === undefined)).toBe(true)
+        }
+        expect((yield* broken.generate(request(article))).text).toBe(summary)
+      }))
+
+    it.effect("mid-stream faults add draws after the others: with them on, every start fault and latency is what it was", () =>
+      Effect.gen(function* () {
+        const run = (midStreamFailureRate: number) =>
+          Effect.gen(function* () {
+            const model = yield* EmbeddedModel.make({ ...faulty, seed: 7, midStreamFailureRate })
+            return yield* inVirtualTime(Effect.forEach(Array.from({ length: 12 }), () => timed(model.generate(request(article)))))
+          })
+        expect(yield* run(0.5)).toEqual(yield* run(0))
+      }))
+  })
 })
