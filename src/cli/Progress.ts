@@ -1,7 +1,8 @@
 /**
  * The live progress line of `wiz run` on stderr: lines done of the total, tasks failed,
- * retries scheduled, the rate in tasks per second and the time left (seed bug 13:
- * `processWithProgress` reported a percentage only). On a terminal it is one line redrawn in
+ * retries scheduled, the rate in tasks per second, the time left, and any circuit that is not
+ * closed with when it will probe again (seed bug 13: `processWithProgress` reported a
+ * percentage only). On a terminal it is one line redrawn in
  * place with a bar; elsewhere (a log file, CI) it degrades to a plain line every few seconds.
  * It is redrawn on a `Schedule`, so it follows Effect's `Clock` and `TestClock` drives it.
  *
@@ -54,6 +55,22 @@ export interface Counts {
   readonly retries: number
   /** Tasks this run answered or failed: what the rate counts. */
   readonly finished: number
+  /** Circuits that are not closed now: tasks wait on them. */
+  readonly circuits?: ReadonlyArray<Circuit>
+}
+
+/**
+ * A circuit breaker that is not closed, as the line shows it: open (and when it will let a
+ * probe through), half-open (a probe is testing the model), or isolated by hand.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Circuit {
+  readonly breaker: string
+  readonly state: "open" | "half-open" | "isolated"
+  /** Clock time (ms) an open circuit becomes half-open. */
+  readonly probeAtMillis?: number
 }
 
 /**
@@ -68,6 +85,8 @@ export interface Snapshot extends Counts {
   /** Lines not reached yet that an earlier run already answered (`--resume`): no work left. */
   readonly answeredAhead: number
   readonly elapsedMillis: number
+  /** Clock time (ms) of the snapshot, for when a circuit will probe. */
+  readonly nowMillis?: number
 }
 
 /**
@@ -147,8 +166,15 @@ export const render = (mode: Mode, snapshot: Snapshot): string => {
     head = mode === "tty" ? `${bar(snapshot.done, total)} ${snapshot.done}/${shown}` : `${snapshot.done}/${shown} done`
     parts.push(left === 0 ? "ETA 0s" : rate === undefined || rate === 0 ? "ETA --" : `ETA ${formatEta(left / rate)}`)
   }
+  for (const circuit of snapshot.circuits ?? []) parts.push(describeCircuit(circuit, snapshot.nowMillis))
   const line = [head, ...parts].join(", ")
   return mode === "tty" ? `\r${line}\x1b[K` : `${line}\n`
+}
+
+const describeCircuit = (circuit: Circuit, now: number | undefined): string => {
+  if (circuit.state !== "open") return `circuit ${circuit.breaker} ${circuit.state}${circuit.state === "half-open" ? " (probing)" : ""}`
+  const left = circuit.probeAtMillis === undefined || now === undefined ? undefined : circuit.probeAtMillis - now
+  return `circuit ${circuit.breaker} open${left === undefined ? "" : left > 0 ? ` (probe in ${formatEta(left / 1000)})` : " (probing)"}`
 }
 
 /**
@@ -193,7 +219,13 @@ export const start = (
     const startedAt = yield* Clock.currentTimeMillis
     const snapshot = Effect.map(
       Effect.all([counts, options.total, options.answeredAhead ?? Effect.succeed(0), Clock.currentTimeMillis]),
-      ([counts, total, answeredAhead, now]): Snapshot => ({ ...counts, total, answeredAhead, elapsedMillis: now - startedAt })
+      ([counts, total, answeredAhead, now]): Snapshot => ({
+        ...counts,
+        total,
+        answeredAhead,
+        elapsedMillis: now - startedAt,
+        nowMillis: now
+      })
     )
     // one writer at a time on the terminal: a redraw never lands between a clear and a record
     const lock = yield* Effect.makeSemaphore(1)

@@ -85,12 +85,14 @@ export interface RunOptions {
   readonly input: string
   /** The records file; none for stdout. */
   readonly output: Option.Option<string>
-  /** Tasks worked on at once. */
+  /** Model calls at once; tasks asleep in a backoff or on an open circuit make room for more. */
   readonly concurrency: number
   /** Retries after the first attempt. */
   readonly retries: number
   /** Time one attempt may take. */
   readonly timeout: Duration.Duration
+  /** Time one task may take in all: calls, backoffs, Retry-After waits and open circuits. */
+  readonly deadline: Duration.Duration
   readonly model: Model
   readonly baseUrl: Option.Option<string>
   readonly apiKeyEnv: Option.Option<string>
@@ -117,7 +119,7 @@ export interface RunOptions {
 }
 
 /**
- * `output` stdout, `concurrency` and `timeout` per `AgentService.defaults`, `retries` one
+ * `output` stdout, `concurrency`, `timeout` and `deadline` per `AgentService.defaults`, `retries` one
  * less than `Retry.defaults.maxAttempts`, the embedded model with its own defaults and no
  * outage, the breaker per `CircuitBreaker.defaults`, progress on.
  *
@@ -129,6 +131,7 @@ export const defaults: Omit<RunOptions, "input"> = {
   concurrency: AgentService.defaults.concurrency,
   retries: Retry.defaults.maxAttempts - 1,
   timeout: AgentService.defaults.timeout,
+  deadline: AgentService.defaults.deadline,
   model: "embedded",
   baseUrl: Option.none(),
   apiKeyEnv: Option.none(),
@@ -151,6 +154,7 @@ const agentLayer = (options: RunOptions): Layer.Layer<AgentService.AgentService>
   AgentService.layer({
     concurrency: options.concurrency,
     timeout: options.timeout,
+    deadline: options.deadline,
     retry: options.retries === 0 ? false : { maxAttempts: options.retries + 1 },
     ...Option.match(options.breakerOpen, {
       onNone: () => ({}),
@@ -352,7 +356,9 @@ const runOptions = {
     Options.optional
   ),
   concurrency: OptionValue.integer("concurrency", 1).pipe(
-    Options.withDescription(`Tasks worked on at once (default ${defaults.concurrency}).`),
+    Options.withDescription(
+      `Model calls at once; a task asleep in a backoff or waiting on an open circuit makes room for the next (default ${defaults.concurrency}).`
+    ),
     Options.withDefault(defaults.concurrency)
   ),
   retries: OptionValue.integer("retries", 0).pipe(
@@ -363,6 +369,12 @@ const runOptions = {
     "timeout",
     "positive",
     `Time one attempt may take, e.g. 10s or 500ms (default ${Duration.format(defaults.timeout)}).`
+  ),
+  deadline: OptionValue.duration(
+    "deadline",
+    "positive",
+    `Time one task may take in all — calls, backoffs, Retry-After waits, an open circuit — before it fails ` +
+      `with DeadlineExceeded saying what it waited for (default ${Duration.format(defaults.deadline)}).`
   ),
   model: Options.choice("model", ["embedded", "openai-compatible"]).pipe(
     Options.withDescription(
@@ -435,10 +447,11 @@ const runOptions = {
  * @since 0.1.0
  * @category commands
  */
-export const command = Command.make("run", runOptions, ({ noProgress, timeout, ...rest }) =>
+export const command = Command.make("run", runOptions, ({ deadline, noProgress, timeout, ...rest }) =>
   Effect.asVoid(run({
     ...rest,
     timeout: Option.getOrElse(timeout, () => defaults.timeout),
+    deadline: Option.getOrElse(deadline, () => defaults.deadline),
     progress: !noProgress
   }))).pipe(
     Command.withDescription(

@@ -151,4 +151,15 @@ describe("Progress", () => {
         ])
       }))
   })
+
+  it("issue 6: while a circuit is open the line says so, and when it will probe", () => {
+    const open = snapshot({ circuits: [{ breaker: "embedded", state: "open", probeAtMillis: 13_000 }], nowMillis: 1_000 })
+    expect(Progress.render("plain", open)).toBe(
+      "120/300 done, 3 failed, 7 retries, 40.0/s, ETA 5s, circuit embedded open (probe in 12s)\n"
+    )
+    const probing = snapshot({ circuits: [{ breaker: "embedded", state: "half-open" }], nowMillis: 13_000 })
+    expect(Progress.render("plain", probing)).toBe(
+      "120/300 done, 3 failed, 7 retries, 40.0/s, ETA 5s, circuit embedded half-open (probing)\n"
+    )
+  })
 })
