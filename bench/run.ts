@@ -18,6 +18,7 @@ interface Section {
 
 const sections: Record<string, Section> = {
   overhead: { file: "overhead.ts", what: "success-path cost per call of each policy and of AgentService, against cockatiel" },
+  lean: { file: "lean.ts", what: "what AgentService costs around a call, and its heap per in-flight task, against cockatiel" },
   patterns: { file: "patterns.ts", what: "coalescing, memoization and the model pool, against the seed's code" },
   streams: { file: "streams.ts", what: "streaming answers per chunk, and the event bus with 1, 10 and 100 subscribers" },
   degrade: { file: "degrade.ts", what: "goodput under provider faults, against cockatiel", slow: true }

@@ -48,7 +48,6 @@
  *
  * @since 0.1.0
  */
-import { NodeSink, NodeStream } from "@effect/platform-node"
 import { Chunk, Duration, Effect, Exit, Schema, Sink, Stream } from "effect"
 import type { LazyArg } from "effect/Function"
 import { Readable } from "node:stream"
@@ -258,7 +257,10 @@ export const fromReadable: {
   evaluate: LazyArg<Readable | NodeJS.ReadableStream>,
   onError?: (error: unknown) => E
 ): Stream.Stream<A, E | NodeStreamError> =>
-  NodeStream.fromReadable<E | NodeStreamError, A>(evaluate, onError ?? nodeError("read"))
+  // A Readable is an AsyncIterable whose iterator destroys it when iteration stops early.
+  Stream.suspend(() =>
+    Stream.fromAsyncIterable<A, E | NodeStreamError>(evaluate() as AsyncIterable<A>, onError ?? nodeError("read"))
+  )
 
 /**
  * The stream as an object-mode Node `Readable`, for code that expects one (`.pipe`, Node's
@@ -304,9 +306,52 @@ export const toWritable: {
               writable.destroy()
             })
       ),
-      (writable) => NodeSink.fromWritable<E | NodeStreamError, A>(() => writable, onError ?? nodeError("write"))
+      (writable) => {
+        const fail: (error: unknown) => E | NodeStreamError = onError ?? nodeError("write")
+        const end = awaitWritable(writable, (done) => {
+          writable.end(done)
+        }, fail)
+        return Sink.forEach((item: A) =>
+          awaitWritable(writable, (done) => {
+            if (writable.write(item as never)) done()
+            else writable.once("drain", done)
+          }, fail)
+        ).pipe(Sink.zipRight(Sink.fromEffect(end)))
+      }
     )
   )
+
+/**
+ * Start an operation on a writable and wait until it calls `done`, failing with `onError` on
+ * an `'error'` meanwhile; the listeners are removed however it ends.
+ */
+const awaitWritable = <E>(
+  writable: Writable | NodeJS.WritableStream,
+  start: (done: () => void) => void,
+  onError: (error: unknown) => E
+): Effect.Effect<void, E> =>
+  Effect.async<void, E>((resume) => {
+    let settled = false
+    const cleanup = () => {
+      writable.off("error", failed)
+      writable.off("drain", succeeded)
+    }
+    const succeeded = () => {
+      if (settled) return
+      settled = true
+      cleanup()
+      resume(Effect.void)
+    }
+    const failed = (error: unknown) => {
+      if (settled) return
+      settled = true
+      cleanup()
+      resume(Effect.fail(onError(error)))
+    }
+    writable.on("error", failed)
+    start(succeeded)
+    return Effect.sync(cleanup)
+  })
 
 // -----------------------------------------------------------------------------
 // pipeline
