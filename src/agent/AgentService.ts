@@ -26,10 +26,11 @@
  *
  * @since 0.1.0
  */
-import { Cause, Clock, Context, Duration, Effect, Exit, FiberRef, Layer, Metric, MetricBoundaries, Option, PubSub, Stream } from "effect"
+import { Cause, Clock, Context, Duration, Effect, Exit, FiberRef, Layer, Metric, MetricBoundaries, MetricKey, Option, Stream, Tracer } from "effect"
 import type { Scope } from "effect"
 import * as Bulkhead from "../concurrency/Bulkhead.js"
 import * as AgentEvent from "../events/AgentEvent.js"
+import * as EventBus from "../events/EventBus.js"
 import * as AiModel from "../model/AiModel.js"
 import * as Budget from "../policy/Budget.js"
 import * as CircuitBreaker from "../policy/CircuitBreaker.js"
@@ -40,6 +41,7 @@ import * as Timeout from "../policy/Timeout.js"
 import * as ErrorInfo from "../events/ErrorInfo.js"
 import { type AgentTask, TaskFailed, type TaskResult, TaskSucceeded } from "./AgentTask.js"
 import { TaskWindow } from "../internal/taskWindow.js"
+import { unsafeConstruct } from "../internal/unsafeConstruct.js"
 
 /**
  * @since 0.1.0
@@ -180,39 +182,133 @@ export declare namespace AgentService {
       (tasks: Iterable<AgentTask>): Stream.Stream<TaskResult>
       <E, R>(tasks: Stream.Stream<AgentTask, E, R>): Stream.Stream<TaskResult, E, R>
     }
-    /** Everything the policies do from now on (subscribes when the stream starts). */
+    /**
+     * Everything the policies do from when the stream runs; it misses nothing from then on (its
+     * buffer, when full, makes the agent wait rather than drop an event).
+     */
     readonly events: Stream.Stream<AgentEvent.AgentEvent>
     /**
-     * Subscribe now, in a scope, so no event after this point is missed. Each subscriber has an
-     * unbounded queue, so nothing is dropped: read it, or close its scope.
+     * Subscribe now, in a scope, so no event after this point is missed: a bounded buffer that,
+     * when full, makes the agent wait for the reader (read it, or close its scope). For a
+     * subscriber that may drop instead, use `bus.subscribe({ strategy: "sliding" })`.
      */
     readonly subscribe: Effect.Effect<Stream.Stream<AgentEvent.AgentEvent>, never, Scope.Scope>
+    /** The bus the agent publishes on: the `EventBus` in context when there is one, else its own. */
+    readonly bus: EventBus.EventBus.Service
   }
 }
 
-const succeededCount = Metric.tagged(metrics.tasks, "status", "succeeded")
-const failedCount = Metric.tagged(metrics.tasks, "status", "failed")
+/** Effect's default tracer, which records no span: under it AgentService makes none. */
+const nativeTracer = Effect.runSync(Effect.tracer)
 
 /**
- * One task while it runs: the calls it made and the last error it met, for its record and its
- * deadline's error, and the window it sleeps in (none outside `processAll`). It travels with
- * the work as an argument, so no fiber-local state is copied per task.
+ * `metrics.tasks` tagged by status, as metrics of their own key: `Metric.tagged` would merge
+ * the tags into a new array on every update, missing its hook cache (a registry lookup and a
+ * key hash per task). `Metric.value(Metric.tagged(metrics.tasks, "status", s))` reads the same.
  */
-interface TaskRun {
-  readonly task: AgentTask
-  readonly window: TaskWindow | undefined
-  /** Calls that reached a model. */
-  attempts: number
-  /** Clock time (ms) of the task's deadline. */
-  deadlineAt: number
-  lastError: AgentError | undefined
-  /** The retry policy's per-call hooks, built once per task when it first fails. */
-  retry: Retry.CallOptions<AgentError> | undefined
+const tasksWithStatus = (status: "succeeded" | "failed") =>
+  Metric.fromMetricKey(
+    MetricKey.counter("wiz_tasks_total", { description: "tasks finished", incremental: true }).pipe(
+      MetricKey.tagged("status", status)
+    )
+  )
+const succeededCount = tasksWithStatus("succeeded")
+const failedCount = tasksWithStatus("failed")
+
+/** What every task of one service shares: its bus, the options its hooks need. */
+interface Shared {
+  readonly bus: EventBus.EventBus.Service
+  readonly deadline: Duration.Duration
 }
 
 /**
- * Build the service from its options and the `AiModel` in context. Scoped: it ends its event
- * stream with the scope.
+ * One task while it runs: the calls it made and the last error it met (for its record and its
+ * deadline's error), the window it sleeps in (none outside `processAll`), and the retry
+ * policy's per-call hooks as its methods. It travels with the work as an argument, so no
+ * fiber-local state is copied per task and no closure is built for a hook that never runs.
+ */
+class TaskRun implements Retry.CallOptions<AgentError> {
+  /** Calls that reached a model. */
+  attempts = 0
+  lastError: AgentError | undefined = undefined
+  constructor(
+    readonly task: AgentTask,
+    readonly window: TaskWindow | undefined,
+    readonly shared: Shared,
+    /** Clock time (ms) of the task's deadline. */
+    readonly deadlineAt: number
+  ) {}
+
+  onRetry({ attempt, delay, error }: Retry.RetryEvent<AgentError>): Effect.Effect<void> {
+    this.lastError = error
+    return Effect.zipRight(
+      Metric.increment(metrics.retries),
+      emit(this.shared.bus, "RetryScheduled", () =>
+        new AgentEvent.RetryScheduled({
+          taskId: this.task.id,
+          model: modelOf(error),
+          attempt,
+          delayMillis: Duration.toMillis(delay),
+          error: ErrorInfo.fromError(error)
+        }, true))
+    )
+  }
+
+  onGiveUp({ attempts, error, reason }: Retry.GiveUpEvent<AgentError>): Effect.Effect<void> {
+    if (error._tag !== "DeadlineExceeded") this.lastError = error
+    return emit(this.shared.bus, "RetryGivenUp", () =>
+      new AgentEvent.RetryGivenUp({
+        taskId: this.task.id,
+        model: modelOf(error),
+        reason,
+        attempts,
+        error: ErrorInfo.fromError(error)
+      }, true))
+  }
+
+  /**
+   * Waiting out a 429's Retry-After keeps the task's place: the provider asked the batch to
+   * slow down, so no new task starts meanwhile. Any other backoff frees the place.
+   */
+  wait(delay: Duration.Duration, error: AgentError): Effect.Effect<void> {
+    return this.window === undefined || error._tag === "RateLimited"
+      ? Effect.sleep(delay)
+      : this.window.asleep(Effect.sleep(delay))
+  }
+
+  deadlineExceeded(waitingFor: string): Retry.DeadlineExceeded {
+    return new Retry.DeadlineExceeded({
+      deadline: this.shared.deadline,
+      attempts: this.attempts,
+      waitingFor,
+      ...(this.lastError === undefined ? {} : { lastError: ErrorInfo.fromError(this.lastError) })
+    }, true)
+  }
+
+  /** Wait on an open circuit asleep (it holds no place), but never past the deadline. */
+  waitOnCircuit(wait: Effect.Effect<void>, refused: CircuitBreaker.CircuitOpen): Effect.Effect<void, Retry.DeadlineExceeded> {
+    return Effect.flatMap(Clock.currentTimeMillis, (now) => {
+      const left = this.deadlineAt - now
+      const expired = Effect.failSync(() => this.deadlineExceeded(`the circuit of ${refused.message}`))
+      if (left <= 0) return expired
+      const bounded = Number.isFinite(left)
+        ? Effect.raceFirst(wait, Effect.zipRight(Effect.sleep(Duration.millis(left)), expired))
+        : wait
+      return this.window === undefined ? bounded : this.window.asleep(bounded)
+    })
+  }
+}
+
+/** Publish the event `make` builds, if anyone wants its tag: nobody listening costs a lookup. */
+const emit = <T extends AgentEvent.Tag>(
+  bus: EventBus.EventBus.Service,
+  tag: T,
+  make: () => AgentEvent.AgentEvent
+): Effect.Effect<void> => bus.wants(tag) ? bus.publish(make()) : Effect.void
+
+/**
+ * Build the service from its options and the `AiModel` in context. It publishes on the
+ * `EventBus` in context when there is one, else on a bus of its own, ended with the scope.
  *
  * @since 0.1.0
  * @category constructors
@@ -226,11 +322,14 @@ export const make = (
     const maxTasks = Math.max(options.maxTasks ?? defaults.maxTasks, concurrency)
     const maxTokens = options.maxTokens ?? defaults.maxTokens
     const timeout = Duration.decode(options.timeout ?? defaults.timeout)
+    const timeoutMillis = Duration.toMillis(timeout)
     const deadline = Duration.decode(options.deadline ?? defaults.deadline)
     const deadlineMillis = Duration.toMillis(deadline)
-    const events = yield* PubSub.unbounded<AgentEvent.AgentEvent>()
-    yield* Effect.addFinalizer(() => PubSub.shutdown(events))
-    const publish = (event: AgentEvent.AgentEvent) => PubSub.publish(events, event)
+    const bus = yield* Option.match(yield* Effect.serviceOption(EventBus.EventBus), {
+      onNone: () => EventBus.make(),
+      onSome: Effect.succeed
+    })
+    const shared: Shared = { bus, deadline }
 
     const bulkhead = yield* Bulkhead.make({ permits: concurrency })
     // One timer for every attempt's time limit: the timeout, or what is left of the deadline.
@@ -241,9 +340,17 @@ export const make = (
       ...options.breaker,
       onTransition: (breaker, { at, from, to, until }) => {
         metrics.breakerTransitions.unsafeUpdate(1, [])
-        events.unsafeOffer(
-          new AgentEvent.BreakerTransition({ breaker, from, to, atMillis: at, ...(until === undefined ? {} : { untilMillis: until }) })
-        )
+        if (bus.wants("BreakerTransition")) {
+          bus.unsafePublish(
+            new AgentEvent.BreakerTransition({
+              breaker,
+              from,
+              to,
+              atMillis: at,
+              ...(until === undefined ? {} : { untilMillis: until })
+            }, true)
+          )
+        }
       }
     })
 
@@ -267,66 +374,13 @@ export const make = (
     const hedgeBudget = hedgeConfig === undefined || hedgeConfig.budget === false
       ? undefined
       : yield* Budget.make(hedgeConfig.budget ?? {})
-    // The task a hedge works for is the one whose fiber runs the hedge.
-    const hedgeTask = FiberRef.unsafeMake<string>("")
 
     /** A model's own hedge, so a learned delay follows that model's latencies. */
-    const hedgeFor = (model: string): Effect.Effect<Hedge.Hedge | undefined> => {
+    const hedgeFor = (): Effect.Effect<Hedge.Hedge | undefined> => {
       if (hedgeConfig === undefined) return Effect.succeed(undefined)
       const { budget: _, ...hedgeOptions } = hedgeConfig
-      return Hedge.make({
-        ...hedgeOptions,
-        ...(hedgeBudget === undefined ? {} : { budget: hedgeBudget }),
-        onHedge: ({ after, hedge }) =>
-          Effect.flatMap(FiberRef.get(hedgeTask), (taskId) =>
-            Effect.zipRight(
-              Metric.increment(metrics.hedges),
-              publish(new AgentEvent.HedgeStarted({ taskId, model, hedge, afterMillis: Duration.toMillis(after) }))
-            ))
-      })
+      return Hedge.make({ ...hedgeOptions, ...(hedgeBudget === undefined ? {} : { budget: hedgeBudget }) })
     }
-
-    const deadlineExceeded = (run: TaskRun, waitingFor: string) =>
-      new Retry.DeadlineExceeded({
-        deadline,
-        attempts: run.attempts,
-        waitingFor,
-        ...(run.lastError === undefined ? {} : { lastError: ErrorInfo.fromError(run.lastError) })
-      })
-
-    /** The retry policy's hooks for one task: its events, its last error, how it sleeps. */
-    const retryHooks = (run: TaskRun): Retry.CallOptions<AgentError> => ({
-      deadlineAt: run.deadlineAt,
-      onRetry: ({ attempt, delay, error }) =>
-        Effect.zipRight(
-          Metric.increment(metrics.retries),
-          publish(
-            new AgentEvent.RetryScheduled({
-              taskId: run.task.id,
-              model: modelOf(error),
-              attempt,
-              delayMillis: Duration.toMillis(delay),
-              error: ErrorInfo.fromError(error)
-            })
-          )
-        ),
-      onGiveUp: ({ attempts, error, reason }) =>
-        publish(
-          new AgentEvent.RetryGivenUp({
-            taskId: run.task.id,
-            model: modelOf(error),
-            reason,
-            attempts,
-            error: ErrorInfo.fromError(error)
-          })
-        ),
-      // Waiting out a 429's Retry-After keeps the task's place: the provider asked the batch to
-      // slow down, so no new task starts meanwhile. Any other backoff frees the place.
-      wait: (delay, error) =>
-        run.window === undefined || error._tag === "RateLimited"
-          ? Effect.sleep(delay)
-          : run.window.asleep(Effect.sleep(delay))
-    })
 
     /**
      * One tier: per attempt breaker → permit → time limit → model, hedged, retried. The last
@@ -334,53 +388,48 @@ export const make = (
      * once with `CircuitOpen`, so the next tier answers.
      */
     const tier = Effect.fnUntraced(function*(model: AiModel.AiModel.Service, last: boolean) {
-      const hedge = yield* hedgeFor(model.name)
-      const modelTimeout = () => new AiModel.ModelTimeout({ model: model.name, timeout })
+      const hedge = yield* hedgeFor()
+      const modelTimeout = () => new AiModel.ModelTimeout({ model: model.name, timeout }, true)
       const retryPolicy = last ? lastTierRetry : earlyTierRetry
-      const failFast = breakers?.execute(model.name)
-      const waiting = breakers?.executeWaiting(model.name)
+      const breaker = breakers === undefined ? undefined : yield* breakers.get(model.name)
+      // The retry policy's hooks see every failed attempt; without one, the call notes its own.
+      const remember = retryPolicy !== undefined
+        ? undefined
+        : (run: TaskRun) => (error: AiModel.ModelError | Retry.DeadlineExceeded) => {
+          run.lastError = error
+          return Effect.fail(error)
+        }
+
       return (request: AiModel.CompletionRequest, run: TaskRun): Effect.Effect<AiModel.Completion, AgentError> => {
         // The call's time limit is its timeout, or what is left of the task's deadline if less.
-        const call = Effect.clockWith((clock) => {
+        const call = Effect.withFiberRuntime<AiModel.Completion, AiModel.ModelError | Retry.DeadlineExceeded>((fiber) => {
+          const now = Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeMillis()
           run.attempts++
-          const left = run.deadlineAt - clock.unsafeCurrentTimeMillis()
-          const limited = left < Duration.toMillis(timeout)
+          metrics.attempts.unsafeUpdate(1, fiber.getFiberRef(FiberRef.currentMetricLabels))
+          const span = fiber.currentSpan
+          if (span?._tag === "Span") span.event("attempt", BigInt(Math.round(now * 1_000_000)), { model: model.name, attempt: run.attempts })
+          const left = run.deadlineAt - now
+          const limited = left < timeoutMillis
             ? timer.within(model.generate(request), Duration.millis(Math.max(0, left)), () =>
-              deadlineExceeded(run, `an answer from ${model.name}`))
+              run.deadlineExceeded(`an answer from ${model.name}`))
             : timer.within(model.generate(request), timeout, modelTimeout)
-          return Effect.zipRight(
-            Metric.increment(metrics.attempts),
-            Effect.tapError(limited, (error) => Effect.sync(() => (run.lastError = error)))
-          )
+          return remember === undefined ? limited : Effect.catchAll(limited, remember(run))
         })
         const permitted = bulkhead.withPermit(call)
-        const guarded: Effect.Effect<AiModel.Completion, AgentError> = failFast === undefined || waiting === undefined
+        const guarded: Effect.Effect<AiModel.Completion, AgentError> = breaker === undefined
           ? permitted
           : last
-          ? waiting(permitted, (wait, refused) => waitOnCircuit(run, wait, refused))
-          : failFast(permitted)
-        const hedged = hedge === undefined ? guarded : Effect.locally(hedge.run(guarded), hedgeTask, run.task.id)
-        if (retryPolicy === undefined) return hedged
-        run.retry ??= retryHooks(run)
-        return retryPolicy.apply(hedged, run.retry)
+          ? breaker.executeWaiting(permitted, (wait, refused) => run.waitOnCircuit(wait, refused))
+          : breaker.execute(permitted)
+        const hedged = hedge === undefined ? guarded : hedge.run(guarded, ({ after, hedge: n }) =>
+          Effect.zipRight(
+            Metric.increment(metrics.hedges),
+            emit(bus, "HedgeStarted", () =>
+              new AgentEvent.HedgeStarted({ taskId: run.task.id, model: model.name, hedge: n, afterMillis: Duration.toMillis(after) }, true))
+          ))
+        return retryPolicy === undefined ? hedged : retryPolicy.apply(hedged, run)
       }
     })
-
-    /** Wait on an open circuit asleep (it holds no place), but never past the deadline. */
-    const waitOnCircuit = (
-      run: TaskRun,
-      wait: Effect.Effect<void>,
-      refused: CircuitBreaker.CircuitOpen
-    ): Effect.Effect<void, Retry.DeadlineExceeded> =>
-      Effect.flatMap(Clock.currentTimeMillis, (now) => {
-        const left = run.deadlineAt - now
-        const expired = Effect.failSync(() => deadlineExceeded(run, `the circuit of ${refused.message}`))
-        if (left <= 0) return expired
-        const bounded = Number.isFinite(left)
-          ? Effect.raceFirst(wait, Effect.zipRight(Effect.sleep(Duration.millis(left)), expired))
-          : wait
-        return run.window === undefined ? bounded : run.window.asleep(bounded)
-      })
 
     const fallback = options.fallback
     const extraModels = fallback?.models ?? []
@@ -398,15 +447,14 @@ export const make = (
       extraModels,
       (model, i) => Effect.map(tier(model, i === extraModels.length - 1), (run) => ({ name: model.name, run }))
     )
+    const chained = fallback !== undefined && (extraTiers.length > 0 || fallback.staticAnswer !== undefined)
 
-    const answer = (
+    /** The answer through the fallback chain, saying whether a later tier gave it. */
+    const answerDegraded = (
       request: AiModel.CompletionRequest,
       run: TaskRun
-    ): Effect.Effect<{ completion: AiModel.Completion; degraded: boolean }, AgentError | Fallback.AllTiersFailed<AgentError>> => {
-      if (fallback === undefined || (extraTiers.length === 0 && fallback.staticAnswer === undefined)) {
-        return Effect.map(primaryTier(request, run), (completion) => ({ completion, degraded: false }))
-      }
-      const staticTier = fallback.staticAnswer === undefined ? [] : [
+    ): Effect.Effect<Fallback.Answered<AiModel.Completion, AgentError>, AgentError | Fallback.AllTiersFailed<AgentError>> => {
+      const staticTier = fallback?.staticAnswer === undefined ? [] : [
         Fallback.fixed(
           "static",
           new AiModel.Completion({
@@ -417,74 +465,100 @@ export const make = (
           })
         )
       ]
-      return Fallback.run(
-        [
-          Fallback.tier(primary.name, primaryTier(request, run)),
-          ...extraTiers.map(({ name, run: tierRun }) => Fallback.tier(name, tierRun(request, run))),
-          ...staticTier
-        ],
-        { fallThrough }
-      ).pipe(
-        Effect.tap((answered) =>
+      return Effect.tap(
+        Fallback.run(
+          [
+            Fallback.tier(primary.name, primaryTier(request, run)),
+            ...extraTiers.map(({ name, run: tierRun }) => Fallback.tier(name, tierRun(request, run))),
+            ...staticTier
+          ],
+          { fallThrough }
+        ),
+        (answered) =>
           answered.degraded
             ? Effect.zipRight(
               Metric.increment(metrics.fallbacks),
-              publish(
+              emit(bus, "FallbackUsed", () =>
                 new AgentEvent.FallbackUsed({
                   taskId: run.task.id,
                   tier: answered.tier,
                   failures: answered.failures.map(({ error, tier }) => ({ tier, error: ErrorInfo.fromError(error) }))
-                })
-              )
+                }, true))
             )
             : Effect.void
-        ),
-        Effect.map((answered) => ({ completion: answered.value, degraded: answered.degraded }))
       )
     }
 
-    // A span per task, but not `Effect.fn`: it captures a stack trace per call, which measured
-    // ~30 µs against ~9 µs for the span alone (bench/overhead.ts).
+    /** The task's record, its metrics and its `TaskFinished` event, once its outcome is known. */
+    const finish = (
+      run: TaskRun,
+      start: number,
+      outcome: Exit.Exit<
+        AiModel.Completion | Fallback.Answered<AiModel.Completion, AgentError>,
+        AgentError | Fallback.AllTiersFailed<AgentError>
+      >
+    ): Effect.Effect<TaskSucceeded, TaskFailed> =>
+      // Interrupting the caller ends the task without a record; anything else gives one.
+      Exit.isFailure(outcome) && Cause.isInterruptedOnly(outcome.cause)
+        ? Effect.interrupt
+        : Effect.withFiberRuntime((fiber) => {
+          const durationMs = Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeMillis() - start
+          const labels = fiber.getFiberRef(FiberRef.currentMetricLabels)
+          const succeeded = Exit.isSuccess(outcome)
+          metrics.taskDuration.unsafeUpdate(durationMs, labels)
+          metrics.tasks.unsafeUpdate(1, labels)
+          ;(succeeded ? succeededCount : failedCount).unsafeUpdate(1, labels)
+          const { attempts, task } = run
+          let ended: Effect.Effect<TaskSucceeded, TaskFailed>
+          if (Exit.isFailure(outcome)) {
+            ended = Effect.fail(new TaskFailed({ id: task.id, error: causeInfo(outcome.cause), attempts, durationMs }, true))
+          } else {
+            // the primary's own completion, or the fallback chain's answer
+            const answered = outcome.value
+            const completion = answered instanceof AiModel.Completion ? answered : answered.value
+            ended = Effect.succeed(unsafeConstruct(TaskSucceeded, {
+              id: task.id,
+              output: completion.text,
+              attempts,
+              model: completion.model,
+              degraded: answered instanceof AiModel.Completion ? false : answered.degraded,
+              durationMs,
+              _tag: "TaskSucceeded",
+              status: "succeeded"
+            }))
+          }
+          return bus.wants("TaskFinished")
+            ? Effect.zipRight(
+              bus.publish(
+                new AgentEvent.TaskFinished({ taskId: task.id, status: succeeded ? "succeeded" : "failed", attempts, durationMs }, true)
+              ),
+              ended
+            )
+            : ended
+        })
+
     const runTask = (task: AgentTask, window: TaskWindow | undefined): Effect.Effect<TaskSucceeded, TaskFailed> =>
-      Effect.gen(function*() {
-        const start = yield* Clock.currentTimeMillis
-        const run: TaskRun = {
-          task,
-          window,
-          attempts: 0,
-          deadlineAt: start + deadlineMillis,
-          lastError: undefined,
-          retry: undefined
-        }
-        yield* publish(new AgentEvent.TaskStarted({ taskId: task.id }))
+      Effect.withFiberRuntime((fiber) => {
+        const services = fiber.currentDefaultServices
+        const start = Context.get(services, Clock.Clock).unsafeCurrentTimeMillis()
+        const run = new TaskRun(task, window, shared, start + deadlineMillis)
         // The task was validated when it was decoded; don't validate its parts again per call.
-        const request = new AiModel.CompletionRequest({ prompt: task.prompt, maxTokens: task.maxTokens ?? maxTokens }, true)
-        const outcome = yield* Effect.exit(answer(request, run))
-        // Interrupting the caller ends the task without a record; anything else gives one.
-        if (Exit.isFailure(outcome) && Cause.isInterruptedOnly(outcome.cause)) return yield* Effect.interrupt
-        const durationMs = (yield* Clock.currentTimeMillis) - start
-        const status = Exit.isSuccess(outcome) ? "succeeded" : "failed"
-        yield* Metric.update(metrics.taskDuration, durationMs)
-        yield* Metric.increment(metrics.tasks)
-        yield* Metric.increment(status === "succeeded" ? succeededCount : failedCount)
-        yield* publish(new AgentEvent.TaskFinished({ taskId: task.id, status, attempts: run.attempts, durationMs }))
-        if (Exit.isFailure(outcome)) {
-          return yield* new TaskFailed({
-            id: task.id,
-            error: causeInfo(outcome.cause),
-            attempts: run.attempts,
-            durationMs
-          }, true)
-        }
-        return new TaskSucceeded({
-          id: task.id,
-          output: outcome.value.completion.text,
-          attempts: run.attempts,
-          model: outcome.value.completion.model,
-          degraded: outcome.value.degraded,
-          durationMs
-        }, true)
-      }).pipe(Effect.withSpan("AgentService.process", { attributes: { "task.id": task.id } }))
+        const request = unsafeConstruct(AiModel.CompletionRequest, { prompt: task.prompt, maxTokens: task.maxTokens ?? maxTokens })
+        const answer: Effect.Effect<
+          AiModel.Completion | Fallback.Answered<AiModel.Completion, AgentError>,
+          AgentError | Fallback.AllTiersFailed<AgentError>
+        > = chained ? answerDegraded(request, run) : primaryTier(request, run)
+        const answered = Effect.flatMap(Effect.exit(answer), (outcome) => finish(run, start, outcome))
+        const work = bus.wants("TaskStarted")
+          ? Effect.zipRight(bus.publish(new AgentEvent.TaskStarted({ taskId: task.id }, true)), answered)
+          : answered
+        // A span per task when a tracer records spans. Effect's default tracer records nothing,
+        // and the span's parent context costs a copy of the fiber's refs (~10 µs per task, 30 at
+        // 1,000 in flight: bench/lean.ts), so under it there is none. Never a stack trace.
+        return Context.get(services, Tracer.Tracer) === nativeTracer || !fiber.getFiberRef(FiberRef.currentTracerEnabled)
+          ? work
+          : Effect.withSpan(work, "AgentService.process", { attributes: { "task.id": task.id }, captureStackTrace: false })
+      })
 
     const process = (task: AgentTask) => runTask(task, undefined)
 
@@ -501,11 +575,13 @@ export const make = (
       })
     }
 
+    const subscribe = bus.subscribe({ strategy: "suspend" })
     return AgentService.of({
       process,
       processAll,
-      events: Stream.fromPubSub(events),
-      subscribe: Effect.map(PubSub.subscribe(events), Stream.fromQueue)
+      events: Stream.unwrapScoped(subscribe),
+      subscribe,
+      bus
     })
   })
 

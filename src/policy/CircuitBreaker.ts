@@ -52,6 +52,7 @@
  */
 import {
   Cause,
+  type Clock,
   Duration,
   Effect,
   Option,
@@ -606,22 +607,6 @@ const unsafeMake = (
       })
     }))
 
-  /** The verdict of a call admitted while closed. */
-  const closedVerdict = (ticket: number, verdict: Verdict): Effect.Effect<void> =>
-    Effect.clockWith((clock) =>
-      Effect.suspend(() => {
-        if (ticket !== epoch || pending || verdict === "ignored") return Effect.void
-        const now = clock.unsafeCurrentTimeMillis()
-        if (tripPolicy._tag === "Consecutive") {
-          // successes are counted in `guarded`, without the clock
-          return ++failuresInARow >= tripPolicy.failures ? trip(now, ticket) : Effect.void
-        }
-        const failed = verdict === "failure"
-        outcomes.add(now, failed)
-        return failed && rateExceeded(now, tripPolicy, outcomes) ? trip(now, ticket) : Effect.void
-      })
-    )
-
   const probeVerdict = (ticket: number, verdict: Verdict): Effect.Effect<void> =>
     Effect.clockWith((clock) =>
       Effect.suspend(() => {
@@ -655,14 +640,38 @@ const unsafeMake = (
   ): Effect.Effect<A, E, R> =>
     Effect.matchCauseEffect(self, {
       onFailure: (cause) => Effect.zipRight(judge(ticket, verdictOf(cause)), Effect.failCause(cause)),
-      onSuccess: judge === closedVerdict && tripPolicy._tag === "Consecutive"
-        // the common case, kept cheap: a success while counting failures in a row needs no clock
-        ? (value) => {
-          if (ticket === epoch && !pending) failuresInARow = 0
-          return Effect.succeed(value)
-        }
-        : (value) => Effect.as(judge(ticket, "success"), value)
+      onSuccess: (value) => Effect.as(judge(ticket, "success"), value)
     })
+
+  /**
+   * A call admitted while closed, kept cheap: its outcome is counted synchronously on `clock`
+   * (read once, when the call started), so a success costs one handler and no effect of its own.
+   */
+  const closedCall = <A, E, R>(self: Effect.Effect<A, E, R>, clock: Clock.Clock): Effect.Effect<A, E, R> => {
+    const ticket = epoch
+    return Effect.matchCauseEffect(self, {
+      onFailure: (cause) => {
+        const verdict = verdictOf(cause)
+        if (ticket !== epoch || pending || verdict === "ignored") return Effect.failCause(cause)
+        const now = clock.unsafeCurrentTimeMillis()
+        let tripped: boolean
+        if (tripPolicy._tag === "Consecutive") {
+          tripped = ++failuresInARow >= tripPolicy.failures
+        } else {
+          outcomes.add(now, true)
+          tripped = rateExceeded(now, tripPolicy, outcomes)
+        }
+        return tripped ? Effect.zipRight(trip(now, ticket), Effect.failCause(cause)) : Effect.failCause(cause)
+      },
+      onSuccess: (value) => {
+        if (ticket === epoch && !pending) {
+          if (tripPolicy._tag === "Consecutive") failuresInARow = 0
+          else outcomes.add(clock.unsafeCurrentTimeMillis(), false)
+        }
+        return Effect.succeed(value)
+      }
+    })
+  }
 
   const refusal = (now: number): CircuitOpen => {
     const retryAfter = state === "Isolated"
@@ -675,7 +684,7 @@ const unsafeMake = (
   // verdict, which is what interruption should do. Half-open: the probe slot is taken and its
   // release installed in one uninterruptible step, so an interrupted probe always frees it.
   const execute = <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E | CircuitOpen, R> =>
-    Effect.suspend(() => state === "Closed" ? guarded(self, closedVerdict, epoch) : admit(self, Effect.fail))
+    Effect.clockWith((clock) => state === "Closed" ? closedCall(self, clock) : admit(self, Effect.fail))
 
   /**
    * Admit `self` as a probe, or hand the refusal to `refused`, whose effect runs with the
@@ -721,9 +730,9 @@ const unsafeMake = (
     self: Effect.Effect<A, E, R>,
     around: WaitHook<E2> = identity
   ): Effect.Effect<A, E | E2, R> => {
-    const loop: Effect.Effect<A, E | E2, R> = Effect.suspend(() =>
+    const loop: Effect.Effect<A, E | E2, R> = Effect.clockWith((clock) =>
       state === "Closed"
-        ? guarded(self, closedVerdict, epoch)
+        ? closedCall(self, clock)
         : admit(self, (error) => Effect.zipRight(around(waitFor(error), error), loop))
     )
     return loop

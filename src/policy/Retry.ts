@@ -297,9 +297,9 @@ export const make = <E = unknown>(options: Options<E> = {}): Policy<E> => {
   ) => {
     const deadlineAt = Math.min(startedAt + deadlineMillis, call?.deadlineAt ?? Infinity)
     const attemptMillis = attemptTimeout < deadlineAt - startedAt ? attemptTimeout : undefined
-    const onRetry = both(options.onRetry, call?.onRetry)
-    const onGiveUp = both(options.onGiveUp, call?.onGiveUp)
-    const sleep = call?.wait
+    // The call's hooks are called as its methods, so a call may be a class instance.
+    const onRetry = (event: RetryEvent<E2>) => both(options.onRetry?.(event), call?.onRetry?.(event))
+    const onGiveUp = (event: GiveUpEvent<E2>) => both(options.onGiveUp?.(event), call?.onGiveUp?.(event))
     let attempts = 1
     let state: unknown = backoff.initial
     let lastError: E2 | undefined
@@ -309,8 +309,10 @@ export const make = <E = unknown>(options: Options<E> = {}): Policy<E> => {
     const fits = (at: number): boolean =>
       attemptMillis === undefined ? at < deadlineAt : at + attemptMillis <= deadlineAt
 
-    const giveUp = <X extends E2 | DeadlineExceeded>(reason: GiveUpReason, error: X): Effect.Effect<never, X> =>
-      onGiveUp === undefined ? Effect.fail(error) : Effect.zipRight(onGiveUp({ reason, attempts, error }), Effect.fail(error))
+    const giveUp = <X extends E2 | DeadlineExceeded>(reason: GiveUpReason, error: X): Effect.Effect<never, X> => {
+      const hooks = onGiveUp({ reason, attempts, error })
+      return hooks === undefined ? Effect.fail(error) : Effect.zipRight(hooks, Effect.fail(error))
+    }
 
     const decide = (error: E2): Effect.Effect<A, E2 | DeadlineExceeded, R> => {
       lastError = error
@@ -340,10 +342,9 @@ export const make = <E = unknown>(options: Options<E> = {}): Policy<E> => {
     const pause = (error: E2, wait: Duration.Duration): Effect.Effect<A, E2 | DeadlineExceeded, R> => {
       const slept = Duration.isZero(wait)
         ? again
-        : Effect.zipRight(sleep === undefined ? Effect.sleep(wait) : sleep(wait, error), again)
-      return onRetry === undefined
-        ? slept
-        : Effect.zipRight(onRetry({ attempt: attempts + 1, delay: wait, error }), slept)
+        : Effect.zipRight(call?.wait === undefined ? Effect.sleep(wait) : call.wait(wait, error), again)
+      const hooks = onRetry({ attempt: attempts + 1, delay: wait, error })
+      return hooks === undefined ? slept : Effect.zipRight(hooks, slept)
     }
 
     // One attempt; with the policy's own deadline it runs under a timeout that ends at it.
@@ -381,18 +382,15 @@ export const make = <E = unknown>(options: Options<E> = {}): Policy<E> => {
           ? retrying(attempt, 0, call).decide(error)
           : Effect.flatMap(Clock.currentTimeMillis, (now) => retrying(attempt, now, call).decide(error)))
       : Effect.flatMap(Clock.currentTimeMillis, (startedAt) => retrying(attempt, startedAt, call).run())
-    return budget === undefined ? first : Effect.zipRight(budget.recordRequest, first)
+    return budget === undefined ? first : budget.counted(first)
   }
 
   return { apply }
 }
 
-/** Both hooks, in order; `undefined` when there are none. */
-const both = <Event>(
-  first: ((event: Event) => Effect.Effect<void>) | undefined,
-  second: ((event: Event) => Effect.Effect<void>) | undefined
-): ((event: Event) => Effect.Effect<void>) | undefined =>
-  first === undefined ? second : second === undefined ? first : (event) => Effect.zipRight(first(event), second(event))
+/** Both hooks' effects, in order; `undefined` when there are none. */
+const both = (first: Effect.Effect<void> | undefined, second: Effect.Effect<void> | undefined): Effect.Effect<void> | undefined =>
+  first === undefined ? second : second === undefined ? first : Effect.zipRight(first, second)
 
 /** An error as `ErrorInfo`: its tag and message when it has them. */
 const describe = (error: unknown): ErrorInfo.ErrorInfo => ({

@@ -50,7 +50,7 @@
  *
  * @since 0.1.0
  */
-import { Clock, Context, Duration, Effect, Exit, Option, Stream } from "effect"
+import { Clock, Context, Duration, Effect, Option, Stream } from "effect"
 import type { Fiber, FiberId, Scheduler } from "effect"
 import { ModelTimeout } from "../model/AiModel.js"
 
@@ -161,7 +161,7 @@ export const timer = (): Timer => {
           const outcome = Effect.flatMap(fiber.await, (exit): Effect.Effect<A, E | E2> => {
             deadlines.remove(entry, caller.currentScheduler)
             if (entry.timedOut) return Effect.failSync(onTimeout)
-            return Exit.isSuccess(exit) ? Effect.as(fiber.inheritAll, exit.value) : exit
+            return exit
           })
           const start = deadlines.timerFor(clock, entry)
           return start === undefined ? outcome : Effect.zipRight(start, outcome)

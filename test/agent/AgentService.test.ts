@@ -1,8 +1,8 @@
 import { describe, expect, it } from "@effect/vitest"
 import { readFileSync } from "node:fs"
-import { Chunk, Clock, Duration, Effect, Exit, FastCheck as fc, Fiber, Layer, Metric, Schema, Stream, TestClock } from "effect"
+import { Chunk, Clock, Duration, Effect, Equal, Exit, FastCheck as fc, Fiber, Layer, Metric, Option, Schema, Stream, TestClock, Tracer } from "effect"
 import * as AgentService from "../../src/agent/AgentService.js"
-import { AgentTask, type TaskResult } from "../../src/agent/AgentTask.js"
+import { AgentTask, type TaskResult, TaskSucceeded } from "../../src/agent/AgentTask.js"
 import * as AgentEvent from "../../src/events/AgentEvent.js"
 import * as AiModel from "../../src/model/AiModel.js"
 import * as EmbeddedModel from "../../src/model/EmbeddedModel.js"
@@ -507,4 +507,114 @@ describe("AgentService under provider faults (issue 6)", () => {
       }
       expect(Chunk.toReadonlyArray(result).every((r) => r._tag === "TaskSucceeded")).toBe(true)
     }), 60_000)
+})
+
+/** A tracer that keeps every span it makes, with its events, for the tests to read. */
+const recordingTracer = () => {
+  interface Recorded {
+    readonly name: string
+    readonly parent: string | undefined
+    readonly attributes: Map<string, unknown>
+    readonly events: Array<{ readonly name: string; readonly attributes: Record<string, unknown> | undefined }>
+    ended: boolean
+  }
+  const spans: Array<Recorded> = []
+  let next = 0
+  const tracer = Tracer.make({
+    span: (name, parent, context, links, startTime, kind) => {
+      const spanId = `s${++next}`
+      const recorded: Recorded = {
+        name,
+        parent: Option.getOrUndefined(Option.map(parent, (p) => p.spanId)),
+        attributes: new Map(),
+        events: [],
+        ended: false
+      }
+      spans.push(recorded)
+      const span: Tracer.Span = {
+        _tag: "Span",
+        name,
+        spanId,
+        traceId: "trace",
+        parent,
+        context,
+        status: { _tag: "Started", startTime },
+        attributes: recorded.attributes,
+        links,
+        sampled: true,
+        kind,
+        end: () => {
+          recorded.ended = true
+        },
+        attribute: (key, value) => {
+          recorded.attributes.set(key, value)
+        },
+        event: (name, _, attributes) => {
+          recorded.events.push({ name, attributes })
+        },
+        addLinks: () => {}
+      }
+      return span
+    },
+    context: (f) => f()
+  })
+  return { spans, tracer }
+}
+
+describe("AgentService, lean (issue 12)", () => {
+  it.effect("with a tracer: one span per task, the model's own spans beneath it, and an attempt event per call", () =>
+    Effect.gen(function*() {
+      const { spans, tracer } = recordingTracer()
+      const { model } = scriptedModel("m", (_, n) => n === 0 ? { latency: 5, error: new AiModel.Overloaded({ model: "m" }) } : { latency: 5 })
+      const traced: AiModel.AiModel.Service = { ...model, generate: (request) => Effect.withSpan(model.generate(request), "model.generate") }
+      const { result } = yield* withEvents(
+        traced,
+        { retry: { jitter: "none", base: "10 millis" } },
+        (agent) => agent.process(new AgentTask({ id: "a", prompt: "p" }))
+      ).pipe(Effect.withTracer(tracer))
+      expect(result).toMatchObject({ attempts: 2 })
+      const task = spans.filter((s) => s.name === "AgentService.process")
+      expect(task).toHaveLength(1)
+      expect(task[0]!.attributes.get("task.id")).toBe("a")
+      expect(task[0]!.ended).toBe(true)
+      expect(task[0]!.events.map((e) => [e.name, e.attributes?.["attempt"]])).toStrictEqual([["attempt", 1], ["attempt", 2]])
+      const calls = spans.filter((s) => s.name === "model.generate")
+      expect(calls).toHaveLength(2)
+      const taskSpanId = `s${spans.indexOf(task[0]!) + 1}`
+      expect(calls.every((c) => c.parent === taskSpanId)).toBe(true)
+    }))
+
+  it.effect("events are built only for listeners: a subscriber who joins mid-run gets every event from then on", () =>
+    Effect.gen(function*() {
+      const { model } = scriptedModel("m", (prompt, n) =>
+        prompt === "p3" && n === 0 ? { latency: 5, error: new AiModel.Overloaded({ model: "m" }) } : { latency: 10 })
+      yield* Effect.scoped(Effect.gen(function*() {
+        const agent = yield* AgentService.AgentService
+        // nobody listens: no event is asked for
+        expect(agent.bus.hasSubscribers()).toBe(false)
+        const first = yield* Effect.fork(Effect.forEach(tasks(3), agent.process))
+        yield* TestClock.adjust("1 second")
+        yield* Fiber.join(first)
+        const seen: Array<string> = []
+        const events = yield* agent.subscribe
+        yield* Effect.forkScoped(Stream.runForEach(events, (event) => Effect.sync(() => seen.push(`${event._tag}:${"taskId" in event ? event.taskId : ""}`))))
+        const second = yield* Effect.fork(agent.process(new AgentTask({ id: "t3", prompt: "p3" })))
+        yield* TestClock.adjust("10 seconds")
+        yield* Fiber.join(second)
+        yield* Effect.yieldNow()
+        expect(seen).toStrictEqual(["TaskStarted:t3", "RetryScheduled:t3", "TaskFinished:t3"])
+      })).pipe(
+        Effect.provide(AgentService.layer({ retry: { jitter: "none" } }).pipe(Layer.provide(Layer.succeed(AiModel.AiModel, model))))
+      )
+    }))
+
+  it.effect("a record built on the hot path is equal to, and encodes like, one built by its constructor", () =>
+    Effect.gen(function*() {
+      const { model } = scriptedModel("m", () => ({ latency: 7 }))
+      const { result } = yield* withEvents(model, {}, (agent) => agent.process(new AgentTask({ id: "a", prompt: "p" })))
+      const constructed = new TaskSucceeded({ id: "a", output: "m answers p", attempts: 1, model: "m", degraded: false, durationMs: 7 })
+      expect(Equal.equals(result, constructed)).toBe(true)
+      expect(result).toBeInstanceOf(TaskSucceeded)
+      expect(Schema.encodeSync(TaskSucceeded)(result)).toStrictEqual(Schema.encodeSync(TaskSucceeded)(constructed))
+    }))
 })
