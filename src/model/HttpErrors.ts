@@ -205,18 +205,21 @@ const credentialPattern =
 const contextPattern =
   /context[ _-]?(?:length|window|size)|maximum context|prompt is too long|too many tokens|exceeds? the (?:model'?s? )?(?:max(?:imum)?|available) (?:context|token)/i
 
-const lower = (value: unknown): string | undefined =>
-  typeof value === "string" ? value.toLowerCase() : typeof value === "number" ? String(value) : undefined
+/** A `type` or `code` field, scrubbed then lower-cased. */
+const label = (value: unknown, secrets: ReadonlyArray<string>): string | undefined =>
+  typeof value === "string" ? scrub(value, secrets).toLowerCase() : typeof value === "number" ? String(value) : undefined
 
 const errorObject = (json: unknown, secrets: ReadonlyArray<string>): ErrorBody | undefined => {
   if (typeof json !== "object" || json === null) return undefined
   const record = json as Record<string, unknown>
   const inner = record["error"]
-  if (typeof inner === "string") return { message: scrub(inner, secrets), type: lower(record["type"]), code: lower(record["code"]), html: false }
+  if (typeof inner === "string") {
+    return { message: scrub(inner, secrets), type: label(record["type"], secrets), code: label(record["code"], secrets), html: false }
+  }
   const source = typeof inner === "object" && inner !== null ? inner as Record<string, unknown> : record
   const message = source["message"] ?? source["detail"] ?? source["msg"]
-  const type = lower(source["type"])
-  const code = lower(source["code"])
+  const type = label(source["type"], secrets)
+  const code = label(source["code"], secrets)
   if (message === undefined && type === undefined && code === undefined) return undefined
   return {
     message: scrub(typeof message === "string" ? message : message === undefined ? "" : JSON.stringify(message), secrets),
@@ -230,9 +233,9 @@ const shorten = (text: string): string =>
   text.length <= defaults.maxReasonLength ? text : `${text.slice(0, defaults.maxReasonLength - 1)}…`
 
 const reason = (body: ErrorBody): string => {
-  const label = body.code ?? body.type
+  const kind = body.code ?? body.type
   const message = body.message === "" ? "no message" : shorten(body.message)
-  return label === undefined || message.toLowerCase().includes(label) ? message : `${message} (${label})`
+  return kind === undefined || message.toLowerCase().includes(kind) ? message : `${message} (${kind})`
 }
 
 const contextReason = (body: ErrorBody): string => `the prompt does not fit the model's context window: ${reason(body)}`

@@ -679,14 +679,9 @@ class StreamState {
       json = JSON.parse(data)
     } catch {
       if (event.event === "error") return this.failed(HttpErrors.readErrorBody(data, this.secrets))
-      return new AiModel.MalformedResponse({
-        model: this.model,
-        reason: HttpErrors.scrub(`an event is not JSON: ${preview(data)}`, this.secrets)
-      })
+      return this.malformed(`an event is not JSON: ${preview(data)}`)
     }
-    if (!isRecord(json)) {
-      return new AiModel.MalformedResponse({ model: this.model, reason: `an event is not a chunk object: ${preview(data)}` })
-    }
+    if (!isRecord(json)) return this.malformed(`an event is not a chunk object: ${preview(data)}`)
     if (event.event === "error" || (json["error"] !== undefined && json["error"] !== null)) {
       return this.failed(HttpErrors.readErrorBody(data, this.secrets))
     }
@@ -694,9 +689,7 @@ class StreamState {
     if (usage !== undefined) this.usage = usage
     const choices = json["choices"]
     if (!Array.isArray(choices)) {
-      return usage === undefined
-        ? new AiModel.MalformedResponse({ model: this.model, reason: `a chunk has no choices: ${preview(data)}` })
-        : undefined
+      return usage === undefined ? this.malformed(`a chunk has no choices: ${preview(data)}`) : undefined
     }
     const choice: unknown = choices[0]
     if (!isRecord(choice)) return undefined
@@ -711,6 +704,10 @@ class StreamState {
     const finishReason = finishReasonOf(choice["finish_reason"])
     if (finishReason !== undefined) this.finishReason = finishReason
     return undefined
+  }
+
+  private malformed(reason: string): AiModel.MalformedResponse {
+    return new AiModel.MalformedResponse({ model: this.model, reason: HttpErrors.scrub(reason, this.secrets) })
   }
 
   /** An error the provider sent inside the stream: typed when it says what it is, else the stream is incomplete. */
