@@ -55,7 +55,8 @@ import * as HttpClient from "@effect/platform/HttpClient"
 import type * as HttpClientError from "@effect/platform/HttpClientError"
 import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import type * as HttpClientResponse from "@effect/platform/HttpClientResponse"
-import { Chunk, Clock, Config, ConfigError, Duration, Effect, Layer, Option, Redacted, Stream } from "effect"
+import { Chunk, Clock, Config, ConfigError, Duration, Effect, Exit, Layer, Option, Redacted, Scope, Stream } from "effect"
+import type { Fiber } from "effect"
 import * as Sse from "../internal/sse.js"
 import { attempt as attemptTimeout } from "../policy/Timeout.js"
 import * as AiModel from "./AiModel.js"
@@ -212,10 +213,12 @@ const build = (client: HttpClient.HttpClient, options: Options): AiModel.AiModel
   const maxRedirects = options.maxRedirects ?? defaults.maxRedirects
   const maxTokensField = options.maxTokensField ?? defaults.maxTokensField
   const streamUsage = options.streamUsage ?? defaults.streamUsage
-  const firstByteTimeout = Duration.decode(options.firstByteTimeout ?? defaults.firstByteTimeout)
-  const idleTimeout = Duration.decode(options.idleTimeout ?? defaults.idleTimeout)
   const limitWhole = attemptTimeout({ duration: options.requestTimeout ?? defaults.requestTimeout, model: name })
-  const limitHead = attemptTimeout({ duration: options.connectTimeout ?? defaults.connectTimeout, model: name })
+  const limits: Limits = {
+    head: Duration.decode(options.connectTimeout ?? defaults.connectTimeout),
+    first: Duration.decode(options.firstByteTimeout ?? defaults.firstByteTimeout),
+    idle: Duration.decode(options.idleTimeout ?? defaults.idleTimeout)
+  }
 
   // Headers, once. Secret values go to `secrets` (scrubbed from errors) and their header names
   // to the names @effect/platform redacts from its spans.
@@ -263,15 +266,19 @@ const build = (client: HttpClient.HttpClient, options: Options): AiModel.AiModel
       ? new AiModel.InvalidRequest({ model: name, reason: scrub(`the request could not be sent: ${describe(error)}`) })
       : new AiModel.Unavailable({ model: name, reason: scrub(describe(error)) })
 
-  /** Sends `request`, following redirects to the same host; any other redirect fails the call. */
-  const send = (
+  /**
+   * Sends `request` on `via`, following redirects to the same host; any other redirect fails
+   * the call.
+   */
+  const send = <R>(
+    via: HttpClient.HttpClient.With<HttpClientError.HttpClientError, R>,
     request: HttpClientRequest.HttpClientRequest
-  ): Effect.Effect<HttpClientResponse.HttpClientResponse, AiModel.ModelError> => {
+  ): Effect.Effect<HttpClientResponse.HttpClientResponse, AiModel.ModelError, R> => {
     const go = (
       current: HttpClientRequest.HttpClientRequest,
       hops: number
-    ): Effect.Effect<HttpClientResponse.HttpClientResponse, AiModel.ModelError> =>
-      Effect.flatMap(Effect.mapError(client.execute(current), transport), (response) => {
+    ): Effect.Effect<HttpClientResponse.HttpClientResponse, AiModel.ModelError, R> =>
+      Effect.flatMap(Effect.mapError(via.execute(current), transport), (response) => {
         if (!redirects.has(response.status)) return Effect.succeed(response)
         const location = response.headers["location"]
         if (location === undefined) return Effect.succeed(response)
@@ -364,88 +371,137 @@ const build = (client: HttpClient.HttpClient, options: Options): AiModel.AiModel
   const generate = (request: AiModel.CompletionRequest): Effect.Effect<AiModel.Completion, AiModel.ModelError> =>
     limitWhole(
       Effect.flatMap(Clock.currentTimeMillis, (startedAt) =>
-        Effect.flatMap(send(HttpClientRequest.setBody(wholeBase, body(request, false))), (response) =>
+        Effect.flatMap(send(client, HttpClientRequest.setBody(wholeBase, body(request, false))), (response) =>
           response.status >= 200 && response.status < 300
             ? readCompletion(response, request)
             : failure(response, startedAt)))
     )
 
-  const stream = (request: AiModel.CompletionRequest): Stream.Stream<AiModel.CompletionChunk, AiModel.ModelError> =>
-    Stream.unwrap(
-      Effect.flatMap(Clock.currentTimeMillis, (startedAt) =>
-        Effect.flatMap(limitHead(send(HttpClientRequest.setBody(streamBase, body(request, true)))), (response) => {
-          if (response.status < 200 || response.status >= 300) return failure(response, startedAt)
-          const contentType = response.headers["content-type"] ?? ""
-          // A server that ignored `stream: true` answers with the whole completion.
-          if (contentType.includes("application/json")) {
-            return Effect.succeed(Stream.fromEffect(Effect.map(readCompletion(response, request), toChunk)))
-          }
-          if (contentType.includes("text/html")) {
-            return Effect.flatMap(
-              Effect.orElseSucceed(readText(response, maxErrorBodyBytes, "truncate"), () => ""),
-              (text) =>
-                Effect.fail(
-                  new AiModel.MalformedResponse({
-                    model: name,
-                    reason: `expected an event stream, got ${HttpErrors.readErrorBody(text, secrets).message}`
-                  })
-                )
-            )
-          }
-          return Effect.map(Clock.currentTimeMillis, (now) => events(response, request, now))
-        }))
-    )
+  // A stream's request lives in a scope of its own, so its watchdog can abort it (closing the
+  // scope aborts the request) without a fiber per pull.
+  const scopedClient = HttpClient.withScope(client)
 
-  /** The chunks of an event-stream body. */
+  const stream = (request: AiModel.CompletionRequest): Stream.Stream<AiModel.CompletionChunk, AiModel.ModelError> =>
+    Stream.unwrapScoped(Effect.gen(function*() {
+      const clock = yield* Effect.clock
+      const startedAt = clock.unsafeCurrentTimeMillis()
+      const requestScope = yield* Scope.make()
+      yield* Effect.addFinalizer(() => Scope.close(requestScope, Exit.void))
+      const watch = new Watch(clock, limits, Scope.close(requestScope, Exit.void))
+      yield* Effect.addFinalizer(() => Effect.sync(() => watch.finish()))
+      const timedOut = (error: AiModel.ModelError): AiModel.ModelError =>
+        watch.fired === undefined ? error : new AiModel.ModelTimeout({ model: name, timeout: watch.fired })
+      yield* watch.begin("head")
+      const response = yield* send(scopedClient, HttpClientRequest.setBody(streamBase, body(request, true))).pipe(
+        Scope.extend(requestScope),
+        Effect.mapError(timedOut)
+      )
+      yield* watch.begin("first")
+      if (response.status < 200 || response.status >= 300) return yield* Effect.mapError(failure(response, startedAt), timedOut)
+      const contentType = response.headers["content-type"] ?? ""
+      // A server that ignored `stream: true` answers with the whole completion.
+      if (contentType.includes("application/json")) {
+        const completion = yield* Effect.mapError(readCompletion(response, request), timedOut)
+        watch.finish()
+        return Stream.succeed(toChunk(completion))
+      }
+      if (contentType.includes("text/html")) {
+        const text = yield* Effect.orElseSucceed(readText(response, maxErrorBodyBytes, "truncate"), () => "")
+        return yield* Effect.fail(
+          new AiModel.MalformedResponse({ model: name, reason: `expected an event stream, got ${HttpErrors.readErrorBody(text, secrets).message}` })
+        )
+      }
+      // The body's pull lives in the stream's scope and the request's abort runs before its
+      // finalizer (finalizers run last-added first), so an abort never waits on a pending read.
+      const pull = yield* Stream.toPull(response.stream)
+      yield* Effect.addFinalizer(() => Scope.close(requestScope, Exit.void))
+      return Stream.fromPull(Effect.succeed(events(pull, response, request, watch, clock.unsafeCurrentTimeMillis())))
+    }))
+
+  /**
+   * The pull of a streamed answer's chunks, from the pull of its body's bytes. After `[DONE]`
+   * it reads the body to its end (within the idle limit), so the connection can be reused.
+   */
   const events = (
+    pull: Effect.Effect<Chunk.Chunk<Uint8Array>, Option.Option<HttpClientError.ResponseError>>,
     response: HttpClientResponse.HttpClientResponse,
     request: AiModel.CompletionRequest,
+    watch: Watch,
     receivedAt: number
-  ): Stream.Stream<AiModel.CompletionChunk, AiModel.ModelError> => {
+  ): Effect.Effect<Chunk.Chunk<AiModel.CompletionChunk>, Option.Option<AiModel.ModelError>> => {
+    type Pull = Effect.Effect<Chunk.Chunk<AiModel.CompletionChunk>, Option.Option<AiModel.ModelError>>
     const state = new StreamState(name, maxLineLength, maxResponseBytes, secrets)
     const rateLimits = RateLimitHeaders.rateLimits(response.headers, receivedAt)
-    const finish = (): AiModel.CompletionChunk =>
-      new AiModel.CompletionChunk({
+    let started = false
+    let emitted = false
+    let ended = false
+    /** An error to fail with on the next pull, once the chunks decoded before it have gone out. */
+    let pending: AiModel.ModelError | undefined
+
+    const final = (): AiModel.CompletionChunk => {
+      emitted = true
+      return new AiModel.CompletionChunk({
         delta: "",
         finishReason: state.finishReason ?? "stop",
         usage: state.usage ?? estimate(request, state.text),
         ...(rateLimits === undefined ? {} : { rateLimits })
       }, true)
-    const bytes = response.stream.pipe(
-      Stream.mapError((error) =>
-        new AiModel.IncompleteStream({ model: name, partial: state.text, reason: scrub(`the connection broke: ${describe(error)}`) })
-      ),
-      pullTimeouts(firstByteTimeout, idleTimeout, name)
-    )
-    const body = Stream.mapChunksEffect(bytes, (chunk) => {
+    }
+    const stop = (error?: AiModel.ModelError): Pull => {
+      ended = true
+      watch.finish()
+      return Effect.fail(error === undefined ? Option.none() : Option.some(error))
+    }
+    const emit = (out: Array<AiModel.CompletionChunk>): Pull => Effect.succeed(Chunk.unsafeFromArray(out))
+
+    /** The body ended: the bytes left decode to the last chunks, or the stream was cut short. */
+    const atEnd = (): Pull => {
+      if (emitted) return stop()
+      if (watch.fired !== undefined) return stop(new AiModel.ModelTimeout({ model: name, timeout: watch.fired }))
       const out: Array<AiModel.CompletionChunk> = []
-      for (const piece of chunk) {
+      const error = state.end(out)
+      if (error !== undefined) return stop(error)
+      if (state.done) out.push(final())
+      else pending = new AiModel.IncompleteStream({ model: name, partial: state.text, reason: "the event stream ended without [DONE]" })
+      ended = true
+      return out.length > 0 ? emit(out) : next
+    }
+    const onBytes = (bytes: Chunk.Chunk<Uint8Array>): Pull => {
+      watch.arrived()
+      started = true
+      if (emitted) return next
+      const out: Array<AiModel.CompletionChunk> = []
+      for (const piece of bytes) {
         const error = state.push(piece, out)
-        if (error !== undefined) return Effect.fail(error)
+        if (error !== undefined) return stop(error)
         if (state.done) {
-          out.push(finish())
+          out.push(final())
           break
         }
       }
-      return Effect.succeed(Chunk.unsafeFromArray(out))
-    })
-    const end = Stream.suspend(() => {
-      if (state.done) return Stream.empty
-      const out: Array<AiModel.CompletionChunk> = []
-      const error = state.end(out)
-      if (error !== undefined) return Stream.fail(error)
-      if (state.done) out.push(finish())
-      else {
-        return Stream.concat(
-          Stream.fromIterable(out),
-          Stream.fail(
-            new AiModel.IncompleteStream({ model: name, partial: state.text, reason: "the event stream ended without [DONE]" })
-          )
-        )
+      return out.length === 0 ? next : emit(out)
+    }
+    const onFailure = (cause: Option.Option<HttpClientError.ResponseError>): Pull => {
+      watch.arrived()
+      if (Option.isNone(cause)) return atEnd()
+      // Past [DONE], an error (the watchdog's abort included) only ends the reading.
+      if (emitted) return stop()
+      if (watch.fired !== undefined) return stop(new AiModel.ModelTimeout({ model: name, timeout: watch.fired }))
+      return stop(
+        new AiModel.IncompleteStream({ model: name, partial: state.text, reason: scrub(`the connection broke: ${describe(cause.value)}`) })
+      )
+    }
+    const read = Effect.matchEffect(pull, { onFailure, onSuccess: onBytes })
+    const next: Pull = Effect.suspend(() => {
+      if (pending !== undefined) {
+        const error = pending
+        pending = undefined
+        return stop(error)
       }
-      return Stream.fromIterable(out)
+      if (ended) return stop()
+      return Effect.zipRight(watch.begin(emitted ? "drain" : started ? "idle" : "first"), read)
     })
-    return Stream.takeUntil(Stream.concat(body, end), (chunk) => chunk.finishReason !== undefined)
+    return next
   }
 
   return { name, generate, stream }
@@ -522,27 +578,97 @@ const decode = (parts: ReadonlyArray<Uint8Array>): string => {
   return utf8.decode(all)
 }
 
+/** The limits of a streamed call's waits: for the response head, its first bytes, each later piece. */
+interface Limits {
+  readonly head: Duration.Duration
+  readonly first: Duration.Duration
+  readonly idle: Duration.Duration
+}
+
+/** What a streamed call is waiting for. `drain`: the rest of the body after `[DONE]`, under the idle limit. */
+type Phase = "head" | "first" | "idle" | "drain"
+
 /**
- * Times each pull of `self`: the first must yield within `first`, every later one within
- * `idle`. Each pull is timed from when it is asked for, so a slow consumer is never blamed on
- * the server.
+ * The timeouts of one streamed call, on one fiber instead of a timer per pull. The reader marks
+ * each wait (`begin`, then `arrived`); the watchdog sleeps on the `Clock` until the current
+ * wait's deadline and, if it is still waiting then, records the limit in `fired` and runs
+ * `abort` (closing the request's scope, which aborts it), so the pending read fails and the
+ * reader reports `ModelTimeout`. Within a phase, deadlines only move later, so the watchdog
+ * just sleeps again on waking early; a new phase restarts it, so it wakes exactly on the new
+ * deadline. The stream's finalizer ends it.
  */
-const pullTimeouts = (first: Duration.Duration, idle: Duration.Duration, model: string) =>
-<A, E>(self: Stream.Stream<A, E>): Stream.Stream<A, E | AiModel.ModelTimeout> => {
-  if (!Duration.isFinite(first) && !Duration.isFinite(idle)) return self
-  const onFirst = () => Option.some(new AiModel.ModelTimeout({ model, timeout: first }))
-  const onIdle = () => Option.some(new AiModel.ModelTimeout({ model, timeout: idle }))
-  return Stream.fromPull(Effect.map(Stream.toPull(self), (pull) => {
-    let started = false
-    return Effect.suspend(() => {
-      const duration = started ? idle : first
-      const onTimeout = started ? onIdle : onFirst
-      started = true
-      return Duration.isFinite(duration)
-        ? Effect.timeoutFail<Option.Option<E | AiModel.ModelTimeout>>({ duration, onTimeout })(pull)
-        : pull
+class Watch {
+  phase: Phase = "head"
+  /** The limit that ran out, once one has. */
+  fired: Duration.Duration | undefined = undefined
+  private waiting = false
+  private since = 0
+  private finished = false
+  private fiber: Fiber.RuntimeFiber<void> | undefined = undefined
+
+  constructor(
+    private readonly clock: Clock.Clock,
+    private readonly limits: Limits,
+    private readonly abort: Effect.Effect<void>
+  ) {}
+
+  /**
+   * A wait starts now. The watchdog is (re)started only when none runs or the limit changes
+   * (head to first byte, say): within one limit, deadlines only move later.
+   */
+  begin(phase: Phase): Effect.Effect<void> {
+    if (this.finished) return Effect.void
+    const before = this.limit()
+    this.phase = phase
+    this.waiting = true
+    this.since = this.clock.unsafeCurrentTimeMillis()
+    const limit = this.limit()
+    if (this.fiber !== undefined && Duration.equals(before, limit)) return Effect.void
+    const running = this.fiber
+    this.fiber = undefined
+    running?.unsafeInterruptAsFork(running.id())
+    if (!Duration.isFinite(limit)) return Effect.void
+    // A daemon (cheaper than forking into a scope); `finish`, which the stream's finalizer
+    // runs, interrupts it.
+    return Effect.map(Effect.forkDaemon(this.loop), (fiber) => {
+      if (this.finished) fiber.unsafeInterruptAsFork(fiber.id())
+      else this.fiber = fiber
     })
-  }))
+  }
+
+  /** The awaited bytes (or the end) came. */
+  arrived(): void {
+    this.waiting = false
+  }
+
+  /** The call is over: nothing more to time. */
+  finish(): void {
+    this.finished = true
+    this.waiting = false
+    const running = this.fiber
+    this.fiber = undefined
+    running?.unsafeInterruptAsFork(running.id())
+  }
+
+  private limit(): Duration.Duration {
+    return this.phase === "head" ? this.limits.head : this.phase === "first" ? this.limits.first : this.limits.idle
+  }
+
+  private readonly loop: Effect.Effect<void> = Effect.suspend(() => {
+    if (this.finished || !this.waiting) {
+      this.fiber = undefined
+      return Effect.void
+    }
+    const limit = this.limit()
+    const due = this.since + Duration.toMillis(limit)
+    const now = this.clock.unsafeCurrentTimeMillis()
+    if (now >= due) {
+      this.fired = limit
+      this.fiber = undefined
+      return this.abort
+    }
+    return Effect.zipRight(this.clock.sleep(Duration.millis(due - now)), this.loop)
+  })
 }
 
 const estimate = (request: AiModel.CompletionRequest, text: string): AiModel.Usage =>
