@@ -179,20 +179,20 @@ const validate = (options: Options): ConfigError.ConfigError | undefined => {
   try {
     url = new URL(options.baseUrl)
   } catch {
-    return ConfigError.InvalidData(["baseUrl"], `not a URL: ${JSON.stringify(options.baseUrl)}`)
+    return ConfigError.InvalidData(["baseUrl"], `baseUrl is not a URL: ${JSON.stringify(options.baseUrl)}`)
   }
   if (url.protocol !== "http:" && url.protocol !== "https:") {
-    return ConfigError.InvalidData(["baseUrl"], `not an http(s) URL: ${JSON.stringify(options.baseUrl)}`)
+    return ConfigError.InvalidData(["baseUrl"], `baseUrl is not an http(s) URL: ${JSON.stringify(options.baseUrl)}`)
   }
-  if (options.model.trim() === "") return ConfigError.InvalidData(["model"], "the model name is empty")
+  if (options.model.trim() === "") return ConfigError.InvalidData(["model"], "model is empty")
   for (const key of ["maxResponseBytes", "maxLineLength"] as const) {
     const value = options[key]
     if (value !== undefined && !(Number.isInteger(value) && value > 0)) {
-      return ConfigError.InvalidData([key], `must be a positive integer (got ${value})`)
+      return ConfigError.InvalidData([key], `${key} must be a positive integer (got ${value})`)
     }
   }
   if (options.maxRedirects !== undefined && !(Number.isInteger(options.maxRedirects) && options.maxRedirects >= 0)) {
-    return ConfigError.InvalidData(["maxRedirects"], `must be a non-negative integer (got ${options.maxRedirects})`)
+    return ConfigError.InvalidData(["maxRedirects"], `maxRedirects must be a non-negative integer (got ${options.maxRedirects})`)
   }
   return undefined
 }
