@@ -1,7 +1,7 @@
 /**
  * Client overhead per request: `OpenAiCompatible` (on `@effect/platform`'s HttpClient) against
  * the official `openai` package, on the same loopback server, whole and streamed answers, 1 and
- * 64 requests in flight. Run with `npx tsx bench/openai-compatible.ts` (about a minute).
+ * 64 requests in flight. Run with `npx tsx bench/openai-compatible.ts` (two to three minutes).
  *
  * The server is a bare `node:http` one in a worker thread (so its work is not on the clients'
  * event loop), answering every request at once with the same recorded body: a whole
