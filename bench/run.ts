@@ -21,6 +21,7 @@ const sections: Record<string, Section> = {
   lean: { file: "lean.ts", what: "what AgentService costs around a call, and its heap per in-flight task, against cockatiel" },
   patterns: { file: "patterns.ts", what: "coalescing, memoization and the model pool, against the seed's code" },
   streams: { file: "streams.ts", what: "streaming answers per chunk, and the event bus with 1, 10 and 100 subscribers" },
+  http: { file: "openai-compatible.ts", what: "the OpenAI-compatible client against the official openai package, on loopback", slow: true },
   degrade: { file: "degrade.ts", what: "goodput under provider faults, against cockatiel", slow: true }
 }
 

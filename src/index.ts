@@ -20,6 +20,15 @@ export * as EmbeddedModel from "./model/EmbeddedModel.js"
 export * as Tokenizer from "./model/Tokenizer.js"
 
 /** @since 0.1.0 */
+export * as RateLimitHeaders from "./model/RateLimitHeaders.js"
+
+/** @since 0.1.0 */
+export * as HttpErrors from "./model/HttpErrors.js"
+
+/** @since 0.1.0 */
+export * as OpenAiCompatible from "./model/OpenAiCompatible.js"
+
+/** @since 0.1.0 */
 export * as Fallback from "./policy/Fallback.js"
 
 /** @since 0.1.0 */

@@ -15,6 +15,9 @@
  *   The summary counts only records really written, and is printed however the run ends: a
  *   write error (a closed pipe, a full disk) fails the run after it, and an interruption
  *   (SIGINT, SIGTERM) adds the command that continues the run.
+ * - `--model openai-compatible --base-url URL --model-name NAME [--api-key-env VAR]` runs the
+ *   tasks against a real OpenAI-compatible API (OpenAI, Ollama, llama.cpp, vLLM, ...); the key
+ *   is read from the environment variable VAR, never from a flag.
  * - `--outage-after` with `--outage-for` make the embedded model unreachable for a while, and
  *   `--breaker-open` sets how long the circuit breaker then stays open: together they show the
  *   breaker open, half-open and close again, with the refused tasks retried after it.
@@ -34,13 +37,16 @@
  * @since 0.1.0
  */
 import { Args, Command, Options } from "@effect/cli"
-import { Cause, Clock, Duration, Effect, Exit, Fiber, Layer, Option, Schema, Stream } from "effect"
+import { FetchHttpClient } from "@effect/platform"
+import { Cause, Clock, Config, Duration, Effect, Exit, Fiber, Layer, Option, Redacted, Schema, Stream } from "effect"
 import type { Scope } from "effect"
 import * as AgentService from "../agent/AgentService.js"
 import { TaskInvalid, type TaskRecord } from "../agent/AgentTask.js"
 import * as ErrorInfo from "../events/ErrorInfo.js"
 import type { AgentEvent } from "../events/AgentEvent.js"
+import type * as AiModel from "../model/AiModel.js"
 import * as EmbeddedModel from "../model/EmbeddedModel.js"
+import * as OpenAiCompatible from "../model/OpenAiCompatible.js"
 import * as CircuitBreaker from "../policy/CircuitBreaker.js"
 import * as Retry from "../policy/Retry.js"
 import * as OptionValue from "./OptionValue.js"
@@ -94,7 +100,11 @@ export interface RunOptions {
   /** Time one task may take in all: calls, backoffs, Retry-After waits and open circuits. */
   readonly deadline: Duration.Duration
   readonly model: Model
+  /** OpenAI-compatible model: the API's base URL, up to `/chat/completions`. */
   readonly baseUrl: Option.Option<string>
+  /** OpenAI-compatible model: the model to ask for. */
+  readonly modelName?: Option.Option<string>
+  /** OpenAI-compatible model: the environment variable holding the API key; none for no key. */
   readonly apiKeyEnv: Option.Option<string>
   /** Embedded model: probability that a call fails. */
   readonly failureRate: number
@@ -134,6 +144,7 @@ export const defaults: Omit<RunOptions, "input"> = {
   deadline: AgentService.defaults.deadline,
   model: "embedded",
   baseUrl: Option.none(),
+  modelName: Option.none(),
   apiKeyEnv: Option.none(),
   failureRate: EmbeddedModel.defaults.failureRate,
   seed: Option.none(),
@@ -149,8 +160,39 @@ export const defaults: Omit<RunOptions, "input"> = {
 
 const usage = (reason: string) => new UsageError({ reason })
 
-/** The agent over the embedded model, as the options configure them. */
-const agentLayer = (options: RunOptions): Layer.Layer<AgentService.AgentService> =>
+/**
+ * The OpenAI-compatible model on the runtime's `fetch` (Node's own undici, with keep-alive), so
+ * the bundled `wiz` carries no HTTP client of its own.
+ */
+const httpModelLayer = (
+  options: { readonly baseUrl: string; readonly model: string; readonly apiKey: Redacted.Redacted<string> | undefined }
+) =>
+  OpenAiCompatible.layer({ baseUrl: options.baseUrl, model: options.model, apiKey: options.apiKey }).pipe(
+    Layer.provide(FetchHttpClient.layer),
+    Layer.catchAll((error) => Layer.fail(usage(`--model openai-compatible: ${error.message}`)))
+  )
+
+/**
+ * The OpenAI-compatible model the options name, its key read from the environment variable
+ * `--api-key-env` names (a key is never a flag: flags end up in shell history and `ps`).
+ */
+const httpModel = Effect.fnUntraced(function*(options: RunOptions, modelName: Option.Option<string>) {
+  if (Option.isNone(options.baseUrl) || Option.isNone(modelName)) {
+    return yield* usage("--model openai-compatible needs --base-url URL and --model-name NAME (and --api-key-env VAR if the API wants a key)")
+  }
+  const keyVariable = Option.getOrUndefined(options.apiKeyEnv)
+  const apiKey = keyVariable === undefined ? undefined : yield* Config.redacted(keyVariable).pipe(
+    Effect.filterOrFail((key) => Redacted.value(key).trim() !== "", () => undefined),
+    Effect.mapError(() => usage(`--api-key-env ${keyVariable}: that environment variable is not set`))
+  )
+  return httpModelLayer({ baseUrl: options.baseUrl.value, model: modelName.value, apiKey })
+})
+
+/** The agent over the embedded model (or `model`), as the options configure them. */
+const agentLayer = (
+  options: RunOptions,
+  model: Layer.Layer<AiModel.AiModel, UsageError> = embeddedLayer(options)
+): Layer.Layer<AgentService.AgentService, UsageError> =>
   AgentService.layer({
     concurrency: options.concurrency,
     timeout: options.timeout,
@@ -160,18 +202,19 @@ const agentLayer = (options: RunOptions): Layer.Layer<AgentService.AgentService>
       onNone: () => ({}),
       onSome: (openDuration) => ({ breaker: { openDuration } })
     })
-  }).pipe(
-    Layer.provide(EmbeddedModel.layer({
-      failureRate: options.failureRate,
-      ...Option.match(options.seed, { onNone: () => ({}), onSome: (seed) => ({ seed }) }),
-      ...Option.match(options.timeToFirstToken, { onNone: () => ({}), onSome: (timeToFirstToken) => ({ timeToFirstToken }) }),
-      ...Option.match(options.perToken, { onNone: () => ({}), onSome: (perToken) => ({ perToken }) }),
-      ...Option.match(Option.all({ after: options.outageAfter, lasting: options.outageFor }), {
-        onNone: () => ({}),
-        onSome: (outage) => ({ outage })
-      })
-    }))
-  )
+  }).pipe(Layer.provide(model))
+
+const embeddedLayer = (options: RunOptions): Layer.Layer<AiModel.AiModel> =>
+  EmbeddedModel.layer({
+    failureRate: options.failureRate,
+    ...Option.match(options.seed, { onNone: () => ({}), onSome: (seed) => ({ seed }) }),
+    ...Option.match(options.timeToFirstToken, { onNone: () => ({}), onSome: (timeToFirstToken) => ({ timeToFirstToken }) }),
+    ...Option.match(options.perToken, { onNone: () => ({}), onSome: (perToken) => ({ perToken }) }),
+    ...Option.match(Option.all({ after: options.outageAfter, lasting: options.outageFor }), {
+      onNone: () => ({}),
+      onSome: (outage) => ({ outage })
+    })
+  })
 
 /**
  * Feed the agent's events into the statistics from now on. The returned `settle(finished)`
@@ -207,12 +250,14 @@ const countEvents = (
  * @category handlers
  */
 export const run = Effect.fn("RunCommand.run")(function*(options: RunOptions) {
-  if (options.model === "openai-compatible") {
-    return yield* usage("--model openai-compatible is not available yet; use --model embedded")
-  }
-  if (Option.isSome(options.baseUrl) || Option.isSome(options.apiKeyEnv)) {
+  const modelName = options.modelName ?? Option.none()
+  if (options.model === "embedded" && (Option.isSome(options.baseUrl) || Option.isSome(options.apiKeyEnv))) {
     return yield* usage("--base-url and --api-key-env apply only to --model openai-compatible")
   }
+  if (options.model === "embedded" && Option.isSome(modelName)) {
+    return yield* usage("--model-name applies only to --model openai-compatible")
+  }
+  const model = options.model === "embedded" ? agentLayer(options) : agentLayer(options, yield* httpModel(options, modelName))
   if (Option.isSome(options.outageAfter) !== Option.isSome(options.outageFor)) {
     return yield* usage("--outage-after and --outage-for go together: when the simulated outage starts and how long it lasts")
   }
@@ -278,7 +323,7 @@ export const run = Effect.fn("RunCommand.run")(function*(options: RunOptions) {
     )
     yield* settleEvents(finished)
     yield* output.commit
-  }).pipe(Effect.scoped, Effect.provide(agentLayer(options)), Effect.onExit(finish))
+  }).pipe(Effect.scoped, Effect.provide(model), Effect.onExit(finish))
   return summary!
 })
 
@@ -378,18 +423,30 @@ const runOptions = {
   ),
   model: Options.choice("model", ["embedded", "openai-compatible"]).pipe(
     Options.withDescription(
-      "The model: the embedded simulator (default), or an OpenAI-compatible HTTP API (not available yet)."
+      "The model: the embedded simulator (default), or an OpenAI-compatible HTTP API (OpenAI, Ollama, llama.cpp, vLLM, ...; " +
+        "with --base-url and --model-name)."
     ),
     Options.withDefault(defaults.model)
   ),
   baseUrl: Options.text("base-url").pipe(
     Options.withPseudoName("URL"),
-    Options.withDescription("Base URL of the OpenAI-compatible API (--model openai-compatible only)."),
+    Options.withDescription(
+      "Base URL of the OpenAI-compatible API, up to /chat/completions: https://api.openai.com/v1, http://localhost:11434/v1 " +
+        "(--model openai-compatible only)."
+    ),
+    Options.optional
+  ),
+  modelName: Options.text("model-name").pipe(
+    Options.withPseudoName("NAME"),
+    Options.withDescription("The model the API is asked for: gpt-4o-mini, llama3.2 (--model openai-compatible only)."),
     Options.optional
   ),
   apiKeyEnv: Options.text("api-key-env").pipe(
     Options.withPseudoName("NAME"),
-    Options.withDescription("Environment variable holding the API key (--model openai-compatible only)."),
+    Options.withDescription(
+      "Environment variable holding the API key, e.g. OPENAI_API_KEY; the key itself is never a flag " +
+        "(--model openai-compatible only; none for a local server)."
+    ),
     Options.optional
   ),
   failureRate: OptionValue.number("failure-rate", 0, 1).pipe(

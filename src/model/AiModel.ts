@@ -151,6 +151,9 @@ export const LimitKind = Schema.Literal("requests", "tokens", "inputTokens", "ou
  */
 export type LimitKind = typeof LimitKind.Type
 
+const retryAfterText = (retryAfter: Duration.Duration | undefined): string =>
+  retryAfter === undefined ? "" : `, retry after ${Duration.format(retryAfter)}`
+
 /**
  * The provider refused because a rate limit ran out (HTTP 429). `retryAfter` is the provider's
  * own word on when to come back, when it gave one; `rateLimits` what it reported of its limits.
@@ -166,22 +169,23 @@ export class RateLimited extends Schema.TaggedError<RateLimited>()("RateLimited"
   rateLimits: Schema.optional(RateLimits)
 }) {
   override get message(): string {
-    const after = this.retryAfter === undefined ? "" : `, retry after ${Duration.format(this.retryAfter)}`
-    return `${this.model}: rate limited on ${this.limit}${after}`
+    return `${this.model}: rate limited on ${this.limit}${retryAfterText(this.retryAfter)}`
   }
 }
 
 /**
- * The provider is overloaded (HTTP 503 / 529): try again later.
+ * The provider is overloaded (HTTP 503 / 529): try again later, after `retryAfter` when the
+ * provider said when (a `Retry-After` header on the 503).
  *
  * @since 0.1.0
  * @category errors
  */
 export class Overloaded extends Schema.TaggedError<Overloaded>()("Overloaded", {
-  model: Schema.String
+  model: Schema.String,
+  retryAfter: Schema.optional(Schema.Duration)
 }) {
   override get message(): string {
-    return `${this.model}: overloaded`
+    return `${this.model}: overloaded${retryAfterText(this.retryAfter)}`
   }
 }
 
@@ -217,14 +221,17 @@ export class Unavailable extends Schema.TaggedError<Unavailable>()("Unavailable"
 
 /**
  * The provider rejected the request itself (HTTP 400: prompt too long, bad parameter).
- * Sending it again cannot help.
+ * Sending it again cannot help. `contextLengthExceeded` is `true` when the prompt and
+ * `maxTokens` do not fit the model's context window, so a caller can shorten the prompt (or
+ * pick a model with a longer window) instead of giving up.
  *
  * @since 0.1.0
  * @category errors
  */
 export class InvalidRequest extends Schema.TaggedError<InvalidRequest>()("InvalidRequest", {
   model: Schema.String,
-  reason: Schema.String
+  reason: Schema.String,
+  contextLengthExceeded: Schema.optional(Schema.Boolean)
 }) {
   override get message(): string {
     return `${this.model}: invalid request: ${this.reason}`
@@ -265,7 +272,10 @@ export class AuthenticationFailed extends Schema.TaggedError<AuthenticationFaile
 }
 
 /**
- * The provider failed on its side (HTTP 500, 502, ...): worth another try.
+ * The provider failed on its side (HTTP 500, 502, ...): worth another try, after `retryAfter`
+ * when it said when. `retryable` is the provider's own word when it overrode the status's class
+ * (OpenAI's `x-should-retry` header): `false` makes the error permanent ({@link isPermanent}),
+ * `true` marks a status that is otherwise permanent (a 400, say) as worth another try.
  *
  * @since 0.1.0
  * @category errors
@@ -273,10 +283,12 @@ export class AuthenticationFailed extends Schema.TaggedError<AuthenticationFaile
 export class ProviderError extends Schema.TaggedError<ProviderError>()("ProviderError", {
   model: Schema.String,
   status: Schema.Int,
-  reason: Schema.String
+  reason: Schema.String,
+  retryAfter: Schema.optional(Schema.Duration),
+  retryable: Schema.optional(Schema.Boolean)
 }) {
   override get message(): string {
-    return `${this.model}: provider error (HTTP ${this.status}): ${this.reason}`
+    return `${this.model}: provider error (HTTP ${this.status}): ${this.reason}${retryAfterText(this.retryAfter)}`
   }
 }
 
@@ -343,24 +355,28 @@ const permanentTags: ReadonlySet<string> = new Set(["InvalidRequest", "QuotaExha
 
 /**
  * Whether an error says that sending the same request again cannot help: a tagged
- * `InvalidRequest`, `QuotaExhausted` or `AuthenticationFailed`. Any other value is `false`,
- * so retry policies can use it on errors of any type.
+ * `InvalidRequest`, `QuotaExhausted` or `AuthenticationFailed`, or a `ProviderError` the
+ * provider marked `retryable: false`. Any other value is `false`, so retry policies can use it
+ * on errors of any type.
  *
  * @since 0.1.0
  * @category predicates
  */
 export const isPermanent = (error: unknown): boolean =>
-  Predicate.hasProperty(error, "_tag") && typeof error._tag === "string" && permanentTags.has(error._tag)
+  Predicate.hasProperty(error, "_tag") && typeof error._tag === "string" &&
+  (permanentTags.has(error._tag) ||
+    (error._tag === "ProviderError" && Predicate.hasProperty(error, "retryable") && error.retryable === false))
 
 /**
  * Whether a model error may go away if the same request is sent again later. `InvalidRequest`,
- * `QuotaExhausted` and `AuthenticationFailed` never do; everything else (rate limits, overload,
- * timeouts, transport, server errors, a stream cut short, a garbled answer) may.
+ * `QuotaExhausted` and `AuthenticationFailed` never do, nor a `ProviderError` the provider
+ * marked `retryable: false`; everything else (rate limits, overload, timeouts, transport,
+ * server errors, a stream cut short, a garbled answer) may.
  *
  * @since 0.1.0
  * @category predicates
  */
-export const isTransient = (error: ModelError): boolean => !permanentTags.has(error._tag)
+export const isTransient = (error: ModelError): boolean => !isPermanent(error)
 
 // -----------------------------------------------------------------------------
 // service

@@ -335,7 +335,8 @@ const build = (options: Options, seed: number, madeAt: number): AiModel.AiModel.
           new AiModel.InvalidRequest({
             model: name,
             reason: `prompt (${entry.promptTokens} tokens) + maxTokens (${request.maxTokens}) = ` +
-              `${entry.promptTokens + request.maxTokens} tokens, more than the context window of ${contextWindow}`
+              `${entry.promptTokens + request.maxTokens} tokens, more than the context window of ${contextWindow}`,
+            contextLengthExceeded: true
           })
         )
       }

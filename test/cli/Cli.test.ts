@@ -42,11 +42,13 @@ describe("Cli", () => {
       expect(stdio.stdout()).toBe("")
     }))
 
-  it.effect("--model openai-compatible is a usage error (exit 2) saying it is not available yet", () =>
+  it.effect("--model openai-compatible without --model-name is a usage error (exit 2) saying what it needs", () =>
     Effect.gen(function*() {
       const stdio = TestStdio.make({ stdin: "" })
       expect(yield* wiz(stdio, "run", "--model", "openai-compatible", "--base-url", "http://localhost:8080/v1", "-")).toBe(2)
-      expect(stdio.stderr()).toBe("wiz: --model openai-compatible is not available yet; use --model embedded\n")
+      expect(stdio.stderr()).toBe(
+        "wiz: --model openai-compatible needs --base-url URL and --model-name NAME (and --api-key-env VAR if the API wants a key)\n"
+      )
     }))
 
   it.effect("--resume without --output is a usage error (exit 2)", () =>

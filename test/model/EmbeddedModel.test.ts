@@ -334,7 +334,8 @@ describe("EmbeddedModel", () => {
       const tooLong = yield* Effect.flip(model.generate(request(article, 20)))
       expect(tooLong).toEqual(new AiModel.InvalidRequest({
         model: "embedded",
-        reason: "prompt (81 tokens) + maxTokens (20) = 101 tokens, more than the context window of 100"
+        reason: "prompt (81 tokens) + maxTokens (20) = 101 tokens, more than the context window of 100",
+        contextLengthExceeded: true
       }))
       expect(yield* Effect.flip(collect(model.stream(request(article, 20))))).toEqual(tooLong)
       expect((yield* model.generate(request(article, 19))).usage.promptTokens).toBe(81)
