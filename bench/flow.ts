@@ -14,7 +14,7 @@
  *    concurrencies — throughput, p99 latency and the share of `Overloaded`, in steady state for
  *    each capacity, and how long after the halving the adaptive run is back within bounds.
  *
- * Run with `npx tsx bench/flow.ts` (about half a minute, most of it the fixed sweep).
+ * Run with `npm run bench -- flow` (about half a minute, most of it the fixed sweep).
  */
 import { bulkhead as cockatielBulkhead, ExponentialBackoff, handleWhen, retry as cockatielRetry, wrap } from "cockatiel"
 import { Cause, Effect, Exit, Random, Ref, Runtime } from "effect"

@@ -9,7 +9,7 @@
  * elements of a `Stream` (or `Effect.forEach` with a concurrency), so only those in flight are
  * fibers (DESIGN.md: bound the fibers upstream).
  *
- * Run with `npx tsx bench/memory.ts` (a few seconds; it starts one process per variant).
+ * Run with `npm run bench -- memory` (about a minute; it starts one process per variant).
  */
 import { bulkhead as cockatielBulkhead } from "cockatiel"
 import { Effect, Stream } from "effect"

@@ -20,6 +20,15 @@ export * as EmbeddedModel from "./model/EmbeddedModel.js"
 export * as Tokenizer from "./model/Tokenizer.js"
 
 /** @since 0.1.0 */
+export * as RateLimitHeaders from "./model/RateLimitHeaders.js"
+
+/** @since 0.1.0 */
+export * as HttpErrors from "./model/HttpErrors.js"
+
+/** @since 0.1.0 */
+export * as OpenAiCompatible from "./model/OpenAiCompatible.js"
+
+/** @since 0.1.0 */
 export * as Fallback from "./policy/Fallback.js"
 
 /** @since 0.1.0 */
@@ -54,3 +63,33 @@ export * as AgentEvent from "./events/AgentEvent.js"
 
 /** @since 0.1.0 */
 export * as AgentService from "./agent/AgentService.js"
+
+/** @since 0.1.0 */
+export * as Coalesce from "./concurrency/Coalesce.js"
+
+/** @since 0.1.0 */
+export * as Memo from "./concurrency/Memo.js"
+
+/** @since 0.1.0 */
+export * as Debounce from "./concurrency/Debounce.js"
+
+/** @since 0.1.0 */
+export * as Parallel from "./concurrency/Parallel.js"
+
+/** @since 0.1.0 */
+export * as Callback from "./interop/Callback.js"
+
+/** @since 0.1.0 */
+export * as ModelPool from "./model/ModelPool.js"
+
+/** @since 0.1.0 */
+export * as EventBus from "./events/EventBus.js"
+
+/** @since 0.1.0 */
+export * as StreamingAnswer from "./stream/StreamingAnswer.js"
+
+/** @since 0.1.0 */
+export * as AiStream from "./stream/AiStream.js"
+
+/** @since 0.1.0 */
+export * as Progress from "./events/Progress.js"

@@ -26,10 +26,11 @@
  *
  * @since 0.1.0
  */
-import { Cause, Clock, Context, Duration, Effect, Exit, FiberRef, Layer, Metric, MetricBoundaries, Option, PubSub, Stream } from "effect"
+import { Cause, Clock, Context, Duration, Effect, Exit, FiberRef, Layer, Metric, MetricBoundaries, MetricKey, Option, Stream, Tracer } from "effect"
 import type { Scope } from "effect"
 import * as Bulkhead from "../concurrency/Bulkhead.js"
 import * as AgentEvent from "../events/AgentEvent.js"
+import * as EventBus from "../events/EventBus.js"
 import * as AiModel from "../model/AiModel.js"
 import * as Budget from "../policy/Budget.js"
 import * as CircuitBreaker from "../policy/CircuitBreaker.js"
@@ -39,29 +40,49 @@ import * as Retry from "../policy/Retry.js"
 import * as Timeout from "../policy/Timeout.js"
 import * as ErrorInfo from "../events/ErrorInfo.js"
 import { type AgentTask, TaskFailed, type TaskResult, TaskSucceeded } from "./AgentTask.js"
+import { TaskWindow } from "../internal/taskWindow.js"
+import { unsafeConstruct } from "../internal/unsafeConstruct.js"
 
 /**
  * @since 0.1.0
  * @category models
  */
 export interface Options {
-  /** Tasks `processAll` works on at once. */
+  /**
+   * Model calls on the wire at once (the permit), and how many tasks `processAll` keeps awake
+   * at once: a task asleep in a backoff or waiting on an open circuit holds no permit and no
+   * place, so new tasks start meanwhile.
+   */
   readonly concurrency?: number
-  /** Requests on the wire at once (the permit); defaults to `concurrency`. */
-  readonly maxInFlight?: number
+  /**
+   * Tasks `processAll` holds at once — awake, asleep, or waiting for a place — which bounds its
+   * memory (each costs a fiber and its state). At least `concurrency`.
+   */
+  readonly maxTasks?: number
   /** `maxTokens` for a task that does not set its own. */
   readonly maxTokens?: number
   /**
    * Per-attempt timeout: the attempt is interrupted and fails with `ModelTimeout`. It costs a
-   * fiber per attempt (~20 µs, bench/main.ts); `Duration.infinity` turns it off.
+   * fiber per attempt (~10 µs, bench/overhead.ts); `Duration.infinity` turns it off.
    */
   readonly timeout?: Duration.DurationInput
+  /**
+   * Per-task deadline: how long one task may take in all — calls, backoffs, Retry-After waits,
+   * open circuits, fallback tiers. When it passes, the task fails with `Retry.DeadlineExceeded`
+   * saying what it was waiting for and the last error it met; no retry starts that could not
+   * finish before it. `Duration.infinity` turns it off.
+   */
+  readonly deadline?: Duration.DurationInput
   /** The one retry policy; `false` makes one attempt per tier. */
-  readonly retry?: Omit<Retry.Options, "onRetry" | "onGiveUp" | "budget" | "attemptTimeout"> | false
+  readonly retry?: Omit<Retry.Options<AgentError>, "budget" | "attemptTimeout" | "deadline"> | false
   /** The retry budget shared by every task; `false` for none. */
   readonly retryBudget?: Budget.Options | false
-  /** One circuit breaker per model name; `false` for none. */
-  readonly breaker?: Omit<CircuitBreaker.Options, "name"> | false
+  /**
+   * One circuit breaker per model name; `false` for none. A task whose last model tier meets an
+   * open circuit waits for it (within its deadline) without spending an attempt; an earlier
+   * tier's open circuit hands the task to the next tier at once.
+   */
+  readonly breaker?: Omit<CircuitBreaker.KeyedOptions, "name" | "onTransition"> | false
   /**
    * Hedged attempts, with a hedge (and a learned delay) per model; off unless given. Hedges
    * draw on a budget of their own (`budget`, default `Budget.defaults`; `false` for none).
@@ -85,8 +106,14 @@ export interface Options {
 }
 
 /**
- * `concurrency: 8`, `maxTokens: 256`, `timeout: 30 s`, retries per `Retry.defaults`, a retry
- * budget per `Budget.defaults`, a breaker per `CircuitBreaker.defaults`, no hedging, no
+ * `concurrency: 8`; `maxTasks: 1000` (a few MB of waiting tasks at most, and enough that a
+ * whole batch of a few hundred tasks can wait out an outage side by side, so it ends in one
+ * deadline rather than one per window); `maxTokens: 256`; `timeout: 30 s` per attempt;
+ * `deadline: 2 minutes` per task (four attempts of a provider that answers within the timeout
+ * fit with their backoffs; a provider that is down ends every task within it, with a typed
+ * error, instead of a run that crawls); retries per `Retry.defaults`; a retry budget per
+ * `Budget.defaults` (Linkerd's 20% + 10/s); a breaker per model per `CircuitBreaker.defaults`
+ * (50% of the last 100 calls, 5 s open; a 429 is flow control, not a failure); no hedging, no
  * fallback.
  *
  * @since 0.1.0
@@ -94,8 +121,10 @@ export interface Options {
  */
 export const defaults = {
   concurrency: 8,
+  maxTasks: 1000,
   maxTokens: 256,
-  timeout: Duration.seconds(30)
+  timeout: Duration.seconds(30),
+  deadline: Duration.minutes(2)
 } as const
 
 /**
@@ -153,25 +182,133 @@ export declare namespace AgentService {
       (tasks: Iterable<AgentTask>): Stream.Stream<TaskResult>
       <E, R>(tasks: Stream.Stream<AgentTask, E, R>): Stream.Stream<TaskResult, E, R>
     }
-    /** Everything the policies do from now on (subscribes when the stream starts). */
+    /**
+     * Everything the policies do from when the stream runs; it misses nothing from then on (its
+     * buffer, when full, makes the agent wait rather than drop an event).
+     */
     readonly events: Stream.Stream<AgentEvent.AgentEvent>
     /**
-     * Subscribe now, in a scope, so no event after this point is missed. Each subscriber has an
-     * unbounded queue, so nothing is dropped: read it, or close its scope.
+     * Subscribe now, in a scope, so no event after this point is missed: a bounded buffer that,
+     * when full, makes the agent wait for the reader (read it, or close its scope). For a
+     * subscriber that may drop instead, use `bus.subscribe({ strategy: "sliding" })`.
      */
     readonly subscribe: Effect.Effect<Stream.Stream<AgentEvent.AgentEvent>, never, Scope.Scope>
+    /** The bus the agent publishes on: the `EventBus` in context when there is one, else its own. */
+    readonly bus: EventBus.EventBus.Service
   }
 }
 
-const succeededCount = Metric.tagged(metrics.tasks, "status", "succeeded")
-const failedCount = Metric.tagged(metrics.tasks, "status", "failed")
-
-/** The task an attempt works for, so policy hooks can name it in their events. */
-const currentTask = FiberRef.unsafeMake<string>("")
+/** Effect's default tracer, which records no span: under it AgentService makes none. */
+const nativeTracer = Effect.runSync(Effect.tracer)
 
 /**
- * Build the service from its options and the `AiModel` in context. Scoped: it runs a fiber
- * that republishes breaker transitions, ended with the scope.
+ * `metrics.tasks` tagged by status, as metrics of their own key: `Metric.tagged` would merge
+ * the tags into a new array on every update, missing its hook cache (a registry lookup and a
+ * key hash per task). `Metric.value(Metric.tagged(metrics.tasks, "status", s))` reads the same.
+ */
+const tasksWithStatus = (status: "succeeded" | "failed") =>
+  Metric.fromMetricKey(
+    MetricKey.counter("wiz_tasks_total", { description: "tasks finished", incremental: true }).pipe(
+      MetricKey.tagged("status", status)
+    )
+  )
+const succeededCount = tasksWithStatus("succeeded")
+const failedCount = tasksWithStatus("failed")
+
+/** What every task of one service shares: its bus, the options its hooks need. */
+interface Shared {
+  readonly bus: EventBus.EventBus.Service
+  readonly deadline: Duration.Duration
+}
+
+/**
+ * One task while it runs: the calls it made and the last error it met (for its record and its
+ * deadline's error), the window it sleeps in (none outside `processAll`), and the retry
+ * policy's per-call hooks as its methods. It travels with the work as an argument, so no
+ * fiber-local state is copied per task and no closure is built for a hook that never runs.
+ */
+class TaskRun implements Retry.CallOptions<AgentError> {
+  /** Calls that reached a model. */
+  attempts = 0
+  lastError: AgentError | undefined = undefined
+  constructor(
+    readonly task: AgentTask,
+    readonly window: TaskWindow | undefined,
+    readonly shared: Shared,
+    /** Clock time (ms) of the task's deadline. */
+    readonly deadlineAt: number
+  ) {}
+
+  onRetry({ attempt, delay, error }: Retry.RetryEvent<AgentError>): Effect.Effect<void> {
+    this.lastError = error
+    return Effect.zipRight(
+      Metric.increment(metrics.retries),
+      emit(this.shared.bus, "RetryScheduled", () =>
+        new AgentEvent.RetryScheduled({
+          taskId: this.task.id,
+          model: modelOf(error),
+          attempt,
+          delayMillis: Duration.toMillis(delay),
+          error: ErrorInfo.fromError(error)
+        }, true))
+    )
+  }
+
+  onGiveUp({ attempts, error, reason }: Retry.GiveUpEvent<AgentError>): Effect.Effect<void> {
+    if (error._tag !== "DeadlineExceeded") this.lastError = error
+    return emit(this.shared.bus, "RetryGivenUp", () =>
+      new AgentEvent.RetryGivenUp({
+        taskId: this.task.id,
+        model: modelOf(error),
+        reason,
+        attempts,
+        error: ErrorInfo.fromError(error)
+      }, true))
+  }
+
+  /**
+   * Waiting out a 429's Retry-After keeps the task's place: the provider asked the batch to
+   * slow down, so no new task starts meanwhile. Any other backoff frees the place.
+   */
+  wait(delay: Duration.Duration, error: AgentError): Effect.Effect<void> {
+    return this.window === undefined || error._tag === "RateLimited"
+      ? Effect.sleep(delay)
+      : this.window.asleep(Effect.sleep(delay))
+  }
+
+  deadlineExceeded(waitingFor: string): Retry.DeadlineExceeded {
+    return new Retry.DeadlineExceeded({
+      deadline: this.shared.deadline,
+      attempts: this.attempts,
+      waitingFor,
+      ...(this.lastError === undefined ? {} : { lastError: ErrorInfo.fromError(this.lastError) })
+    }, true)
+  }
+
+  /** Wait on an open circuit asleep (it holds no place), but never past the deadline. */
+  waitOnCircuit(wait: Effect.Effect<void>, refused: CircuitBreaker.CircuitOpen): Effect.Effect<void, Retry.DeadlineExceeded> {
+    return Effect.flatMap(Clock.currentTimeMillis, (now) => {
+      const left = this.deadlineAt - now
+      const expired = Effect.failSync(() => this.deadlineExceeded(`the circuit of ${refused.message}`))
+      if (left <= 0) return expired
+      const bounded = Number.isFinite(left)
+        ? Effect.raceFirst(wait, Effect.zipRight(Effect.sleep(Duration.millis(left)), expired))
+        : wait
+      return this.window === undefined ? bounded : this.window.asleep(bounded)
+    })
+  }
+}
+
+/** Publish the event `make` builds, if anyone wants its tag: nobody listening costs a lookup. */
+const emit = <T extends AgentEvent.Tag>(
+  bus: EventBus.EventBus.Service,
+  tag: T,
+  make: () => AgentEvent.AgentEvent
+): Effect.Effect<void> => bus.wants(tag) ? bus.publish(make()) : Effect.void
+
+/**
+ * Build the service from its options and the `AiModel` in context. It publishes on the
+ * `EventBus` in context when there is one, else on a bus of its own, ended with the scope.
  *
  * @since 0.1.0
  * @category constructors
@@ -182,56 +319,53 @@ export const make = (
   Effect.gen(function*() {
     const primary = yield* AiModel.AiModel
     const concurrency = options.concurrency ?? defaults.concurrency
+    const maxTasks = Math.max(options.maxTasks ?? defaults.maxTasks, concurrency)
     const maxTokens = options.maxTokens ?? defaults.maxTokens
-    const timeout = options.timeout ?? defaults.timeout
-    const events = yield* PubSub.unbounded<AgentEvent.AgentEvent>()
-    yield* Effect.addFinalizer(() => PubSub.shutdown(events))
-    const publish = (event: AgentEvent.AgentEvent) => PubSub.publish(events, event)
-    /** Publish an event about the task the current fiber works for, counting it in `metric`. */
-    const emit = (metric: Metric.Metric.Counter<number> | undefined, event: (taskId: string) => AgentEvent.AgentEvent) =>
-      Effect.flatMap(FiberRef.get(currentTask), (taskId) =>
-        metric === undefined ? publish(event(taskId)) : Effect.zipRight(Metric.increment(metric), publish(event(taskId))))
+    const timeout = Duration.decode(options.timeout ?? defaults.timeout)
+    const timeoutMillis = Duration.toMillis(timeout)
+    const deadline = Duration.decode(options.deadline ?? defaults.deadline)
+    const deadlineMillis = Duration.toMillis(deadline)
+    const bus = yield* Option.match(yield* Effect.serviceOption(EventBus.EventBus), {
+      onNone: () => EventBus.make(),
+      onSome: Effect.succeed
+    })
+    const shared: Shared = { bus, deadline }
 
-    const bulkhead = yield* Bulkhead.make({ permits: options.maxInFlight ?? concurrency })
+    const bulkhead = yield* Bulkhead.make({ permits: concurrency })
+    // One timer for every attempt's time limit: the timeout, or what is left of the deadline.
+    const timer = Timeout.timer()
 
-    const breakers = options.breaker === false ? undefined : yield* CircuitBreaker.makeKeyed(options.breaker ?? {})
-    if (breakers !== undefined) {
-      // Subscribed here, before any call can trip a breaker, so no transition is missed.
-      yield* (yield* breakers.subscribe).pipe(
-        Stream.runForEach(({ key, transition }) =>
-          Effect.zipRight(
-            Metric.increment(metrics.breakerTransitions),
-            publish(
-              new AgentEvent.BreakerTransition({
-                breaker: key,
-                from: transition.from,
-                to: transition.to,
-                atMillis: transition.at
-              })
-            )
+    // Transitions are published as they happen, in order with the calls that caused them.
+    const breakers = options.breaker === false ? undefined : yield* CircuitBreaker.makeKeyed({
+      ...options.breaker,
+      onTransition: (breaker, { at, from, to, until }) => {
+        metrics.breakerTransitions.unsafeUpdate(1, [])
+        if (bus.wants("BreakerTransition")) {
+          bus.unsafePublish(
+            new AgentEvent.BreakerTransition({
+              breaker,
+              from,
+              to,
+              atMillis: at,
+              ...(until === undefined ? {} : { untilMillis: until })
+            }, true)
           )
-        ),
-        Effect.forkScoped
-      )
-    }
+        }
+      }
+    })
 
     const retryBudget = options.retryBudget === false ? undefined : yield* Budget.make(options.retryBudget ?? {})
-    const retryPolicy = options.retry === false ? undefined : Retry.make<AgentError>({
+    const retryOptions = options.retry === false ? undefined : {
       ...options.retry,
-      attemptTimeout: timeout,
-      ...(retryBudget === undefined ? {} : { budget: retryBudget }),
-      onRetry: ({ attempt, delay, error }) =>
-        emit(metrics.retries, (taskId) =>
-          new AgentEvent.RetryScheduled({
-            taskId,
-            model: modelOf(error),
-            attempt,
-            delayMillis: Duration.toMillis(delay),
-            error: ErrorInfo.fromError(error)
-          })),
-      onGiveUp: ({ attempts, error, reason }) =>
-        emit(undefined, (taskId) =>
-          new AgentEvent.RetryGivenUp({ taskId, model: modelOf(error), reason, attempts, error: ErrorInfo.fromError(error) }))
+      ...(retryBudget === undefined ? {} : { budget: retryBudget })
+    }
+    const isRetryable = retryOptions?.isRetryable ?? Retry.defaults.isRetryable
+    /** The retry of the last model tier, which waits on its open circuit instead of failing. */
+    const lastTierRetry = retryOptions === undefined ? undefined : Retry.make<AgentError>(retryOptions)
+    /** The retry of an earlier tier: its open circuit is no reason to retry, the next tier answers. */
+    const earlyTierRetry = retryOptions === undefined ? undefined : Retry.make<AgentError>({
+      ...retryOptions,
+      isRetryable: (error) => error._tag !== "CircuitOpen" && isRetryable(error)
     })
 
     const hedgeConfig = options.hedge === undefined || options.hedge === false ? undefined : options.hedge
@@ -242,40 +376,64 @@ export const make = (
       : yield* Budget.make(hedgeConfig.budget ?? {})
 
     /** A model's own hedge, so a learned delay follows that model's latencies. */
-    const hedgeFor = (model: string): Effect.Effect<Hedge.Hedge | undefined> => {
+    const hedgeFor = (): Effect.Effect<Hedge.Hedge | undefined> => {
       if (hedgeConfig === undefined) return Effect.succeed(undefined)
       const { budget: _, ...hedgeOptions } = hedgeConfig
-      return Hedge.make({
-        ...hedgeOptions,
-        ...(hedgeBudget === undefined ? {} : { budget: hedgeBudget }),
-        onHedge: ({ after, hedge }) =>
-          emit(metrics.hedges, (taskId) =>
-            new AgentEvent.HedgeStarted({ taskId, model, hedge, afterMillis: Duration.toMillis(after) }))
-      })
+      return Hedge.make({ ...hedgeOptions, ...(hedgeBudget === undefined ? {} : { budget: hedgeBudget }) })
     }
 
-    /** One tier: breaker → permit → timeout → model per attempt, hedged, retried. */
-    const tier = Effect.fnUntraced(function*(model: AiModel.AiModel.Service) {
-      const limitTime = Timeout.attempt({ duration: timeout, model: model.name })
-      const hedge = yield* hedgeFor(model.name)
-      return (request: AiModel.CompletionRequest, counter: { attempts: number }) => {
-        const call = Effect.suspend(() => {
-          counter.attempts++
-          return Effect.zipRight(
-            Metric.increment(metrics.attempts),
-            bulkhead.withPermit(limitTime(model.generate(request)))
-          )
+    /**
+     * One tier: per attempt breaker → permit → time limit → model, hedged, retried. The last
+     * tier waits on its open circuit (asleep, within the deadline); an earlier one fails at
+     * once with `CircuitOpen`, so the next tier answers.
+     */
+    const tier = Effect.fnUntraced(function*(model: AiModel.AiModel.Service, last: boolean) {
+      const hedge = yield* hedgeFor()
+      const modelTimeout = () => new AiModel.ModelTimeout({ model: model.name, timeout }, true)
+      const retryPolicy = last ? lastTierRetry : earlyTierRetry
+      const breaker = breakers === undefined ? undefined : yield* breakers.get(model.name)
+      // The retry policy's hooks see every failed attempt; without one, the call notes its own.
+      const remember = retryPolicy !== undefined
+        ? undefined
+        : (run: TaskRun) => (error: AiModel.ModelError | Retry.DeadlineExceeded) => {
+          run.lastError = error
+          return Effect.fail(error)
+        }
+
+      return (request: AiModel.CompletionRequest, run: TaskRun): Effect.Effect<AiModel.Completion, AgentError> => {
+        // The call's time limit is its timeout, or what is left of the task's deadline if less.
+        const call = Effect.withFiberRuntime<AiModel.Completion, AiModel.ModelError | Retry.DeadlineExceeded>((fiber) => {
+          const now = Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeMillis()
+          run.attempts++
+          metrics.attempts.unsafeUpdate(1, fiber.getFiberRef(FiberRef.currentMetricLabels))
+          const span = fiber.currentSpan
+          if (span?._tag === "Span") span.event("attempt", BigInt(Math.round(now * 1_000_000)), { model: model.name, attempt: run.attempts })
+          const left = run.deadlineAt - now
+          const limited = left < timeoutMillis
+            ? timer.within(model.generate(request), Duration.millis(Math.max(0, left)), () =>
+              run.deadlineExceeded(`an answer from ${model.name}`))
+            : timer.within(model.generate(request), timeout, modelTimeout)
+          return remember === undefined ? limited : Effect.catchAll(limited, remember(run))
         })
-        const guarded: Effect.Effect<AiModel.Completion, AgentError> = breakers === undefined
-          ? call
-          : breakers.execute(model.name)(call)
-        const hedged = hedge === undefined ? guarded : hedge.run(guarded)
-        return retryPolicy === undefined ? hedged : retryPolicy.apply(hedged)
+        const permitted = bulkhead.withPermit(call)
+        const guarded: Effect.Effect<AiModel.Completion, AgentError> = breaker === undefined
+          ? permitted
+          : last
+          ? breaker.executeWaiting(permitted, (wait, refused) => run.waitOnCircuit(wait, refused))
+          : breaker.execute(permitted)
+        const hedged = hedge === undefined ? guarded : hedge.run(guarded, ({ after, hedge: n }) =>
+          Effect.zipRight(
+            Metric.increment(metrics.hedges),
+            emit(bus, "HedgeStarted", () =>
+              new AgentEvent.HedgeStarted({ taskId: run.task.id, model: model.name, hedge: n, afterMillis: Duration.toMillis(after) }, true))
+          ))
+        return retryPolicy === undefined ? hedged : retryPolicy.apply(hedged, run)
       }
     })
 
-    const primaryTier = yield* tier(primary)
     const fallback = options.fallback
+    const extraModels = fallback?.models ?? []
+    const primaryTier = yield* tier(primary, extraModels.length === 0)
     const retryAfterMax = Duration.decode(
       (options.retry === false ? undefined : options.retry?.retryAfterMax) ?? Retry.defaults.retryAfterMax
     )
@@ -286,104 +444,144 @@ export const make = (
         !("retryAfter" in error && error.retryAfter !== undefined && Duration.greaterThan(error.retryAfter, retryAfterMax))
       : mayFallThrough
     const extraTiers = yield* Effect.forEach(
-      fallback?.models ?? [],
-      (model) => Effect.map(tier(model), (run) => ({ name: model.name, run }))
+      extraModels,
+      (model, i) => Effect.map(tier(model, i === extraModels.length - 1), (run) => ({ name: model.name, run }))
     )
+    const chained = fallback !== undefined && (extraTiers.length > 0 || fallback.staticAnswer !== undefined)
 
-    const answer = (
-      task: AgentTask,
+    /** The answer through the fallback chain, saying whether a later tier gave it. */
+    const answerDegraded = (
       request: AiModel.CompletionRequest,
-      counter: { attempts: number }
-    ): Effect.Effect<{ completion: AiModel.Completion; degraded: boolean }, AgentError | Fallback.AllTiersFailed<AgentError>> => {
-      if (fallback === undefined || (extraTiers.length === 0 && fallback.staticAnswer === undefined)) {
-        return Effect.map(primaryTier(request, counter), (completion) => ({ completion, degraded: false }))
-      }
-      const staticTier = fallback.staticAnswer === undefined ? [] : [
+      run: TaskRun
+    ): Effect.Effect<Fallback.Answered<AiModel.Completion, AgentError>, AgentError | Fallback.AllTiersFailed<AgentError>> => {
+      const staticTier = fallback?.staticAnswer === undefined ? [] : [
         Fallback.fixed(
           "static",
           new AiModel.Completion({
-            text: fallback.staticAnswer(task),
+            text: fallback.staticAnswer(run.task),
             finishReason: "stop",
             usage: new AiModel.Usage({ promptTokens: 0, completionTokens: 0 }),
             model: "static"
           })
         )
       ]
-      return Fallback.run(
-        [
-          Fallback.tier(primary.name, primaryTier(request, counter)),
-          ...extraTiers.map(({ name, run }) => Fallback.tier(name, run(request, counter))),
-          ...staticTier
-        ],
-        { fallThrough }
-      ).pipe(
-        Effect.tap((answered) =>
+      return Effect.tap(
+        Fallback.run(
+          [
+            Fallback.tier(primary.name, primaryTier(request, run)),
+            ...extraTiers.map(({ name, run: tierRun }) => Fallback.tier(name, tierRun(request, run))),
+            ...staticTier
+          ],
+          { fallThrough }
+        ),
+        (answered) =>
           answered.degraded
             ? Effect.zipRight(
               Metric.increment(metrics.fallbacks),
-              publish(
+              emit(bus, "FallbackUsed", () =>
                 new AgentEvent.FallbackUsed({
-                  taskId: task.id,
+                  taskId: run.task.id,
                   tier: answered.tier,
                   failures: answered.failures.map(({ error, tier }) => ({ tier, error: ErrorInfo.fromError(error) }))
-                })
-              )
+                }, true))
             )
             : Effect.void
-        ),
-        Effect.map((answered) => ({ completion: answered.value, degraded: answered.degraded }))
       )
     }
 
-    // A span per task, but not `Effect.fn`: it captures a stack trace per call, which measured
-    // ~30 µs against ~9 µs for the span alone (bench/main.ts).
-    const process = Effect.fnUntraced(function*(task: AgentTask) {
-      const start = yield* Clock.currentTimeMillis
-      const counter = { attempts: 0 }
-      yield* publish(new AgentEvent.TaskStarted({ taskId: task.id }))
-      // The task was validated when it was decoded; don't validate its parts again per call.
-      const request = new AiModel.CompletionRequest({ prompt: task.prompt, maxTokens: task.maxTokens ?? maxTokens }, true)
-      const outcome = yield* Effect.exit(Effect.locally(answer(task, request, counter), currentTask, task.id))
+    /** The task's record, its metrics and its `TaskFinished` event, once its outcome is known. */
+    const finish = (
+      run: TaskRun,
+      start: number,
+      outcome: Exit.Exit<
+        AiModel.Completion | Fallback.Answered<AiModel.Completion, AgentError>,
+        AgentError | Fallback.AllTiersFailed<AgentError>
+      >
+    ): Effect.Effect<TaskSucceeded, TaskFailed> =>
       // Interrupting the caller ends the task without a record; anything else gives one.
-      if (Exit.isFailure(outcome) && Cause.isInterruptedOnly(outcome.cause)) return yield* Effect.interrupt
-      const durationMs = (yield* Clock.currentTimeMillis) - start
-      const status = Exit.isSuccess(outcome) ? "succeeded" : "failed"
-      yield* Metric.update(metrics.taskDuration, durationMs)
-      yield* Metric.increment(status === "succeeded" ? succeededCount : failedCount)
-      yield* publish(new AgentEvent.TaskFinished({ taskId: task.id, status, attempts: counter.attempts, durationMs }))
-      if (Exit.isFailure(outcome)) {
-        return yield* new TaskFailed({
-          id: task.id,
-          error: causeInfo(outcome.cause),
-          attempts: counter.attempts,
-          durationMs
-        }, true)
-      }
-      return new TaskSucceeded({
-        id: task.id,
-        output: outcome.value.completion.text,
-        attempts: counter.attempts,
-        model: outcome.value.completion.model,
-        degraded: outcome.value.degraded,
-        durationMs
-      }, true)
-    }, (effect, task) => Effect.withSpan(effect, "AgentService.process", { attributes: { "task.id": task.id } }))
+      Exit.isFailure(outcome) && Cause.isInterruptedOnly(outcome.cause)
+        ? Effect.interrupt
+        : Effect.withFiberRuntime((fiber) => {
+          const durationMs = Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeMillis() - start
+          const labels = fiber.getFiberRef(FiberRef.currentMetricLabels)
+          const succeeded = Exit.isSuccess(outcome)
+          metrics.taskDuration.unsafeUpdate(durationMs, labels)
+          metrics.tasks.unsafeUpdate(1, labels)
+          ;(succeeded ? succeededCount : failedCount).unsafeUpdate(1, labels)
+          const { attempts, task } = run
+          let ended: Effect.Effect<TaskSucceeded, TaskFailed>
+          if (Exit.isFailure(outcome)) {
+            ended = Effect.fail(new TaskFailed({ id: task.id, error: causeInfo(outcome.cause), attempts, durationMs }, true))
+          } else {
+            // the primary's own completion, or the fallback chain's answer
+            const answered = outcome.value
+            const completion = answered instanceof AiModel.Completion ? answered : answered.value
+            ended = Effect.succeed(unsafeConstruct(TaskSucceeded, {
+              id: task.id,
+              output: completion.text,
+              attempts,
+              model: completion.model,
+              degraded: answered instanceof AiModel.Completion ? false : answered.degraded,
+              durationMs,
+              _tag: "TaskSucceeded",
+              status: "succeeded"
+            }))
+          }
+          return bus.wants("TaskFinished")
+            ? Effect.zipRight(
+              bus.publish(
+                new AgentEvent.TaskFinished({ taskId: task.id, status: succeeded ? "succeeded" : "failed", attempts, durationMs }, true)
+              ),
+              ended
+            )
+            : ended
+        })
 
-    const settle = (task: AgentTask): Effect.Effect<TaskResult> =>
-      Effect.catchAll(process(task), (failed) => Effect.succeed(failed))
+    const runTask = (task: AgentTask, window: TaskWindow | undefined): Effect.Effect<TaskSucceeded, TaskFailed> =>
+      Effect.withFiberRuntime((fiber) => {
+        const services = fiber.currentDefaultServices
+        const start = Context.get(services, Clock.Clock).unsafeCurrentTimeMillis()
+        const run = new TaskRun(task, window, shared, start + deadlineMillis)
+        // The task was validated when it was decoded; don't validate its parts again per call.
+        const request = unsafeConstruct(AiModel.CompletionRequest, { prompt: task.prompt, maxTokens: task.maxTokens ?? maxTokens })
+        const answer: Effect.Effect<
+          AiModel.Completion | Fallback.Answered<AiModel.Completion, AgentError>,
+          AgentError | Fallback.AllTiersFailed<AgentError>
+        > = chained ? answerDegraded(request, run) : primaryTier(request, run)
+        const answered = Effect.flatMap(Effect.exit(answer), (outcome) => finish(run, start, outcome))
+        const work = bus.wants("TaskStarted")
+          ? Effect.zipRight(bus.publish(new AgentEvent.TaskStarted({ taskId: task.id }, true)), answered)
+          : answered
+        // A span per task when a tracer records spans. Effect's default tracer records nothing,
+        // and the span's parent context costs a copy of the fiber's refs (~10 µs per task, 30 at
+        // 1,000 in flight: bench/lean.ts), so under it there is none. Never a stack trace.
+        return Context.get(services, Tracer.Tracer) === nativeTracer || !fiber.getFiberRef(FiberRef.currentTracerEnabled)
+          ? work
+          : Effect.withSpan(work, "AgentService.process", { attributes: { "task.id": task.id }, captureStackTrace: false })
+      })
+
+    const process = (task: AgentTask) => runTask(task, undefined)
 
     function processAll(tasks: Iterable<AgentTask>): Stream.Stream<TaskResult>
     function processAll<E, R>(tasks: Stream.Stream<AgentTask, E, R>): Stream.Stream<TaskResult, E, R>
     function processAll<E, R>(tasks: Stream.Stream<AgentTask, E, R> | Iterable<AgentTask>) {
       const stream = Stream.StreamTypeId in tasks ? tasks : Stream.fromIterable(tasks)
-      return Stream.mapEffect(stream, settle, { concurrency, unordered: true })
+      return Stream.suspend(() => {
+        // Up to `maxTasks` held at once; of those, `concurrency` awake when a new one starts.
+        const window = new TaskWindow(concurrency)
+        const settle = (task: AgentTask): Effect.Effect<TaskResult> =>
+          window.admit(Effect.catchAll(runTask(task, window), (failed) => Effect.succeed(failed)))
+        return Stream.mapEffect(stream, settle, { concurrency: maxTasks, unordered: true })
+      })
     }
 
+    const subscribe = bus.subscribe({ strategy: "suspend" })
     return AgentService.of({
       process,
       processAll,
-      events: Stream.fromPubSub(events),
-      subscribe: Effect.map(PubSub.subscribe(events), Stream.fromQueue)
+      events: Stream.unwrapScoped(subscribe),
+      subscribe,
+      bus
     })
   })
 

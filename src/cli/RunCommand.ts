@@ -5,10 +5,19 @@
  * - a valid task gets `succeeded` or `failed`; a line that is not a valid task (bad JSON, a
  *   missing or wrong-typed field, an id seen on an earlier line) gets `invalid` with its line
  *   number and what was wrong; blank lines are skipped. Bad input never stops the run.
- * - the input is streamed, never read whole; when it is a regular file its non-blank lines are
- *   counted first so the progress line knows the total.
- * - `--resume` appends to `--output`, skipping the tasks and invalid lines it already records.
+ * - the input (a file, `-`, a pipe, a FIFO) is opened before the output is touched, then
+ *   streamed once, never read whole; the progress line's total is estimated from a regular
+ *   file's size until the end is reached.
+ * - the output is never the input (a usage error, checked before either is opened); `--resume`
+ *   appends to `--output`, skipping the tasks and invalid lines it already records, and
+ *   `--retry-failed` also runs the failed tasks again, rewriting the file safely (`OutputFile`).
  * - progress (redrawn on a terminal, plain lines otherwise) and the final summary go to stderr.
+ *   The summary counts only records really written, and is printed however the run ends: a
+ *   write error (a closed pipe, a full disk) fails the run after it, and an interruption
+ *   (SIGINT, SIGTERM) adds the command that continues the run.
+ * - `--model openai-compatible --base-url URL --model-name NAME [--api-key-env VAR]` runs the
+ *   tasks against a real OpenAI-compatible API (OpenAI, Ollama, llama.cpp, vLLM, ...); the key
+ *   is read from the environment variable VAR, never from a flag.
  * - `--outage-after` with `--outage-for` make the embedded model unreachable for a while, and
  *   `--breaker-open` sets how long the circuit breaker then stays open: together they show the
  *   breaker open, half-open and close again, with the refused tasks retried after it.
@@ -27,16 +36,21 @@
  *
  * @since 0.1.0
  */
-import { Args, Command, HelpDoc, Options, ValidationError } from "@effect/cli"
-import { Clock, Duration, Effect, Fiber, Layer, Option, Schema, Stream } from "effect"
+import { Args, Command, Options } from "@effect/cli"
+import { FetchHttpClient } from "@effect/platform"
+import { Cause, Clock, Config, Duration, Effect, Exit, Fiber, Layer, Option, Redacted, Schema, Stream } from "effect"
 import type { Scope } from "effect"
 import * as AgentService from "../agent/AgentService.js"
-import { TaskInvalid } from "../agent/AgentTask.js"
+import { TaskInvalid, type TaskRecord } from "../agent/AgentTask.js"
 import * as ErrorInfo from "../events/ErrorInfo.js"
 import type { AgentEvent } from "../events/AgentEvent.js"
+import type * as AiModel from "../model/AiModel.js"
 import * as EmbeddedModel from "../model/EmbeddedModel.js"
+import * as OpenAiCompatible from "../model/OpenAiCompatible.js"
 import * as CircuitBreaker from "../policy/CircuitBreaker.js"
 import * as Retry from "../policy/Retry.js"
+import * as OptionValue from "./OptionValue.js"
+import * as OutputFile from "./OutputFile.js"
 import * as Progress from "./Progress.js"
 import * as RecordSink from "./RecordSink.js"
 import { Stdio } from "./Stdio.js"
@@ -77,14 +91,20 @@ export interface RunOptions {
   readonly input: string
   /** The records file; none for stdout. */
   readonly output: Option.Option<string>
-  /** Tasks worked on at once. */
+  /** Model calls at once; tasks asleep in a backoff or on an open circuit make room for more. */
   readonly concurrency: number
   /** Retries after the first attempt. */
   readonly retries: number
   /** Time one attempt may take. */
   readonly timeout: Duration.Duration
+  /** Time one task may take in all: calls, backoffs, Retry-After waits and open circuits. */
+  readonly deadline: Duration.Duration
   readonly model: Model
+  /** OpenAI-compatible model: the API's base URL, up to `/chat/completions`. */
   readonly baseUrl: Option.Option<string>
+  /** OpenAI-compatible model: the model to ask for. */
+  readonly modelName?: Option.Option<string>
+  /** OpenAI-compatible model: the environment variable holding the API key; none for no key. */
   readonly apiKeyEnv: Option.Option<string>
   /** Embedded model: probability that a call fails. */
   readonly failureRate: number
@@ -102,12 +122,14 @@ export interface RunOptions {
   readonly breakerOpen: Option.Option<Duration.Duration>
   /** Append to `output`, skipping what it already records. */
   readonly resume: boolean
+  /** Like `resume`, and run again the tasks whose record says they failed (rewriting `output`). */
+  readonly retryFailed: boolean
   /** Draw the progress line on stderr. */
   readonly progress: boolean
 }
 
 /**
- * `output` stdout, `concurrency` and `timeout` per `AgentService.defaults`, `retries` one
+ * `output` stdout, `concurrency`, `timeout` and `deadline` per `AgentService.defaults`, `retries` one
  * less than `Retry.defaults.maxAttempts`, the embedded model with its own defaults and no
  * outage, the breaker per `CircuitBreaker.defaults`, progress on.
  *
@@ -119,8 +141,10 @@ export const defaults: Omit<RunOptions, "input"> = {
   concurrency: AgentService.defaults.concurrency,
   retries: Retry.defaults.maxAttempts - 1,
   timeout: AgentService.defaults.timeout,
+  deadline: AgentService.defaults.deadline,
   model: "embedded",
   baseUrl: Option.none(),
+  modelName: Option.none(),
   apiKeyEnv: Option.none(),
   failureRate: EmbeddedModel.defaults.failureRate,
   seed: Option.none(),
@@ -130,33 +154,67 @@ export const defaults: Omit<RunOptions, "input"> = {
   outageFor: Option.none(),
   breakerOpen: Option.none(),
   resume: false,
+  retryFailed: false,
   progress: true
 }
 
 const usage = (reason: string) => new UsageError({ reason })
 
-/** The agent over the embedded model, as the options configure them. */
-const agentLayer = (options: RunOptions): Layer.Layer<AgentService.AgentService> =>
+/**
+ * The OpenAI-compatible model on the runtime's `fetch` (Node's own undici, with keep-alive), so
+ * the bundled `wiz` carries no HTTP client of its own.
+ */
+const httpModelLayer = (
+  options: { readonly baseUrl: string; readonly model: string; readonly apiKey: Redacted.Redacted<string> | undefined }
+) =>
+  OpenAiCompatible.layer({ baseUrl: options.baseUrl, model: options.model, apiKey: options.apiKey }).pipe(
+    Layer.provide(FetchHttpClient.layer),
+    Layer.catchAll((error) => Layer.fail(usage(`--model openai-compatible: ${error.message}`)))
+  )
+
+/**
+ * The OpenAI-compatible model the options name, its key read from the environment variable
+ * `--api-key-env` names (a key is never a flag: flags end up in shell history and `ps`).
+ */
+const httpModel = Effect.fnUntraced(function*(options: RunOptions, modelName: Option.Option<string>) {
+  if (Option.isNone(options.baseUrl) || Option.isNone(modelName)) {
+    return yield* usage("--model openai-compatible needs --base-url URL and --model-name NAME (and --api-key-env VAR if the API wants a key)")
+  }
+  const keyVariable = Option.getOrUndefined(options.apiKeyEnv)
+  const apiKey = keyVariable === undefined ? undefined : yield* Config.redacted(keyVariable).pipe(
+    Effect.filterOrFail((key) => Redacted.value(key).trim() !== "", () => undefined),
+    Effect.mapError(() => usage(`--api-key-env ${keyVariable}: that environment variable is not set`))
+  )
+  return httpModelLayer({ baseUrl: options.baseUrl.value, model: modelName.value, apiKey })
+})
+
+/** The agent over the embedded model (or `model`), as the options configure them. */
+const agentLayer = (
+  options: RunOptions,
+  model: Layer.Layer<AiModel.AiModel, UsageError> = embeddedLayer(options)
+): Layer.Layer<AgentService.AgentService, UsageError> =>
   AgentService.layer({
     concurrency: options.concurrency,
     timeout: options.timeout,
+    deadline: options.deadline,
     retry: options.retries === 0 ? false : { maxAttempts: options.retries + 1 },
     ...Option.match(options.breakerOpen, {
       onNone: () => ({}),
       onSome: (openDuration) => ({ breaker: { openDuration } })
     })
-  }).pipe(
-    Layer.provide(EmbeddedModel.layer({
-      failureRate: options.failureRate,
-      ...Option.match(options.seed, { onNone: () => ({}), onSome: (seed) => ({ seed }) }),
-      ...Option.match(options.timeToFirstToken, { onNone: () => ({}), onSome: (timeToFirstToken) => ({ timeToFirstToken }) }),
-      ...Option.match(options.perToken, { onNone: () => ({}), onSome: (perToken) => ({ perToken }) }),
-      ...Option.match(Option.all({ after: options.outageAfter, lasting: options.outageFor }), {
-        onNone: () => ({}),
-        onSome: (outage) => ({ outage })
-      })
-    }))
-  )
+  }).pipe(Layer.provide(model))
+
+const embeddedLayer = (options: RunOptions): Layer.Layer<AiModel.AiModel> =>
+  EmbeddedModel.layer({
+    failureRate: options.failureRate,
+    ...Option.match(options.seed, { onNone: () => ({}), onSome: (seed) => ({ seed }) }),
+    ...Option.match(options.timeToFirstToken, { onNone: () => ({}), onSome: (timeToFirstToken) => ({ timeToFirstToken }) }),
+    ...Option.match(options.perToken, { onNone: () => ({}), onSome: (perToken) => ({ perToken }) }),
+    ...Option.match(Option.all({ after: options.outageAfter, lasting: options.outageFor }), {
+      onNone: () => ({}),
+      onSome: (outage) => ({ outage })
+    })
+  })
 
 /**
  * Feed the agent's events into the statistics from now on. The returned `settle(finished)`
@@ -192,90 +250,147 @@ const countEvents = (
  * @category handlers
  */
 export const run = Effect.fn("RunCommand.run")(function*(options: RunOptions) {
-  if (options.model === "openai-compatible") {
-    return yield* usage("--model openai-compatible is not available yet; use --model embedded")
-  }
-  if (Option.isSome(options.baseUrl) || Option.isSome(options.apiKeyEnv)) {
+  const modelName = options.modelName ?? Option.none()
+  if (options.model === "embedded" && (Option.isSome(options.baseUrl) || Option.isSome(options.apiKeyEnv))) {
     return yield* usage("--base-url and --api-key-env apply only to --model openai-compatible")
   }
+  if (options.model === "embedded" && Option.isSome(modelName)) {
+    return yield* usage("--model-name applies only to --model openai-compatible")
+  }
+  const model = options.model === "embedded" ? agentLayer(options) : agentLayer(options, yield* httpModel(options, modelName))
   if (Option.isSome(options.outageAfter) !== Option.isSome(options.outageFor)) {
     return yield* usage("--outage-after and --outage-for go together: when the simulated outage starts and how long it lasts")
   }
-  if (options.resume && Option.isNone(options.output)) {
-    return yield* usage("--resume needs --output FILE: it skips the tasks that file already records")
+  if ((options.resume || options.retryFailed) && Option.isNone(options.output)) {
+    return yield* usage(
+      `${options.retryFailed ? "--retry-failed" : "--resume"} needs --output FILE: it skips the tasks that file already records`
+    )
+  }
+  if (yield* OutputFile.isInput(options.input, options.output)) {
+    const output = Option.match(options.output, { onNone: () => "standard output", onSome: (path) => `the output "${path}"` })
+    return yield* usage(
+      `${output} is the input ${options.input === "-" ? "(stdin)" : `"${options.input}"`}, one file: ` +
+        "writing the records would destroy the tasks; write them to another file"
+    )
   }
   const stdio = yield* Stdio
-  const total = yield* TaskSource.total(options.input)
-  const resumed = Option.isSome(options.output) && options.resume
-    ? yield* RecordSink.readResumeSet(options.output.value)
-    : { ...TaskSource.emptyResumeSet, unreadableLines: 0 }
-  if (resumed.unreadableLines > 0) {
-    yield* stdio.stderr(
-      `wiz: ${resumed.unreadableLines} line(s) of the output are not records (cut short by a crash?); their tasks run again\n`
-    )
-  }
   const stats = yield* Summary.makeStats
   const startedAt = yield* Clock.currentTimeMillis
+  // once the input and the output are open, a summary is printed however the run ends
+  let started = false
+  let summary: Summary.Summary | undefined
+  const finish = (exit: Exit.Exit<unknown, unknown>) =>
+    Effect.gen(function*() {
+      if (!started) return
+      summary = yield* stats.summary((yield* Clock.currentTimeMillis) - startedAt)
+      const interrupted = Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause)
+      yield* stdio.stderr(Summary.render(summary) + (interrupted ? howToContinue(options) : ""))
+    })
 
   yield* Effect.gen(function*() {
-    const sink = yield* RecordSink.open(options.output, { append: options.resume })
+    const input = yield* TaskSource.open(options.input)
+    const { existing, output } = yield* openOutput(options)
+    started = true
+    const resume: TaskSource.ResumeSet = {
+      ids: options.retryFailed ? new Set([...existing.ids].filter((id) => !existing.failed.has(id))) : existing.ids,
+      lines: existing.lines
+    }
     const agent = yield* AgentService.AgentService
     const settleEvents = yield* countEvents(yield* agent.subscribe, stats)
-    if (options.progress) {
-      yield* Progress.start(stats.counts, { mode: stdio.stderrIsTTY ? "tty" : "plain", total })
-    }
-    const tasks = TaskSource.read(options.input, resumed).pipe(
+    // what the output already answers is no work left: those lines not reached yet are left
+    // out of the ETA (an estimate: the output may answer ids the input no longer has)
+    let allRead = false
+    const answeredAhead = Effect.map(stats.skipped, (skipped) =>
+      allRead ? 0 : Math.max(0, resume.ids.size + resume.lines.size - skipped))
+    const line = options.progress
+      ? yield* Progress.start(stats.counts, { mode: stdio.stderrIsTTY ? "tty" : "plain", total: input.total, answeredAhead })
+      : Progress.none
+    // records on the terminal the progress line is drawn on go above it, never into it
+    const onScreen = Option.isNone(options.output) && stdio.stdoutIsTTY
+    const write = (record: TaskRecord, count: Effect.Effect<void>) =>
+      Effect.uninterruptible(Effect.zipRight(onScreen ? line.above(output.sink.write(record)) : output.sink.write(record), count))
+    const tasks = TaskSource.entries(input.lines, resume).pipe(
       Stream.tap(TaskSource.Entry.$match({
         Task: () => Effect.void,
-        Invalid: ({ error }) =>
-          Effect.zipRight(sink.write(new TaskInvalid({ line: error.line, error: ErrorInfo.fromError(error) })), stats.recordInvalid),
+        Invalid: ({ error }) => write(new TaskInvalid({ line: error.line, error: ErrorInfo.fromError(error) }), stats.recordInvalid),
         Resumed: () => stats.recordSkipped
       })),
-      Stream.filterMap((entry) => (entry._tag === "Task" ? Option.some(entry.task) : Option.none()))
+      Stream.filterMap((entry) => (entry._tag === "Task" ? Option.some(entry.task) : Option.none())),
+      Stream.onEnd(Effect.sync(() => (allRead = true)))
     )
     const finished = yield* agent.processAll(tasks).pipe(
-      Stream.runFoldEffect(0, (n, result) =>
-        sink.write(result).pipe(
-          Effect.zipRight(stats.recordResult(result)),
-          Effect.as(n + 1)
-        ))
+      Stream.runFoldEffect(0, (n, result) => Effect.as(write(result, stats.recordResult(result)), n + 1))
     )
     yield* settleEvents(finished)
-  }).pipe(Effect.scoped, Effect.provide(agentLayer(options)))
-
-  const summary = yield* stats.summary((yield* Clock.currentTimeMillis) - startedAt)
-  yield* stdio.stderr(Summary.render(summary))
-  return summary
+    yield* output.commit
+  }).pipe(Effect.scoped, Effect.provide(model), Effect.onExit(finish))
+  return summary!
 })
+
+const shellWord = (word: string): string => (/^[\w@%+=:,./-]+$/.test(word) ? word : `'${word.replaceAll("'", "'\\''")}'`)
+
+/** What to type to pick an interrupted run up where it stopped. */
+const howToContinue = (options: RunOptions): string => {
+  const again = options.retryFailed ? "--retry-failed" : "--resume"
+  const input = options.input === "-" ? "- (with the same tasks on stdin)" : shellWord(options.input)
+  return Option.match(options.output, {
+    onNone: () =>
+      "wiz: interrupted; the records so far went to stdout. To continue, keep them in a file and run:\n" +
+      `  wiz run ${input} --output FILE --resume\n`,
+    onSome: (output) =>
+      `wiz: interrupted; what is done is in ${shellWord(output)}. To continue, run:\n` +
+      `  wiz run ${input} --output ${shellWord(output)} ${again}\n`
+  })
+}
+
+/**
+ * The output, opened as the options say, and what it already recorded; a torn last line is
+ * reported before it is cut off.
+ */
+const openOutput = (options: RunOptions) =>
+  Effect.gen(function*() {
+    if (Option.isNone(options.output)) {
+      return { existing: OutputFile.none, output: { sink: yield* RecordSink.stdout, commit: Effect.void } }
+    }
+    const path = options.output.value
+    const keeps = options.resume || options.retryFailed
+    const existing = keeps ? yield* OutputFile.scan(path) : OutputFile.none
+    if (Option.isSome(existing.torn)) {
+      const { bytes, line } = existing.torn.value
+      yield* Effect.flatMap(Stdio, (stdio) =>
+        stdio.stderr(
+          `wiz: the last line of "${path}" (line ${line}, ${bytes} bytes) is a record cut short by a crash; ` +
+            "it is cut off and its task runs again\n"
+        ))
+    }
+    const mode = options.retryFailed ? "rewrite" : keeps ? "append" : "truncate"
+    return { existing, output: yield* OutputFile.open(path, mode, existing) }
+  })
 
 // -----------------------------------------------------------------------------
 // command line
 // -----------------------------------------------------------------------------
 
-const invalid = (message: string) => Effect.fail(ValidationError.invalidValue(HelpDoc.p(message)))
+/**
+ * The options of `wiz run` that take no value. The command line needs their names to tell
+ * `wiz run - --resume` (stdin, then a flag) from `wiz run -o - ...`.
+ *
+ * @since 0.1.0
+ * @category commands
+ */
+export const flags: ReadonlyArray<string> = []
 
-const atLeast = (name: string, min: number) => (n: number) =>
-  n >= min ? Effect.succeed(n) : invalid(`--${name} must be at least ${min} (got ${n})`)
-
-const duration = (name: string, min: "zero" | "positive") => (text: string) =>
-  Option.match(Duration.decodeUnknown(text), {
-    onNone: () => invalid(`--${name}: "${text}" is not a duration (write e.g. "10 seconds" or "500 millis")`),
-    onSome: (d) => (min === "positive" && Duration.toMillis(d) <= 0 ? invalid(`--${name} must be longer than 0`) : Effect.succeed(d))
-  })
-
-const durationOption = (name: string, min: "zero" | "positive", description: string) =>
-  Options.text(name).pipe(
-    Options.withPseudoName("DURATION"),
-    Options.withDescription(description),
-    Options.mapEffect(duration(name, min)),
-    Options.optional
-  )
+/** A boolean option, listed in {@link flags} as it is defined. */
+const flag = (name: string, description: string) => {
+  ;(flags as Array<string>).push(`--${name}`)
+  return Options.boolean(name).pipe(Options.withDescription(description))
+}
 
 const runOptions = {
   input: Args.text({ name: "input" }).pipe(
     Args.withDescription(
-      "JSON Lines of tasks, one {\"id\", \"prompt\", \"maxTokens\"?} per line; - or nothing reads stdin " +
-        "(give options before -). Blank lines are skipped; every other line gets exactly one output record."
+      "JSON Lines of tasks, one {\"id\", \"prompt\", \"maxTokens\"?} per line: a file, a pipe " +
+        "(<(...), /dev/stdin, a FIFO), or - or nothing for stdin. Blank lines are skipped; every other line gets exactly one output record."
     ),
     Args.withDefault("-")
   ),
@@ -285,81 +400,102 @@ const runOptions = {
     Options.withDescription("Write the records to FILE (truncated unless --resume) instead of stdout."),
     Options.optional
   ),
-  concurrency: Options.integer("concurrency").pipe(
-    Options.withDescription(`Tasks worked on at once (default ${defaults.concurrency}).`),
-    Options.withDefault(defaults.concurrency),
-    Options.mapEffect(atLeast("concurrency", 1))
+  concurrency: OptionValue.integer("concurrency", 1).pipe(
+    Options.withDescription(
+      `Model calls at once; a task asleep in a backoff or waiting on an open circuit makes room for the next (default ${defaults.concurrency}).`
+    ),
+    Options.withDefault(defaults.concurrency)
   ),
-  retries: Options.integer("retries").pipe(
+  retries: OptionValue.integer("retries", 0).pipe(
     Options.withDescription(`Retries of a failed attempt, after the first attempt (default ${defaults.retries}).`),
-    Options.withDefault(defaults.retries),
-    Options.mapEffect(atLeast("retries", 0))
+    Options.withDefault(defaults.retries)
   ),
-  timeout: durationOption(
+  timeout: OptionValue.duration(
     "timeout",
     "positive",
-    `Time one attempt may take, e.g. "10 seconds" or "500 millis" (default ${Duration.format(defaults.timeout)}).`
+    `Time one attempt may take, e.g. 10s or 500ms (default ${Duration.format(defaults.timeout)}).`
+  ),
+  deadline: OptionValue.duration(
+    "deadline",
+    "positive",
+    `Time one task may take in all — calls, backoffs, Retry-After waits, an open circuit — before it fails ` +
+      `with DeadlineExceeded saying what it waited for (default ${Duration.format(defaults.deadline)}).`
   ),
   model: Options.choice("model", ["embedded", "openai-compatible"]).pipe(
     Options.withDescription(
-      "The model: the embedded simulator (default), or an OpenAI-compatible HTTP API (not available yet)."
+      "The model: the embedded simulator (default), or an OpenAI-compatible HTTP API (OpenAI, Ollama, llama.cpp, vLLM, ...; " +
+        "with --base-url and --model-name)."
     ),
     Options.withDefault(defaults.model)
   ),
   baseUrl: Options.text("base-url").pipe(
     Options.withPseudoName("URL"),
-    Options.withDescription("Base URL of the OpenAI-compatible API (--model openai-compatible only)."),
+    Options.withDescription(
+      "Base URL of the OpenAI-compatible API, up to /chat/completions: https://api.openai.com/v1, http://localhost:11434/v1 " +
+        "(--model openai-compatible only)."
+    ),
+    Options.optional
+  ),
+  modelName: Options.text("model-name").pipe(
+    Options.withPseudoName("NAME"),
+    Options.withDescription("The model the API is asked for: gpt-4o-mini, llama3.2 (--model openai-compatible only)."),
     Options.optional
   ),
   apiKeyEnv: Options.text("api-key-env").pipe(
     Options.withPseudoName("NAME"),
-    Options.withDescription("Environment variable holding the API key (--model openai-compatible only)."),
+    Options.withDescription(
+      "Environment variable holding the API key, e.g. OPENAI_API_KEY; the key itself is never a flag " +
+        "(--model openai-compatible only; none for a local server)."
+    ),
     Options.optional
   ),
-  failureRate: Options.float("failure-rate").pipe(
+  failureRate: OptionValue.number("failure-rate", 0, 1).pipe(
     Options.withDescription(
       `Embedded model: probability (0..1) that a call fails: a rate limit, an overload or a hang (default ${defaults.failureRate}).`
     ),
-    Options.withDefault(defaults.failureRate),
-    Options.mapEffect((x) => (x >= 0 && x <= 1 ? Effect.succeed(x) : invalid(`--failure-rate must be between 0 and 1 (got ${x})`)))
+    Options.withDefault(defaults.failureRate)
   ),
-  seed: Options.integer("seed").pipe(
+  seed: OptionValue.integer("seed", Number.MIN_SAFE_INTEGER).pipe(
     Options.withDescription("Embedded model: seed of its draws, for a reproducible run."),
     Options.optional
   ),
-  timeToFirstToken: durationOption(
+  timeToFirstToken: OptionValue.duration(
     "time-to-first-token",
     "zero",
     `Embedded model: time before the first token (default ${Duration.format(EmbeddedModel.defaults.timeToFirstToken)}).`
   ),
-  perToken: durationOption(
+  perToken: OptionValue.duration(
     "per-token",
     "zero",
     `Embedded model: time per completion token (default ${Duration.format(EmbeddedModel.defaults.perToken)}).`
   ),
-  outageAfter: durationOption(
+  outageAfter: OptionValue.duration(
     "outage-after",
     "zero",
     "Embedded model: start a simulated outage this long after the run starts; every call fails at once " +
       "(Unavailable) until it ends. Needs --outage-for."
   ),
-  outageFor: durationOption(
+  outageFor: OptionValue.duration(
     "outage-for",
     "positive",
     "Embedded model: how long the simulated outage lasts. Needs --outage-after."
   ),
-  breakerOpen: durationOption(
+  breakerOpen: OptionValue.duration(
     "breaker-open",
     "positive",
     `How long the circuit breaker stays open before a probe call may test the model again ` +
       `(default ${Duration.format(CircuitBreaker.defaults.openDuration)}).`
   ),
-  resume: Options.boolean("resume").pipe(
-    Options.withDescription("Append to --output, skipping the tasks and invalid lines it already records.")
+  resume: flag(
+    "resume",
+    "Append to --output, skipping the tasks and invalid lines it already records (a last record cut short by a crash is cut off)."
   ),
-  noProgress: Options.boolean("no-progress").pipe(
-    Options.withDescription("Do not draw the progress line on stderr.")
-  )
+  retryFailed: flag(
+    "retry-failed",
+    "Like --resume, and run again the tasks whose record says they failed: each task ends with exactly one record. " +
+      "The file is rewritten beside the old one and renamed over it at the end; a crash midway leaves the old one."
+  ),
+  noProgress: flag("no-progress", "Do not draw the progress line on stderr.")
 }
 
 /**
@@ -368,10 +504,11 @@ const runOptions = {
  * @since 0.1.0
  * @category commands
  */
-export const command = Command.make("run", runOptions, ({ noProgress, timeout, ...rest }) =>
+export const command = Command.make("run", runOptions, ({ deadline, noProgress, timeout, ...rest }) =>
   Effect.asVoid(run({
     ...rest,
     timeout: Option.getOrElse(timeout, () => defaults.timeout),
+    deadline: Option.getOrElse(deadline, () => defaults.deadline),
     progress: !noProgress
   }))).pipe(
     Command.withDescription(

@@ -6,6 +6,9 @@
  * Records go to `stdout` (each write completes when the stream has taken the text, so a slow
  * consumer slows the writer instead of filling memory); progress and the summary go to
  * `stderr`, which is written synchronously because a redrawn line (`\r`) must not interleave.
+ * The service also says what the streams are: terminals (a redrawn progress line, colours in
+ * help), which files they are (so the input is never also the output), and whether stdout was
+ * closed before the process started (Node.js silently puts `/dev/null` in its place).
  *
  * @example
  * ```ts
@@ -21,9 +24,11 @@
  * @since 0.1.0
  */
 import { type PlatformError, SystemError } from "@effect/platform/Error"
-import { NodeStream } from "@effect/platform-node"
-import { Context, Effect, Layer } from "effect"
+import * as NodeStream from "@effect/platform-node/NodeStream"
+import { Context, Effect, Layer, Option } from "effect"
 import type { Stream } from "effect"
+import { readFileSync, readlinkSync } from "node:fs"
+import * as FileId from "./FileId.js"
 
 /**
  * The standard streams.
@@ -48,8 +53,19 @@ export declare namespace Stdio {
     readonly stdout: (text: string) => Effect.Effect<void, PlatformError>
     /** Write text to standard error. */
     readonly stderr: (text: string) => Effect.Effect<void>
+    /** Whether standard output is a terminal. */
+    readonly stdoutIsTTY: boolean
     /** Whether standard error is a terminal (a redrawn progress line) or not (plain lines). */
     readonly stderrIsTTY: boolean
+    /**
+     * Standard output was closed when the process started (`wiz run t.jsonl >&-`): every
+     * record written there would be lost without an error.
+     */
+    readonly stdoutClosed: boolean
+    /** The file standard input reads, when it is one (`< tasks.jsonl`, a pipe, a terminal). */
+    readonly stdinFile: Option.Option<FileId.FileId>
+    /** The file standard output writes, when it is one. */
+    readonly stdoutFile: Option.Option<FileId.FileId>
   }
 }
 
@@ -61,6 +77,23 @@ const streamError = (method: string) => (cause: unknown): PlatformError =>
     description: cause instanceof Error ? cause.message : String(cause),
     cause
   })
+
+// Node.js opens /dev/null read-write in place of a standard stream that was closed at start-up
+// (node.cc, PlatformInit), so `>&-` looks like a working stdout. A shell's `> /dev/null` opens
+// it write-only: the access mode tells the two apart. Linux only (/proc); elsewhere, false.
+// `stdio: "ignore"` in a Node.js parent also opens /dev/null read-write, and is treated the
+// same way: records written there are lost too, and `-o /dev/null` says so on purpose.
+const isClosedAtStart = (fd: number): boolean => {
+  try {
+    const flags = /^flags:\s*([0-7]+)$/m.exec(readFileSync(`/proc/self/fdinfo/${fd}`, "utf8"))
+    const O_ACCMODE = 3
+    const O_RDWR = 2
+    return flags !== null && (Number.parseInt(flags[1]!, 8) & O_ACCMODE) === O_RDWR &&
+      readlinkSync(`/proc/self/fd/${fd}`) === "/dev/null"
+  } catch {
+    return false
+  }
+}
 
 /**
  * The standard streams of this Node.js process. A failed stdout write (a closed pipe, as in
@@ -82,7 +115,7 @@ export const layer: Layer.Layer<Stdio> = Layer.scoped(
       Effect.sync(() => {
         process.stdout.off("error", listener)
       })
-  ).pipe(Effect.as(Stdio.of({
+  ).pipe(Effect.map(() => Stdio.of({
     stdin: NodeStream.fromReadable(() => process.stdin, streamError("stdin"), { closeOnDone: false }),
     stdout: (text) =>
       Effect.async<void, PlatformError>((resume) => {
@@ -92,6 +125,10 @@ export const layer: Layer.Layer<Stdio> = Layer.scoped(
       Effect.sync(() => {
         process.stderr.write(text)
       }),
-    stderrIsTTY: process.stderr.isTTY === true
+    stdoutIsTTY: process.stdout.isTTY === true,
+    stderrIsTTY: process.stderr.isTTY === true,
+    stdoutClosed: isClosedAtStart(1),
+    stdinFile: FileId.ofDescriptor(0),
+    stdoutFile: FileId.ofDescriptor(1)
   })))
 )

@@ -1,6 +1,7 @@
 /**
- * The statistics of a `wiz run` and its final summary: tasks succeeded, failed (by error tag),
- * invalid lines, lines skipped because an earlier run answered them, attempts and retries,
+ * The statistics of a `wiz run` and its final summary: tasks succeeded, failed (by error tag,
+ * those the model answered with an error apart from those that never reached it: refused while
+ * its circuit was open until their deadline), invalid lines, lines skipped because an earlier run answered them, attempts and retries,
  * breaker transitions, fallbacks, p50/p95 task latency, throughput and wall time.
  *
  * {@link Stats} is fed by the run (each record written, each agent event) and read by the
@@ -23,7 +24,7 @@
 import { Effect, Option } from "effect"
 import type { TaskResult } from "../agent/AgentTask.js"
 import type { AgentEvent } from "../events/AgentEvent.js"
-import type { Counts } from "./Progress.js"
+import type { Circuit, Counts } from "./Progress.js"
 
 /**
  * What a run did.
@@ -34,8 +35,10 @@ import type { Counts } from "./Progress.js"
 export interface Summary {
   readonly succeeded: number
   readonly failed: number
-  /** Failed tasks per error tag, most frequent first (ties by tag). */
+  /** Failed tasks that reached the model, per error tag, most frequent first (ties by tag). */
   readonly failedByTag: ReadonlyArray<readonly [tag: string, count: number]>
+  /** Failed tasks that never reached the model (no call made), per error tag. */
+  readonly neverReachedByTag: ReadonlyArray<readonly [tag: string, count: number]>
   readonly invalid: number
   /** Lines an earlier run had answered (`--resume`). */
   readonly skipped: number
@@ -68,10 +71,12 @@ export interface Stats {
   readonly recordInvalid: Effect.Effect<void>
   /** Count a line an earlier run had answered. */
   readonly recordSkipped: Effect.Effect<void>
-  /** Count retries, breaker transitions and fallbacks from the agent's events. */
+  /** Count retries, breaker transitions (and the circuits open now) and fallbacks from the agent's events. */
   readonly recordEvent: (event: AgentEvent) => Effect.Effect<void>
   /** The counters of the progress line. */
   readonly counts: Effect.Effect<Counts>
+  /** Lines an earlier run had answered, so far. */
+  readonly skipped: Effect.Effect<number>
   /** The summary so far, for a run that took `wallMillis`. */
   readonly summary: (wallMillis: number) => Effect.Effect<Summary>
 }
@@ -106,11 +111,14 @@ export const makeStats: Effect.Effect<Stats> = Effect.sync(() => {
   let breakerTransitions = 0
   let fallbacks = 0
   const failedByTag = new Map<string, number>()
+  const neverReachedByTag = new Map<string, number>()
   const givenUp = new Map<string, number>()
+  const circuits = new Map<string, Circuit>()
   const durations: Array<number> = []
   const failedCount = () => {
     let n = 0
     for (const count of failedByTag.values()) n += count
+    for (const count of neverReachedByTag.values()) n += count
     return n
   }
 
@@ -122,7 +130,8 @@ export const makeStats: Effect.Effect<Stats> = Effect.sync(() => {
         if (result.status === "succeeded") {
           succeeded++
         } else {
-          failedByTag.set(result.error._tag, (failedByTag.get(result.error._tag) ?? 0) + 1)
+          const byTag = result.attempts === 0 ? neverReachedByTag : failedByTag
+          byTag.set(result.error._tag, (byTag.get(result.error._tag) ?? 0) + 1)
         }
       }),
     recordInvalid: Effect.sync(() => {
@@ -142,15 +151,30 @@ export const makeStats: Effect.Effect<Stats> = Effect.sync(() => {
             break
           case "BreakerTransition":
             breakerTransitions++
+            if (event.to === "Closed") circuits.delete(event.breaker)
+            else {
+              circuits.set(event.breaker, {
+                breaker: event.breaker,
+                state: event.to === "Open" ? "open" : event.to === "HalfOpen" ? "half-open" : "isolated",
+                ...(event.untilMillis === undefined ? {} : { probeAtMillis: event.untilMillis })
+              })
+            }
             break
           case "FallbackUsed":
             fallbacks++
             break
         }
       }),
+    skipped: Effect.sync(() => skipped),
     counts: Effect.sync(() => {
       const failed = failedCount()
-      return { done: succeeded + failed + invalid + skipped, failed, retries, finished: succeeded + failed }
+      return {
+        done: succeeded + failed + invalid + skipped,
+        failed,
+        retries,
+        finished: succeeded + failed,
+        circuits: [...circuits.values()]
+      }
     }),
     summary: (wallMillis) =>
       Effect.sync(() => {
@@ -159,6 +183,7 @@ export const makeStats: Effect.Effect<Stats> = Effect.sync(() => {
           succeeded,
           failed,
           failedByTag: mostFirst(failedByTag),
+          neverReachedByTag: mostFirst(neverReachedByTag),
           invalid,
           skipped,
           attempts,
@@ -189,7 +214,11 @@ const millis = (ms: number): string => (ms < 1000 ? `${Math.round(ms)}ms` : `${(
 export const render = (summary: Summary): string => {
   const list = (counts: ReadonlyArray<readonly [string, number]>) =>
     counts.map(([name, count]) => `${name} ${count}`).join(", ")
-  const byTag = summary.failedByTag.length === 0 ? "" : ` (${list(summary.failedByTag)})`
+  const neverReached = summary.neverReachedByTag.length === 0
+    ? []
+    : [`never reached the model: ${list(summary.neverReachedByTag)}`]
+  const causes = [...(summary.failedByTag.length === 0 ? [] : [list(summary.failedByTag)]), ...neverReached]
+  const byTag = causes.length === 0 ? "" : ` (${causes.join("; ")})`
   const givenUp = summary.givenUp.length === 0 ? "" : `; gave up: ${list(summary.givenUp)}`
   const latency = Option.match(Option.all([summary.p50Millis, summary.p95Millis]), {
     onNone: () => "--",

@@ -2,20 +2,30 @@
 /**
  * The `wiz` executable: the command line of {@link Cli} on Node.js, with the process's
  * file system, terminal and standard streams. Failures are reported by `Cli.report` and mapped
- * to exit codes by `Cli.exitCode`.
+ * to exit codes by `Cli.exitCode`; SIGINT and SIGTERM interrupt the run (which prints its
+ * summary so far and how to continue) and exit 130 and 143.
  *
  * @since 0.1.0
  */
-import { NodeContext, NodeRuntime } from "@effect/platform-node"
+import * as NodeContext from "@effect/platform-node/NodeContext"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Effect, Layer } from "effect"
 import * as Cli from "./Cli.js"
 import * as Stdio from "./Stdio.js"
+
+// NodeRuntime.runMain interrupts the program on either signal but does not say which one.
+let signal: keyof typeof Cli.signals = "SIGINT"
+for (const name of ["SIGINT", "SIGTERM"] as const) {
+  process.once(name, () => {
+    signal = name
+  })
+}
 
 Cli.run(process.argv).pipe(
   Effect.tapErrorCause(Cli.report),
   Effect.provide(Layer.merge(NodeContext.layer, Stdio.layer)),
   NodeRuntime.runMain({
     disableErrorReporting: true,
-    teardown: (exit, onExit) => onExit(Cli.exitCode(exit))
+    teardown: (exit, onExit) => onExit(Cli.exitCode(exit, signal))
   })
 )

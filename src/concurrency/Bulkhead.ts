@@ -51,7 +51,7 @@
  * @since 0.1.0
  */
 import { Effect, Schema } from "effect"
-import type { Cause } from "effect"
+import type { Cause, Scope } from "effect"
 import { PermitWaiter, WaitQueue } from "../internal/waitQueue.js"
 
 /**
@@ -133,6 +133,15 @@ export interface Bulkhead<Full = never> {
   readonly withPermits: (n: number) => <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E | Full, R>
   /** `withPermits(1)`. */
   readonly withPermit: <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E | Full, R>
+  /**
+   * Takes `n` permits for the rest of the current scope: waits in the same FIFO queue (and
+   * under the same `maxQueued` bound) as `withPermits`, and the permits are returned when the
+   * scope closes. Use it when the wait alone needs a bound
+   * (`Effect.timeoutFail(bulkhead.takePermits(1), ...)`), or when the permits must be held
+   * across steps that are not one effect. Interrupted while waiting, it leaves the queue; if
+   * the permits were handed to it meanwhile, they go back (or were already added to the scope).
+   */
+  readonly takePermits: (n: number) => Effect.Effect<void, Full, Scope.Scope>
   /** Permits free right now. */
   readonly available: Effect.Effect<number>
   /** Callers waiting for permits right now. */
@@ -183,6 +192,35 @@ export function make(options: Options): Effect.Effect<Bulkhead<BulkheadFull>> {
       dispatch()
     }
 
+    // Only interruption ends a wait early: pass on what the waiter was given, or leave the queue
+    // and let whoever is now at its head take the permits that are free.
+    const abandon = (waiter: PermitWaiter): void => {
+      if (waiter.granted) release(waiter.permits)
+      else {
+        queue.unlink(waiter)
+        dispatch()
+      }
+    }
+
+    // The slow path, inside the caller's uninterruptible step: fails at once when the queue is
+    // bounded and full; otherwise joins it, and once handed the permits goes on to `granted`.
+    const wait = <A, E, R>(
+      n: number,
+      restore: (effect: Effect.Effect<void>) => Effect.Effect<void>,
+      granted: () => Effect.Effect<A, E, R>
+    ): Effect.Effect<A, E | BulkheadFull, R> => {
+      if (queue.size >= maxQueued) return Effect.fail(new BulkheadFull({ permits, maxQueued }))
+      const waiter = new PermitWaiter(n)
+      queue.push(waiter)
+      return Effect.matchCauseEffect(restore(waiter.await), {
+        onFailure: (cause) => {
+          abandon(waiter)
+          return Effect.failCause(cause)
+        },
+        onSuccess: granted
+      })
+    }
+
     type WithPermits = <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E | BulkheadFull, R>
 
     const makeWithPermits = (n: number): WithPermits => {
@@ -206,22 +244,7 @@ export function make(options: Options): Effect.Effect<Bulkhead<BulkheadFull>> {
             active++
             return releaseOnExit(restore(self))
           }
-          if (queue.size >= maxQueued) return Effect.fail(new BulkheadFull({ permits, maxQueued }))
-          const waiter = new PermitWaiter(n)
-          queue.push(waiter)
-          return Effect.matchCauseEffect(restore(waiter.await), {
-            // Only interruption ends the wait early: pass on what we were given, or leave the
-            // queue and let whoever is now at its head take the permits that are free.
-            onFailure: (cause) => {
-              if (waiter.granted) release(n)
-              else {
-                queue.unlink(waiter)
-                dispatch()
-              }
-              return Effect.failCause(cause)
-            },
-            onSuccess: () => releaseOnExit(restore(self))
-          })
+          return wait(n, restore, () => releaseOnExit(restore(self)))
         })
     }
 
@@ -234,9 +257,25 @@ export function make(options: Options): Effect.Effect<Bulkhead<BulkheadFull>> {
       return bySize[n] ??= makeWithPermits(n)
     }
 
+    const takePermits = (n: number): Effect.Effect<void, BulkheadFull, Scope.Scope> => {
+      if (!(Number.isInteger(n) && n >= 1 && n <= permits)) {
+        return Effect.die(new RangeError(`Bulkhead: cannot take ${n} permits of ${permits}`))
+      }
+      const hold = Effect.asVoid(Effect.addFinalizer(() => Effect.sync(() => release(n))))
+      return Effect.uninterruptibleMask((restore) => {
+        if (queue.head === undefined && free >= n) {
+          free -= n
+          active++
+          return hold
+        }
+        return wait(n, restore, () => hold)
+      })
+    }
+
     const bulkhead: Bulkhead<BulkheadFull> = {
       withPermits,
       withPermit: withPermits(1),
+      takePermits,
       available: Effect.sync(() => free),
       waiting: Effect.sync(() => queue.size),
       stats: Effect.sync(() => ({ permits, available: free, active, queued: queue.size, maxQueued }))

@@ -32,7 +32,14 @@ export class CompletionRequest extends Schema.Class<CompletionRequest>("Completi
   /** Instructions the model follows before the prompt (a chat API's system message). */
   system: Schema.optional(Schema.String),
   /** Sampling temperature, where the provider has one; its own default when absent. */
-  temperature: Schema.optional(Schema.Number.pipe(Schema.between(0, 2)))
+  temperature: Schema.optional(Schema.Number.pipe(Schema.between(0, 2))),
+  /**
+   * The start of the answer the caller already has (a stream that broke mid-answer): a model
+   * whose service says `supportsContinuation` answers with what follows it, and only that.
+   * `maxTokens` bounds the whole answer, this text included, so a continued answer ends where
+   * the uninterrupted one would have. Never send it to a model that does not support it.
+   */
+  continuation: Schema.optional(Schema.String)
 }) {}
 
 /**
@@ -144,6 +151,9 @@ export const LimitKind = Schema.Literal("requests", "tokens", "inputTokens", "ou
  */
 export type LimitKind = typeof LimitKind.Type
 
+const retryAfterText = (retryAfter: Duration.Duration | undefined): string =>
+  retryAfter === undefined ? "" : `, retry after ${Duration.format(retryAfter)}`
+
 /**
  * The provider refused because a rate limit ran out (HTTP 429). `retryAfter` is the provider's
  * own word on when to come back, when it gave one; `rateLimits` what it reported of its limits.
@@ -159,22 +169,23 @@ export class RateLimited extends Schema.TaggedError<RateLimited>()("RateLimited"
   rateLimits: Schema.optional(RateLimits)
 }) {
   override get message(): string {
-    const after = this.retryAfter === undefined ? "" : `, retry after ${Duration.format(this.retryAfter)}`
-    return `${this.model}: rate limited on ${this.limit}${after}`
+    return `${this.model}: rate limited on ${this.limit}${retryAfterText(this.retryAfter)}`
   }
 }
 
 /**
- * The provider is overloaded (HTTP 503 / 529): try again later.
+ * The provider is overloaded (HTTP 503 / 529): try again later, after `retryAfter` when the
+ * provider said when (a `Retry-After` header on the 503).
  *
  * @since 0.1.0
  * @category errors
  */
 export class Overloaded extends Schema.TaggedError<Overloaded>()("Overloaded", {
-  model: Schema.String
+  model: Schema.String,
+  retryAfter: Schema.optional(Schema.Duration)
 }) {
   override get message(): string {
-    return `${this.model}: overloaded`
+    return `${this.model}: overloaded${retryAfterText(this.retryAfter)}`
   }
 }
 
@@ -210,14 +221,17 @@ export class Unavailable extends Schema.TaggedError<Unavailable>()("Unavailable"
 
 /**
  * The provider rejected the request itself (HTTP 400: prompt too long, bad parameter).
- * Sending it again cannot help.
+ * Sending it again cannot help. `contextLengthExceeded` is `true` when the prompt and
+ * `maxTokens` do not fit the model's context window, so a caller can shorten the prompt (or
+ * pick a model with a longer window) instead of giving up.
  *
  * @since 0.1.0
  * @category errors
  */
 export class InvalidRequest extends Schema.TaggedError<InvalidRequest>()("InvalidRequest", {
   model: Schema.String,
-  reason: Schema.String
+  reason: Schema.String,
+  contextLengthExceeded: Schema.optional(Schema.Boolean)
 }) {
   override get message(): string {
     return `${this.model}: invalid request: ${this.reason}`
@@ -258,7 +272,10 @@ export class AuthenticationFailed extends Schema.TaggedError<AuthenticationFaile
 }
 
 /**
- * The provider failed on its side (HTTP 500, 502, ...): worth another try.
+ * The provider failed on its side (HTTP 500, 502, ...): worth another try, after `retryAfter`
+ * when it said when. `retryable` is the provider's own word when it overrode the status's class
+ * (OpenAI's `x-should-retry` header): `false` makes the error permanent ({@link isPermanent}),
+ * `true` marks a status that is otherwise permanent (a 400, say) as worth another try.
  *
  * @since 0.1.0
  * @category errors
@@ -266,10 +283,12 @@ export class AuthenticationFailed extends Schema.TaggedError<AuthenticationFaile
 export class ProviderError extends Schema.TaggedError<ProviderError>()("ProviderError", {
   model: Schema.String,
   status: Schema.Int,
-  reason: Schema.String
+  reason: Schema.String,
+  retryAfter: Schema.optional(Schema.Duration),
+  retryable: Schema.optional(Schema.Boolean)
 }) {
   override get message(): string {
-    return `${this.model}: provider error (HTTP ${this.status}): ${this.reason}`
+    return `${this.model}: provider error (HTTP ${this.status}): ${this.reason}${retryAfterText(this.retryAfter)}`
   }
 }
 
@@ -336,24 +355,28 @@ const permanentTags: ReadonlySet<string> = new Set(["InvalidRequest", "QuotaExha
 
 /**
  * Whether an error says that sending the same request again cannot help: a tagged
- * `InvalidRequest`, `QuotaExhausted` or `AuthenticationFailed`. Any other value is `false`,
- * so retry policies can use it on errors of any type.
+ * `InvalidRequest`, `QuotaExhausted` or `AuthenticationFailed`, or a `ProviderError` the
+ * provider marked `retryable: false`. Any other value is `false`, so retry policies can use it
+ * on errors of any type.
  *
  * @since 0.1.0
  * @category predicates
  */
 export const isPermanent = (error: unknown): boolean =>
-  Predicate.hasProperty(error, "_tag") && typeof error._tag === "string" && permanentTags.has(error._tag)
+  Predicate.hasProperty(error, "_tag") && typeof error._tag === "string" &&
+  (permanentTags.has(error._tag) ||
+    (error._tag === "ProviderError" && Predicate.hasProperty(error, "retryable") && error.retryable === false))
 
 /**
  * Whether a model error may go away if the same request is sent again later. `InvalidRequest`,
- * `QuotaExhausted` and `AuthenticationFailed` never do; everything else (rate limits, overload,
- * timeouts, transport, server errors, a stream cut short, a garbled answer) may.
+ * `QuotaExhausted` and `AuthenticationFailed` never do, nor a `ProviderError` the provider
+ * marked `retryable: false`; everything else (rate limits, overload, timeouts, transport,
+ * server errors, a stream cut short, a garbled answer) may.
  *
  * @since 0.1.0
  * @category predicates
  */
-export const isTransient = (error: ModelError): boolean => !permanentTags.has(error._tag)
+export const isTransient = (error: ModelError): boolean => !isPermanent(error)
 
 // -----------------------------------------------------------------------------
 // service
@@ -383,6 +406,8 @@ export declare namespace AiModel {
     readonly generate: (request: CompletionRequest) => Effect.Effect<Completion, ModelError>
     /** The completion as it is produced; the last chunk carries `finishReason` and `usage`. */
     readonly stream: (request: CompletionRequest) => Stream.Stream<CompletionChunk, ModelError>
+    /** Whether the model honours `CompletionRequest.continuation` (absent: it does not). */
+    readonly supportsContinuation?: boolean
   }
 }
 
@@ -393,8 +418,11 @@ export declare namespace AiModel {
  * @category constructors
  */
 export type MakeOptions =
-  | { readonly name: string; readonly generate: AiModel.Service["generate"]; readonly stream?: AiModel.Service["stream"] }
-  | { readonly name: string; readonly stream: AiModel.Service["stream"]; readonly generate?: AiModel.Service["generate"] }
+  & (
+    | { readonly name: string; readonly generate: AiModel.Service["generate"]; readonly stream?: AiModel.Service["stream"] }
+    | { readonly name: string; readonly stream: AiModel.Service["stream"]; readonly generate?: AiModel.Service["generate"] }
+  )
+  & { readonly supportsContinuation?: boolean }
 
 /**
  * A model service from what the provider has: given only `generate`, `stream` answers with one
@@ -424,13 +452,14 @@ export type MakeOptions =
  */
 export const make = (options: MakeOptions): AiModel.Service => {
   const { generate, name, stream } = options
-  if (generate !== undefined && stream !== undefined) return { name, generate, stream }
+  const continues = options.supportsContinuation === true ? { supportsContinuation: true } : {}
+  if (generate !== undefined && stream !== undefined) return { name, generate, stream, ...continues }
   if (generate !== undefined) {
-    return { name, generate, stream: (request) => Stream.fromEffect(Effect.map(generate(request), toChunk)) }
+    return { name, generate, stream: (request) => Stream.fromEffect(Effect.map(generate(request), toChunk)), ...continues }
   }
   // MakeOptions requires one of the two.
   const streamed = stream as AiModel.Service["stream"]
-  return { name, stream: streamed, generate: (request) => collect(name, streamed(request)) }
+  return { name, stream: streamed, generate: (request) => collect(name, streamed(request)), ...continues }
 }
 
 const toChunk = (completion: Completion): CompletionChunk =>

@@ -18,8 +18,8 @@
  *   until a slot frees.
  * - **a tokens-per-minute limit** (`tokensPerMinute`), the way OpenAI and Anthropic meter
  *   tokens: a bucket of that many tokens refilled continuously. A call is charged its prompt
- *   tokens plus `maxTokens` when it is admitted and refunded the part of `maxTokens` it did not
- *   use when it completes; one that does not fit answers `RateLimited { limit: "tokens" }` with
+ *   tokens (a continuation's included) plus `maxTokens` when it is admitted and refunded the
+ *   part of `maxTokens` it did not use when it completes (or breaks); one that does not fit answers `RateLimited { limit: "tokens" }` with
  *   the time until it would, and one that could never fit (more than the whole limit) is an
  *   `InvalidRequest`. A refused call (by either limit) takes nothing from either.
  * - **rate-limit reports**: with either limit set, every completion (the last chunk of a stream)
@@ -30,6 +30,14 @@
  *   latency grows with the load, as on a saturated server), and a call that would make more than
  *   `overloadAt × capacity` in flight answers `Overloaded` at once, taking no rate-limit slot.
  *   Give a `Ref` to change the capacity mid-run.
+ * - **continuation**: given `CompletionRequest.continuation` (the start of its own answer to
+ *   that prompt, as a broken stream delivered it), it answers with what follows, and only that,
+ *   so the joined text is the uninterrupted answer (`supportsContinuation: true`). A text that is
+ *   not the start of its answer fails with `InvalidRequest`.
+ * - **faults mid-stream**, on request: with probability `midStreamFailureRate` a streamed call
+ *   that started well breaks after at least one chunk and before its final one, failing with
+ *   `Unavailable` (`midStreamFailure: "error"`, a connection reset) or just ending without its
+ *   final chunk (`"end"`, what a proxy that gives up does). `generate` is never cut.
  * - **an outage**: with `outage`, from `after` (counted from when the model was made) for
  *   `lasting`, the provider cannot be reached: every call fails at once with `Unavailable`
  *   (`reason: "simulated outage"`), before validation, the rate limit and any draw. A call
@@ -110,10 +118,10 @@ export interface Options {
   readonly requestsPerMinute?: number
   /**
    * Provider-side limit on tokens: a bucket of this many, refilled at this many per minute. A
-   * call is charged prompt tokens + `maxTokens` when admitted (beyond what is left:
-   * `RateLimited { limit: "tokens" }` with the time until it fits) and refunded what it did not
-   * use of `maxTokens` when it completes, or all of it when it fails with an injected
-   * `RateLimited` or `Overloaded`.
+   * call is charged prompt tokens (with its continuation's) + `maxTokens` when admitted (beyond
+   * what is left: `RateLimited { limit: "tokens" }` with the time until it fits) and refunded
+   * what it did not use of `maxTokens` when it completes or its stream breaks, or all of it when
+   * it fails with an injected `RateLimited` or `Overloaded` or an invalid continuation.
    */
   readonly tokensPerMinute?: number
   /**
@@ -129,6 +137,10 @@ export interface Options {
   readonly overloadAt?: number
   /** Prompt tokens plus `maxTokens` may not exceed this. */
   readonly contextWindow?: number
+  /** Probability (0..1) that a stream breaks after its first chunk and before its final one. */
+  readonly midStreamFailureRate?: number
+  /** How a stream breaks: `error` fails with `Unavailable`, `end` ends without the final chunk. */
+  readonly midStreamFailure?: "error" | "end"
   /**
    * A simulated provider outage: from `after` (counted from when `make` ran, by the `Clock`)
    * until `after + lasting`, every call fails at once with `Unavailable`, a call made exactly
@@ -145,8 +157,9 @@ export interface Options {
  * `name: "embedded"`, `timeToFirstToken: 150 ms`, `perToken: 4 ms`, `jitter: 0.5`,
  * `failureRate: 0`, `faults: { rateLimited: 0.5, overloaded: 0.3, hang: 0.2 }`, no
  * `requestsPerMinute` or `tokensPerMinute` limit, no `capacity` limit, `overloadAt: 2` (a server
- * queues about as much again as it serves before it sheds), `contextWindow: 8192`, no `outage`.
- * With these, 300 answers of ~40 tokens at concurrency 8 take about 12 s.
+ * queues about as much again as it serves before it sheds), `contextWindow: 8192`, no `outage`,
+ * `midStreamFailureRate: 0` (`midStreamFailure: "error"` when it is not). With these, 300
+ * answers of ~40 tokens at concurrency 8 take about 12 s.
  *
  * @since 0.1.0
  * @category defaults
@@ -162,7 +175,9 @@ export const defaults = {
   tokensPerMinute: Number.POSITIVE_INFINITY,
   capacity: Number.POSITIVE_INFINITY,
   overloadAt: 2,
-  contextWindow: 8192
+  contextWindow: 8192,
+  midStreamFailureRate: 0,
+  midStreamFailure: "error"
 } as const
 
 /**
@@ -205,18 +220,27 @@ interface Answer {
 /** One admitted call: the part of the answer it returns and the latencies it waits. */
 interface Call {
   readonly answer: Answer
+  /** The answer's pieces `[from, pieces)` are this call's; `from` > 0 after a continuation. */
+  readonly from: number
+  /** The end of a piece the continuation cut in the middle, sent before piece `from`. */
+  readonly partial: string | undefined
   readonly pieces: number
+  /** A stream breaks after this many chunks (`Infinity`: it does not). */
+  readonly breakAfter: number
   readonly finishReason: AiModel.FinishReason
   readonly usage: AiModel.Usage
   readonly timeToFirstToken: number
   readonly perToken: number
   /** When the answer is complete: refunds the unused tokens; the report to attach, if any. */
   readonly finish: Effect.Effect<AiModel.RateLimits | undefined>
+  /** When a stream breaks after delivering `used` completion tokens: refunds the rest. */
+  readonly broke: (used: number) => Effect.Effect<void>
   /** When the call ends however it ends: leaves the in-flight count. */
   readonly leave: Effect.Effect<void>
 }
 
 const noReport: Effect.Effect<undefined> = Effect.succeed(undefined)
+const noRefund = (_used: number): Effect.Effect<void> => Effect.void
 
 const windowMillis = 60_000
 
@@ -236,6 +260,11 @@ const build = (options: Options, seed: number, madeAt: number): AiModel.AiModel.
   const capacityOption = options.capacity ?? defaults.capacity
   const overloadAt = options.overloadAt ?? defaults.overloadAt
   const contextWindow = options.contextWindow ?? defaults.contextWindow
+  const midStreamRate = options.midStreamFailureRate ?? defaults.midStreamFailureRate
+  const midStreamFailure = options.midStreamFailure ?? defaults.midStreamFailure
+  if (!(midStreamRate >= 0 && midStreamRate <= 1) || (midStreamFailure !== "error" && midStreamFailure !== "end")) {
+    throw new RangeError(`EmbeddedModel: midStreamFailureRate must be in [0, 1] and midStreamFailure "error" or "end"`)
+  }
   if (
     !(ttft >= 0 && ttft < Infinity && perToken >= 0 && perToken < Infinity) ||
     !(jitter >= 0 && jitter <= 1) || !(failureRate >= 0 && failureRate <= 1) ||
@@ -252,7 +281,9 @@ const build = (options: Options, seed: number, madeAt: number): AiModel.AiModel.
         `positive integers, overloadAt >= 1`
     )
   }
-  const random = failureRate > 0 || (jitter > 0 && (ttft > 0 || perToken > 0))
+  const random = failureRate > 0 || midStreamRate > 0 || (jitter > 0 && (ttft > 0 || perToken > 0))
+  // Two more draws per call only when streams may break, so every other draw stays as it was.
+  const draw = midStreamRate > 0 ? drawWithBreak : drawPlain
   // The outage is [downFrom, downUntil); empty without one.
   const outage = options.outage
   const downFrom = outage === undefined ? Infinity : madeAt + Duration.toMillis(outage.after)
@@ -357,9 +388,20 @@ const build = (options: Options, seed: number, madeAt: number): AiModel.AiModel.
   }
   const unlimited: Admission = { charged: 0, slowdown: 1, leave: Effect.void }
 
+  // The provider refused a call it had admitted: the tokens and the in-flight slot come back.
+  const refuse = (
+    admission: Admission,
+    error: (rateLimits: AiModel.RateLimits | undefined) => AiModel.ModelError
+  ): Effect.Effect<never, AiModel.ModelError> =>
+    Effect.flatMap(Clock.currentTimeMillis, (now) => {
+      if (admission.charged > 0) creditTokens(admission.charged, now)
+      return Effect.zipRight(admission.leave, Effect.fail(error(report(now))))
+    })
+
   const decide = (
     request: AiModel.CompletionRequest,
     answer: Answer,
+    promptTokens: number,
     admission: Admission,
     draws?: Draws
   ): Effect.Effect<Call, AiModel.ModelError> => {
@@ -368,24 +410,15 @@ const build = (options: Options, seed: number, madeAt: number): AiModel.AiModel.
       if (fault < failureRate) {
         const k = kind * weights
         if (k >= rateLimited + overloaded) return Effect.never
-        // the provider refused after all: the tokens and the in-flight slot come back
-        return Effect.flatMap(Clock.currentTimeMillis, (now) => {
-          if (admission.charged > 0) creditTokens(admission.charged, now)
-          const rateLimits = report(now)
-          return Effect.zipRight(
-            admission.leave,
-            Effect.fail(
-              k < rateLimited
-                ? new AiModel.RateLimited({
-                  model: name,
-                  limit: "requests",
-                  retryAfter: Duration.millis(Math.round(500 + retryAfter * 1500)),
-                  ...(rateLimits === undefined ? {} : { rateLimits })
-                })
-                : new AiModel.Overloaded({ model: name })
-            )
-          )
-        })
+        return refuse(admission, (rateLimits) =>
+          k < rateLimited
+            ? new AiModel.RateLimited({
+              model: name,
+              limit: "requests",
+              retryAfter: Duration.millis(Math.round(500 + retryAfter * 1500)),
+              ...(rateLimits === undefined ? {} : { rateLimits })
+            })
+            : new AiModel.Overloaded({ model: name }))
       }
     }
     let pieces = 0
@@ -394,26 +427,56 @@ const build = (options: Options, seed: number, madeAt: number): AiModel.AiModel.
       completionTokens += answer.tokens[pieces]!
       pieces++
     }
+    // A continuation: skip the pieces the caller has (its text is counted in `promptTokens`).
+    let from = 0
+    let partial: string | undefined = undefined
+    const continuation = request.continuation
+    if (continuation !== undefined && continuation !== "") {
+      if (!answer.pieces.slice(0, pieces).join("").startsWith(continuation)) {
+        return refuse(admission, () =>
+          new AiModel.InvalidRequest({ model: name, reason: "the continuation is not the start of this model's answer" }))
+      }
+      let offset = 0
+      while (from < pieces && offset + answer.pieces[from]!.length <= continuation.length) {
+        offset += answer.pieces[from]!.length
+        completionTokens -= answer.tokens[from]!
+        from++
+      }
+      if (offset < continuation.length) {
+        // The continuation ends inside piece `from`: send the rest of it first.
+        partial = answer.pieces[from]!.slice(continuation.length - offset)
+        completionTokens += Tokenizer.count(partial) - answer.tokens[from]!
+        from++
+      }
+    }
+    const sent = pieces - from + (partial === undefined ? 0 : 1)
     const scale = (draw: number): number => admission.slowdown * (1 - jitter + 2 * jitter * draw)
-    const unused = request.maxTokens - completionTokens
+    // Charges what was used of `maxTokens` and refunds the rest; the report after it.
+    const settle = (used: number) =>
+      Effect.map(Clock.currentTimeMillis, (now) => {
+        if (admission.charged > 0) creditTokens(request.maxTokens - used, now)
+        return report(now)
+      })
     return Effect.succeed({
       answer,
+      from,
+      partial,
       pieces,
+      // At least one chunk, never the final one: a stream of one chunk cannot break mid-way.
+      breakAfter: draws !== undefined && draws.length > 5 && draws[5]! < midStreamRate && sent >= 2
+        ? 1 + Math.floor(draws[6]! * (sent - 1))
+        : Infinity,
       finishReason: pieces < answer.pieces.length ? "length" : "stop",
-      usage: new AiModel.Usage({ promptTokens: answer.promptTokens, completionTokens }, true),
+      usage: new AiModel.Usage({ promptTokens, completionTokens }, true),
       timeToFirstToken: draws === undefined ? ttft * admission.slowdown : ttft * scale(draws[3]),
       perToken: draws === undefined ? perToken * admission.slowdown : perToken * scale(draws[4]),
-      finish: reports
-        ? Effect.map(Clock.currentTimeMillis, (now) => {
-          if (admission.charged > 0) creditTokens(unused, now)
-          return report(now)
-        })
-        : noReport,
+      finish: reports ? settle(completionTokens) : noReport,
+      broke: admission.charged > 0 ? (used) => Effect.asVoid(settle(used)) : noRefund,
       leave: admission.leave
     })
   }
 
-  // Validate, count the ask, pass the rate limit, then draw this call's fault and latencies.
+  // Validate, count the ask, pass the rate limits, then draw this call's fault and latencies.
   const serve = (request: AiModel.CompletionRequest): Effect.Effect<Call, AiModel.ModelError> =>
     Effect.suspend(() => {
       const prompt = request.prompt
@@ -426,22 +489,31 @@ const build = (options: Options, seed: number, madeAt: number): AiModel.AiModel.
           new AiModel.InvalidRequest({
             model: name,
             reason: `prompt (${entry.promptTokens} tokens) + maxTokens (${request.maxTokens}) = ` +
-              `${entry.promptTokens + request.maxTokens} tokens, more than the context window of ${contextWindow}`
+              `${entry.promptTokens + request.maxTokens} tokens, more than the context window of ${contextWindow}`,
+            contextLengthExceeded: true
           })
         )
       }
       const asked = entry.asked++
+      // A continuation is read as prompt: charged, counted in the usage, and reported with it.
+      const continuation = request.continuation
+      const promptTokens = continuation === undefined || continuation === ""
+        ? entry.promptTokens
+        : entry.promptTokens + Tokenizer.count(continuation)
       const drawn = (admission: Admission) =>
         random
-          ? Effect.flatMap(draw(Random.make(`${seed}:${asked}:${entry.hash}`)), (draws) => decide(request, entry, admission, draws))
-          : decide(request, entry, admission)
+          ? Effect.flatMap(
+            draw(Random.make(`${seed}:${asked}:${entry.hash}`)),
+            (draws) => decide(request, entry, promptTokens, admission, draws)
+          )
+          : decide(request, entry, promptTokens, admission)
       if (rpm === Infinity && tpm === Infinity && capacityNow === undefined) return drawn(unlimited)
-      const cost = entry.promptTokens + request.maxTokens
+      const cost = promptTokens + request.maxTokens
       if (cost > tpm) {
         return Effect.fail(
           new AiModel.InvalidRequest({
             model: name,
-            reason: `prompt (${entry.promptTokens} tokens) + maxTokens (${request.maxTokens}) = ${cost} tokens, ` +
+            reason: `prompt (${promptTokens} tokens) + maxTokens (${request.maxTokens}) = ${cost} tokens, ` +
               `more than the limit of ${tpm} tokens per minute`
           })
         )
@@ -479,12 +551,13 @@ const build = (options: Options, seed: number, madeAt: number): AiModel.AiModel.
   // release installed in one uninterruptible step.
   return {
     name,
+    supportsContinuation: true,
     generate: (request) =>
       Effect.uninterruptibleMask((restore) =>
         Effect.flatMap(restore(start(request)), (call) => {
           const answered = Effect.map(call.finish, (rateLimits) =>
             new AiModel.Completion({
-              text: call.answer.pieces.slice(0, call.pieces).join(""),
+              text: (call.partial ?? "") + call.answer.pieces.slice(call.from, call.pieces).join(""),
               finishReason: call.finishReason,
               usage: call.usage,
               model: name,
@@ -497,12 +570,29 @@ const build = (options: Options, seed: number, madeAt: number): AiModel.AiModel.
     stream: (request) =>
       Stream.unwrapScoped(Effect.uninterruptibleMask((restore) =>
         Effect.map(Effect.tap(restore(start(request)), (call) => Effect.addFinalizer(() => call.leave)), (call) => {
-          const { answer, pieces } = call
-          const last = Math.max(pieces, 1) - 1
-          const steps = Array.from({ length: last + 1 }, (_, i) => {
-            // An answer cut before its first word still sends its final chunk, empty.
-            const delta = i < pieces ? answer.pieces[i]! : ""
-            const delay = (i === 0 ? call.timeToFirstToken : 0) + (i < pieces ? answer.tokens[i]! * call.perToken : 0)
+          const { answer, from, partial, pieces } = call
+          // This call's deltas: the rest of a piece a continuation cut, then whole pieces.
+          const head = partial === undefined ? 0 : 1
+          const sent = head + pieces - from
+          const last = Math.max(sent, 1) - 1
+          // Completion tokens in the chunks before the one being built.
+          let delivered = 0
+          const steps: Array<Effect.Effect<AiModel.CompletionChunk, AiModel.Unavailable>> = Array.from({
+            length: Math.min(last + 1, call.breakAfter + 1)
+          }, (_, i) => {
+            // An answer cut before its first word (or a continuation of all of it) still sends its final chunk, empty.
+            const piece = from + i - head
+            const delta = i >= sent ? "" : i < head ? partial! : answer.pieces[piece]!
+            const tokens = i >= sent ? 0 : i < head ? Tokenizer.count(delta) : answer.tokens[piece]!
+            const delay = (i === 0 ? call.timeToFirstToken : 0) + tokens * call.perToken
+            if (i === call.breakAfter) {
+              const broken = Effect.zipRight(
+                call.broke(delivered),
+                Effect.fail(new AiModel.Unavailable({ model: name, reason: "connection lost mid-stream" }))
+              )
+              return delay > 0 ? Effect.zipRight(Effect.sleep(delay), broken) : broken
+            }
+            delivered += tokens
             const chunk = i === last
               ? Effect.map(call.finish, (rateLimits) =>
                 new AiModel.CompletionChunk({
@@ -514,17 +604,28 @@ const build = (options: Options, seed: number, madeAt: number): AiModel.AiModel.
               : Effect.succeed(new AiModel.CompletionChunk({ delta }, true))
             return delay > 0 ? Effect.zipRight(Effect.sleep(delay), chunk) : chunk
           })
+          // `end`: the stream just stops after its last chunk before the break.
+          if (call.breakAfter < Infinity && midStreamFailure === "end") {
+            steps.pop()
+            steps.push(Effect.tap(steps.pop()!, () => call.broke(delivered)))
+          }
           return Stream.mapEffect(Stream.fromIterable(steps), (step) => step)
         })
       ))
   }
 }
 
-/** A call's draws, always in this order: fault or not, which fault, its retryAfter, the two latency factors. */
-type Draws = readonly [number, number, number, number, number]
+/**
+ * A call's draws, always in this order: fault or not, which fault, its retryAfter, the two
+ * latency factors; then, when streams may break, whether this one does and after which chunk.
+ */
+type Draws = readonly [number, number, number, number, number, ...Array<number>]
 
-const draw = (random: Random.Random): Effect.Effect<Draws> =>
+const drawPlain = (random: Random.Random): Effect.Effect<Draws> =>
   Effect.all([random.next, random.next, random.next, random.next, random.next])
+
+const drawWithBreak = (random: Random.Random): Effect.Effect<Draws> =>
+  Effect.all([random.next, random.next, random.next, random.next, random.next, random.next, random.next])
 
 // -----------------------------------------------------------------------------
 // the answer

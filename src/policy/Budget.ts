@@ -20,7 +20,7 @@
  *
  * @since 0.1.0
  */
-import { Clock, Duration, Effect } from "effect"
+import { Duration, Effect } from "effect"
 import * as SlidingWindow from "../internal/slidingWindow.js"
 
 /**
@@ -37,14 +37,17 @@ export interface Options {
 }
 
 /**
- * `ratio: 0.1`, `minPerSecond: 1`, `window: "10 seconds"` (Finagle's and gRPC's choice).
+ * `ratio: 0.2`, `minPerSecond: 10`, `window: "10 seconds"` — Linkerd's and Finagle's retry
+ * budget (20% of requests plus 10 retries a second, over 10 s). It survives everyday transient
+ * faults (at 30% faults a batch needs about 0.4 retries per first attempt, most of them after
+ * 429s, which are not charged by default) while an outage still cannot triple the load.
  *
  * @since 0.1.0
  * @category defaults
  */
 export const defaults = {
-  ratio: 0.1,
-  minPerSecond: 1,
+  ratio: 0.2,
+  minPerSecond: 10,
   window: Duration.seconds(10)
 } as const
 
@@ -55,6 +58,8 @@ export const defaults = {
 export interface Budget {
   /** Count one first attempt: it earns `ratio` of an extra attempt. */
   readonly recordRequest: Effect.Effect<void>
+  /** `recordRequest`, then `self`, in one step (what a retry policy does per call). */
+  readonly counted: <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
   /** Take one extra attempt from the budget: `true` (and counted) when there was room. */
   readonly tryWithdraw: Effect.Effect<boolean>
   /** Whole extra attempts the budget would allow now. */
@@ -82,13 +87,21 @@ export const make = (options: Options = {}): Effect.Effect<Budget> =>
       Math.round((reserve + counts.sum(now, (requests, withdrawals) => ratio * requests - withdrawals)) * 1e9) / 1e9
 
     const budget: Budget = {
-      recordRequest: Effect.map(Clock.currentTimeMillis, (now) => counts.add(now, 1, 0)),
-      tryWithdraw: Effect.map(Clock.currentTimeMillis, (now) => {
-        if (room(now) < 1) return false
-        counts.add(now, 0, 1)
-        return true
-      }),
-      available: Effect.map(Clock.currentTimeMillis, (now) => Math.max(0, Math.floor(room(now))))
+      recordRequest: Effect.clockWith((clock) => Effect.sync(() => counts.add(clock.unsafeCurrentTimeMillis(), 1, 0))),
+      counted: (self) =>
+        Effect.clockWith((clock) => {
+          counts.add(clock.unsafeCurrentTimeMillis(), 1, 0)
+          return self
+        }),
+      tryWithdraw: Effect.clockWith((clock) =>
+        Effect.sync(() => {
+          const now = clock.unsafeCurrentTimeMillis()
+          if (room(now) < 1) return false
+          counts.add(now, 0, 1)
+          return true
+        })
+      ),
+      available: Effect.clockWith((clock) => Effect.sync(() => Math.max(0, Math.floor(room(clock.unsafeCurrentTimeMillis())))))
     }
     return budget
   })

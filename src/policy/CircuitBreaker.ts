@@ -52,6 +52,7 @@
  */
 import {
   Cause,
+  type Clock,
   Duration,
   Effect,
   Option,
@@ -63,8 +64,9 @@ import {
   Schema,
   Stream
 } from "effect"
+import { identity } from "effect/Function"
 import type { Scope } from "effect"
-import * as SlidingWindow from "../internal/slidingWindow.js"
+import { isPermanent } from "../model/AiModel.js"
 
 // -----------------------------------------------------------------------------
 // models
@@ -96,7 +98,9 @@ export class Transition extends Schema.Class<Transition>("Transition")({
   from: State,
   to: State,
   /** Clock time, in milliseconds. */
-  at: Schema.Number
+  at: Schema.Number,
+  /** For a transition to `Open`: the Clock time (ms) it becomes half-open. */
+  until: Schema.optional(Schema.Number)
 }) {}
 
 /**
@@ -139,6 +143,7 @@ export declare namespace TripPolicy {
     readonly _tag: "Rate"
     readonly threshold: number
     readonly window: Duration.Duration
+    readonly calls: number
     readonly minimumCalls: number
   }
 }
@@ -152,11 +157,17 @@ export declare namespace TripPolicy {
 export const consecutive = (failures: number): TripPolicy => ({ _tag: "Consecutive", failures })
 
 /**
- * Open when, over the last `window` of time, at least `minimumCalls` calls ended and the
- * share of them that failed is at least `threshold` (0 < threshold ≤ 1). The window slides
- * in ten steps: an outcome counts from its step until ten steps later, so it is forgotten
- * between 0.9 and 1 `window` after it happened. Checked when a failure is recorded.
- * Defaults: `window` 1 minute, `minimumCalls` 10.
+ * Open when, among the last `calls` outcomes that are at most `window` old, at least
+ * `minimumCalls` are counted and the share that failed is at least `threshold`
+ * (0 < threshold ≤ 1). A sustained failure rate trips it; a short run of fast failures among
+ * many successes does not (with many calls in flight, fast failures such as a 529 come back
+ * before the successes that started with them, so failures arrive in runs — which is what
+ * trips {@link consecutive} at a 20% fault rate). Counting the last `calls` outcomes makes it
+ * trip within a few dozen calls of an outage at any traffic, and the `window` forgets old
+ * outcomes (seed bug 5), each exactly `window` after it happened. Checked when a failure is
+ * recorded. Defaults: `calls` 100, `window` 1 minute, `minimumCalls` 20 — the shape of
+ * resilience4j's and Effect 4's count-based rate (threshold 0.5 over the last 100 calls), with
+ * a smaller minimum so a quiet batch still trips on an outage.
  *
  * @since 0.1.0
  * @category trip policies
@@ -164,13 +175,17 @@ export const consecutive = (failures: number): TripPolicy => ({ _tag: "Consecuti
 export const rate = (options: {
   readonly threshold: number
   readonly window?: Duration.DurationInput
+  readonly calls?: number
   readonly minimumCalls?: number
 }): TripPolicy => ({
   _tag: "Rate",
   threshold: options.threshold,
-  window: Duration.decode(options.window ?? defaults.rate.window),
-  minimumCalls: options.minimumCalls ?? defaults.rate.minimumCalls
+  window: Duration.decode(options.window ?? rateDefaults.window),
+  calls: options.calls ?? rateDefaults.calls,
+  minimumCalls: options.minimumCalls ?? rateDefaults.minimumCalls
 })
+
+const rateDefaults = { window: Duration.minutes(1), calls: 100, minimumCalls: 20 } as const
 
 /**
  * @since 0.1.0
@@ -198,25 +213,42 @@ export interface Options {
   readonly isFailure?: (error: unknown) => boolean
   /** Reported in {@link CircuitOpen}. */
   readonly name?: string
+  /**
+   * Called synchronously at each transition, before the call that caused it returns, so a
+   * listener sees transitions in order with the work (the `transitions` stream is read by
+   * another fiber, later). Keep it short and non-throwing.
+   */
+  readonly onTransition?: (transition: Transition) => void
 }
 
 /**
- * `tripPolicy: consecutive(5)`, `openDuration: 30 s`, `halfOpen: { probes: 1,
- * successesToClose: 1 }`, `name: "CircuitBreaker"`, and `isFailure`: every error counts except
- * one tagged `InvalidRequest` — an HTTP 400 is the caller's fault, not the provider's, so a
- * malformed prompt cannot open the circuit for everyone. `rate` holds the defaults of
- * {@link rate}.
+ * The defaults, each chosen so that a batch keeps moving under everyday provider faults:
+ *
+ * - `tripPolicy: rate({ threshold: 0.5, calls: 100, window: "1 minute", minimumCalls: 20 })` —
+ *   a sustained failure rate (resilience4j and Effect 4: 50% of the last 100 calls), not
+ *   `consecutive(5)`, which at 64 calls in flight trips on 20% independent faults because fast
+ *   failures come back in runs.
+ * - `openDuration: 5 s` — Polly v8's break duration and LiteLLM's cooldown; long enough for a
+ *   provider to shed load, short enough that a recovered provider is used again within seconds.
+ * - `halfOpen: { probes: 1, successesToClose: 1 }` — one probe at a time; callers that
+ *   {@link CircuitBreaker.executeWaiting wait} resume on its verdict, so recovery costs one call.
+ * - `isFailure`: every error counts except a `RateLimited` (a 429 is the provider asking us to
+ *   slow down, not being down: the retry policy waits out its Retry-After) and the permanent
+ *   errors of `AiModel.isPermanent` (`InvalidRequest`, `QuotaExhausted`,
+ *   `AuthenticationFailed`: the caller's fault or account, which no wait mends — they fail
+ *   their own call at once instead of making everyone wait on an open circuit).
+ * - `name: "CircuitBreaker"`.
  *
  * @since 0.1.0
  * @category defaults
  */
 export const defaults = {
-  tripPolicy: consecutive(5),
-  openDuration: Duration.seconds(30),
+  tripPolicy: rate({ threshold: 0.5 }),
+  openDuration: Duration.seconds(5),
   halfOpen: { probes: 1, successesToClose: 1 },
-  isFailure: (error: unknown): boolean => !Predicate.isTagged(error, "InvalidRequest"),
+  isFailure: (error: unknown): boolean => !isPermanent(error) && !Predicate.isTagged(error, "RateLimited"),
   name: "CircuitBreaker",
-  rate: { window: Duration.minutes(1), minimumCalls: 10 }
+  rate: rateDefaults
 } as const
 
 // -----------------------------------------------------------------------------
@@ -256,6 +288,18 @@ export class CircuitOpen extends Schema.TaggedError<CircuitOpen>()("CircuitOpen"
 export interface CircuitBreaker {
   /** Run `self` if the circuit lets it through, else fail at once with {@link CircuitOpen}. */
   readonly execute: <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E | CircuitOpen, R>
+  /**
+   * Run `self` once the circuit lets it through, waiting as long as it refuses: while open,
+   * until its open time is up; while half-open with every probe slot taken, until the probe's
+   * verdict (a success closes it and every waiter runs; a failure reopens it); while isolated,
+   * until `reset`. Waiting costs no attempt and no call, so a retry policy outside never sees
+   * the refusal. Interrupting the caller ends the wait at once (bound it with a deadline).
+   * `around` wraps each wait, e.g. to report it or to release a slot while waiting.
+   */
+  readonly executeWaiting: <A, E, R, E2 = never>(
+    self: Effect.Effect<A, E, R>,
+    around?: WaitHook<E2>
+  ) => Effect.Effect<A, E | E2, R>
   /** The state now (an open circuit whose time is up becomes half-open here). */
   readonly state: Effect.Effect<State>
   /** Every transition from the moment the stream is run; it never ends by itself. */
@@ -270,6 +314,16 @@ export interface CircuitBreaker {
   /** Close the circuit and forget every count, the backoff streak included. */
   readonly reset: Effect.Effect<void>
 }
+
+/**
+ * Wraps each wait of {@link CircuitBreaker.executeWaiting}: `wait` is the wait itself,
+ * `refused` the refusal that caused it (its `retryAfter` says how long an open circuit has
+ * left). The hook runs `wait`, or ends the wait early by failing (a deadline, say).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type WaitHook<E = never> = (wait: Effect.Effect<void>, refused: CircuitOpen) => Effect.Effect<void, E>
 
 /**
  * A new, closed circuit breaker. It needs no scope: no fiber runs, and its `transitions`
@@ -300,6 +354,10 @@ export interface Keyed {
   readonly get: (key: string) => Effect.Effect<CircuitBreaker>
   /** `execute` on the breaker for `key`. */
   readonly execute: (key: string) => <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E | CircuitOpen, R>
+  /** `executeWaiting` on the breaker for `key`. */
+  readonly executeWaiting: (
+    key: string
+  ) => <A, E, R, E2 = never>(self: Effect.Effect<A, E, R>, around?: WaitHook<E2>) => Effect.Effect<A, E | E2, R>
   /** The state of the breaker for `key`. */
   readonly state: (key: string) => Effect.Effect<State>
   /** Every breaker's transitions, with its key, from the moment the stream is run. */
@@ -309,14 +367,25 @@ export interface Keyed {
 }
 
 /**
+ * The options of a keyed breaker: those of each breaker, with `onTransition` told the key.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface KeyedOptions extends Omit<Options, "onTransition"> {
+  readonly onTransition?: (key: string, transition: Transition) => void
+}
+
+/**
  * A new keyed breaker: independent circuits, one per key, sharing `options`.
  *
  * @since 0.1.0
  * @category constructors
  */
-export const makeKeyed = (options: Options = {}): Effect.Effect<Keyed> =>
+export const makeKeyed = (options: KeyedOptions = {}): Effect.Effect<Keyed> =>
   Effect.suspend(() => {
-    const config = resolve(options)
+    const { onTransition, ...shared } = options
+    const config = resolve(shared)
     return Effect.map(PubSub.unbounded<KeyedTransition>(), (pubsub) => {
       const subscribe = Effect.map(PubSub.subscribe(pubsub), Stream.fromQueue)
       const breakers = new Map<string, CircuitBreaker>()
@@ -324,7 +393,7 @@ export const makeKeyed = (options: Options = {}): Effect.Effect<Keyed> =>
         let breaker = breakers.get(key)
         if (breaker === undefined) {
           breaker = unsafeMake(
-            config,
+            onTransition === undefined ? config : { ...config, onTransition: (transition) => onTransition(key, transition) },
             options.name === undefined ? key : `${options.name}/${key}`,
             (transition) => {
               pubsub.unsafeOffer(new KeyedTransition({ key, transition }))
@@ -338,6 +407,7 @@ export const makeKeyed = (options: Options = {}): Effect.Effect<Keyed> =>
       const keyed: Keyed = {
         get: (key) => Effect.sync(() => lookup(key)),
         execute: (key) => (self) => Effect.suspend(() => lookup(key).execute(self)),
+        executeWaiting: (key) => (self, around) => Effect.suspend(() => lookup(key).executeWaiting(self, around)),
         state: (key) => Effect.suspend(() => lookup(key).state),
         transitions: Stream.unwrapScoped(subscribe),
         subscribe
@@ -358,6 +428,7 @@ interface Config {
   readonly probes: number
   readonly successesToClose: number
   readonly isFailure: (error: unknown) => boolean
+  readonly onTransition: ((transition: Transition) => void) | undefined
 }
 
 const isCount = (n: number, min: number): boolean => Number.isInteger(n) && n >= min
@@ -372,12 +443,13 @@ const resolve = (options: Options): Config => {
   if (
     (tripPolicy._tag === "Consecutive" && !isCount(tripPolicy.failures, 1)) ||
     (tripPolicy._tag === "Rate" && !(tripPolicy.threshold > 0 && tripPolicy.threshold <= 1 &&
-      Duration.toMillis(tripPolicy.window) > 0 && isCount(tripPolicy.minimumCalls, 1))) ||
+      Duration.toMillis(tripPolicy.window) > 0 && isCount(tripPolicy.calls, 1) &&
+      isCount(tripPolicy.minimumCalls, 1) && tripPolicy.minimumCalls <= tripPolicy.calls)) ||
     !isCount(probes, 1) || !isCount(successesToClose, 1) || !(openMillis >= 0)
   ) {
     throw new RangeError(
-      "CircuitBreaker: consecutive failures, probes, successesToClose and minimumCalls must be integers >= 1, " +
-        "a rate threshold in (0, 1], a window > 0 and an openDuration >= 0"
+      "CircuitBreaker: consecutive failures, probes, successesToClose, calls and minimumCalls must be integers >= 1 " +
+        "(minimumCalls <= calls), a rate threshold in (0, 1], a window > 0 and an openDuration >= 0"
     )
   }
   return {
@@ -387,7 +459,47 @@ const resolve = (options: Options): Config => {
     openSchedule,
     probes,
     successesToClose,
-    isFailure: options.isFailure ?? defaults.isFailure
+    isFailure: options.isFailure ?? defaults.isFailure,
+    onTransition: options.onTransition
+  }
+}
+
+/**
+ * The last `capacity` outcomes of the rate policy with their Clock times, oldest first, in a
+ * ring; `expire` drops those `window` old or older. Counts are kept as outcomes come and go,
+ * so a check is O(1) amortized.
+ */
+class Outcomes {
+  private readonly times: Array<number> = []
+  private readonly failed: Array<boolean> = []
+  private head = 0
+  size = 0
+  failures = 0
+  constructor(readonly capacity: number, readonly window: number) {}
+
+  add(now: number, failed: boolean): void {
+    if (this.size === this.capacity) this.dropOldest()
+    const i = (this.head + this.size) % this.capacity
+    this.times[i] = now
+    this.failed[i] = failed
+    this.size++
+    if (failed) this.failures++
+  }
+
+  expire(now: number): void {
+    while (this.size > 0 && now - this.times[this.head]! >= this.window) this.dropOldest()
+  }
+
+  clear(): void {
+    this.head = 0
+    this.size = 0
+    this.failures = 0
+  }
+
+  private dropOldest(): void {
+    if (this.failed[this.head]) this.failures--
+    this.head = (this.head + 1) % this.capacity
+    this.size--
   }
 }
 
@@ -420,8 +532,22 @@ const unsafeMake = (
   let probeSuccesses = 0
   // closed: consecutive
   let failuresInARow = 0
-  // closed: rate (first: calls, second: failures)
-  const window = SlidingWindow.make(tripPolicy._tag === "Rate" ? Duration.toMillis(tripPolicy.window) : 1)
+  // closed: rate
+  const outcomes = tripPolicy._tag === "Rate"
+    ? new Outcomes(tripPolicy.calls, Duration.toMillis(tripPolicy.window))
+    : new Outcomes(1, 1) // unused
+  /** Callers of `executeWaiting` waiting for the circuit to change; allocated when one waits. */
+  let waiters: Set<() => void> | undefined
+  /** Bumped at each wake, so a waiter that registers late still sees a change it missed. */
+  let changes = 0
+
+  const wake = (): void => {
+    changes++
+    if (waiters === undefined) return
+    const woken = waiters
+    waiters = undefined
+    for (const resume of woken) resume()
+  }
 
   const transition = (to: State, at: number): void => {
     const from = state
@@ -430,12 +556,15 @@ const unsafeMake = (
     pending = false
     probesInFlight = 0
     probeSuccesses = 0
-    publish(new Transition({ from, to, at }))
+    const event = new Transition(to === "Open" ? { from, to, at, until: openUntil } : { from, to, at }, true)
+    config.onTransition?.(event)
+    publish(event)
+    wake()
   }
 
   const clearCounts = (): void => {
     failuresInARow = 0
-    window.clear()
+    outcomes.clear()
   }
 
   /** Open → HalfOpen once the open time is over. */
@@ -443,12 +572,9 @@ const unsafeMake = (
     if (state === "Open" && now >= openUntil) transition("HalfOpen", openUntil)
   }
 
-  const record = (now: number, failed: boolean): void => window.add(now, 1, failed ? 1 : 0)
-
-  const rateExceeded = (now: number, policy: TripPolicy.Rate): boolean => {
-    const total = window.sum(now, (calls) => calls)
-    const failed = window.sum(now, (_, failures) => failures)
-    return total >= policy.minimumCalls && failed / total >= policy.threshold
+  const rateExceeded = (now: number, policy: TripPolicy.Rate, window: Outcomes): boolean => {
+    window.expire(now)
+    return window.size >= policy.minimumCalls && window.failures / window.size >= policy.threshold
   }
 
   /** The length of the open number `n` of a streak, and the schedule state after it. */
@@ -481,21 +607,6 @@ const unsafeMake = (
       })
     }))
 
-  /** The verdict of a call admitted while closed. */
-  const closedVerdict = (ticket: number, verdict: Verdict): Effect.Effect<void> =>
-    Effect.clockWith((clock) =>
-      Effect.suspend(() => {
-        if (ticket !== epoch || pending || verdict === "ignored") return Effect.void
-        const now = clock.unsafeCurrentTimeMillis()
-        if (tripPolicy._tag === "Consecutive") {
-          // successes are counted in `guarded`, without the clock
-          return ++failuresInARow >= tripPolicy.failures ? trip(now, ticket) : Effect.void
-        }
-        record(now, verdict === "failure")
-        return verdict === "failure" && rateExceeded(now, tripPolicy) ? trip(now, ticket) : Effect.void
-      })
-    )
-
   const probeVerdict = (ticket: number, verdict: Verdict): Effect.Effect<void> =>
     Effect.clockWith((clock) =>
       Effect.suspend(() => {
@@ -507,6 +618,8 @@ const unsafeMake = (
           transition("Closed", now)
           closedAt = now
           clearCounts()
+        } else {
+          wake() // a probe slot is free again
         }
         return Effect.void
       })
@@ -527,46 +640,110 @@ const unsafeMake = (
   ): Effect.Effect<A, E, R> =>
     Effect.matchCauseEffect(self, {
       onFailure: (cause) => Effect.zipRight(judge(ticket, verdictOf(cause)), Effect.failCause(cause)),
-      onSuccess: judge === closedVerdict && tripPolicy._tag === "Consecutive"
-        // the common case, kept cheap: a success while counting failures in a row needs no clock
-        ? (value) => {
-          if (ticket === epoch && !pending) failuresInARow = 0
-          return Effect.succeed(value)
-        }
-        : (value) => Effect.as(judge(ticket, "success"), value)
+      onSuccess: (value) => Effect.as(judge(ticket, "success"), value)
     })
 
-  const rejected = (now: number): Effect.Effect<never, CircuitOpen> => {
+  /**
+   * A call admitted while closed, kept cheap: its outcome is counted synchronously on `clock`
+   * (read once, when the call started), so a success costs one handler and no effect of its own.
+   */
+  const closedCall = <A, E, R>(self: Effect.Effect<A, E, R>, clock: Clock.Clock): Effect.Effect<A, E, R> => {
+    const ticket = epoch
+    return Effect.matchCauseEffect(self, {
+      onFailure: (cause) => {
+        const verdict = verdictOf(cause)
+        if (ticket !== epoch || pending || verdict === "ignored") return Effect.failCause(cause)
+        const now = clock.unsafeCurrentTimeMillis()
+        let tripped: boolean
+        if (tripPolicy._tag === "Consecutive") {
+          tripped = ++failuresInARow >= tripPolicy.failures
+        } else {
+          outcomes.add(now, true)
+          tripped = rateExceeded(now, tripPolicy, outcomes)
+        }
+        return tripped ? Effect.zipRight(trip(now, ticket), Effect.failCause(cause)) : Effect.failCause(cause)
+      },
+      onSuccess: (value) => {
+        if (ticket === epoch && !pending) {
+          if (tripPolicy._tag === "Consecutive") failuresInARow = 0
+          else outcomes.add(clock.unsafeCurrentTimeMillis(), false)
+        }
+        return Effect.succeed(value)
+      }
+    })
+  }
+
+  const refusal = (now: number): CircuitOpen => {
     const retryAfter = state === "Isolated"
       ? Duration.infinity
       : Duration.millis(state === "Open" ? openUntil - now : lastOpenMillis)
-    return Effect.fail(new CircuitOpen({ breaker: name, retryAfter }))
+    return new CircuitOpen({ breaker: name, retryAfter })
   }
 
   // Closed: no resource is taken, so nothing needs masking; an interrupted call skips its
   // verdict, which is what interruption should do. Half-open: the probe slot is taken and its
   // release installed in one uninterruptible step, so an interrupted probe always frees it.
   const execute = <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E | CircuitOpen, R> =>
-    Effect.suspend(() => state === "Closed" ? guarded(self, closedVerdict, epoch) : admit(self))
+    Effect.clockWith((clock) => state === "Closed" ? closedCall(self, clock) : admit(self, Effect.fail))
 
-  const admit = <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E | CircuitOpen, R> =>
+  /**
+   * Admit `self` as a probe, or hand the refusal to `refused`, whose effect runs with the
+   * caller's own interruptibility (not the mask's).
+   */
+  const admit = <A, E, R, E2, R2>(
+    self: Effect.Effect<A, E, R>,
+    refused: (error: CircuitOpen) => Effect.Effect<A, E2, R2>
+  ): Effect.Effect<A, E | E2, R | R2> =>
     Effect.uninterruptibleMask((restore) =>
       Effect.clockWith((clock) =>
-        Effect.suspend((): Effect.Effect<A, E | CircuitOpen, R> => {
+        Effect.suspend((): Effect.Effect<A, E | E2, R | R2> => {
           const now = clock.unsafeCurrentTimeMillis()
           refresh(now)
-          if (state !== "HalfOpen" || pending || probesInFlight >= probes) return rejected(now)
+          if (state !== "HalfOpen" || pending || probesInFlight >= probes) return restore(refused(refusal(now)))
           probesInFlight++
           return guarded(restore(self), probeVerdict, epoch)
         })
       )
     )
 
+  /**
+   * Completes at the first change (a transition, or a half-open probe slot freeing) after
+   * `seen` changes — at once if one has happened since.
+   */
+  const changedSince = (seen: number): Effect.Effect<void> =>
+    Effect.async<void>((resume) => {
+      if (changes !== seen) return resume(Effect.void)
+      const waiter = () => resume(Effect.void)
+      ;(waiters ??= new Set()).add(waiter)
+      return Effect.sync(() => {
+        waiters?.delete(waiter)
+      })
+    })
+
+  /** While open, until its time is up (or it changes earlier, by `reset`); otherwise, until it changes. */
+  const waitFor = (error: CircuitOpen): Effect.Effect<void> => {
+    const changed = changedSince(changes)
+    return state === "Open" ? Effect.raceFirst(Effect.sleep(error.retryAfter), changed) : changed
+  }
+
+  const executeWaiting = <A, E, R, E2 = never>(
+    self: Effect.Effect<A, E, R>,
+    around: WaitHook<E2> = identity
+  ): Effect.Effect<A, E | E2, R> => {
+    const loop: Effect.Effect<A, E | E2, R> = Effect.clockWith((clock) =>
+      state === "Closed"
+        ? closedCall(self, clock)
+        : admit(self, (error) => Effect.zipRight(around(waitFor(error), error), loop))
+    )
+    return loop
+  }
+
   const withNow = <A>(f: (now: number) => A): Effect.Effect<A> =>
     Effect.clockWith((clock) => Effect.sync(() => f(clock.unsafeCurrentTimeMillis())))
 
   return {
     execute,
+    executeWaiting,
     state: withNow((now) => {
       refresh(now)
       return state

@@ -109,8 +109,14 @@ export const defaults = {
  * @category models
  */
 export interface Hedge {
-  /** Runs `self`, hedged. */
-  readonly run: <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+  /**
+   * Runs `self`, hedged. `onHedge`, when given, runs as each of this call's hedges starts,
+   * after the policy's own (so a caller can tell its calls apart without fiber-local state).
+   */
+  readonly run: <A, E, R>(
+    self: Effect.Effect<A, E, R>,
+    onHedge?: (event: HedgeEvent) => Effect.Effect<void>
+  ) => Effect.Effect<A, E, R>
   /** The delay the next call would hedge after (the learned one, once learned). */
   readonly delay: Effect.Effect<Duration.Duration>
 }
@@ -179,7 +185,12 @@ export const make = (options: Options): Effect.Effect<Hedge> =>
     const mayHedge = budget === undefined ? Effect.succeed(true) : budget.tryWithdraw
 
     /** Races copies of `self`, one more each `delay`; `onSuccess` runs in the winner as it wins. */
-    const hedged = <A, E, R>(self: Effect.Effect<A, E, R>, delay: Duration.Duration, onSuccess: Effect.Effect<void>) =>
+    const hedged = <A, E, R>(
+      self: Effect.Effect<A, E, R>,
+      delay: Duration.Duration,
+      onSuccess: Effect.Effect<void>,
+      onCallHedge: ((event: HedgeEvent) => Effect.Effect<void>) | undefined
+    ) =>
       Effect.uninterruptibleMask((restore) => {
         const copies: Array<Fiber.RuntimeFiber<A, E>> = []
         let running = 0
@@ -218,10 +229,11 @@ export const make = (options: Options): Effect.Effect<Hedge> =>
             Effect.suspend(() =>
               outcome !== undefined ? Effect.void : Effect.flatMap(mayHedge, (ok) => {
                 if (!ok) return Effect.void
-                const started = Effect.zipRight(
-                  start,
-                  onHedge === undefined ? Effect.void : onHedge({ hedge, after: Duration.times(delay, hedge) })
-                )
+                const event: HedgeEvent = { hedge, after: Duration.times(delay, hedge) }
+                const own = onHedge?.(event)
+                const caller = onCallHedge?.(event)
+                const told = own === undefined ? caller : caller === undefined ? own : Effect.zipRight(own, caller)
+                const started = told === undefined ? start : Effect.zipRight(start, told)
                 return hedge < maxHedges ? Effect.zipRight(started, timer(hedge + 1)) : started
               })
             )
@@ -241,14 +253,14 @@ export const make = (options: Options): Effect.Effect<Hedge> =>
     const recordRequest = budget === undefined ? Effect.void : budget.recordRequest
     const { record } = policy
     const hedge: Hedge = {
-      run: (self) =>
+      run: (self, onCallHedge) =>
         Effect.flatMap(recordRequest, () => {
           const delay = policy.current()
           const hedging = maxHedges > 0 && Duration.isFinite(delay)
-          if (record === undefined) return hedging ? hedged(self, delay, Effect.void) : self
+          if (record === undefined) return hedging ? hedged(self, delay, Effect.void, onCallHedge) : self
           return Effect.flatMap(Clock.currentTimeMillis, (startedAt) => {
             const recordLatency = Effect.map(Clock.currentTimeMillis, (now) => record(now - startedAt))
-            return hedging ? hedged(self, delay, recordLatency) : Effect.tap(self, () => recordLatency)
+            return hedging ? hedged(self, delay, recordLatency, onCallHedge) : Effect.tap(self, () => recordLatency)
           })
         }),
       delay: Effect.sync(policy.current)

@@ -16,6 +16,10 @@
  *   retry storm;
  * - sleeps through `Effect.sleep`: interrupting the caller during a backoff ends the call at once.
  *
+ * One policy serves many calls; `apply(attempt, callOptions)` lets each call bring its own
+ * hooks, its own way to wait and its own absolute deadline, so a caller (like `AgentService`,
+ * one policy for every task) needs no fiber-local state to tell its calls apart.
+ *
  * The backoff itself is an Effect {@link schedule}. The retry is entered through `catchAll`, so a
  * first attempt that succeeds runs no `Schedule` driver, no extra fiber and reads no clock
  * (unless a `deadline` is set: then every attempt runs under a timeout).
@@ -38,6 +42,7 @@
  */
 import { Clock, Duration, Effect, Predicate, Random, Schedule, ScheduleDecision, Schema } from "effect"
 import { dual } from "effect/Function"
+import * as ErrorInfo from "../events/ErrorInfo.js"
 import { isPermanent } from "../model/AiModel.js"
 import type { Budget } from "./Budget.js"
 
@@ -101,8 +106,9 @@ export interface Options<E = unknown> extends Backoff {
   readonly budget?: Budget
   /**
    * Whether a retry after this error is charged to the `budget`. By default every retry is,
-   * except after a `CircuitOpen`: the breaker refused that attempt, so it never reached the
-   * provider and added no load to it.
+   * except after a `CircuitOpen` (the breaker refused that attempt, so it never reached the
+   * provider and added no load to it) and after a `RateLimited` that says when to come back
+   * (waiting out a provider's Retry-After is what it asked for, not a retry storm).
    */
   readonly chargesBudget?: (error: E) => boolean
   /** Runs before each retry's wait. */
@@ -147,7 +153,7 @@ export interface GiveUpEvent<E> {
 /**
  * `base: 500 ms`, `factor: 2`, `cap: 30 s`, `maxAttempts: 4`, `jitter: "full"`,
  * `retryAfterMax: 60 s`, `isRetryable`: every error but those `AiModel.isPermanent` names, and
- * `chargesBudget`: every error but `CircuitOpen`.
+ * `chargesBudget`: every error but `CircuitOpen` and a `RateLimited` with a `retryAfter`.
  *
  * @since 0.1.0
  * @category defaults
@@ -160,7 +166,8 @@ export const defaults = {
   jitter: "full",
   retryAfterMax: Duration.seconds(60),
   isRetryable: (error: unknown): boolean => !isPermanent(error),
-  chargesBudget: (error: unknown): boolean => !Predicate.isTagged(error, "CircuitOpen")
+  chargesBudget: (error: unknown): boolean =>
+    !Predicate.isTagged(error, "CircuitOpen") && !(Predicate.isTagged(error, "RateLimited") && retryAfterOf(error) !== undefined)
 } as const
 
 /**
@@ -172,11 +179,39 @@ export const defaults = {
 export class DeadlineExceeded extends Schema.TaggedError<DeadlineExceeded>()("DeadlineExceeded", {
   deadline: Schema.Duration,
   /** Attempts started, the interrupted one included. */
-  attempts: Schema.Int
+  attempts: Schema.Int,
+  /** What the call was waiting for when the deadline passed (an open circuit, a backoff...). */
+  waitingFor: Schema.optional(Schema.String),
+  /** The error of the last attempt that failed before the deadline, if one did. */
+  lastError: Schema.optional(ErrorInfo.ErrorInfo)
 }) {
   override get message(): string {
-    return `no result within ${Duration.format(this.deadline)} (${this.attempts} attempts)`
+    const waiting = this.waitingFor === undefined ? "" : `; waiting for ${this.waitingFor}`
+    const last = this.lastError === undefined ? "" : `; last error ${this.lastError._tag}: ${this.lastError.message}`
+    return `no result within ${Duration.format(this.deadline)} (${this.attempts} attempts)${waiting}${last}`
   }
+}
+
+/**
+ * What one call through {@link Policy.apply} may add to the policy's options: hooks that know
+ * the call (so a caller needs no fiber-local state to tell calls apart), how it waits, and an
+ * absolute deadline of its own.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface CallOptions<E> {
+  /**
+   * Clock time (ms) after which this call starts no retry; with `attemptTimeout`, no retry that
+   * could not finish by then. The call is not interrupted at it: whoever set it enforces it.
+   */
+  readonly deadlineAt?: number
+  /** Runs before each retry's wait, after the policy's own `onRetry`. */
+  readonly onRetry?: (event: RetryEvent<E>) => Effect.Effect<void>
+  /** Runs when the call fails for good, after the policy's own `onGiveUp`. */
+  readonly onGiveUp?: (event: GiveUpEvent<E>) => Effect.Effect<void>
+  /** How this call waits `delay` before retrying after `error` (default `Effect.sleep`). */
+  readonly wait?: (delay: Duration.Duration, error: E) => Effect.Effect<void>
 }
 
 /**
@@ -187,7 +222,10 @@ export class DeadlineExceeded extends Schema.TaggedError<DeadlineExceeded>()("De
  * @category models
  */
 export interface Policy<E = unknown> {
-  readonly apply: <A, E2 extends E, R>(attempt: Effect.Effect<A, E2, R>) => Effect.Effect<A, E2 | DeadlineExceeded, R>
+  readonly apply: <A, E2 extends E, R>(
+    attempt: Effect.Effect<A, E2, R>,
+    options?: CallOptions<E2>
+  ) => Effect.Effect<A, E2 | DeadlineExceeded, R>
 }
 
 /**
@@ -248,44 +286,51 @@ export const make = <E = unknown>(options: Options<E> = {}): Policy<E> => {
   // An attempt timeout that could never fit (infinite, or no shorter than the deadline) would
   // forbid every retry; then a retry only has to start before the deadline.
   const attemptTimeout = options.attemptTimeout === undefined ? Infinity : Duration.toMillis(options.attemptTimeout)
-  const attemptMillis = attemptTimeout < deadlineMillis ? attemptTimeout : undefined
-  const { budget, onGiveUp, onRetry } = options
-
-  const giveUp = <X extends E | DeadlineExceeded>(
-    reason: GiveUpReason,
-    attempts: number,
-    error: X
-  ): Effect.Effect<never, X> =>
-    onGiveUp === undefined ? Effect.fail(error) : Effect.zipRight(onGiveUp({ reason, attempts, error }), Effect.fail(error))
+  const { budget } = options
 
   // The slow path: one per call that failed once, holding that call's attempt count and
   // schedule state.
-  const retrying = <A, E2 extends E, R>(attempt: Effect.Effect<A, E2, R>, startedAt: number) => {
-    const deadlineAt = startedAt + deadlineMillis
+  const retrying = <A, E2 extends E, R>(
+    attempt: Effect.Effect<A, E2, R>,
+    startedAt: number,
+    call: CallOptions<E2> | undefined
+  ) => {
+    const deadlineAt = Math.min(startedAt + deadlineMillis, call?.deadlineAt ?? Infinity)
+    const attemptMillis = attemptTimeout < deadlineAt - startedAt ? attemptTimeout : undefined
+    // The call's hooks are called as its methods, so a call may be a class instance.
+    const onRetry = (event: RetryEvent<E2>) => both(options.onRetry?.(event), call?.onRetry?.(event))
+    const onGiveUp = (event: GiveUpEvent<E2>) => both(options.onGiveUp?.(event), call?.onGiveUp?.(event))
     let attempts = 1
     let state: unknown = backoff.initial
+    let lastError: E2 | undefined
 
     // A retry may start at `at` only if it can finish (or, without `attemptTimeout`, start)
     // before the deadline.
     const fits = (at: number): boolean =>
       attemptMillis === undefined ? at < deadlineAt : at + attemptMillis <= deadlineAt
 
+    const giveUp = <X extends E2 | DeadlineExceeded>(reason: GiveUpReason, error: X): Effect.Effect<never, X> => {
+      const hooks = onGiveUp({ reason, attempts, error })
+      return hooks === undefined ? Effect.fail(error) : Effect.zipRight(hooks, Effect.fail(error))
+    }
+
     const decide = (error: E2): Effect.Effect<A, E2 | DeadlineExceeded, R> => {
-      if (!isRetryable(error)) return giveUp("not-retryable", attempts, error)
+      lastError = error
+      if (!isRetryable(error)) return giveUp("not-retryable", error)
       const retryAfter = retryAfterOf(error)
       if (retryAfter !== undefined && Duration.greaterThan(retryAfter, retryAfterMax)) {
-        return giveUp("retry-after-too-long", attempts, error)
+        return giveUp("retry-after-too-long", error)
       }
       return Effect.flatMap(Clock.currentTimeMillis, (now) =>
         Effect.flatMap(backoff.step(now, error, state), ([next, delay, decision]) => {
           state = next
-          if (ScheduleDecision.isDone(decision)) return giveUp("max-attempts", attempts, error)
+          if (ScheduleDecision.isDone(decision)) return giveUp("max-attempts", error)
           const wait = retryAfter === undefined ? delay : Duration.max(delay, retryAfter)
-          if (!fits(now + Duration.toMillis(wait))) return giveUp("deadline", attempts, error)
+          if (!fits(now + Duration.toMillis(wait))) return giveUp("deadline", error)
           const retry = pause(error, wait)
           return budget === undefined || !chargesBudget(error)
             ? retry
-            : Effect.flatMap(budget.tryWithdraw, (ok) => ok ? retry : giveUp("budget", attempts, error))
+            : Effect.flatMap(budget.tryWithdraw, (ok) => ok ? retry : giveUp("budget", error))
         }))
     }
 
@@ -295,13 +340,14 @@ export const make = <E = unknown>(options: Options<E> = {}): Policy<E> => {
     })
 
     const pause = (error: E2, wait: Duration.Duration): Effect.Effect<A, E2 | DeadlineExceeded, R> => {
-      const slept = Duration.isZero(wait) ? again : Effect.zipRight(Effect.sleep(wait), again)
-      return onRetry === undefined
-        ? slept
-        : Effect.zipRight(onRetry({ attempt: attempts + 1, delay: wait, error }), slept)
+      const slept = Duration.isZero(wait)
+        ? again
+        : Effect.zipRight(call?.wait === undefined ? Effect.sleep(wait) : call.wait(wait, error), again)
+      const hooks = onRetry({ attempt: attempts + 1, delay: wait, error })
+      return hooks === undefined ? slept : Effect.zipRight(hooks, slept)
     }
 
-    // One attempt; with a deadline it runs under a timeout that ends at the deadline.
+    // One attempt; with the policy's own deadline it runs under a timeout that ends at it.
     const run = (): Effect.Effect<A, E2 | DeadlineExceeded, R> => {
       if (deadline === undefined) return Effect.catchAll(attempt, decide)
       return Effect.flatMap(Clock.currentTimeMillis, (now) =>
@@ -309,7 +355,15 @@ export const make = <E = unknown>(options: Options<E> = {}): Policy<E> => {
           Effect.timeoutTo(attempt, {
             duration: Duration.millis(Math.max(0, deadlineAt - now)),
             onSuccess: Effect.succeed,
-            onTimeout: () => giveUp("deadline", attempts, new DeadlineExceeded({ deadline, attempts }))
+            onTimeout: () =>
+              giveUp(
+                "deadline",
+                new DeadlineExceeded({
+                  deadline,
+                  attempts,
+                  ...(lastError === undefined ? {} : { lastError: describe(lastError) })
+                })
+              )
           }),
           { onFailure: decide, onSuccess: (result) => result }
         ))
@@ -318,15 +372,31 @@ export const make = <E = unknown>(options: Options<E> = {}): Policy<E> => {
     return { decide, run }
   }
 
-  const apply = <A, E2 extends E, R>(attempt: Effect.Effect<A, E2, R>): Effect.Effect<A, E2 | DeadlineExceeded, R> => {
-    const call = deadline === undefined
-      ? Effect.catchAll(attempt, (error) => retrying(attempt, 0).decide(error))
-      : Effect.flatMap(Clock.currentTimeMillis, (startedAt) => retrying(attempt, startedAt).run())
-    return budget === undefined ? call : Effect.zipRight(budget.recordRequest, call)
+  const apply = <A, E2 extends E, R>(
+    attempt: Effect.Effect<A, E2, R>,
+    call?: CallOptions<E2>
+  ): Effect.Effect<A, E2 | DeadlineExceeded, R> => {
+    const first = deadline === undefined
+      ? Effect.catchAll(attempt, (error) =>
+        call?.deadlineAt === undefined
+          ? retrying(attempt, 0, call).decide(error)
+          : Effect.flatMap(Clock.currentTimeMillis, (now) => retrying(attempt, now, call).decide(error)))
+      : Effect.flatMap(Clock.currentTimeMillis, (startedAt) => retrying(attempt, startedAt, call).run())
+    return budget === undefined ? first : budget.counted(first)
   }
 
   return { apply }
 }
+
+/** Both hooks' effects, in order; `undefined` when there are none. */
+const both = (first: Effect.Effect<void> | undefined, second: Effect.Effect<void> | undefined): Effect.Effect<void> | undefined =>
+  first === undefined ? second : second === undefined ? first : Effect.zipRight(first, second)
+
+/** An error as `ErrorInfo`: its tag and message when it has them. */
+const describe = (error: unknown): ErrorInfo.ErrorInfo => ({
+  _tag: Predicate.hasProperty(error, "_tag") && typeof error._tag === "string" ? error._tag : "Error",
+  message: Predicate.hasProperty(error, "message") && typeof error.message === "string" ? error.message : String(error)
+})
 
 /**
  * Runs `self` under `policy`: `Retry.retry(effect, policy)` or `effect.pipe(Retry.retry(policy))`.

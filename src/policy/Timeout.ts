@@ -50,7 +50,7 @@
  *
  * @since 0.1.0
  */
-import { Clock, Context, Duration, Effect, Exit, Option, Stream } from "effect"
+import { Clock, Context, Duration, Effect, Option, Stream } from "effect"
 import type { Fiber, FiberId, Scheduler } from "effect"
 import { ModelTimeout } from "../model/AiModel.js"
 
@@ -81,27 +81,95 @@ export const attempt = (
 ): <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E | ModelTimeout, R> => {
   const duration = Duration.decode(options.duration)
   if (!Duration.isFinite(duration)) return (self) => self
-  const millis = Duration.toMillis(duration)
+  const shared = timer()
   const onTimeout = () => new ModelTimeout({ model: options.model, timeout: duration })
+  return (self) => shared.within(self, duration, onTimeout)
+}
+
+/**
+ * The timeout itself, for any error: `make(duration)` returns `within(self, onTimeout)`, which
+ * fails with `onTimeout()` when `self` has not ended within `duration`, after interrupting it
+ * and waiting for it to stop — `attempt` with the error chosen per call (say, one that names the
+ * task it belongs to). The calls of one `make(duration)` share one timer, as `attempt`'s do.
+ * With an infinite duration, `self` is returned as it is.
+ *
+ * @example
+ * ```ts
+ * import { Data, Effect } from "effect"
+ * import { Timeout } from "wiz-effect"
+ *
+ * class TooSlow extends Data.TaggedError("TooSlow")<{ readonly id: string }> {}
+ * const within = Timeout.make("2 minutes")
+ * const task = (id: string) => within(Effect.never, () => new TooSlow({ id }))
+ * ```
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (
+  duration: Duration.DurationInput
+): <A, E, R, E2>(self: Effect.Effect<A, E, R>, onTimeout: () => E2) => Effect.Effect<A, E | E2, R> => {
+  const decoded = Duration.decode(duration)
+  if (!Duration.isFinite(decoded)) return (self) => self
+  const shared = timer()
+  return (self, onTimeout) => shared.within(self, decoded, onTimeout)
+}
+
+/**
+ * A timer shared by calls that each bring their own duration and error, for callers whose
+ * time limit varies per call (what is left of a deadline, say). `attempt` and `make` are built
+ * on it; its calls behave as theirs do.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Timer {
+  /**
+   * Fails with `onTimeout()` when `self` has not ended within `duration`, after interrupting it
+   * and waiting for it to stop. An infinite duration runs `self` as it is; with zero, `self`
+   * keeps only an answer it has by the time the timer runs.
+   */
+  readonly within: <A, E, R, E2>(
+    self: Effect.Effect<A, E, R>,
+    duration: Duration.Duration,
+    onTimeout: () => E2
+  ) => Effect.Effect<A, E | E2, R>
+}
+
+/**
+ * A new shared timer, with no fiber until a call needs one.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const timer = (): Timer => {
   const deadlines = new Deadlines()
-  return <A, E, R>(self: Effect.Effect<A, E, R>) =>
-    Effect.withFiberRuntime<A, E | ModelTimeout, R>((caller) => {
+  const within = <A, E, R, E2>(
+    self: Effect.Effect<A, E, R>,
+    duration: Duration.Duration,
+    onTimeout: () => E2
+  ): Effect.Effect<A, E | E2, R> => {
+    if (!Duration.isFinite(duration)) return self
+    const millis = Duration.toMillis(duration)
+    return Effect.withFiberRuntime<A, E | E2, R>((caller) => {
       const clock = Context.get(caller.currentDefaultServices, Clock.Clock)
       if (!deadlines.serves(clock)) return Effect.timeoutFail(self, { duration, onTimeout })
       return Effect.uninterruptibleMask((restore) =>
         Effect.flatMap(Effect.fork(restore(self)), (fiber) => {
           const entry = deadlines.add(fiber, caller.id(), nowMillis(clock) + millis)
           // Interrupting the caller interrupts its child `fiber` at once, even while it is uninterruptible.
-          const outcome = Effect.flatMap(fiber.await, (exit): Effect.Effect<A, E | ModelTimeout> => {
+          const outcome = Effect.flatMap(fiber.await, (exit): Effect.Effect<A, E | E2> => {
             deadlines.remove(entry, caller.currentScheduler)
             if (entry.timedOut) return Effect.failSync(onTimeout)
-            return Exit.isSuccess(exit) ? Effect.as(fiber.inheritAll, exit.value) : exit
+            return exit
           })
           const start = deadlines.timerFor(clock, entry)
           return start === undefined ? outcome : Effect.zipRight(start, outcome)
         })
       )
     })
+  }
+  return { within }
 }
 
 /**
@@ -145,6 +213,9 @@ export const betweenChunks = (
   return Stream.timeoutFail(() => new ModelTimeout({ model: options.model, timeout: duration }), duration)
 }
 
+/** How close (ms) a deadline must be to count as due: one microsecond. */
+const dueWithin = 0.001
+
 /** Now in milliseconds on `clock`'s monotonic time line (`currentTimeMillis` follows the wall clock, which jumps). */
 const nowMillis = (clock: Clock.Clock): number => Number(clock.unsafeCurrentTimeNanos()) / 1_000_000
 
@@ -160,7 +231,7 @@ interface Entry {
 }
 
 /** The fiber that sleeps until the earliest deadline, on the Clock of the calls it serves. */
-interface Timer {
+interface TimerFiber {
   readonly clock: Clock.Clock
   fiber: Fiber.RuntimeFiber<void> | undefined
   /** When it next reads the queue; `-Infinity` until it has gone to sleep. */
@@ -175,7 +246,7 @@ interface Timer {
 class Deadlines {
   private head: Entry | undefined = undefined
   private tail: Entry | undefined = undefined
-  private timer: Timer | undefined = undefined
+  private timer: TimerFiber | undefined = undefined
   private idleCheckScheduled = false
 
   /** A call on `clock` can be queued unless the timer sleeps on another Clock for other calls. */
@@ -215,7 +286,7 @@ class Deadlines {
       if (running.clock === clock && running.wakesAt <= entry.deadline) return undefined
       this.stop(running)
     }
-    const timer: Timer = { clock, fiber: undefined, wakesAt: -Infinity }
+    const timer: TimerFiber = { clock, fiber: undefined, wakesAt: -Infinity }
     this.timer = timer
     return Effect.asVoid(Effect.forkDaemon(Effect.interruptible(this.run(timer))))
   }
@@ -234,7 +305,7 @@ class Deadlines {
   }
 
   /** Retires `timer`: it ends at its next step, and its sleep is interrupted now if it has one. */
-  private stop(timer: Timer): void {
+  private stop(timer: TimerFiber): void {
     this.timer = undefined
     timer.fiber?.unsafeInterruptAsFork(timer.fiber.id())
   }
@@ -243,11 +314,13 @@ class Deadlines {
    * Sleeps until the earliest deadline, then interrupts every call whose time is up (without
    * waiting: each caller awaits its own attempt), until the queue is empty or it is retired.
    */
-  private run(timer: Timer): Effect.Effect<void> {
+  private run(timer: TimerFiber): Effect.Effect<void> {
     const step: Effect.Effect<void> = Effect.suspend(() => {
       if (this.timer !== timer) return Effect.void
+      // A deadline less than a microsecond away is due: a shorter sleep rounds to zero
+      // nanoseconds (TestClock floors its nanosecond time), and would wake to the same instant.
       const now = nowMillis(timer.clock)
-      while (this.head !== undefined && this.head.deadline <= now) {
+      while (this.head !== undefined && this.head.deadline <= now + dueWithin) {
         const entry = this.head
         this.unlink(entry)
         // An attempt that has already ended keeps its result, as in a race it won.

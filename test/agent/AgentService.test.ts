@@ -1,9 +1,11 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Chunk, Clock, Duration, Effect, Exit, FastCheck as fc, Fiber, Layer, Metric, Stream, TestClock } from "effect"
+import { readFileSync } from "node:fs"
+import { Chunk, Clock, Duration, Effect, Equal, Exit, FastCheck as fc, Fiber, Layer, Metric, Option, Schema, Stream, TestClock, Tracer } from "effect"
 import * as AgentService from "../../src/agent/AgentService.js"
-import { AgentTask, type TaskResult } from "../../src/agent/AgentTask.js"
+import { AgentTask, type TaskResult, TaskSucceeded } from "../../src/agent/AgentTask.js"
 import * as AgentEvent from "../../src/events/AgentEvent.js"
 import * as AiModel from "../../src/model/AiModel.js"
+import * as EmbeddedModel from "../../src/model/EmbeddedModel.js"
 import * as CircuitBreaker from "../../src/policy/CircuitBreaker.js"
 
 /** What one model call does: wait `latency` ms, then answer or fail. */
@@ -129,17 +131,17 @@ describe("AgentService", () => {
     { fastCheck: { numRuns: 25 } }
   )
 
-  it.effect("the permit is not held during a backoff sleep (the seed held it through every retry)", () =>
+  it.effect("issue 6: with concurrency 1, a task in backoff holds nothing: the next task starts while it sleeps (the seed held the permit through every retry)", () =>
     Effect.gen(function*() {
-      // One permit. t0 is overloaded on its first call and retried after a fixed 1 s backoff;
-      // t1 must use the permit while t0 sleeps, not after.
+      // One permit, one task awake. t0 is overloaded on its first call and retried after a
+      // fixed 1 s backoff; t1 must start and use the permit while t0 sleeps, not after.
       const { calls, model, stats } = scriptedModel("m", (prompt, n) =>
         prompt === "p0" && n === 0
           ? { latency: 10, error: new AiModel.Overloaded({ model: "m" }) }
           : { latency: 100 })
       const { results } = yield* runAll(
         model,
-        { concurrency: 2, maxInFlight: 1, retry: { base: "1 second", jitter: "none" } },
+        { concurrency: 1, retry: { base: "1 second", jitter: "none" } },
         tasks(2)
       )
       expect(byId(results).map((r) => [r.id, r.status, r.attempts])).toStrictEqual([["t0", "succeeded", 2], [
@@ -199,7 +201,7 @@ describe("AgentService", () => {
       expect(calls.map((c) => [c.start, c.end])).toStrictEqual([[0, 2000], [2100, 2150]])
     }))
 
-  it.effect("an open breaker fails attempts at once, and its transitions are published", () =>
+  it.effect("issue 6: a refused attempt (CircuitOpen) does not count toward maxAttempts; the task waits asleep and its deadline ends it", () =>
     Effect.gen(function*() {
       const { calls, model } = scriptedModel("m", () => ({ latency: 0, error: new AiModel.Overloaded({ model: "m" }) }))
       const { result, seen } = yield* withEvents(
@@ -211,14 +213,22 @@ describe("AgentService", () => {
         },
         (agent) => Effect.flip(agent.process(new AgentTask({ id: "a", prompt: "p" })))
       )
-      // Two calls trip the breaker at 100 ms; the third attempt (at 300 ms) meets CircuitOpen
-      // without reaching the model, and its retryAfter (59.8 s, within retryAfterMax) is waited
-      // out, so the fourth attempt is the half-open probe at 60.1 s. Attempts count model calls.
-      expect(result.attempts).toBe(3)
+      // Two calls trip the breaker at 100 ms. The third attempt (at 300 ms) meets the open
+      // circuit and waits for it, spending nothing, so the half-open probe at 60.1 s is still
+      // the third attempt; it fails and reopens the circuit until 120.1 s, and the fourth attempt
+      // (at 60.5 s) waits again until the deadline (2 minutes) ends the task.
       expect(calls.map((c) => c.start)).toStrictEqual([0, 100, 60_100])
-      expect(seen.filter(AgentEvent.is("BreakerTransition")).map((e) => [e.breaker, e.from, e.to, e.atMillis]))
-        .toStrictEqual([["m", "Closed", "Open", 100], ["m", "Open", "HalfOpen", 60_100], ["m", "HalfOpen", "Open", 60_100]])
-      expect(result.error._tag).toBe("Overloaded")
+      expect(result).toMatchObject({ attempts: 3, durationMs: 120_000, error: { _tag: "DeadlineExceeded" } })
+      expect(result.error.message).toBe(
+        "no result within 2m (3 attempts); waiting for the circuit of m: circuit open, retry after 59s 600ms; " +
+          "last error Overloaded: m: overloaded"
+      )
+      expect(seen.filter(AgentEvent.is("BreakerTransition")).map((e) => [e.breaker, e.from, e.to, e.atMillis, e.untilMillis]))
+        .toStrictEqual([
+          ["m", "Closed", "Open", 100, 60_100],
+          ["m", "Open", "HalfOpen", 60_100, undefined],
+          ["m", "HalfOpen", "Open", 60_100, 120_100]
+        ])
     }))
 
   it.effect("seed bug 12: a fallback answer is marked degraded and says why the primary failed", () =>
@@ -366,5 +376,245 @@ describe("AgentService", () => {
       )
       expect(results.map((r) => r.attempts)).toStrictEqual([3, 3, 3, 3, 3])
       expect(calls).toHaveLength(15)
+    }))
+})
+
+/**
+ * Issue 6: the whole stack under the faults providers produce every day, at small scale under
+ * TestClock (200 tasks against the embedded provider, seed 7, concurrency 4 — fifty rounds, so
+ * the tail of the last round weighs as little as it does in a large batch — 2 s timeout).
+ */
+describe("AgentService under provider faults (issue 6)", () => {
+  // The first 200 tasks of examples/tasks.jsonl: real prompts, so calls take what they take in
+  // `npm start` (a prompt's answer sets its latency), and faults weigh what they weigh there.
+  const batch = readFileSync(new URL("../../examples/tasks.jsonl", import.meta.url), "utf8")
+    .split("\n")
+    .filter((line) => line.trim() !== "")
+    .slice(0, 200)
+    .map((line) => Schema.decodeUnknownSync(AgentTask)(JSON.parse(line)))
+
+  /** Runs the batch and returns its records, model calls and virtual makespan. */
+  const runBatch = (model: EmbeddedModel.Options, options: AgentService.Options = {}) =>
+    Effect.gen(function*() {
+      let calls = 0
+      let makespan = 0
+      const embedded = yield* EmbeddedModel.make({ seed: 7, ...model })
+      const counted: AiModel.AiModel.Service = {
+        ...embedded,
+        generate: (request) => Effect.suspend(() => (calls++, embedded.generate(request)))
+      }
+      const givenUp = new Map<string, number>()
+      const results = yield* Effect.gen(function*() {
+        const agent = yield* AgentService.AgentService
+        yield* Effect.forkScoped(Stream.runForEach(yield* agent.subscribe, (event) =>
+          Effect.sync(() => {
+            if (event._tag === "RetryGivenUp") givenUp.set(event.reason, (givenUp.get(event.reason) ?? 0) + 1)
+          })))
+        const start = yield* Clock.currentTimeMillis
+        const fiber = yield* agent.processAll(batch).pipe(
+          Stream.tap(() => Effect.map(Clock.currentTimeMillis, (now) => (makespan = now - start))),
+          Stream.runCollect,
+          Effect.fork
+        )
+        yield* TestClock.adjust("1 hour")
+        return Chunk.toReadonlyArray(yield* Fiber.join(fiber))
+      }).pipe(
+        Effect.scoped,
+        Effect.provide(
+          AgentService.layer({ concurrency: 4, timeout: "2 seconds", ...options }).pipe(
+            Layer.provide(Layer.succeed(AiModel.AiModel, counted))
+          )
+        )
+      )
+      return { results, calls, givenUp, makespan, succeeded: results.filter((r) => r._tag === "TaskSucceeded").length }
+    })
+
+  it.effect("20% faults: at least 99% succeed within 2x the fault-free makespan; 40%: every task a record within 3x", () =>
+    Effect.gen(function*() {
+      const clean = yield* runBatch({})
+      expect(clean.succeeded).toBe(200)
+      const twenty = yield* runBatch({ failureRate: 0.2 })
+      expect(twenty.results).toHaveLength(200)
+      expect(twenty.succeeded).toBeGreaterThanOrEqual(198)
+      expect(twenty.makespan).toBeLessThanOrEqual(2 * clean.makespan)
+      const forty = yield* runBatch({ failureRate: 0.4 })
+      expect(forty.results).toHaveLength(200)
+      expect(forty.makespan).toBeLessThanOrEqual(3 * clean.makespan)
+      // what fails at 40% is what four independent attempts cannot avoid (0.4^4 = 2.6%), not the breaker
+      expect(forty.results.filter((r) => r._tag === "TaskFailed" && r.error._tag === "CircuitOpen")).toHaveLength(0)
+      expect(forty.succeeded).toBeGreaterThanOrEqual(190)
+    }), 60_000)
+
+  it.effect("pitfall: the retry budget refuses nothing at 30% transient faults (30% is not a retry storm)", () =>
+    Effect.gen(function*() {
+      // 30% of calls fail at once with a 529, every one charged to the budget
+      const { givenUp, results, succeeded } = yield* runBatch({ failureRate: 0.3, faults: { overloaded: 1 } })
+      expect(results).toHaveLength(200)
+      expect(givenUp.get("budget")).toBeUndefined()
+      // what may fail is what four independent attempts cannot avoid (0.3^4 = 0.8%)
+      expect([...givenUp.keys()].filter((reason) => reason !== "max-attempts")).toStrictEqual([])
+      expect(succeeded).toBe(200 - (givenUp.get("max-attempts") ?? 0))
+      expect(succeeded).toBeGreaterThanOrEqual(198)
+    }), 60_000)
+
+  it.effect("a 5 s outage mid-run: no task fails because of it", () =>
+    Effect.gen(function*() {
+      const { results, succeeded } = yield* runBatch({ outage: { after: "2 seconds", lasting: "5 seconds" } })
+      expect(results).toHaveLength(200)
+      expect(succeeded).toBe(200)
+    }), 60_000)
+
+  it.effect("nothing ever answers: every task fails typed at its deadline (+10%), with fewer calls than 2x the tasks", () =>
+    Effect.gen(function*() {
+      const { calls, makespan, results } = yield* runBatch({ failureRate: 1, faults: { hang: 1 } })
+      expect(results).toHaveLength(200)
+      expect(results.every((r) => r._tag === "TaskFailed")).toBe(true)
+      expect(makespan).toBeLessThanOrEqual(132_000)
+      expect(calls).toBeLessThan(400)
+      const last = results.find((r) => r._tag === "TaskFailed" && r.error._tag === "DeadlineExceeded")
+      expect(last?._tag === "TaskFailed" && last.error.message).toMatch(/waiting for the circuit of embedded: circuit open.*last error ModelTimeout/)
+    }), 60_000)
+
+  it.effect("a 429 storm opens nothing by default, yet is slowed down: calls wait out Retry-After keeping their place", () =>
+    Effect.gen(function*() {
+      // every call is refused with a 1 s Retry-After until 10 s, then answered at once
+      const starts: Array<number> = []
+      const storm: AiModel.AiModel.Service = {
+        name: "m",
+        generate: () =>
+          Effect.flatMap(Clock.currentTimeMillis, (now) => {
+            starts.push(now)
+            return now < 10_000
+              ? Effect.fail(new AiModel.RateLimited({ model: "m", limit: "requests", retryAfter: Duration.seconds(1) }))
+              : Effect.succeed(new AiModel.Completion({
+                text: "ok",
+                finishReason: "stop",
+                usage: new AiModel.Usage({ promptTokens: 1, completionTokens: 1 }),
+                model: "m"
+              }))
+          }),
+        stream: () => Stream.empty
+      }
+      const { result, seen } = yield* withEvents(
+        storm,
+        { concurrency: 4, retry: { maxAttempts: 20, jitter: "none" } },
+        (agent) => Stream.runCollect(agent.processAll(tasks(40)))
+      )
+      expect(seen.filter(AgentEvent.is("BreakerTransition"))).toHaveLength(0)
+      // at most `concurrency` calls per Retry-After while it lasts: 4 tasks keep their places
+      for (let second = 0; second < 10; second++) {
+        expect(starts.filter((t) => t >= second * 1000 && t < (second + 1) * 1000).length).toBeLessThanOrEqual(4)
+      }
+      expect(Chunk.toReadonlyArray(result).every((r) => r._tag === "TaskSucceeded")).toBe(true)
+    }), 60_000)
+})
+
+/** A tracer that keeps every span it makes, with its events, for the tests to read. */
+const recordingTracer = () => {
+  interface Recorded {
+    readonly name: string
+    readonly parent: string | undefined
+    readonly attributes: Map<string, unknown>
+    readonly events: Array<{ readonly name: string; readonly attributes: Record<string, unknown> | undefined }>
+    ended: boolean
+  }
+  const spans: Array<Recorded> = []
+  let next = 0
+  const tracer = Tracer.make({
+    span: (name, parent, context, links, startTime, kind) => {
+      const spanId = `s${++next}`
+      const recorded: Recorded = {
+        name,
+        parent: Option.getOrUndefined(Option.map(parent, (p) => p.spanId)),
+        attributes: new Map(),
+        events: [],
+        ended: false
+      }
+      spans.push(recorded)
+      const span: Tracer.Span = {
+        _tag: "Span",
+        name,
+        spanId,
+        traceId: "trace",
+        parent,
+        context,
+        status: { _tag: "Started", startTime },
+        attributes: recorded.attributes,
+        links,
+        sampled: true,
+        kind,
+        end: () => {
+          recorded.ended = true
+        },
+        attribute: (key, value) => {
+          recorded.attributes.set(key, value)
+        },
+        event: (name, _, attributes) => {
+          recorded.events.push({ name, attributes })
+        },
+        addLinks: () => {}
+      }
+      return span
+    },
+    context: (f) => f()
+  })
+  return { spans, tracer }
+}
+
+describe("AgentService, lean (issue 12)", () => {
+  it.effect("with a tracer: one span per task, the model's own spans beneath it, and an attempt event per call", () =>
+    Effect.gen(function*() {
+      const { spans, tracer } = recordingTracer()
+      const { model } = scriptedModel("m", (_, n) => n === 0 ? { latency: 5, error: new AiModel.Overloaded({ model: "m" }) } : { latency: 5 })
+      const traced: AiModel.AiModel.Service = { ...model, generate: (request) => Effect.withSpan(model.generate(request), "model.generate") }
+      const { result } = yield* withEvents(
+        traced,
+        { retry: { jitter: "none", base: "10 millis" } },
+        (agent) => agent.process(new AgentTask({ id: "a", prompt: "p" }))
+      ).pipe(Effect.withTracer(tracer))
+      expect(result).toMatchObject({ attempts: 2 })
+      const task = spans.filter((s) => s.name === "AgentService.process")
+      expect(task).toHaveLength(1)
+      expect(task[0]!.attributes.get("task.id")).toBe("a")
+      expect(task[0]!.ended).toBe(true)
+      expect(task[0]!.events.map((e) => [e.name, e.attributes?.["attempt"]])).toStrictEqual([["attempt", 1], ["attempt", 2]])
+      const calls = spans.filter((s) => s.name === "model.generate")
+      expect(calls).toHaveLength(2)
+      const taskSpanId = `s${spans.indexOf(task[0]!) + 1}`
+      expect(calls.every((c) => c.parent === taskSpanId)).toBe(true)
+    }))
+
+  it.effect("events are built only for listeners: a subscriber who joins mid-run gets every event from then on", () =>
+    Effect.gen(function*() {
+      const { model } = scriptedModel("m", (prompt, n) =>
+        prompt === "p3" && n === 0 ? { latency: 5, error: new AiModel.Overloaded({ model: "m" }) } : { latency: 10 })
+      yield* Effect.scoped(Effect.gen(function*() {
+        const agent = yield* AgentService.AgentService
+        // nobody listens: no event is asked for
+        expect(agent.bus.hasSubscribers()).toBe(false)
+        const first = yield* Effect.fork(Effect.forEach(tasks(3), agent.process))
+        yield* TestClock.adjust("1 second")
+        yield* Fiber.join(first)
+        const seen: Array<string> = []
+        const events = yield* agent.subscribe
+        yield* Effect.forkScoped(Stream.runForEach(events, (event) => Effect.sync(() => seen.push(`${event._tag}:${"taskId" in event ? event.taskId : ""}`))))
+        const second = yield* Effect.fork(agent.process(new AgentTask({ id: "t3", prompt: "p3" })))
+        yield* TestClock.adjust("10 seconds")
+        yield* Fiber.join(second)
+        yield* Effect.yieldNow()
+        expect(seen).toStrictEqual(["TaskStarted:t3", "RetryScheduled:t3", "TaskFinished:t3"])
+      })).pipe(
+        Effect.provide(AgentService.layer({ retry: { jitter: "none" } }).pipe(Layer.provide(Layer.succeed(AiModel.AiModel, model))))
+      )
+    }))
+
+  it.effect("a record built on the hot path is equal to, and encodes like, one built by its constructor", () =>
+    Effect.gen(function*() {
+      const { model } = scriptedModel("m", () => ({ latency: 7 }))
+      const { result } = yield* withEvents(model, {}, (agent) => agent.process(new AgentTask({ id: "a", prompt: "p" })))
+      const constructed = new TaskSucceeded({ id: "a", output: "m answers p", attempts: 1, model: "m", degraded: false, durationMs: 7 })
+      expect(Equal.equals(result, constructed)).toBe(true)
+      expect(result).toBeInstanceOf(TaskSucceeded)
+      expect(Schema.encodeSync(TaskSucceeded)(result)).toStrictEqual(Schema.encodeSync(TaskSucceeded)(constructed))
     }))
 })

@@ -1,7 +1,6 @@
-import { FileSystem } from "@effect/platform"
-import { NodeContext } from "@effect/platform-node"
+import { SystemError } from "@effect/platform/Error"
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Either, Option } from "effect"
+import { Effect, Either, Fiber, TestClock } from "effect"
 import { TaskFailed, TaskInvalid, TaskSucceeded } from "../../src/agent/AgentTask.js"
 import * as RecordSink from "../../src/cli/RecordSink.js"
 import * as TestStdio from "./TestStdio.js"
@@ -11,11 +10,7 @@ const ok = (id: string) =>
 const okLine = (id: string) =>
   `{"id":"${id}","status":"succeeded","output":"answer ${id}","attempts":1,"model":"embedded","degraded":false,"durationMs":5}`
 
-const withTempDir = <A, E, R>(f: (dir: string, fs: FileSystem.FileSystem) => Effect.Effect<A, E, R>) =>
-  Effect.gen(function*() {
-    const fs = yield* FileSystem.FileSystem
-    return yield* f(yield* fs.makeTempDirectoryScoped(), fs)
-  }).pipe(Effect.scoped, Effect.provide(NodeContext.layer))
+const brokenPipe = new SystemError({ module: "Stream", method: "stdout", reason: "Unknown", description: "write EPIPE" })
 
 describe("RecordSink", () => {
   it.effect("stdout: one JSON line per record, in the contract's shape", () =>
@@ -35,65 +30,35 @@ describe("RecordSink", () => {
       expect(lines.length).toBe(4)
     }))
 
-  it.effect("a file is truncated without append; parent directories are created", () =>
-    withTempDir((dir, fs) =>
-      Effect.gen(function*() {
-        const path = `${dir}/out/nested/results.jsonl`
-        yield* Effect.scoped(Effect.flatMap(RecordSink.file(path, { append: false }), (sink) => sink.write(ok("old"))))
-        yield* Effect.scoped(Effect.flatMap(RecordSink.file(path, { append: false }), (sink) => sink.write(ok("new"))))
-        expect(yield* fs.readFileString(path)).toBe(`${okLine("new")}\n`)
-      })
-    ))
+  it.effect("issue 7.5: a failed write fails with OutputFailed naming stdout and the reason", () =>
+    Effect.gen(function*() {
+      const stdio = TestStdio.make({ failStdout: { after: 1, error: brokenPipe } })
+      const result = yield* Effect.gen(function*() {
+        const sink = yield* RecordSink.stdout
+        yield* sink.write(ok("a"))
+        return yield* Effect.either(sink.write(ok("b")))
+      }).pipe(Effect.provide(stdio.layer))
+      expect(stdio.stdout()).toBe(`${okLine("a")}\n`)
+      expect(Either.isLeft(result) && result.left.message).toBe("cannot write output on stdout: Unknown: write EPIPE")
+    }))
 
-  it.effect("append after a line cut short by a crash: a newline first, so records never share a line", () =>
-    withTempDir((dir, fs) =>
-      Effect.gen(function*() {
-        const path = `${dir}/results.jsonl`
-        const cut = okLine("b").slice(0, 30)
-        yield* fs.writeFileString(path, `${okLine("a")}\n${cut}`)
-        yield* Effect.scoped(Effect.flatMap(RecordSink.file(path, { append: true }), (sink) => sink.write(ok("c"))))
-        expect(yield* fs.readFileString(path)).toBe(`${okLine("a")}\n${cut}\n${okLine("c")}\n`)
-        // a file that ends with a newline gets none added
-        yield* Effect.scoped(Effect.flatMap(RecordSink.file(path, { append: true }), (sink) => sink.write(ok("d"))))
-        expect(yield* fs.readFileString(path)).toBe(`${okLine("a")}\n${cut}\n${okLine("c")}\n${okLine("d")}\n`)
-      })
-    ))
+  it.effect("issue 7.5: a stdout closed at start-up fails before anything is written", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(RecordSink.stdout).pipe(Effect.provide(TestStdio.make({ stdoutClosed: true }).layer))
+      expect(error.message).toMatch(/^cannot write output on stdout: standard output is closed, so every record would be lost/)
+    }))
 
-  it.effect("readResumeSet: ids of task records, lines of invalid records, unreadable lines counted", () =>
-    withTempDir((dir, fs) =>
-      Effect.gen(function*() {
-        const path = `${dir}/results.jsonl`
-        yield* fs.writeFileString(
-          path,
-          [
-            okLine("a"),
-            '{"id":"b","status":"failed","error":{"_tag":"Overloaded","message":"x"},"attempts":4}',
-            '{"line":7,"status":"invalid","error":{"_tag":"InvalidTask","message":"line 7: ..."}}',
-            "",
-            '{"id":"c","status":"succ'
-          ].join("\n")
-        )
-        const resumed = yield* RecordSink.readResumeSet(path)
-        expect([...resumed.ids]).toEqual(["a", "b"])
-        expect([...resumed.lines]).toEqual([7])
-        expect(resumed.unreadableLines).toBe(1)
-        const none = yield* RecordSink.readResumeSet(`${dir}/missing.jsonl`)
-        expect({ ids: [...none.ids], lines: [...none.lines], unreadableLines: none.unreadableLines })
-          .toEqual({ ids: [], lines: [], unreadableLines: 0 })
-      })
-    ))
-
-  it.effect("an output path that cannot be created fails with OutputFailed naming it", () =>
-    withTempDir((dir, fs) =>
-      Effect.gen(function*() {
-        yield* fs.writeFileString(`${dir}/file`, "")
-        const result = yield* Effect.either(
-          Effect.scoped(RecordSink.open(Option.some(`${dir}/file/results.jsonl`), { append: false }))
-        ).pipe(Effect.provide(TestStdio.make().layer))
-        expect(Either.isLeft(result) && result.left._tag).toBe("OutputFailed")
-        expect(Either.isLeft(result) && result.left.message).toMatch(
-          new RegExp(`^cannot write output "${dir}/file/results.jsonl": `)
-        )
-      })
-    ))
+  it.effect("a write is not cut short by interruption: the record lands whole", () =>
+    Effect.gen(function*() {
+      const written: Array<string> = []
+      const sink = yield* RecordSink.make("x", (text) => Effect.andThen(Effect.sleep("1 millis"), () => void written.push(text)))
+      const fiber = yield* Effect.fork(sink.write(ok("a")))
+      yield* Effect.yieldNow()
+      const interrupting = yield* Effect.fork(Fiber.interrupt(fiber))
+      yield* Effect.yieldNow()
+      expect(written).toEqual([])
+      yield* TestClock.adjust("1 millis")
+      yield* Fiber.join(interrupting)
+      expect(written).toEqual([`${okLine("a")}\n`])
+    }))
 })

@@ -1,8 +1,9 @@
 import { FileSystem } from "@effect/platform"
 import { NodeContext } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Exit, Fiber, Layer, Option, Random, TestClock } from "effect"
+import { Cause, Effect, Exit, Fiber, Layer, Option, Random, TestClock } from "effect"
 import * as Cli from "../../src/cli/Cli.js"
+import * as Screen from "./Screen.js"
 import * as TestStdio from "./TestStdio.js"
 
 /** Run `wiz <args>` with the given stdio and the real file system. */
@@ -65,7 +66,7 @@ describe("wiz run", () => {
       })
     ))
 
-  it.effect("--resume after a crash (a record cut short at the end) runs only what is missing; nothing is written twice", () =>
+  it.effect("issue 7.3: --resume after a crash cuts the torn last record off; every task ends with exactly one record", () =>
     withTempDir((dir, fs) =>
       Effect.gen(function*() {
         const ids = Array.from({ length: 10 }, (_, i) => `t${i + 1}`)
@@ -86,13 +87,17 @@ describe("wiz run", () => {
 
         const text = yield* fs.readFileString(`${dir}/out.jsonl`)
         const written = text.split("\n")
-        expect(written.slice(0, 5)).toEqual([...before, cut])
-        const added = parseRecords(written.slice(5).join("\n"))
-        expect(added.map((r) => [r.id, r.status]).sort()).toEqual(
+        expect(written.slice(0, 4)).toEqual(before)
+        // every line is a record (jq would read it), and each task and invalid line has exactly one
+        const all = parseRecords(text)
+        expect(all.map((r) => r.id ?? `line ${r.line}`).sort()).toEqual([...ids, "line 6"].sort())
+        expect(parseRecords(written.slice(4).join("\n")).map((r) => [r.id, r.status]).sort()).toEqual(
           ["t1", "t10", "t3", "t4", "t5", "t6", "t8"].map((id) => [id, "succeeded"])
         )
         expect(text.endsWith("\n")).toBe(true)
-        expect(stdio.stderr()).toContain("wiz: 1 line(s) of the output are not records (cut short by a crash?); their tasks run again\n")
+        expect(stdio.stderr()).toContain(
+          `wiz: the last line of "${dir}/out.jsonl" (line 5, 25 bytes) is a record cut short by a crash; it is cut off and its task runs again\n`
+        )
         expect(stdio.stderr()).toContain("succeeded   7\nfailed      0\ninvalid     0\nskipped     4 (already in the output)\n")
 
         // a second resume finds nothing left to do and writes nothing
@@ -100,6 +105,91 @@ describe("wiz run", () => {
         yield* wiz(again, "run", `${dir}/tasks.jsonl`, "--output", `${dir}/out.jsonl`, "--resume", ...instant)
         expect(yield* fs.readFileString(`${dir}/out.jsonl`)).toBe(text)
         expect(again.stderr()).toContain("succeeded   0\nfailed      0\ninvalid     0\nskipped     11 (already in the output)\n")
+      })
+    ))
+
+  it.effect("issue 7.3: --resume refuses an output with a bad line that is not the last, touching nothing", () =>
+    withTempDir((dir, fs) =>
+      Effect.gen(function*() {
+        yield* fs.writeFileString(`${dir}/tasks.jsonl`, [task("a"), task("b")].join("\n") + "\n")
+        const before = `{"id":"a","status":"succ\n{"id":"x","status":"failed","error":{"_tag":"E","message":"m"},"attempts":1,"durationMs":1}\n`
+        yield* fs.writeFileString(`${dir}/out.jsonl`, before)
+        const stdio = TestStdio.make()
+        const exit = yield* Effect.exit(
+          wiz(stdio, "run", `${dir}/tasks.jsonl`, "--output", `${dir}/out.jsonl`, "--resume", ...instant)
+        )
+        expect(Exit.isFailure(exit) && Cli.exitCode(exit)).toBe(1)
+        yield* Cli.report(Exit.isFailure(exit) ? exit.cause : Cause.empty).pipe(Effect.provide(stdio.layer))
+        expect(stdio.stderr()).toContain(`wiz: output "${dir}/out.jsonl" line 1 is not a record (not valid JSON)`)
+        expect(yield* fs.readFileString(`${dir}/out.jsonl`)).toBe(before)
+      })
+    ))
+
+  it.effect("issue 7.8: lines that are not UTF-8 get invalid records saying so, not a \"duplicate id\"", () =>
+    withTempDir((dir, fs) =>
+      Effect.gen(function*() {
+        const bytes = (text: string) => [...new TextEncoder().encode(text)]
+        yield* fs.writeFile(
+          `${dir}/tasks.jsonl`,
+          Uint8Array.from([
+            ...bytes('{"id":"a'), 0xff, ...bytes('","prompt":"one"}\n'),
+            ...bytes('{"id":"a'), 0xfe, ...bytes('","prompt":"two"}\n'),
+            ...bytes(task("b") + "\n")
+          ])
+        )
+        yield* wiz(TestStdio.make(), "run", `${dir}/tasks.jsonl`, "-o", `${dir}/out.jsonl`, ...instant)
+        const records = parseRecords(yield* fs.readFileString(`${dir}/out.jsonl`))
+        expect(records.filter((r) => r.status === "invalid").map((r) => (r.error as { message: string }).message).sort()).toEqual([
+          "line 1: not valid UTF-8 (byte 0xff at offset 8)",
+          "line 2: not valid UTF-8 (byte 0xfe at offset 8)"
+        ])
+        expect(records.filter((r) => r.status === "succeeded").map((r) => r.id)).toEqual(["b"])
+      })
+    ))
+
+  it.effect("issue 7.4: on a terminal with no -o, records and the progress line never share a row", () =>
+    Effect.gen(function*() {
+      const ids = Array.from({ length: 12 }, (_, i) => `s${i + 1}`)
+      const stdio = TestStdio.make({ stdin: ids.map((id) => task(id)).join("\n"), isTTY: true, stdoutIsTTY: true })
+      const fiber = yield* Effect.fork(
+        wiz(stdio, "run", "--concurrency", "3", "--time-to-first-token", "250ms", "--per-token", "0", "--seed", "1", "-")
+      )
+      while (Option.isNone(yield* Fiber.poll(fiber))) yield* TestClock.adjust("50 millis")
+      const rows = Screen.rows(stdio.terminal())
+      const recordRows = rows.filter((row) => row.includes('{"id"'))
+      expect(recordRows.length).toBe(12)
+      for (const row of recordRows) expect(JSON.parse(row)).toMatchObject({ status: "succeeded" })
+      // the progress line was drawn between records, and ends as the last row before the summary
+      expect(stdio.stderrWrites.filter((text) => text.includes(" retries, ")).length).toBeGreaterThan(12)
+      expect(rows[12]).toMatch(/^\[█{20}\] 12\/12, 0 failed, 0 retries, [\d.]+\/s, ETA 0s$/)
+      expect(rows[13]).toBe("succeeded   12")
+    }))
+
+  it.effect("issue 7.9: the ETA of a resumed run leaves out the tasks it skips, in the rate and in the work left", () =>
+    withTempDir((dir, fs) =>
+      Effect.gen(function*() {
+        const ids = Array.from({ length: 20 }, (_, i) => `r${i + 1}`)
+        yield* fs.writeFileString(`${dir}/tasks.jsonl`, ids.map((id) => task(id)).join("\n") + "\n")
+        // an earlier run answered the last ten
+        const done = (id: string) =>
+          `{"id":"${id}","status":"succeeded","output":"x","attempts":1,"model":"embedded","degraded":false,"durationMs":3}`
+        yield* fs.writeFileString(`${dir}/out.jsonl`, ids.slice(10).map(done).join("\n") + "\n")
+        const stdio = TestStdio.make()
+        const fiber = yield* Effect.fork(
+          wiz(stdio, "run", `${dir}/tasks.jsonl`, "-o", `${dir}/out.jsonl`, "--resume", "--concurrency", "1",
+            "--time-to-first-token", "900ms", "--per-token", "0", "--seed", "1")
+        )
+        while (Option.isNone(yield* Fiber.poll(fiber))) yield* TestClock.adjust("100 millis")
+        // the first plain line, 5 s in: some tasks run at about 1/s (done also counts the skipped
+        // lines already read), and ten minus those are left to run; counting the skipped lines not
+        // reached yet as work left would say ten seconds more
+        const [, shown, rate, eta] = (/^(\d+)\/20 done, 0 failed, 0 retries, ([\d.]+)\/s, ETA (\d+)s\n$/.exec(stdio.stderrWrites[0]!) ?? [])
+          .map(Number)
+        const ran = Math.round(rate! * 5)
+        expect(ran).toBeGreaterThanOrEqual(1)
+        expect(shown).toBeGreaterThanOrEqual(ran)
+        expect(Math.abs(eta! - (10 - ran) / rate!)).toBeLessThanOrEqual(1)
+        expect(stdio.stderr()).toContain("succeeded   10\nfailed      0\ninvalid     0\nskipped     10 (already in the output)\n")
       })
     ))
 
@@ -139,7 +229,7 @@ describe("wiz run", () => {
 
   it.effect("--outage-after/--outage-for trip the breaker (--breaker-open): it opens, half-opens and closes, and every task still succeeds", () =>
     Effect.gen(function*() {
-      const ids = Array.from({ length: 12 }, (_, i) => `o${i + 1}`)
+      const ids = Array.from({ length: 30 }, (_, i) => `o${i + 1}`)
       const stdio = TestStdio.make({ stdin: ids.map((id) => task(id)).join("\n") })
       const fiber = yield* Effect.fork(
         wiz(
@@ -161,15 +251,20 @@ describe("wiz run", () => {
       const records = parseRecords(stdio.stdout())
       expect(records.map((r) => r.id).sort()).toEqual([...ids].sort())
       expect(records.every((r) => r.status === "succeeded")).toBe(true)
-      // the five first tasks: refused by the outage (5 failures in a row open the breaker at 0),
-      // refused by the open breaker without reaching the model, answered once it half-opened
-      // 1 s later (--breaker-open; the default would be 30 s), the last after its own backoff
-      const hit = records.filter((r) => r.attempts === 2)
-      expect(hit.map((r) => r.id).sort()).toEqual(["o1", "o2", "o3", "o4", "o5"])
-      expect(hit.map((r) => Number(r.durationMs)).sort((a, b) => a - b)).toEqual([1000, 1000, 1000, 1000, 1183])
+      // The outage refuses the first calls at once; each refused task sleeps in its backoff and
+      // lets the next one in, so 20 failures (the rate policy's minimum) trip the breaker at 0
+      // (with up to 4 more calls already on the wire). The tasks after that wait on the open
+      // circuit without spending an attempt, and are answered once it half-opens 1 s later
+      // (--breaker-open) and its probe succeeds.
+      const attempts = records.map((r) => Number(r.attempts))
+      const refusedByOutage = attempts.filter((n) => n === 2).length
+      expect(refusedByOutage).toBeGreaterThanOrEqual(20)
+      expect(refusedByOutage).toBeLessThanOrEqual(24)
+      expect(attempts.filter((n) => n === 1)).toHaveLength(30 - refusedByOutage)
+      expect(Math.max(...records.map((r) => Number(r.durationMs)))).toBeLessThan(2000)
       expect(stdio.stderr()).toContain(
-        "succeeded   12\nfailed      0\ninvalid     0\nskipped     0 (already in the output)\n" +
-          "attempts    17 (10 retries)\nbreaker     3 transitions\n"
+        "succeeded   30\nfailed      0\ninvalid     0\nskipped     0 (already in the output)\n" +
+          `attempts    ${30 + refusedByOutage} (${refusedByOutage} retries)\nbreaker     3 transitions\n`
       )
     }))
 })

@@ -42,16 +42,23 @@ describe("Summary", () => {
       for (const [taskId, reason] of [["f1", "max-attempts"], ["f2", "budget"], ["f3", "budget"]] as const) {
         yield* stats.recordEvent(new AgentEvent.RetryGivenUp({ taskId, model: "embedded", reason, attempts: 4, error }))
       }
-      yield* stats.recordEvent(new AgentEvent.BreakerTransition({ breaker: "embedded", from: "closed", to: "open", atMillis: 5 }))
+      yield* stats.recordEvent(new AgentEvent.BreakerTransition({ breaker: "embedded", from: "Closed", to: "Open", atMillis: 5 }))
       yield* stats.recordEvent(new AgentEvent.FallbackUsed({ taskId: "s3", tier: "static", failures: [] }))
       yield* stats.recordEvent(new AgentEvent.TaskFinished({ taskId: "s1", status: "succeeded", attempts: 1, durationMs: 10 }))
 
-      expect(yield* stats.counts).toEqual({ done: 25, failed: 3, retries: 3, finished: 22 })
+      expect(yield* stats.counts).toEqual({
+        done: 25,
+        failed: 3,
+        retries: 3,
+        finished: 22,
+        circuits: [{ breaker: "embedded", state: "open" }]
+      })
       const summary = yield* stats.summary(4000)
       expect(summary).toEqual({
         succeeded: 19,
         failed: 3,
         failedByTag: [["Overloaded", 2], ["ModelTimeout", 1]],
+        neverReachedByTag: [],
         invalid: 2,
         skipped: 1,
         attempts: 18 + 3 + 12,
@@ -86,5 +93,37 @@ describe("Summary", () => {
       expect(summary.p50Millis).toEqual(Option.none())
       expect(summary.throughput).toEqual(Option.none())
       expect(Summary.render(summary)).toContain("latency     --\nthroughput  --\nwall time   0ms\n")
+    }))
+
+  it.effect("issue 6: the summary tells tasks that never reached the model (an open circuit until their deadline) from model errors", () =>
+    Effect.gen(function*() {
+      const stats = yield* Summary.makeStats
+      yield* stats.recordResult(succeeded("s1", 10))
+      yield* stats.recordResult(failed("f1", "Overloaded", 2000, 4))
+      yield* stats.recordResult(failed("f2", "DeadlineExceeded", 120_000, 0))
+      yield* stats.recordResult(failed("f3", "DeadlineExceeded", 120_000, 0))
+      yield* stats.recordResult(failed("f4", "DeadlineExceeded", 120_000, 2))
+      const summary = yield* stats.summary(120_000)
+      expect(summary.failed).toBe(4)
+      expect(summary.failedByTag).toEqual([["DeadlineExceeded", 1], ["Overloaded", 1]])
+      expect(summary.neverReachedByTag).toEqual([["DeadlineExceeded", 2]])
+      expect(Summary.render(summary)).toContain(
+        "failed      4 (DeadlineExceeded 1, Overloaded 1; never reached the model: DeadlineExceeded 2)\n"
+      )
+    }))
+
+  it.effect("issue 6: the circuits that are not closed come from the breaker's transitions, with when an open one probes", () =>
+    Effect.gen(function*() {
+      const stats = yield* Summary.makeStats
+      const transition = (from: string, to: string, atMillis: number, untilMillis?: number) =>
+        stats.recordEvent(
+          new AgentEvent.BreakerTransition({ breaker: "embedded", from, to, atMillis, ...(untilMillis === undefined ? {} : { untilMillis }) })
+        )
+      yield* transition("Closed", "Open", 1_000, 6_000)
+      expect((yield* stats.counts).circuits).toEqual([{ breaker: "embedded", state: "open", probeAtMillis: 6_000 }])
+      yield* transition("Open", "HalfOpen", 6_000)
+      expect((yield* stats.counts).circuits).toEqual([{ breaker: "embedded", state: "half-open" }])
+      yield* transition("HalfOpen", "Closed", 6_200)
+      expect((yield* stats.counts).circuits).toEqual([])
     }))
 })

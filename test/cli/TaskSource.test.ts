@@ -1,7 +1,7 @@
 import { NodeContext } from "@effect/platform-node"
 import { FileSystem } from "@effect/platform"
 import { describe, expect, it } from "@effect/vitest"
-import { Chunk, Effect, Layer, Option, Stream } from "effect"
+import { Chunk, Effect, FastCheck, Layer, Option, Stream } from "effect"
 import * as TaskSource from "../../src/cli/TaskSource.js"
 import * as TestStdio from "./TestStdio.js"
 
@@ -79,6 +79,20 @@ describe("TaskSource", () => {
         .toEqual(["resumed 1", 'invalid 2: line 2: duplicate id "a" (first on line 1)'])
     }))
 
+  it.effect("issue 7.8: a line that is not UTF-8 is invalid and says so, and is not taken for a duplicate id", () =>
+    Effect.gen(function*() {
+      const entries = yield* Stream.runCollect(
+        TaskSource.entries(Stream.make<Array<TaskSource.Line>>(
+          new TaskSource.NotUtf8({ offset: 8, byte: 0xff }),
+          new TaskSource.NotUtf8({ offset: 8, byte: 0xfe })
+        ))
+      )
+      expect(Chunk.toArray(entries).map((entry) => entry._tag === "Invalid" ? entry.error.message : entry._tag)).toEqual([
+        "line 1: not valid UTF-8 (byte 0xff at offset 8)",
+        "line 2: not valid UTF-8 (byte 0xfe at offset 8)"
+      ])
+    }))
+
   it.effect("each run of the stream starts afresh (no ids leak between runs)", () =>
     Effect.gen(function*() {
       const entries = TaskSource.entries(Stream.make('{"id":"a","prompt":"p"}'))
@@ -87,47 +101,94 @@ describe("TaskSource", () => {
       expect(Chunk.toArray(again).map((entry) => entry._tag)).toEqual(["Task"])
     }))
 
-  it.scoped("reads a file as lines (CRLF too) and counts its non-blank lines", () =>
+  it.scoped("reads a file once as lines (CRLF too); the total is exact once read to the end", () =>
     Effect.gen(function*() {
       const fs = yield* FileSystem.FileSystem
       const dir = yield* fs.makeTempDirectoryScoped()
       const path = `${dir}/tasks.jsonl`
       yield* fs.writeFileString(path, '{"id":"a","prompt":"p"}\r\n\r\n{"id":"b","prompt":"q"}\n\n')
-      expect(yield* TaskSource.count(path)).toBe(2)
-      const entries = yield* Stream.runCollect(TaskSource.read(path))
+      const input = yield* TaskSource.open(path)
+      expect(yield* input.total).toEqual(Option.none())
+      const entries = yield* Stream.runCollect(TaskSource.entries(input.lines))
       expect(Chunk.toArray(entries).map((entry) => entry._tag === "Task" ? `${entry.line}:${entry.task.id}` : entry._tag))
         .toEqual(["1:a", "3:b"])
+      expect(yield* input.total).toEqual(Option.some({ lines: 2, estimated: false }))
     }).pipe(Effect.provide(Layer.merge(NodeContext.layer, TestStdio.make().layer))))
 
-  it.effect("- reads stdin", () =>
-    Effect.gen(function*() {
-      const stdio = TestStdio.make({ stdin: '{"id":"s","prompt":"from stdin"}\n{oops\n' })
-      const entries = yield* Stream.runCollect(TaskSource.read("-")).pipe(
-        Effect.provide(Layer.merge(NodeContext.layer, stdio.layer))
-      )
-      expect(Chunk.toArray(entries).map((entry) => entry._tag)).toEqual(["Task", "Invalid"])
-    }))
-
-  it.scoped("total: the non-blank lines of a regular file; none for stdin", () =>
+  it.scoped("issue 7.2: before the end, a regular file's total is estimated from its size and the bytes read", () =>
     Effect.gen(function*() {
       const fs = yield* FileSystem.FileSystem
       const dir = yield* fs.makeTempDirectoryScoped()
-      yield* fs.writeFileString(`${dir}/tasks.jsonl`, '{"id":"a","prompt":"p"}\n\n  \n{oops\n')
-      expect(yield* TaskSource.total(`${dir}/tasks.jsonl`)).toEqual(Option.some(2))
-      expect(yield* TaskSource.total("-")).toEqual(Option.none())
+      const path = `${dir}/tasks.jsonl`
+      // 4,000 lines of 100 bytes: more than one 64 KiB read
+      const line = (i: number) => `{"id":"t${String(i).padStart(5, "0")}","prompt":"${"x".repeat(72)}"}`
+      yield* fs.writeFileString(path, Array.from({ length: 4000 }, (_, i) => line(i)).join("\n") + "\n")
+      expect(line(1).length + 1).toBe(100)
+      const input = yield* TaskSource.open(path)
+      const firstChunk = yield* Stream.runCollect(Stream.take(input.lines, 10))
+      expect(Chunk.size(firstChunk)).toBe(10)
+      const estimate = yield* input.total
+      expect(Option.map(estimate, (t) => t.estimated)).toEqual(Option.some(true))
+      // within 1%: the line cut by the end of the read is not counted yet
+      expect(Option.map(estimate, (t) => Math.abs(t.lines - 4000) <= 40)).toEqual(Option.some(true))
     }).pipe(Effect.provide(Layer.merge(NodeContext.layer, TestStdio.make().layer))))
 
-  it.effect("a missing file or a directory fails with InputUnreadable naming the path, before any read", () =>
+  it.effect("- reads stdin; its total is unknown until the end", () =>
     Effect.gen(function*() {
-      const missing = yield* Effect.flip(TaskSource.total("/no/such/dir/tasks.jsonl"))
+      const stdio = TestStdio.make({ stdin: '{"id":"s","prompt":"from stdin"}\n{oops\n' })
+      yield* Effect.gen(function*() {
+        const input = yield* TaskSource.open("-")
+        expect(yield* input.total).toEqual(Option.none())
+        const entries = yield* Stream.runCollect(TaskSource.entries(input.lines))
+        expect(Chunk.toArray(entries).map((entry) => entry._tag)).toEqual(["Task", "Invalid"])
+        expect(yield* input.total).toEqual(Option.some({ lines: 2, estimated: false }))
+      }).pipe(Effect.scoped, Effect.provide(stdio.layer))
+    }))
+
+  it.effect("a missing file or a directory fails with InputUnreadable naming the path, when opened", () =>
+    Effect.gen(function*() {
+      const missing = yield* Effect.flip(Effect.scoped(TaskSource.open("/no/such/dir/tasks.jsonl")))
       expect(missing.message).toBe(
-        "cannot read input \"/no/such/dir/tasks.jsonl\": NotFound: ENOENT: no such file or directory, stat '/no/such/dir/tasks.jsonl'"
+        "cannot read input \"/no/such/dir/tasks.jsonl\": ENOENT: no such file or directory, open '/no/such/dir/tasks.jsonl'"
       )
-      const directory = yield* Effect.flip(TaskSource.total("/"))
+      const directory = yield* Effect.flip(Effect.scoped(TaskSource.open("/")))
       expect(directory).toEqual(new TaskSource.InputUnreadable({ path: "/", reason: "is a directory" }))
-      // read on its own fails the stream the same way
-      const streamed = yield* Effect.flip(Stream.runDrain(TaskSource.read("/no/such/dir/tasks.jsonl")))
-      expect(streamed._tag).toBe("InputUnreadable")
-      expect(streamed.path).toBe("/no/such/dir/tasks.jsonl")
-    }).pipe(Effect.provide(Layer.merge(NodeContext.layer, TestStdio.make().layer))))
+    }).pipe(Effect.provide(TestStdio.make().layer)))
+
+  describe("splitLines", () => {
+    const encoder = new TextEncoder()
+    const split = (chunks: ReadonlyArray<Uint8Array>) =>
+      Stream.runCollect(TaskSource.splitLines(Stream.fromIterable(chunks))).pipe(Effect.map(Chunk.toArray))
+
+    it.effect("issue 7.8: a line that is not UTF-8 says where, instead of a replacement character", () =>
+      Effect.gen(function*() {
+        const bytes = Uint8Array.from([...encoder.encode('{"id":"a'), 0xff, ...encoder.encode('"}\n{"id":"a'), 0xfe, ...encoder.encode('"}')])
+        expect(yield* split([bytes])).toEqual([
+          new TaskSource.NotUtf8({ offset: 8, byte: 0xff }),
+          new TaskSource.NotUtf8({ offset: 8, byte: 0xfe })
+        ])
+        // overlong, surrogate and truncated sequences are refused too; real multi-byte text is kept
+        expect(yield* split([Uint8Array.from([0x61, 0xc0, 0x80])])).toEqual([new TaskSource.NotUtf8({ offset: 1, byte: 0xc0 })])
+        expect(yield* split([Uint8Array.from([0xed, 0xa0, 0x80])])).toEqual([new TaskSource.NotUtf8({ offset: 0, byte: 0xed })])
+        expect(yield* split([Uint8Array.from([0x61, 0x62, 0xe2, 0x82])])).toEqual([new TaskSource.NotUtf8({ offset: 2, byte: 0xe2 })])
+        expect(yield* split([encoder.encode("héllo €😀\r\n")])).toEqual(["héllo €😀"])
+      }))
+
+    it.effect("a byte-order mark is dropped at the start of the input only", () =>
+      Effect.gen(function*() {
+        expect(yield* split([Uint8Array.from([0xef, 0xbb, 0xbf, 0x61, 0x0a, 0xef, 0xbb, 0xbf, 0x62])])).toEqual(["a", "\ufeffb"])
+      }))
+
+    it.effect.prop(
+      "chunk boundaries anywhere (inside a character, between \\r and \\n) give the same lines",
+      [FastCheck.array(FastCheck.integer({ min: 0, max: 60 }), { maxLength: 8 })],
+      ([cuts]) =>
+        Effect.gen(function*() {
+          const bytes = encoder.encode('{"id":"é"}\r\n\n😀 line\r\nlast €')
+          const points = [...new Set(cuts.map((c) => c % (bytes.length + 1)))].sort((a, b) => a - b)
+          const chunks = [0, ...points].map((from, i) => bytes.subarray(from, [...points, bytes.length][i]))
+          expect(yield* split(chunks)).toEqual(['{"id":"é"}', "", "😀 line", "last €"])
+        })
+    )
+  })
 })

@@ -1,38 +1,71 @@
 /**
- * A `Stdio` for tests: stdin from a string, stdout and stderr collected in memory.
+ * A `Stdio` for tests: stdin from a string (or bytes), stdout and stderr collected in memory.
+ * `terminal` collects both in the order they were written, as one screen would show them.
  */
-import { Effect, Layer, Stream } from "effect"
+import type { PlatformError } from "@effect/platform/Error"
+import { Effect, Layer, Option, Stream } from "effect"
+import type { FileId } from "../../src/cli/FileId.js"
 import { Stdio } from "../../src/cli/Stdio.js"
 
 export interface TestStdio {
   readonly layer: Layer.Layer<Stdio>
   readonly stdout: () => string
   readonly stderr: () => string
+  /** stdout and stderr interleaved as written. */
+  readonly terminal: () => string
   /** Each stderr write, in order. */
   readonly stderrWrites: ReadonlyArray<string>
 }
 
-export const make = (options: { readonly stdin?: string; readonly isTTY?: boolean } = {}): TestStdio => {
+export interface Options {
+  readonly stdin?: string | Uint8Array
+  /** stderr is a terminal. */
+  readonly isTTY?: boolean
+  /** stdout is a terminal. */
+  readonly stdoutIsTTY?: boolean
+  readonly stdoutClosed?: boolean
+  readonly stdinFile?: FileId
+  readonly stdoutFile?: FileId
+  /** Fail stdout writes from the nth one on (0-based), with this error. */
+  readonly failStdout?: { readonly after: number; readonly error: PlatformError }
+}
+
+export const make = (options: Options = {}): TestStdio => {
   const out: Array<string> = []
   const err: Array<string> = []
+  const screen: Array<string> = []
+  const stdin = typeof options.stdin === "string" || options.stdin === undefined
+    ? new TextEncoder().encode(options.stdin ?? "")
+    : options.stdin
+  let stdoutWrites = 0
   return {
     layer: Layer.succeed(
       Stdio,
       Stdio.of({
-        stdin: Stream.make(new TextEncoder().encode(options.stdin ?? "")),
+        stdin: Stream.make(stdin),
         stdout: (text) =>
-          Effect.sync(() => {
+          Effect.suspend(() => {
+            const failure = options.failStdout
+            if (failure !== undefined && stdoutWrites++ >= failure.after) return Effect.fail(failure.error)
             out.push(text)
+            screen.push(text)
+            return Effect.void
           }),
         stderr: (text) =>
           Effect.sync(() => {
             err.push(text)
+            screen.push(text)
           }),
-        stderrIsTTY: options.isTTY ?? false
+        stdoutIsTTY: options.stdoutIsTTY ?? false,
+        stderrIsTTY: options.isTTY ?? false,
+        stdoutClosed: options.stdoutClosed ?? false,
+        stdinFile: Option.fromNullable(options.stdinFile),
+        stdoutFile: Option.fromNullable(options.stdoutFile)
       })
     ),
     stdout: () => out.join(""),
     stderr: () => err.join(""),
+    terminal: () => screen.join(""),
     stderrWrites: err
   }
 }

@@ -268,6 +268,8 @@ describe("Bulkhead", () => {
        */
       readonly gap: number
       readonly latency: number
+      /** Held through `takePermits` in a scope instead of `withPermits`: the same queue and bound. */
+      readonly scoped: boolean
     }
 
     /** What a strict FIFO bulkhead with a bounded queue does: each task's start time, or "full". */
@@ -314,7 +316,8 @@ describe("Bulkhead", () => {
           fc.record({
             permits: fc.integer({ min: 1, max: permits }),
             gap: fc.integer({ min: 0, max: 5 }).map((n) => n * 10),
-            latency: fc.integer({ min: 1, max: 10 }).map((n) => n * 10 + 0.25)
+            latency: fc.integer({ min: 1, max: 10 }).map((n) => n * 10 + 0.25),
+            scoped: fc.boolean()
           }),
           { minLength: 1, maxLength: 20 }
         )
@@ -322,7 +325,7 @@ describe("Bulkhead", () => {
     )
 
     it.effect.prop(
-      "BulkheadFull exactly when the queue is full: never a caller too early, never one too many waiting",
+      "BulkheadFull exactly when the queue is full: never a caller too early, never one too many waiting (withPermits and takePermits alike)",
       { scenario },
       ({ scenario: { arrivals, maxQueued, permits } }) =>
         Effect.gen(function* () {
@@ -332,9 +335,12 @@ describe("Bulkhead", () => {
           yield* TestClock.adjust(5)
           for (const arrival of arrivals) {
             yield* TestClock.adjust(arrival.gap)
-            fibers.push(yield* Effect.fork(bulkhead.withPermits(arrival.permits)(
-              Effect.zipLeft(Clock.currentTimeMillis, Effect.sleep(arrival.latency))
-            )))
+            const task = Effect.zipLeft(Clock.currentTimeMillis, Effect.sleep(arrival.latency))
+            fibers.push(yield* Effect.fork(
+              arrival.scoped
+                ? Effect.scoped(Effect.zipRight(bulkhead.takePermits(arrival.permits), task))
+                : bulkhead.withPermits(arrival.permits)(task)
+            ))
             yield* settle
             const stats = yield* bulkhead.stats
             maxWaiting = Math.max(maxWaiting, stats.queued)
@@ -404,4 +410,69 @@ describe("Bulkhead", () => {
         }
       }))
   })
+
+  it.effect("takePermits holds the permits until its scope closes, in the same FIFO queue as withPermits", () =>
+    Effect.gen(function* () {
+      const bulkhead = yield* Bulkhead.make({ permits: 2 })
+      const order: Array<string> = []
+      const held = (name: string, n: number, millis: number) =>
+        Effect.fork(Effect.scoped(Effect.gen(function* () {
+          yield* bulkhead.takePermits(n)
+          order.push(`${name}@${yield* Clock.currentTimeMillis}`)
+          yield* Effect.sleep(millis)
+        })))
+      const a = yield* held("a", 2, 100)
+      yield* settle
+      const b = yield* Effect.fork(bulkhead.withPermit(Effect.flatMap(Clock.currentTimeMillis, (t) => Effect.sync(() => order.push(`b@${t}`)))))
+      yield* settle
+      const c = yield* held("c", 1, 10)
+      yield* settle
+      expect(yield* bulkhead.waiting).toBe(2)
+      yield* TestClock.adjust(110)
+      yield* Fiber.join(Fiber.zip(a, Fiber.zip(b, c)))
+      expect(order).toEqual(["a@0", "b@100", "c@100"])
+      expect(yield* bulkhead.available).toBe(2)
+    }))
+
+  it.effect("takePermits under a timeout: the waiter gives up at the deadline and leaves nothing behind", () =>
+    Effect.gen(function* () {
+      const bulkhead = yield* Bulkhead.make({ permits: 1 })
+      const holder = yield* Effect.fork(bulkhead.withPermit(Effect.sleep(1000)))
+      yield* settle
+      const waiter = yield* Effect.fork(Effect.scoped(
+        Effect.timeoutFail(bulkhead.takePermits(1), { duration: 300, onTimeout: () => "timed out" })
+      ))
+      yield* TestClock.adjust(299)
+      expect(yield* bulkhead.waiting).toBe(1)
+      yield* TestClock.adjust(1)
+      expect(yield* Effect.flip(Fiber.join(waiter))).toBe("timed out")
+      expect(yield* bulkhead.waiting).toBe(0)
+      yield* TestClock.adjust(700)
+      yield* Fiber.join(holder)
+      expect(yield* bulkhead.available).toBe(1)
+      const exit = yield* Effect.exit(Effect.scoped(bulkhead.takePermits(2)))
+      expect(exit).toEqual(Exit.die(new RangeError("Bulkhead: cannot take 2 permits of 1")))
+    }))
+
+  it.effect("takePermits on a bounded bulkhead: counted in stats, BulkheadFull when the queue is full, an interrupted waiter leaves its place", () =>
+    Effect.gen(function* () {
+      const bulkhead = yield* Bulkhead.make({ permits: 1, maxQueued: 3 })
+      const scoped = <A, E, R>(self: Effect.Effect<A, E, R>) =>
+        Effect.scoped(Effect.zipRight(bulkhead.takePermits(1), self))
+      const holder = yield* Effect.fork(scoped(Effect.sleep("1 second")))
+      const waiter = yield* Effect.fork(scoped(Effect.void))
+      yield* settle
+      expect(yield* bulkhead.stats).toEqual({ permits: 1, available: 0, active: 1, queued: 1, maxQueued: 3 })
+      const others = yield* Effect.fork(Effect.all([scoped(Effect.never), scoped(Effect.never)], { concurrency: "unbounded" }))
+      yield* settle
+      const full = yield* Effect.flip(Effect.scoped(bulkhead.takePermits(1)))
+      expect(full).toEqual(new Bulkhead.BulkheadFull({ permits: 1, maxQueued: 3 }))
+      yield* Fiber.interrupt(others)
+      expect((yield* bulkhead.stats).queued).toBe(1)
+      yield* TestClock.adjust("1 second")
+      yield* Fiber.join(Fiber.zip(holder, waiter))
+      expect(yield* bulkhead.stats).toEqual({ permits: 1, available: 1, active: 0, queued: 0, maxQueued: 3 })
+      yield* interruptedWaiterScenario(scoped, bulkhead.waiting)
+      expect(yield* bulkhead.stats).toEqual({ permits: 1, available: 1, active: 0, queued: 0, maxQueued: 3 })
+    }))
 })

@@ -1,20 +1,21 @@
 /**
  * The scenario every one-permit FIFO limiter must pass: a holder and three waiters; the middle
- * waiter is interrupted; the others are admitted in arrival order, one permit-time apart, and
- * nothing leaks. Shared by the Bulkhead and AdaptiveLimit tests.
+ * waiter is interrupted; the others are admitted in arrival order, one permit-time apart (times
+ * from the scenario's start), and nothing leaks. Shared by the Bulkhead and AdaptiveLimit tests.
  */
 import { expect } from "@effect/vitest"
 import { Clock, Effect, Exit, Fiber, TestClock } from "effect"
 
 export const interruptedWaiterScenario = (
-  withPermit: <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>,
+  withPermit: <A, E>(self: Effect.Effect<A, E>) => Effect.Effect<A, unknown>,
   waiting: Effect.Effect<number>
 ) =>
   Effect.gen(function* () {
     const admitted: Array<string> = []
+    const t0 = yield* Clock.currentTimeMillis
     const start = (name: string) =>
       Effect.fork(withPermit(Effect.zipRight(
-        Effect.flatMap(Clock.currentTimeMillis, (t) => Effect.sync(() => admitted.push(`${name}@${t}`))),
+        Effect.flatMap(Clock.currentTimeMillis, (t) => Effect.sync(() => admitted.push(`${name}@${t - t0}`))),
         Effect.sleep("1 second")
       )))
     const fibers = []

@@ -59,6 +59,9 @@ describe("AiModel", () => {
       new AiModel.RateLimited({ model: "m", limit: "inputTokens", retryAfter: Duration.millis(1500), rateLimits }),
       new AiModel.RateLimited({ model: "m", limit: "requests" }),
       new AiModel.Overloaded({ model: "m" }),
+      new AiModel.Overloaded({ model: "m", retryAfter: Duration.seconds(2) }),
+      new AiModel.ProviderError({ model: "m", status: 500, reason: "x", retryAfter: Duration.millis(250), retryable: false }),
+      new AiModel.InvalidRequest({ model: "m", reason: "too long", contextLengthExceeded: true }),
       new AiModel.ModelTimeout({ model: "m", timeout: Duration.seconds(30) }),
       new AiModel.Unavailable({ model: "m", reason: "ECONNREFUSED" }),
       new AiModel.ProviderError({ model: "m", status: 502, reason: "bad gateway" }),
@@ -83,5 +86,22 @@ describe("AiModel", () => {
     expect(AiModel.isPermanent(new AiModel.QuotaExhausted({ model: "m", reason: "x" }))).toBe(true)
     expect(AiModel.isPermanent(new Error("plain"))).toBe(false)
     expect(AiModel.isPermanent("InvalidRequest")).toBe(false)
+  })
+
+  it("make says whether the model continues an answer: only when told so", () => {
+    const generate = () => Effect.die("unused")
+    expect(AiModel.make({ name: "m", generate }).supportsContinuation).toBeUndefined()
+    expect(AiModel.make({ name: "m", generate, supportsContinuation: true }).supportsContinuation).toBe(true)
+    expect(new AiModel.CompletionRequest({ prompt: "p", maxTokens: 1, continuation: "The" }).continuation).toBe("The")
+  })
+
+  it("x-should-retry: a ProviderError the provider marked retryable: false is permanent; true or unsaid stays transient", () => {
+    const error = (retryable?: boolean) =>
+      new AiModel.ProviderError({ model: "m", status: 500, reason: "x", ...(retryable === undefined ? {} : { retryable }) })
+    expect(AiModel.isPermanent(error(false))).toBe(true)
+    expect(AiModel.isTransient(error(false))).toBe(false)
+    expect(AiModel.isTransient(error(true))).toBe(true)
+    expect(AiModel.isTransient(error())).toBe(true)
+    expect(new AiModel.Overloaded({ model: "m", retryAfter: Duration.seconds(3) }).message).toBe("m: overloaded, retry after 3s")
   })
 })

@@ -337,7 +337,8 @@ describe("EmbeddedModel", () => {
       const tooLong = yield* Effect.flip(model.generate(request(article, 20)))
       expect(tooLong).toEqual(new AiModel.InvalidRequest({
         model: "embedded",
-        reason: "prompt (81 tokens) + maxTokens (20) = 101 tokens, more than the context window of 100"
+        reason: "prompt (81 tokens) + maxTokens (20) = 101 tokens, more than the context window of 100",
+        contextLengthExceeded: true
       }))
       expect(yield* Effect.flip(collect(model.stream(request(article, 20))))).toEqual(tooLong)
       expect((yield* model.generate(request(article, 19))).usage.promptTokens).toBe(81)
@@ -433,6 +434,51 @@ describe("EmbeddedModel", () => {
       }))
   })
 
+  describe("tokensPerMinute with continuations and mid-stream faults", () => {
+    const tpmModel = (tokensPerMinute: number, extra: EmbeddedModel.Options = {}) =>
+      EmbeddedModel.make({ ...instant, seed: 1, tokensPerMinute, ...extra })
+    const continued = (continuation: string, maxTokens = 200) =>
+      new AiModel.CompletionRequest({ prompt: article, maxTokens, continuation })
+    const tokensLeft = (model: AiModel.AiModel.Service) =>
+      Effect.map(model.generate(request("one thing.", 10)), (completion) =>
+        completion.rateLimits!.tokens!.remaining! + completion.usage.promptTokens + completion.usage.completionTokens)
+
+    it.effect("a continuation's tokens are charged as prompt: admitted at prompt + continuation + maxTokens, settled at what it used", () =>
+      Effect.gen(function* () {
+        const delivered = summary.slice(0, 60)
+        const extra = Tokenizer.count(delivered)
+        // 81 + 200 fits in 290 without the continuation, not with its 17 tokens
+        expect(extra).toBe(17)
+        const tight = yield* tpmModel(290)
+        expect((yield* tight.generate(request(article, 200))).text).toBe(summary)
+        expect(yield* Effect.flip(tight.generate(continued(delivered)))).toEqual(new AiModel.InvalidRequest({
+          model: "embedded",
+          reason: "prompt (98 tokens) + maxTokens (200) = 298 tokens, more than the limit of 290 tokens per minute"
+        }))
+        const model = yield* tpmModel(600)
+        const completion = yield* model.generate(continued(delivered))
+        expect(delivered + completion.text).toBe(summary)
+        expect(completion.usage.promptTokens).toBe(81 + extra)
+        expect(completion.rateLimits?.tokens?.remaining).toBe(600 - completion.usage.promptTokens - completion.usage.completionTokens)
+        // a continuation that is not the answer's start gives back all it was charged
+        const fresh = yield* tpmModel(600)
+        expect((yield* Effect.flip(fresh.generate(continued("Something else"))))._tag).toBe("InvalidRequest")
+        expect(yield* tokensLeft(fresh)).toBe(600)
+      }))
+
+    it.effect("a stream that breaks mid-way is charged the tokens it delivered and refunded the rest (error and early end alike)", () =>
+      Effect.gen(function* () {
+        for (const midStreamFailure of ["error", "end"] as const) {
+          const model = yield* tpmModel(600, { seed: 3, midStreamFailureRate: 1, midStreamFailure })
+          const seen: Array<AiModel.CompletionChunk> = []
+          yield* Effect.exit(Stream.runForEach(model.stream(request(article, 200)), (chunk) => Effect.sync(() => void seen.push(chunk))))
+          const delivered = seen.reduce((sum, chunk) => sum + Tokenizer.count(chunk.delta), 0)
+          expect(delivered).toBeGreaterThan(0)
+          expect(yield* tokensLeft(model)).toBe(600 - 81 - delivered)
+        }
+      }))
+  })
+
   describe("capacity", () => {
     // jitter 0: 100 ms to the first token, 10 ms a token; "Alpha beta." answers 11 tokens: 210 ms
     const slow = { seed: 1, jitter: 0, timeToFirstToken: "100 millis", perToken: "10 millis" } as const
@@ -485,6 +531,72 @@ describe("EmbeddedModel", () => {
         yield* settle
         yield* Fiber.interrupt(after) // would be Overloaded (more than 2 × 1) had the first not left
         expect(Exit.isInterrupted(yield* Fiber.await(after))).toBe(true)
+      }))
+  })
+
+  describe("continuation and mid-stream faults (for streaming answers)", () => {
+    const deltas = (chunks: ReadonlyArray<AiModel.CompletionChunk>) => chunks.map((chunk) => chunk.delta).join("")
+
+    it.effect("a continuation is answered with what follows it, so delivered + continued text is the uninterrupted answer", () =>
+      Effect.gen(function* () {
+        const model = yield* EmbeddedModel.make({ ...instant, seed: 1 })
+        expect(model.supportsContinuation).toBe(true)
+        const whole = yield* collect(model.stream(request(article)))
+        // after every chunk boundary, and in the middle of a word
+        const cuts = [...whole.keys()].map((i) => deltas(whole.slice(0, i + 1))).concat([summary.slice(0, 10)])
+        for (const delivered of cuts) {
+          const rest = yield* collect(model.stream(new AiModel.CompletionRequest({ prompt: article, maxTokens: 100, continuation: delivered })))
+          expect(delivered + deltas(rest)).toBe(summary)
+          const final = rest[rest.length - 1]!
+          expect(final.finishReason).toBe("stop")
+          expect(final.usage?.completionTokens).toBe(Tokenizer.count(summary.slice(delivered.length)))
+          expect(final.usage?.promptTokens).toBe(Tokenizer.count(article) + Tokenizer.count(delivered))
+        }
+        const generated = yield* model.generate(new AiModel.CompletionRequest({ prompt: article, maxTokens: 100, continuation: summary.slice(0, 30) }))
+        expect(summary.slice(0, 30) + generated.text).toBe(summary)
+      }))
+
+    it.effect("maxTokens bounds the whole answer, the continuation included: a continued answer ends where the uninterrupted one does", () =>
+      Effect.gen(function* () {
+        const model = yield* EmbeddedModel.make({ ...instant, seed: 1 })
+        const cut = yield* model.generate(request(article, 19))
+        const rest = yield* collect(model.stream(new AiModel.CompletionRequest({ prompt: article, maxTokens: 19, continuation: cut.text.slice(0, 12) })))
+        expect(cut.text.slice(0, 12) + deltas(rest)).toBe(cut.text)
+        expect(rest[rest.length - 1]!.finishReason).toBe("length")
+      }))
+
+    it.effect("a continuation that is not the start of its own answer fails with InvalidRequest", () =>
+      Effect.gen(function* () {
+        const model = yield* EmbeddedModel.make({ ...instant, seed: 1 })
+        const exit = yield* Effect.exit(collect(model.stream(new AiModel.CompletionRequest({ prompt: article, maxTokens: 100, continuation: "Something else" }))))
+        expect(exit).toEqual(Exit.fail(new AiModel.InvalidRequest({ model: "embedded", reason: "the continuation is not the start of this model's answer" })))
+      }))
+
+    it.effect("midStreamFailureRate: a stream breaks after at least one chunk and before its final one (Unavailable, or an early end); generate is never cut", () =>
+      Effect.gen(function* () {
+        const broken = yield* EmbeddedModel.make({ ...instant, seed: 3, midStreamFailureRate: 1 })
+        const ended = yield* EmbeddedModel.make({ ...instant, seed: 3, midStreamFailureRate: 1, midStreamFailure: "end" })
+        const whole = yield* collect((yield* EmbeddedModel.make({ ...instant, seed: 3 })).stream(request(article)))
+        for (let i = 0; i < 20; i++) {
+          const seen: Array<AiModel.CompletionChunk> = []
+          const exit = yield* Effect.exit(Stream.runForEach(broken.stream(request(article)), (chunk) => Effect.sync(() => void seen.push(chunk))))
+          expect(exit).toEqual(Exit.fail(new AiModel.Unavailable({ model: "embedded", reason: "connection lost mid-stream" })))
+          expect(seen.length >= 1 && seen.length < whole.length).toBe(true)
+          expect(summary.startsWith(deltas(seen))).toBe(true)
+          const early = yield* collect(ended.stream(request(article)))
+          expect(early.length >= 1 && early.length < whole.length && early.every((chunk) => chunk.finishReason === undefined)).toBe(true)
+        }
+        expect((yield* broken.generate(request(article))).text).toBe(summary)
+      }))
+
+    it.effect("mid-stream faults add draws after the others: with them on, every start fault and latency is what it was", () =>
+      Effect.gen(function* () {
+        const run = (midStreamFailureRate: number) =>
+          Effect.gen(function* () {
+            const model = yield* EmbeddedModel.make({ ...faulty, seed: 7, midStreamFailureRate })
+            return yield* inVirtualTime(Effect.forEach(Array.from({ length: 12 }), () => timed(model.generate(request(article)))))
+          })
+        expect(yield* run(0.5)).toEqual(yield* run(0))
       }))
   })
 })

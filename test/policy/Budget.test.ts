@@ -43,11 +43,11 @@ describe("Budget", () => {
       expect(yield* budget.available).toBe(1)
     }))
 
-  it.effect("defaults: ratio 0.1, 1 per second over 10 seconds", () =>
+  it.effect("defaults (Linkerd, Finagle): ratio 0.2, 10 per second over 10 seconds", () =>
     Effect.gen(function*() {
       const budget = yield* Budget.make()
       yield* repeat(20, budget.recordRequest)
-      expect(yield* budget.available).toBe(12)
+      expect(yield* budget.available).toBe(104)
     }))
 
   it.effect("pitfall: never forgets old failures: the window slides and old traffic is forgotten", () =>
@@ -92,7 +92,7 @@ describe("Budget", () => {
         new RangeError("Budget: ratio must be >= 0 and window > 0 (got -1, 10000 ms)")
       )
       expect(yield* defect({ window: 0 })).toStrictEqual(
-        new RangeError("Budget: ratio must be >= 0 and window > 0 (got 0.1, 0 ms)")
+        new RangeError("Budget: ratio must be >= 0 and window > 0 (got 0.2, 0 ms)")
       )
     }))
 })

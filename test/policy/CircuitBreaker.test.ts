@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Cause, Chunk, Deferred, Duration, Effect, Exit, Fiber, Option, Schedule, Schema, Stream, TestClock } from "effect"
+import { Cause, Chunk, Clock, Deferred, Duration, Effect, Exit, Fiber, Option, Schedule, Schema, Stream, TestClock } from "effect"
 import * as FastCheck from "effect/FastCheck"
-import { InvalidRequest, Overloaded } from "../../src/model/AiModel.js"
+import { AuthenticationFailed, InvalidRequest, Overloaded, RateLimited } from "../../src/model/AiModel.js"
 import * as CircuitBreaker from "../../src/policy/CircuitBreaker.js"
 
 const overloaded = new Overloaded({ model: "m" })
@@ -379,22 +379,32 @@ describe("CircuitBreaker", () => {
       expect(yield* breaker.state).toBe("Open")
     }))
 
-  it.effect("defaults: consecutive(5), 30 s open, one probe; invalid options are a RangeError", () =>
+  it.effect("defaults: 50% of the last 100 calls (at least 20), 5 s open, one probe; invalid options are a RangeError", () =>
     Effect.gen(function*() {
       const breaker = yield* CircuitBreaker.make()
-      for (let i = 0; i < 4; i++) yield* Effect.exit(breaker.execute(Effect.fail(overloaded)))
-      yield* breaker.execute(Effect.void)
-      for (let i = 0; i < 4; i++) yield* Effect.exit(breaker.execute(Effect.fail(overloaded)))
+      const fail = Effect.exit(breaker.execute(Effect.fail(overloaded)))
+      // 19 failures in a row: below minimumCalls, still closed
+      for (let i = 0; i < 19; i++) yield* fail
       expect(yield* breaker.state).toBe("Closed")
-      yield* Effect.exit(breaker.execute(Effect.fail(overloaded)))
+      yield* fail
       const open = rejection(yield* Effect.exit(breaker.execute(Effect.void)))
       expect(open.breaker).toBe("CircuitBreaker")
-      expect(Duration.toMillis(open.retryAfter)).toBe(30_000)
+      expect(Duration.toMillis(open.retryAfter)).toBe(5_000)
+      yield* TestClock.adjust("5 seconds")
+      yield* breaker.execute(Effect.void)
+      expect(yield* breaker.state).toBe("Closed")
+      // 49 of the last 100 failed: closed; the 50th of the last 100 trips it
+      for (let i = 0; i < 51; i++) yield* breaker.execute(Effect.void)
+      for (let i = 0; i < 49; i++) yield* fail
+      expect(yield* breaker.state).toBe("Closed")
+      yield* fail
+      expect(yield* breaker.state).toBe("Open")
       for (
         const options of [
           { tripPolicy: CircuitBreaker.consecutive(0) },
           { tripPolicy: CircuitBreaker.rate({ threshold: 0 }) },
           { tripPolicy: CircuitBreaker.rate({ threshold: 0.5, window: 0 }) },
+          { tripPolicy: CircuitBreaker.rate({ threshold: 0.5, calls: 10, minimumCalls: 11 }) },
           { halfOpen: { probes: 1.5 } },
           { halfOpen: { successesToClose: 0 } }
         ]
@@ -403,6 +413,130 @@ describe("CircuitBreaker", () => {
         expect(Exit.isFailure(exit) && Cause.dieOption(exit.cause).pipe(Option.exists((e) => e instanceof RangeError)))
           .toBe(true)
       }
+    }))
+
+  it.effect("issue 6: at 20% independent faults with fast failures arriving in runs, the default never trips", () =>
+    Effect.gen(function*() {
+      // 2,000 outcomes, 20% failures, shuffled so that failures come in runs of up to 8:
+      // consecutive(5) would trip many times; a 50% rate over the last 100 never does.
+      let opens = 0
+      let consecutiveOpens = 0
+      const breaker = yield* CircuitBreaker.make({ onTransition: (t) => t.to === "Open" && opens++ })
+      const consecutive = yield* CircuitBreaker.make({
+        tripPolicy: CircuitBreaker.consecutive(5),
+        openDuration: 0,
+        onTransition: (t) => t.to === "Open" && consecutiveOpens++
+      })
+      let i = 0
+      while (i < 2_000) {
+        const run = 1 + (i * 7919) % 8
+        for (let k = 0; k < run && i < 2_000; k++, i++) {
+          yield* Effect.exit(breaker.execute(Effect.fail(overloaded)))
+          yield* Effect.exit(consecutive.execute(Effect.fail(overloaded)))
+        }
+        for (let k = 0; k < run * 4 && i < 2_000; k++, i++) {
+          yield* breaker.execute(Effect.void)
+          yield* Effect.exit(consecutive.execute(Effect.void))
+        }
+        yield* TestClock.adjust("100 millis")
+      }
+      expect(opens).toBe(0)
+      expect(consecutiveOpens).toBeGreaterThan(10)
+    }))
+
+  it.effect("a 429 (RateLimited) and permanent errors are no failures by default: a 429 storm opens nothing", () =>
+    Effect.gen(function*() {
+      const breaker = yield* CircuitBreaker.make()
+      const limited = new RateLimited({ model: "m", limit: "requests", retryAfter: Duration.seconds(1) })
+      const denied = new AuthenticationFailed({ model: "m", status: 401, reason: "bad key" })
+      for (let i = 0; i < 200; i++) {
+        yield* Effect.exit(breaker.execute(Effect.fail(i % 2 === 0 ? limited : denied)))
+      }
+      expect(yield* breaker.state).toBe("Closed")
+    }))
+
+  it.effect("executeWaiting: an open circuit makes the caller wait, not fail; it runs when the circuit closes", () =>
+    Effect.gen(function*() {
+      const breaker = yield* CircuitBreaker.make({ tripPolicy: CircuitBreaker.consecutive(1), openDuration: "5 seconds" })
+      yield* Effect.exit(breaker.execute(Effect.fail(overloaded)))
+      const waits: Array<number> = []
+      const around: CircuitBreaker.WaitHook = (wait, refused) =>
+        Effect.zipRight(Effect.sync(() => waits.push(Duration.toMillis(refused.retryAfter))), wait)
+      let started = 0
+      const call = Effect.zipRight(Effect.sync(() => ++started), Effect.sleep("1 second"))
+      const fibers = yield* Effect.forEach(
+        Array.from({ length: 10 }),
+        () => Effect.fork(Effect.zipRight(breaker.executeWaiting(call, around), Clock.currentTimeMillis)),
+        { concurrency: "unbounded" }
+      )
+      yield* TestClock.adjust("4999 millis")
+      expect(started).toBe(0)
+      yield* TestClock.adjust("1 millis") // half-open: one caller probes, the nine others wait on it
+      expect(started).toBe(1)
+      yield* TestClock.adjust("1 second") // the probe succeeds: closed, and every waiter runs at once
+      expect(started).toBe(10)
+      expect(yield* breaker.state).toBe("Closed")
+      yield* TestClock.adjust("1 second")
+      const ends = yield* Effect.forEach(fibers, Fiber.join)
+      expect([...ends].sort()).toStrictEqual([6_000, ...Array.from({ length: 9 }, () => 7_000)])
+      // each caller waited out the open time once; the nine others then waited once on the probe
+      // (a busy half-open's retryAfter is the length of the open that just ended)
+      expect(waits).toStrictEqual(Array.from({ length: 19 }, () => 5_000))
+    }))
+
+  it.effect("executeWaiting: a failed probe reopens it and the waiters wait the new open time; interruption ends a wait", () =>
+    Effect.gen(function*() {
+      const breaker = yield* CircuitBreaker.make({ tripPolicy: CircuitBreaker.consecutive(1), openDuration: "5 seconds" })
+      yield* Effect.exit(breaker.execute(Effect.fail(overloaded)))
+      let calls = 0
+      // every call takes 1 s; the first fails
+      const flaky = Effect.suspend(() => {
+        const n = ++calls
+        return Effect.zipRight(Effect.sleep("1 second"), n === 1 ? Effect.fail(overloaded) : Effect.succeed(n))
+      })
+      const callers = yield* Effect.forEach(
+        Array.from({ length: 3 }),
+        () => Effect.fork(Effect.zip(Effect.exit(breaker.executeWaiting(flaky)), Clock.currentTimeMillis)),
+        { concurrency: "unbounded" }
+      )
+      const gone = yield* Effect.fork(breaker.executeWaiting(flaky))
+      yield* TestClock.adjust("1 second")
+      yield* Fiber.interrupt(gone)
+      yield* TestClock.adjust("5 seconds") // 5 s: a probe starts; 6 s: it fails and reopens it until 11 s
+      expect(yield* breaker.state).toBe("Open")
+      expect(calls).toBe(1)
+      yield* TestClock.adjust("5 seconds") // 11 s: a second probe, which succeeds at 12 s
+      expect(calls).toBe(2)
+      yield* TestClock.adjust("2 seconds")
+      const outcomes = yield* Effect.forEach(callers, Fiber.join)
+      expect(outcomes.map(([exit, at]) => [Exit.isSuccess(exit) ? "ok" : "failed", at]).sort()).toStrictEqual([
+        ["failed", 6_000],
+        ["ok", 12_000],
+        ["ok", 13_000]
+      ])
+      expect(calls).toBe(3) // the interrupted caller never called
+    }))
+
+  it.effect("onTransition is told each transition synchronously, in order, with the open's end", () =>
+    Effect.gen(function*() {
+      const seen: Array<CircuitBreaker.Transition> = []
+      const breaker = yield* CircuitBreaker.make({
+        tripPolicy: CircuitBreaker.consecutive(1),
+        openDuration: "2 seconds",
+        onTransition: (transition) => seen.push(transition)
+      })
+      yield* Effect.exit(breaker.execute(Effect.fail(overloaded)))
+      expect(seen).toStrictEqual([new CircuitBreaker.Transition({ from: "Closed", to: "Open", at: 0, until: 2_000 })])
+      yield* TestClock.adjust("2 seconds")
+      yield* breaker.execute(Effect.void)
+      expect(seen.map((t) => `${t.from}->${t.to}@${t.at}`)).toStrictEqual(["Closed->Open@0", "Open->HalfOpen@2000", "HalfOpen->Closed@2000"])
+      const keyedSeen: Array<string> = []
+      const keyed = yield* CircuitBreaker.makeKeyed({
+        tripPolicy: CircuitBreaker.consecutive(1),
+        onTransition: (key, transition) => keyedSeen.push(`${key}:${transition.to}`)
+      })
+      yield* Effect.exit(keyed.execute("a")(Effect.fail(overloaded)))
+      expect(keyedSeen).toStrictEqual(["a:Open"])
     }))
 
   // ---------------------------------------------------------------------------
@@ -420,7 +554,7 @@ describe("CircuitBreaker", () => {
   interface ModelConfig {
     readonly policy:
       | { readonly _tag: "Consecutive"; readonly failures: number }
-      | { readonly _tag: "Rate"; readonly threshold: number; readonly minimumCalls: number }
+      | { readonly _tag: "Rate"; readonly threshold: number; readonly calls: number; readonly minimumCalls: number }
     readonly exponential: boolean
     readonly probes: number
     readonly successesToClose: number
@@ -505,9 +639,7 @@ describe("CircuitBreaker", () => {
       }
       this.outcomes.push({ at: this.time, failed: verdict === "failure" })
       if (verdict === "failure") {
-        const step = windowMillis / 10
-        const current = Math.floor(this.time / step)
-        const recent = this.outcomes.filter(({ at }) => Math.floor(at / step) > current - 10)
+        const recent = this.outcomes.filter(({ at }) => this.time - at < windowMillis).slice(-policy.calls)
         const failed = recent.filter(({ failed }) => failed).length
         if (recent.length >= policy.minimumCalls && failed / recent.length >= policy.threshold) this.trip()
       }
@@ -539,6 +671,7 @@ describe("CircuitBreaker", () => {
       FastCheck.record({
         _tag: FastCheck.constant("Rate" as const),
         threshold: FastCheck.constantFrom(0.34, 0.5, 1),
+        calls: FastCheck.integer({ min: 4, max: 8 }),
         minimumCalls: FastCheck.integer({ min: 1, max: 4 })
       })
     ),
@@ -581,6 +714,7 @@ describe("CircuitBreaker", () => {
             : CircuitBreaker.rate({
               threshold: config.policy.threshold,
               window: windowMillis,
+              calls: config.policy.calls,
               minimumCalls: config.policy.minimumCalls
             }),
           openDuration: config.exponential ? Schedule.exponential(base) : fixedOpen,

@@ -54,6 +54,19 @@ const endsWithoutTimer = <A, E>(lastEnd: number, program: Effect.Effect<A, E>) =
   })
 
 describe("Timeout.attempt", () => {
+  it.effect("at fractional clock times (TestClock floors its nanoseconds) the timer fires; it never spins on a zero-length sleep", () =>
+    Effect.gen(function*() {
+      const limit = Timeout.attempt({ duration: "2 seconds", model: "m" })
+      for (const start of [15_504.37182619695, 1_084.5124616389423, 64_373.868037285705]) {
+        yield* TestClock.setTime(start)
+        const fiber = yield* Effect.fork(Effect.exit(limit(Effect.never)))
+        yield* TestClock.adjust("2001 millis")
+        const exit = yield* Fiber.join(fiber)
+        expect(Exit.isFailure(exit) && Cause.failureOption(exit.cause).pipe(Option.exists((e) => e._tag === "ModelTimeout")))
+          .toBe(true)
+      }
+    }))
+
   it.effect("fails with ModelTimeout, carrying the model and the duration, exactly at the deadline", () =>
     Effect.gen(function* () {
       const fiber = yield* Effect.fork(Timeout.attempt({ duration: "1 second", model: "m" })(Effect.never))

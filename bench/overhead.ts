@@ -1,7 +1,7 @@
 /**
  * Success-path cost per call of each policy and of the whole AgentService stack, against
  * cockatiel measured in the same run, plus the many-waiters case that made us write our own
- * Bulkhead. Run with `npm run bench` (a few seconds); numbers are medians of repeated rounds.
+ * Bulkhead. Run with `npm run bench -- overhead` (a few seconds); numbers are medians of repeated rounds.
  *
  * What it measures is overhead: the model answers at once, so every microsecond is policy code.
  */
@@ -16,39 +16,9 @@ import {
   TimeoutStrategy,
   wrap
 } from "cockatiel"
-import { Effect, Layer, Scope, Stream } from "effect"
-import { performance } from "node:perf_hooks"
+import { Effect, Layer, Scope } from "effect"
 import { AgentService, AgentTask, AiModel, Bulkhead, CircuitBreaker, Retry, Timeout } from "../src/index.js"
-
-const rounds = 7
-
-const median = (xs: ReadonlyArray<number>) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
-
-/** µs per call: the median over `rounds` of `run` (after one warm-up run), divided by `calls`. */
-const perCall = async (calls: number, run: () => Promise<unknown>) => {
-  await run()
-  const samples: Array<number> = []
-  for (let r = 0; r < rounds; r++) {
-    const start = performance.now()
-    await run()
-    samples.push(((performance.now() - start) * 1000) / calls)
-  }
-  return median(samples)
-}
-
-/** `calls` sequential runs of `one`, inside a single Effect run. */
-const effectSequential = (calls: number, one: Effect.Effect<unknown, unknown>) => {
-  const loop = Effect.gen(function*() {
-    for (let i = 0; i < calls; i++) yield* one
-  })
-  return perCall(calls, () => Effect.runPromise(loop))
-}
-
-/** `calls` sequential awaits of `one`. */
-const promiseSequential = (calls: number, one: () => Promise<unknown>) =>
-  perCall(calls, async () => {
-    for (let i = 0; i < calls; i++) await one()
-  })
+import { completion, effectSequential, instantModel, perCall, promiseSequential, request } from "./measure.js"
 
 /** `callers` at once, each through `limit` on a body that yields once. */
 const effectContended = (
@@ -68,19 +38,6 @@ const promiseContended = (callers: number, limit: (f: () => Promise<unknown>) =>
     callers,
     () => Promise.all(Array.from({ length: callers }, () => limit(() => new Promise((r) => setImmediate(r)))))
   )
-
-const completion = new AiModel.Completion({
-  text: "ok",
-  finishReason: "stop",
-  usage: new AiModel.Usage({ promptTokens: 1, completionTokens: 1 }),
-  model: "instant"
-})
-const instantModel: AiModel.AiModel.Service = {
-  name: "instant",
-  generate: () => Effect.succeed(completion),
-  stream: () => Stream.empty
-}
-const request = new AiModel.CompletionRequest({ prompt: "p", maxTokens: 8 })
 
 const main = async () => {
   const calls = 20_000

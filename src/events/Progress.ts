@@ -1,0 +1,465 @@
+/**
+ * Where a batch run stands, as a service on a `SubscriptionRef`: the total (or unknown, for a
+ * stream), tasks succeeded, failed, invalid and skipped (answered by an earlier run), retries,
+ * tasks in flight, and the rate and time left derived from the `Clock` — with `changes` as a
+ * `Stream` of snapshots. A terminal {@link renderer} on `@effect/platform`'s `Terminal` draws it:
+ * one line redrawn at most ten times a second on a TTY, a plain line every few seconds
+ * elsewhere, and never interleaved with other output written through {@link Renderer.around}.
+ *
+ * Fixes the seed's `processWithProgress` (seed bug 13): it ran the tasks one after another and
+ * reported a bare percentage. Here the counts come from the work however concurrent it is
+ * (`track`, or `record` fed from the `EventBus`), and a snapshot says how many are done, how
+ * fast, and how long is left:
+ *
+ * - **rate** (`perSecond`): tasks this run *finished* (succeeded or failed) per second since the
+ *   progress was made. Skipped and invalid lines are done but not counted in the rate, so a
+ *   resumed run that skips 9,000 lines in its first second does not claim 9,000 tasks a second
+ *   (the ETA-on-resume bug of the first `wiz run`).
+ * - **ETA** (`etaMillis`): what is left (`total - done`) at that rate; none while the total or
+ *   the rate is unknown; zero once everything is done.
+ *
+ * Time is read only through `Clock`, so rate, ETA and redraws are exact under `TestClock`.
+ *
+ * @example
+ * ```ts
+ * import { Effect, Stream } from "effect"
+ * import { AgentService, EventBus, Progress } from "wiz-effect"
+ *
+ * const program = Effect.gen(function* () {
+ *   const progress = yield* Progress.Progress
+ *   const bus = yield* EventBus.EventBus
+ *   yield* progress.setTotal(300)
+ *   // count from the agent's events
+ *   yield* bus.on(["TaskStarted", "TaskFinished", "RetryScheduled"], progress.record, { strategy: "suspend" })
+ *   const screen = yield* Progress.renderer()            // draws on the Terminal until the scope closes
+ *   yield* screen.log("resumed from results.jsonl")      // written above the line, never through it
+ * }).pipe(Effect.scoped)
+ * ```
+ *
+ * @since 0.1.0
+ */
+import * as Terminal from "@effect/platform/Terminal"
+import { Cause, Clock, Context, Duration, Effect, Exit, Fiber, Layer, Option, Schedule, Stream, SubscriptionRef } from "effect"
+import type { PlatformError } from "@effect/platform/Error"
+import type { Scope } from "effect"
+import { make as makeBulkhead } from "../concurrency/Bulkhead.js"
+import * as AgentEvent from "./AgentEvent.js"
+
+// -----------------------------------------------------------------------------
+// models
+// -----------------------------------------------------------------------------
+
+/**
+ * The counters.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Counts {
+  /** Inputs in the run; none when unknown (a stream, stdin). */
+  readonly total: Option.Option<number>
+  readonly succeeded: number
+  readonly failed: number
+  /** Inputs that were not tasks (done, but never run). */
+  readonly invalid: number
+  /** Inputs an earlier run answered (done, but not run now: not in the rate). */
+  readonly skipped: number
+  /** Retries scheduled. */
+  readonly retries: number
+  /** Tasks started and not finished. */
+  readonly inFlight: number
+}
+
+/**
+ * The counters at one instant, with what follows from them and the `Clock`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Snapshot extends Counts {
+  /** `succeeded + failed + invalid + skipped`. */
+  readonly done: number
+  /** Since the progress was made. */
+  readonly elapsedMillis: number
+  /** Tasks this run finished (succeeded or failed) per second; none before any time has passed. */
+  readonly perSecond: Option.Option<number>
+  /** Time left at `perSecond`: none while the total or the rate is unknown (or 0), 0 once done. */
+  readonly etaMillis: Option.Option<number>
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options {
+  /** Inputs in the run, when known. */
+  readonly total?: number
+}
+
+/**
+ * The progress service.
+ *
+ * @since 0.1.0
+ * @category tags
+ */
+export class Progress extends Context.Tag("wiz-effect/Progress")<Progress, Progress.Service>() {}
+
+/**
+ * @since 0.1.0
+ */
+export declare namespace Progress {
+  /**
+   * @since 0.1.0
+   * @category models
+   */
+  export interface Service {
+    /** Set (or, with `undefined`, forget) the total. */
+    readonly setTotal: (total: number | undefined) => Effect.Effect<void>
+    /** Count a task that started. */
+    readonly started: Effect.Effect<void>
+    /** Count a task that succeeded (leaving the tasks in flight). */
+    readonly succeeded: Effect.Effect<void>
+    /** Count a task that failed (leaving the tasks in flight). */
+    readonly failed: Effect.Effect<void>
+    /** Count an input that was not a task. */
+    readonly invalid: Effect.Effect<void>
+    /** Count `n` (1) inputs an earlier run answered. */
+    readonly skipped: (n?: number) => Effect.Effect<void>
+    /** Count a retry. */
+    readonly retried: Effect.Effect<void>
+    /**
+     * Count `self` as a task: started now, then succeeded or failed as it ends. Interrupted, it
+     * leaves the tasks in flight without counting as failed.
+     */
+    readonly track: <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+    /** Count from an agent event: `TaskStarted`, `TaskFinished` (by status), `RetryScheduled`. */
+    readonly record: (event: AgentEvent.AgentEvent) => Effect.Effect<void>
+    /** The snapshot now. */
+    readonly snapshot: Effect.Effect<Snapshot>
+    /** The snapshot now, then one on every change of the counters (timed by the `Clock` when read). */
+    readonly changes: Stream.Stream<Snapshot>
+  }
+}
+
+// -----------------------------------------------------------------------------
+// constructors
+// -----------------------------------------------------------------------------
+
+const zero: Counts = {
+  total: Option.none(),
+  succeeded: 0,
+  failed: 0,
+  invalid: 0,
+  skipped: 0,
+  retries: 0,
+  inFlight: 0
+}
+
+/**
+ * The snapshot of `counts` after `elapsedMillis`: done, rate and ETA.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const snapshotOf = (counts: Counts, elapsedMillis: number): Snapshot => {
+  const done = counts.succeeded + counts.failed + counts.invalid + counts.skipped
+  const perSecond = elapsedMillis > 0
+    ? Option.some((counts.succeeded + counts.failed) / (elapsedMillis / 1000))
+    : Option.none()
+  const etaMillis = Option.flatMap(counts.total, (total): Option.Option<number> => {
+    const left = total - done
+    if (left <= 0) return Option.some(0)
+    return Option.isSome(perSecond) && perSecond.value > 0 ? Option.some((left / perSecond.value) * 1000) : Option.none()
+  })
+  return { ...counts, done, elapsedMillis, perSecond, etaMillis }
+}
+
+/**
+ * The snapshot as an event, for the `EventBus` or an events file.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const toEvent = (snapshot: Snapshot): AgentEvent.ProgressReported =>
+  new AgentEvent.ProgressReported({
+    done: snapshot.done,
+    succeeded: snapshot.succeeded,
+    failed: snapshot.failed,
+    invalid: snapshot.invalid,
+    skipped: snapshot.skipped,
+    retries: snapshot.retries,
+    inFlight: snapshot.inFlight,
+    elapsedMillis: snapshot.elapsedMillis,
+    ...Option.match(snapshot.total, { onNone: () => ({}), onSome: (total) => ({ total }) }),
+    ...Option.match(snapshot.perSecond, { onNone: () => ({}), onSome: (perSecond) => ({ perSecond }) }),
+    ...Option.match(snapshot.etaMillis, { onNone: () => ({}), onSome: (etaMillis) => ({ etaMillis }) })
+  })
+
+/**
+ * New progress, all zero, its clock started now.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (options: Options = {}): Effect.Effect<Progress.Service> =>
+  Effect.gen(function*() {
+    const total = options.total
+    if (total !== undefined && !(Number.isInteger(total) && total >= 0)) {
+      throw new RangeError(`Progress: total must be a non-negative integer (got ${total})`)
+    }
+    const ref = yield* SubscriptionRef.make<Counts>({ ...zero, total: Option.fromNullable(total) })
+    const startedAt = yield* Clock.currentTimeMillis
+    const update = (f: (counts: Counts) => Counts) => SubscriptionRef.update(ref, f)
+    const at = (counts: Counts) =>
+      Effect.map(Clock.currentTimeMillis, (now) => snapshotOf(counts, now - startedAt))
+    const started = update((c) => ({ ...c, inFlight: c.inFlight + 1 }))
+    const succeeded = update((c) => ({ ...c, succeeded: c.succeeded + 1, inFlight: Math.max(0, c.inFlight - 1) }))
+    const failed = update((c) => ({ ...c, failed: c.failed + 1, inFlight: Math.max(0, c.inFlight - 1) }))
+    const withdrawn = update((c) => ({ ...c, inFlight: Math.max(0, c.inFlight - 1) }))
+    const retried = update((c) => ({ ...c, retries: c.retries + 1 }))
+    return Progress.of({
+      setTotal: (total) => {
+        if (total !== undefined && !(Number.isInteger(total) && total >= 0)) {
+          return Effect.die(new RangeError(`Progress: total must be a non-negative integer (got ${total})`))
+        }
+        return update((c) => ({ ...c, total: Option.fromNullable(total) }))
+      },
+      started,
+      succeeded,
+      failed,
+      invalid: update((c) => ({ ...c, invalid: c.invalid + 1 })),
+      skipped: (n = 1) => update((c) => ({ ...c, skipped: c.skipped + n })),
+      retried,
+      track: (self) =>
+        Effect.uninterruptibleMask((restore) =>
+          Effect.zipRight(
+            started,
+            Effect.onExit(restore(self), (exit) =>
+              Exit.isSuccess(exit) ? succeeded : Cause.isInterruptedOnly(exit.cause) ? withdrawn : failed)
+          )
+        ),
+      record: (event) => {
+        switch (event._tag) {
+          case "TaskStarted":
+            return started
+          case "TaskFinished":
+            return event.status === "succeeded" ? succeeded : failed
+          case "RetryScheduled":
+            return retried
+          default:
+            return Effect.void
+        }
+      },
+      snapshot: Effect.flatMap(SubscriptionRef.get(ref), at),
+      changes: Stream.mapEffect(ref.changes, at)
+    })
+  })
+
+/**
+ * Progress as a layer.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (options: Options = {}): Layer.Layer<Progress> => Layer.effect(Progress, make(options))
+
+// -----------------------------------------------------------------------------
+// formatting
+// -----------------------------------------------------------------------------
+
+/**
+ * `tty`: one line redrawn in place, with a bar. `plain`: a new line each time, no control
+ * characters (a log file, CI).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Mode = "tty" | "plain"
+
+/**
+ * The renderer's options.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface RenderOptions {
+  /** By default, `tty` when the `Terminal` says it is one. */
+  readonly mode?: Mode
+  /** Time between redraws: `defaults.ttyInterval` or `defaults.plainInterval` by mode. */
+  readonly interval?: Duration.DurationInput
+}
+
+/**
+ * A terminal line is redrawn at most every 100 ms (ten times a second: smooth to the eye, cheap
+ * on a slow terminal); a plain line is written every 5 seconds (a log stays readable); the bar
+ * is 20 cells wide.
+ *
+ * @since 0.1.0
+ * @category defaults
+ */
+export const defaults = {
+  ttyInterval: Duration.millis(100),
+  plainInterval: Duration.seconds(5),
+  barWidth: 20
+} as const
+
+/**
+ * `42s`, `3m05s`, `1h02m`: whole seconds, rounded up.
+ *
+ * @since 0.1.0
+ * @category formatting
+ */
+export const formatEta = (millis: number): string => {
+  const s = Math.ceil(millis / 1000)
+  if (s < 60) return `${s}s`
+  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, "0")}s`
+  return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, "0")}m`
+}
+
+const bar = (done: number, total: number): string => {
+  const filled = total === 0 ? defaults.barWidth : Math.min(defaults.barWidth, Math.floor((done / total) * defaults.barWidth))
+  return `[${"█".repeat(filled)}${"░".repeat(defaults.barWidth - filled)}]`
+}
+
+/**
+ * The line for a snapshot, without control characters:
+ * `[███░░] 120/300 (100 resumed), 3 failed, 7 retries, 8 in flight, 40.0/s, ETA 5s` on a TTY,
+ * `120/300 done, ...` plain; no bar and no ETA when the total is unknown; `invalid` and
+ * `resumed` only when there are some.
+ *
+ * @since 0.1.0
+ * @category formatting
+ */
+export const format = (mode: Mode, snapshot: Snapshot): string => {
+  let head = Option.match(snapshot.total, {
+    onNone: () => `${snapshot.done} done`,
+    onSome: (total) =>
+      mode === "tty" ? `${bar(snapshot.done, total)} ${snapshot.done}/${total}` : `${snapshot.done}/${total} done`
+  })
+  if (snapshot.skipped > 0) head += ` (${snapshot.skipped} resumed)`
+  const parts = [head, `${snapshot.failed} failed`]
+  if (snapshot.invalid > 0) parts.push(`${snapshot.invalid} invalid`)
+  parts.push(
+    `${snapshot.retries} retries`,
+    `${snapshot.inFlight} in flight`,
+    Option.match(snapshot.perSecond, { onNone: () => "--/s", onSome: (rate) => `${rate.toFixed(1)}/s` })
+  )
+  if (Option.isSome(snapshot.total)) {
+    parts.push(Option.match(snapshot.etaMillis, { onNone: () => "ETA --", onSome: (eta) => `ETA ${formatEta(eta)}` }))
+  }
+  return parts.join(", ")
+}
+
+// -----------------------------------------------------------------------------
+// rendering
+// -----------------------------------------------------------------------------
+
+/**
+ * The progress line on a terminal, while its scope is open.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Renderer {
+  /**
+   * Run `write` (output to the same screen: a record, a log line ending with a newline) with the
+   * progress line cleared before and redrawn after, so the two never interleave.
+   */
+  readonly around: <A, E, R>(write: Effect.Effect<A, E, R>) => Effect.Effect<A, E | PlatformError, R>
+  /** Write `text` (a newline is added when missing) above the progress line. */
+  readonly log: (text: string) => Effect.Effect<void, PlatformError>
+  /** Draw the line now. */
+  readonly draw: Effect.Effect<void, PlatformError>
+}
+
+const clear = "\r\x1b[K"
+
+/**
+ * Draw the progress on the `Terminal` until the scope closes. On a TTY: drawn at once, redrawn
+ * every `interval` (100 ms) when its text changed, cut to the terminal's width (a wrapped line
+ * could not be redrawn in place), and ended with a last draw and a newline when the scope
+ * closes. Otherwise: a plain line every `interval` (5 s), and the last state when the scope
+ * closes. A draw that fails (the terminal went away) is logged and ends the drawing; the run
+ * goes on.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const renderer = (
+  options: RenderOptions = {}
+): Effect.Effect<Renderer, never, Progress | Terminal.Terminal | Scope.Scope> =>
+  Effect.gen(function*() {
+    const progress = yield* Progress
+    const terminal = yield* Terminal.Terminal
+    const mode: Mode = options.mode ?? ((yield* terminal.isTTY) ? "tty" : "plain")
+    const tty = mode === "tty"
+    const interval = options.interval ?? (tty ? defaults.ttyInterval : defaults.plainInterval)
+    const lock = yield* makeBulkhead({ permits: 1 })
+    /** The text on screen now (tty), or the last line written (plain). */
+    let shown: string | undefined = undefined
+
+    const line = Effect.zipWith(progress.snapshot, terminal.columns, (snapshot, columns) => {
+      const text = format(mode, snapshot)
+      return tty && columns > 1 && text.length >= columns ? text.slice(0, columns - 1) : text
+    })
+    const drawUnlocked = (force: boolean): Effect.Effect<void, PlatformError> =>
+      Effect.flatMap(line, (text) => {
+        if (!force && text === shown) return Effect.void
+        shown = text
+        return terminal.display(tty ? `\r${text}\x1b[K` : `${text}\n`)
+      })
+    const draw = lock.withPermit(drawUnlocked(true))
+    const around = <A, E, R>(write: Effect.Effect<A, E, R>): Effect.Effect<A, E | PlatformError, R> =>
+      lock.withPermit(
+        tty && shown !== undefined
+          ? Effect.zipLeft(Effect.zipRight(terminal.display(clear), write), drawUnlocked(true))
+          : write
+      )
+
+    const tick = lock.withPermit(drawUnlocked(false))
+    const loop = tty
+      ? Effect.repeat(tick, Schedule.spaced(interval))
+      : Effect.schedule(tick, Schedule.spaced(interval))
+    const drawing = Effect.catchAll(
+      loop,
+      (error) => Effect.logWarning(`Progress: the terminal failed; the progress line stops: ${error.message}`)
+    )
+    yield* Effect.acquireRelease(
+      Effect.forkDaemon(Effect.interruptible(drawing)),
+      (fiber) =>
+        Effect.zipRight(
+          Fiber.interrupt(fiber),
+          lock.withPermit(
+            tty
+              ? Effect.zipRight(drawUnlocked(true), terminal.display("\n"))
+              : drawUnlocked(false)
+          ).pipe(Effect.catchAll((error) => Effect.logWarning(`Progress: the last draw failed: ${error.message}`)))
+        )
+    )
+    return {
+      around,
+      log: (text) => around(terminal.display(text.endsWith("\n") ? text : `${text}\n`)),
+      draw
+    }
+  })
+
+/**
+ * A `Terminal` that only displays: `display` writes with your function (stderr, say), `isTTY`
+ * and `columns` are what you say, and reading input is a defect. For a {@link renderer} on a
+ * stream the platform's `Terminal` does not draw on (it draws on stdout).
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const outputTerminal = (options: {
+  readonly display: (text: string) => Effect.Effect<void, PlatformError>
+  readonly isTTY: boolean
+  readonly columns?: number
+}): Terminal.Terminal => ({
+  columns: Effect.succeed(options.columns ?? 0),
+  rows: Effect.succeed(0),
+  isTTY: Effect.succeed(options.isTTY),
+  readInput: Effect.dieMessage("Progress.outputTerminal: this terminal only displays"),
+  readLine: Effect.dieMessage("Progress.outputTerminal: this terminal only displays"),
+  display: options.display
+})

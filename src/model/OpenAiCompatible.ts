@@ -1,0 +1,870 @@
+/**
+ * A real model over HTTP: the OpenAI chat-completions protocol, which OpenAI, Azure OpenAI,
+ * OpenRouter, Groq, Together, Mistral and the local servers (Ollama, llama.cpp, vLLM, LM Studio)
+ * all speak. It is an {@link AiModel.AiModel} layer on `@effect/platform`'s `HttpClient`: you
+ * provide the client (`NodeHttpClient.layerUndici` on Node, `FetchHttpClient.layer` anywhere),
+ * and every policy of wiz-effect (retry, breaker, timeout, fallback, hedging, budgets) works on
+ * it through the typed {@link AiModel.ModelError}s it fails with.
+ *
+ * - `generate` posts `{baseUrl}/chat/completions` and reads the JSON answer; `stream` asks for
+ *   `stream: true` with `stream_options.include_usage` and decodes the Server-Sent Events as
+ *   they arrive: `data:` lines cut anywhere by the network (mid-line, mid-UTF-8 character), the
+ *   `[DONE]` marker, the usage chunk, and an `error` event after a 200. A body that ends without
+ *   `[DONE]` fails with `IncompleteStream`, carrying the text delivered so far.
+ * - HTTP errors become typed errors by {@link HttpErrors.fromResponse} (429 `RateLimited`, 503 /
+ *   529 `Overloaded`, 401 / 403 `AuthenticationFailed`, a context-length 400 `InvalidRequest`
+ *   with `contextLengthExceeded`, `x-should-retry` honoured); a connection that fails is
+ *   `Unavailable`; a body that is not the API's JSON (an HTML error page from a proxy, bad JSON)
+ *   is `MalformedResponse`.
+ * - Every response's rate-limit headers ({@link RateLimitHeaders}) fill the completion's
+ *   `rateLimits` (the final chunk's, when streaming) and a 429's `retryAfter`.
+ * - Limits against a hostile or broken server: a maximum body size and event-stream line
+ *   length; timeouts on Effect's `Clock` for the whole answer, for a stream's response head,
+ *   its first byte and each silence after it; redirects followed only to the same host (never
+ *   an `https` to `http` downgrade), so the `Authorization` header never travels to another host.
+ * - The API key is a `Redacted`: it is sent only in the `Authorization` header (which
+ *   `@effect/platform` redacts from its spans), and is scrubbed from every error's text.
+ *
+ * Options that are durations accept any `Duration.DurationInput`; a timeout of
+ * `Duration.infinity` turns that timeout off. With `FetchHttpClient`, `fetch` follows redirects
+ * itself (dropping `Authorization` on a cross-origin hop, as the Fetch standard requires).
+ *
+ * @example
+ * ```ts
+ * import { NodeHttpClient } from "@effect/platform-node"
+ * import { Config, Effect, Layer } from "effect"
+ * import { AiModel, OpenAiCompatible } from "wiz-effect"
+ *
+ * const Model = OpenAiCompatible.layerConfig({
+ *   baseUrl: Config.withDefault(Config.string("OPENAI_BASE_URL"), "https://api.openai.com/v1"),
+ *   model: Config.withDefault(Config.string("OPENAI_MODEL"), "gpt-4o-mini"),
+ *   apiKey: Config.redacted("OPENAI_API_KEY")
+ * }).pipe(Layer.provide(NodeHttpClient.layerUndici))
+ *
+ * const program = Effect.gen(function* () {
+ *   const model = yield* AiModel.AiModel
+ *   return yield* model.generate(new AiModel.CompletionRequest({ prompt: "Say hello.", maxTokens: 16 }))
+ * }).pipe(Effect.provide(Model))
+ * ```
+ *
+ * @since 0.1.0
+ */
+import * as Headers from "@effect/platform/Headers"
+import * as HttpBody from "@effect/platform/HttpBody"
+import * as HttpClient from "@effect/platform/HttpClient"
+import type * as HttpClientError from "@effect/platform/HttpClientError"
+import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
+import type * as HttpClientResponse from "@effect/platform/HttpClientResponse"
+import { Chunk, Clock, Config, ConfigError, Duration, Effect, Exit, Layer, Option, Redacted, Scope, Stream } from "effect"
+import type { Fiber } from "effect"
+import * as Sse from "../internal/sse.js"
+import { attempt as attemptTimeout } from "../policy/Timeout.js"
+import * as AiModel from "./AiModel.js"
+import * as HttpErrors from "./HttpErrors.js"
+import * as RateLimitHeaders from "./RateLimitHeaders.js"
+import * as Tokenizer from "./Tokenizer.js"
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options {
+  /** The API's base URL, up to and without `/chat/completions`: `https://api.openai.com/v1`, `http://localhost:11434/v1`. */
+  readonly baseUrl: string
+  /** The model to ask for (the request's `model` field). */
+  readonly model: string
+  /** Sent as `Authorization: Bearer <key>`; none for a local server that needs none. */
+  readonly apiKey?: Redacted.Redacted<string> | undefined
+  /** Sent as `OpenAI-Organization`. */
+  readonly organization?: string | undefined
+  /**
+   * More request headers (`OpenAI-Project`, a gateway's own). A `Redacted` value is kept out of
+   * spans and errors like the key: use it for Azure's `api-key` header.
+   */
+  readonly headers?: Readonly<Record<string, string | Redacted.Redacted<string>>> | undefined
+  /** The service's name, used in errors, completions and breaker keys; defaults to `model`. */
+  readonly name?: string | undefined
+  /** More fields of the request body (`top_p`, `seed`, `stop`, ...), merged under the ones this module sets. */
+  readonly body?: Readonly<Record<string, unknown>> | undefined
+  /** The body field for `maxTokens`: OpenAI's reasoning models want `max_completion_tokens`. */
+  readonly maxTokensField?: "max_tokens" | "max_completion_tokens" | undefined
+  /** Ask a stream for its usage chunk (`stream_options.include_usage`); off for a server that refuses the field. */
+  readonly streamUsage?: boolean | undefined
+  /** The largest body read, whole or streamed, in bytes; beyond it the call fails with `MalformedResponse`. */
+  readonly maxResponseBytes?: number | undefined
+  /** The longest event-stream line, in characters; beyond it the stream fails with `MalformedResponse`. */
+  readonly maxLineLength?: number | undefined
+  /** Redirects followed (same host only) before the call fails. */
+  readonly maxRedirects?: number | undefined
+  /** `generate`: time from sending the request to the end of the answer. */
+  readonly requestTimeout?: Duration.DurationInput | undefined
+  /** `stream`: time from sending the request to the response's status and headers. */
+  readonly connectTimeout?: Duration.DurationInput | undefined
+  /** `stream`: time from the response's head to the first bytes of its body (the first token). */
+  readonly firstByteTimeout?: Duration.DurationInput | undefined
+  /** `stream`: the longest silence between two pieces of the body, once it has started. */
+  readonly idleTimeout?: Duration.DurationInput | undefined
+}
+
+/**
+ * - `maxTokensField: "max_tokens"`: every compatible server knows it.
+ * - `streamUsage: true`: OpenAI, vLLM, llama.cpp, Ollama and OpenRouter honour it; without it a
+ *   stream's usage is estimated with {@link Tokenizer.count}.
+ * - `maxResponseBytes: 8 MiB`: a long answer streamed is ~1 MiB of events; a body past 8 MiB is
+ *   a broken or hostile server.
+ * - `maxLineLength: 1 Mi` characters: one event is one line of JSON, a few hundred bytes.
+ * - `maxRedirects: 5`.
+ * - `requestTimeout: 10 minutes` (openai-node's default): a whole answer of thousands of
+ *   tokens can take minutes; put a shorter per-attempt timeout around it (AgentService does).
+ * - `connectTimeout: 10 s`: a streaming server sends its head before it generates.
+ * - `firstByteTimeout: 60 s`: a long prompt on a busy server is slow to its first token.
+ * - `idleTimeout: 60 s`: providers send keep-alive comments well within that.
+ *
+ * @since 0.1.0
+ * @category defaults
+ */
+export const defaults = {
+  maxTokensField: "max_tokens",
+  streamUsage: true,
+  maxResponseBytes: 8 * 1024 * 1024,
+  maxLineLength: 1024 * 1024,
+  maxRedirects: 5,
+  requestTimeout: Duration.minutes(10),
+  connectTimeout: Duration.seconds(10),
+  firstByteTimeout: Duration.seconds(60),
+  idleTimeout: Duration.seconds(60)
+} as const
+
+/**
+ * The model service over the `HttpClient` in context. Fails with a `ConfigError` when
+ * `baseUrl` is not an `http(s)` URL or a limit is not a positive number.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (options: Options): Effect.Effect<AiModel.AiModel.Service, ConfigError.ConfigError, HttpClient.HttpClient> =>
+  Effect.flatMap(HttpClient.HttpClient, (client) =>
+    Effect.suspend(() => {
+      const invalid = validate(options)
+      return invalid === undefined ? Effect.succeed(build(client, options)) : Effect.fail(invalid)
+    }))
+
+/**
+ * The model as the {@link AiModel.AiModel} service, on the `HttpClient` the caller provides.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (options: Options): Layer.Layer<AiModel.AiModel, ConfigError.ConfigError, HttpClient.HttpClient> =>
+  Layer.effect(AiModel.AiModel, make(options))
+
+/**
+ * The model as a layer, its options read from Effect `Config` (each option a `Config` of its
+ * own: `Config.redacted("OPENAI_API_KEY")` for the key).
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerConfig = (
+  options: Config.Config.Wrap<Options>
+): Layer.Layer<AiModel.AiModel, ConfigError.ConfigError, HttpClient.HttpClient> =>
+  Layer.effect(AiModel.AiModel, Effect.flatMap(Config.unwrap(options), make))
+
+// -----------------------------------------------------------------------------
+// internal
+// -----------------------------------------------------------------------------
+
+const validate = (options: Options): ConfigError.ConfigError | undefined => {
+  let url: URL
+  try {
+    url = new URL(options.baseUrl)
+  } catch {
+    return ConfigError.InvalidData(["baseUrl"], `baseUrl is not a URL: ${JSON.stringify(options.baseUrl)}`)
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") {
+    return ConfigError.InvalidData(["baseUrl"], `baseUrl is not an http(s) URL: ${JSON.stringify(options.baseUrl)}`)
+  }
+  if (options.model.trim() === "") return ConfigError.InvalidData(["model"], "model is empty")
+  for (const key of ["maxResponseBytes", "maxLineLength"] as const) {
+    const value = options[key]
+    if (value !== undefined && !(Number.isInteger(value) && value > 0)) {
+      return ConfigError.InvalidData([key], `${key} must be a positive integer (got ${value})`)
+    }
+  }
+  if (options.maxRedirects !== undefined && !(Number.isInteger(options.maxRedirects) && options.maxRedirects >= 0)) {
+    return ConfigError.InvalidData(["maxRedirects"], `maxRedirects must be a non-negative integer (got ${options.maxRedirects})`)
+  }
+  return undefined
+}
+
+/** The redirect statuses; each is followed by sending the same POST again. */
+const redirects: ReadonlySet<number> = new Set([301, 302, 303, 307, 308])
+
+/** Error bodies are read up to this much: enough for any API's JSON, and for an HTML page's title. */
+const maxErrorBodyBytes = 64 * 1024
+
+const utf8 = new TextDecoder("utf-8")
+
+const build = (client: HttpClient.HttpClient, options: Options): AiModel.AiModel.Service => {
+  const name = options.name ?? options.model
+  const endpoint = new URL(`${options.baseUrl.replace(/\/+$/, "")}/chat/completions`)
+  const maxResponseBytes = options.maxResponseBytes ?? defaults.maxResponseBytes
+  const maxLineLength = options.maxLineLength ?? defaults.maxLineLength
+  const maxRedirects = options.maxRedirects ?? defaults.maxRedirects
+  const maxTokensField = options.maxTokensField ?? defaults.maxTokensField
+  const streamUsage = options.streamUsage ?? defaults.streamUsage
+  const limitWhole = attemptTimeout({ duration: options.requestTimeout ?? defaults.requestTimeout, model: name })
+  const limits: Limits = {
+    head: Duration.decode(options.connectTimeout ?? defaults.connectTimeout),
+    first: Duration.decode(options.firstByteTimeout ?? defaults.firstByteTimeout),
+    idle: Duration.decode(options.idleTimeout ?? defaults.idleTimeout)
+  }
+
+  // Headers, once. Secret values go to `secrets` (scrubbed from errors) and their header names
+  // to the names @effect/platform redacts from its spans.
+  const secrets: Array<string> = []
+  const secretHeaders: Array<string> = []
+  const headers: Record<string, string> = { "content-type": "application/json" }
+  if (options.apiKey !== undefined) {
+    const key = Redacted.value(options.apiKey)
+    secrets.push(key)
+    headers["authorization"] = `Bearer ${key}`
+  }
+  if (options.organization !== undefined) headers["openai-organization"] = options.organization
+  for (const [header, value] of Object.entries(options.headers ?? {})) {
+    if (Redacted.isRedacted(value)) {
+      const secret = Redacted.value(value) as string
+      secrets.push(secret)
+      secretHeaders.push(header.toLowerCase())
+      headers[header.toLowerCase()] = secret
+    } else {
+      headers[header.toLowerCase()] = value
+    }
+  }
+  const base = HttpClientRequest.setHeaders(HttpClientRequest.post(endpoint), headers)
+  const wholeBase = HttpClientRequest.setHeader(base, "accept", "application/json")
+  const streamBase = HttpClientRequest.setHeader(base, "accept", "text/event-stream")
+  const extraBody = options.body ?? {}
+
+  const body = (request: AiModel.CompletionRequest, stream: boolean): HttpBody.HttpBody => {
+    const messages = request.system === undefined
+      ? [{ role: "user", content: request.prompt }]
+      : [{ role: "system", content: request.system }, { role: "user", content: request.prompt }]
+    const json: Record<string, unknown> = { ...extraBody, model: options.model, messages, [maxTokensField]: request.maxTokens }
+    if (request.temperature !== undefined) json["temperature"] = request.temperature
+    if (stream) {
+      json["stream"] = true
+      if (streamUsage) json["stream_options"] = { include_usage: true }
+    }
+    return HttpBody.text(JSON.stringify(json), "application/json")
+  }
+
+  const scrub = (text: string) => HttpErrors.scrub(text, secrets)
+
+  const transport = (error: HttpClientError.HttpClientError): AiModel.ModelError =>
+    error._tag === "RequestError" && error.reason !== "Transport"
+      ? new AiModel.InvalidRequest({ model: name, reason: scrub(`the request could not be sent: ${describe(error)}`) })
+      : new AiModel.Unavailable({ model: name, reason: scrub(describe(error)) })
+
+  /**
+   * Sends `request` on `via`, following redirects to the same host; any other redirect fails
+   * the call.
+   */
+  const send = <R>(
+    via: HttpClient.HttpClient.With<HttpClientError.HttpClientError, R>,
+    request: HttpClientRequest.HttpClientRequest
+  ): Effect.Effect<HttpClientResponse.HttpClientResponse, AiModel.ModelError, R> => {
+    const go = (
+      current: HttpClientRequest.HttpClientRequest,
+      hops: number
+    ): Effect.Effect<HttpClientResponse.HttpClientResponse, AiModel.ModelError, R> =>
+      Effect.flatMap(Effect.mapError(via.execute(current), transport), (response) => {
+        if (!redirects.has(response.status)) return Effect.succeed(response)
+        const location = response.headers["location"]
+        if (location === undefined) return Effect.succeed(response)
+        let target: URL
+        try {
+          target = new URL(location, current.url)
+        } catch {
+          return Effect.zipRight(
+            discard(response),
+            Effect.fail(new AiModel.MalformedResponse({ model: name, reason: `a redirect to an invalid location` }))
+          )
+        }
+        const from = new URL(current.url)
+        const refused = hops >= maxRedirects
+          ? `more than ${maxRedirects} redirects`
+          : !sameHost(from, target)
+          ? `redirected to another host (${target.origin}); not followed, so the API key stays with ${from.origin}`
+          : undefined
+        if (refused !== undefined) {
+          return Effect.zipRight(
+            discard(response),
+            Effect.fail(new AiModel.ProviderError({ model: name, status: response.status, reason: refused }))
+          )
+        }
+        return Effect.zipRight(discard(response), go(HttpClientRequest.setUrl(current, target), hops + 1))
+      })
+    const sent = go(request, 0)
+    return secretHeaders.length === 0
+      ? sent
+      : Effect.locallyWith(sent, Headers.currentRedactedNames, (names) => [...names, ...secretHeaders])
+  }
+
+  /** The typed error of a response whose status is not 2xx. */
+  const failure = (response: HttpClientResponse.HttpClientResponse, startedAt: number) =>
+    Effect.flatMap(
+      Effect.orElseSucceed(readText(response, maxErrorBodyBytes, "truncate"), () => ""),
+      (text) =>
+        Effect.flatMap(Clock.currentTimeMillis, (now) =>
+          Effect.fail(HttpErrors.fromResponse({
+            model: name,
+            status: response.status,
+            headers: response.headers,
+            body: text,
+            now,
+            elapsed: Duration.millis(Math.max(0, now - startedAt)),
+            secrets
+          })))
+    )
+
+  const tooLarge = () =>
+    new AiModel.MalformedResponse({ model: name, reason: `the response body is larger than ${maxResponseBytes} bytes` })
+
+  /** Reads a whole 2xx body and turns it into a completion. */
+  const readCompletion = (
+    response: HttpClientResponse.HttpClientResponse,
+    request: AiModel.CompletionRequest
+  ): Effect.Effect<AiModel.Completion, AiModel.ModelError> => {
+    const headers = response.headers
+    return readText(response, maxResponseBytes, "fail").pipe(
+      Effect.mapError((error) =>
+        error === "too-large"
+          ? tooLarge()
+          : new AiModel.Unavailable({ model: name, reason: scrub(`the connection broke while reading the answer: ${describe(error)}`) })
+      ),
+      Effect.flatMap((text) =>
+        Effect.flatMap(Clock.currentTimeMillis, (now) => {
+          const parsed = parseCompletion(text, headers["content-type"])
+          if (typeof parsed === "string") return Effect.fail(new AiModel.MalformedResponse({ model: name, reason: scrub(parsed) }))
+          if (parsed._tag === "Error") {
+            return Effect.fail(
+              HttpErrors.fromErrorEvent(name, HttpErrors.readErrorBody(JSON.stringify(parsed.error), secrets), undefined) ??
+                new AiModel.ProviderError({ model: name, status: response.status, reason: scrub(parsed.message) })
+            )
+          }
+          const rateLimits = RateLimitHeaders.rateLimits(headers, now)
+          return Effect.succeed(
+            new AiModel.Completion({
+              text: parsed.text,
+              finishReason: parsed.finishReason,
+              usage: parsed.usage ?? estimate(request, parsed.text),
+              model: name,
+              ...(rateLimits === undefined ? {} : { rateLimits })
+            }, true)
+          )
+        })
+      )
+    )
+  }
+
+  const generate = (request: AiModel.CompletionRequest): Effect.Effect<AiModel.Completion, AiModel.ModelError> =>
+    limitWhole(
+      Effect.flatMap(Clock.currentTimeMillis, (startedAt) =>
+        Effect.flatMap(send(client, HttpClientRequest.setBody(wholeBase, body(request, false))), (response) =>
+          response.status >= 200 && response.status < 300
+            ? readCompletion(response, request)
+            : failure(response, startedAt)))
+    )
+
+  // A stream's request lives in a scope of its own, so its watchdog can abort it (closing the
+  // scope aborts the request) without a fiber per pull.
+  const scopedClient = HttpClient.withScope(client)
+
+  type ChunkPull = Effect.Effect<Chunk.Chunk<AiModel.CompletionChunk>, Option.Option<AiModel.ModelError>>
+
+  /** A pull that fails with `error` once. */
+  const failing = (error: AiModel.ModelError): ChunkPull => Effect.fail(Option.some(error))
+
+  /** A pull that gives `chunk` once, then ends. */
+  const once = (chunk: AiModel.CompletionChunk): ChunkPull => {
+    let given = false
+    return Effect.suspend(() => {
+      if (given) return Effect.fail(Option.none())
+      given = true
+      return Effect.succeed(Chunk.of(chunk))
+    })
+  }
+
+  // One `Stream.fromPull` over the set-up (measured ~200 µs of CPU a stream less than
+  // `Stream.unwrapScoped` around a second `Stream.fromPull`).
+  const stream = (request: AiModel.CompletionRequest): Stream.Stream<AiModel.CompletionChunk, AiModel.ModelError> =>
+    Stream.fromPull(Effect.catchAll(setUp(request), (error) => Effect.succeed(failing(error))))
+
+  const setUp = (request: AiModel.CompletionRequest): Effect.Effect<ChunkPull, AiModel.ModelError, Scope.Scope> =>
+    Effect.gen(function*() {
+      const clock = yield* Effect.clock
+      const startedAt = clock.unsafeCurrentTimeMillis()
+      const requestScope = yield* Scope.make()
+      yield* Effect.addFinalizer(() => Scope.close(requestScope, Exit.void))
+      const watch = new Watch(clock, limits, Scope.close(requestScope, Exit.void))
+      yield* Effect.addFinalizer(() => Effect.sync(() => watch.finish()))
+      const timedOut = (error: AiModel.ModelError): AiModel.ModelError =>
+        watch.fired === undefined ? error : new AiModel.ModelTimeout({ model: name, timeout: watch.fired })
+      yield* watch.begin("head")
+      const response = yield* send(scopedClient, HttpClientRequest.setBody(streamBase, body(request, true))).pipe(
+        Scope.extend(requestScope),
+        Effect.mapError(timedOut)
+      )
+      yield* watch.begin("first")
+      if (response.status < 200 || response.status >= 300) return yield* Effect.mapError(failure(response, startedAt), timedOut)
+      const contentType = response.headers["content-type"] ?? ""
+      // A server that ignored `stream: true` answers with the whole completion.
+      if (contentType.includes("application/json")) {
+        const completion = yield* Effect.mapError(readCompletion(response, request), timedOut)
+        watch.finish()
+        return once(toChunk(completion))
+      }
+      if (contentType.includes("text/html")) {
+        const text = yield* Effect.orElseSucceed(readText(response, maxErrorBodyBytes, "truncate"), () => "")
+        return yield* Effect.fail(
+          new AiModel.MalformedResponse({ model: name, reason: `expected an event stream, got ${HttpErrors.readErrorBody(text, secrets).message}` })
+        )
+      }
+      // The body's pull lives in the stream's scope and the request's abort runs before its
+      // finalizer (finalizers run last-added first), so an abort never waits on a pending read.
+      const pull = yield* Stream.toPull(response.stream)
+      yield* Effect.addFinalizer(() => Scope.close(requestScope, Exit.void))
+      return events(pull, response, request, watch, clock.unsafeCurrentTimeMillis())
+    })
+
+  /**
+   * The pull of a streamed answer's chunks, from the pull of its body's bytes. After `[DONE]`
+   * it reads the body to its end (within the idle limit), so the connection can be reused.
+   */
+  const events = (
+    pull: Effect.Effect<Chunk.Chunk<Uint8Array>, Option.Option<HttpClientError.ResponseError>>,
+    response: HttpClientResponse.HttpClientResponse,
+    request: AiModel.CompletionRequest,
+    watch: Watch,
+    receivedAt: number
+  ): Effect.Effect<Chunk.Chunk<AiModel.CompletionChunk>, Option.Option<AiModel.ModelError>> => {
+    type Pull = Effect.Effect<Chunk.Chunk<AiModel.CompletionChunk>, Option.Option<AiModel.ModelError>>
+    const state = new StreamState(name, maxLineLength, maxResponseBytes, secrets)
+    const rateLimits = RateLimitHeaders.rateLimits(response.headers, receivedAt)
+    let started = false
+    let emitted = false
+    let ended = false
+    /** An error to fail with on the next pull, once the chunks decoded before it have gone out. */
+    let pending: AiModel.ModelError | undefined
+
+    const final = (): AiModel.CompletionChunk => {
+      emitted = true
+      return new AiModel.CompletionChunk({
+        delta: "",
+        finishReason: state.finishReason ?? "stop",
+        usage: state.usage ?? estimate(request, state.text),
+        ...(rateLimits === undefined ? {} : { rateLimits })
+      }, true)
+    }
+    const stop = (error?: AiModel.ModelError): Pull => {
+      ended = true
+      watch.finish()
+      return Effect.fail(error === undefined ? Option.none() : Option.some(error))
+    }
+    const emit = (out: Array<AiModel.CompletionChunk>): Pull => Effect.succeed(Chunk.unsafeFromArray(out))
+
+    /** The body ended: the bytes left decode to the last chunks, or the stream was cut short. */
+    const atEnd = (): Pull => {
+      if (emitted) return stop()
+      if (watch.fired !== undefined) return stop(new AiModel.ModelTimeout({ model: name, timeout: watch.fired }))
+      const out: Array<AiModel.CompletionChunk> = []
+      const error = state.end(out)
+      if (error !== undefined) return stop(error)
+      if (state.done) out.push(final())
+      else pending = new AiModel.IncompleteStream({ model: name, partial: state.text, reason: "the event stream ended without [DONE]" })
+      ended = true
+      return out.length > 0 ? emit(out) : next
+    }
+    const onBytes = (bytes: Chunk.Chunk<Uint8Array>): Pull => {
+      watch.arrived()
+      started = true
+      if (emitted) return next
+      const out: Array<AiModel.CompletionChunk> = []
+      for (const piece of bytes) {
+        const error = state.push(piece, out)
+        if (error !== undefined) return stop(error)
+        if (state.done) {
+          out.push(final())
+          break
+        }
+      }
+      return out.length === 0 ? next : emit(out)
+    }
+    const onFailure = (cause: Option.Option<HttpClientError.ResponseError>): Pull => {
+      watch.arrived()
+      if (Option.isNone(cause)) return atEnd()
+      // Past [DONE], an error (the watchdog's abort included) only ends the reading.
+      if (emitted) return stop()
+      if (watch.fired !== undefined) return stop(new AiModel.ModelTimeout({ model: name, timeout: watch.fired }))
+      return stop(
+        new AiModel.IncompleteStream({ model: name, partial: state.text, reason: scrub(`the connection broke: ${describe(cause.value)}`) })
+      )
+    }
+    const read = Effect.matchEffect(pull, { onFailure, onSuccess: onBytes })
+    const next: Pull = Effect.suspend(() => {
+      if (pending !== undefined) {
+        const error = pending
+        pending = undefined
+        return stop(error)
+      }
+      if (ended) return stop()
+      return Effect.zipRight(watch.begin(emitted ? "drain" : started ? "idle" : "first"), read)
+    })
+    return next
+  }
+
+  return { name, generate, stream }
+}
+
+/** The same host and port, and no downgrade from https to http. */
+const sameHost = (from: URL, to: URL): boolean =>
+  from.host === to.host && !(from.protocol === "https:" && to.protocol !== "https:") &&
+  (to.protocol === "http:" || to.protocol === "https:")
+
+const describe = (error: unknown): string => {
+  if (typeof error === "object" && error !== null) {
+    const cause = (error as { cause?: unknown }).cause
+    if (cause instanceof Error) {
+      const code = (cause as { code?: unknown }).code
+      return typeof code === "string" && !cause.message.includes(code) ? `${cause.message} (${code})` : cause.message
+    }
+    const description = (error as { description?: unknown }).description
+    if (typeof description === "string") return description
+    const reason = (error as { reason?: unknown }).reason
+    if (typeof reason === "string") return reason
+  }
+  return String(error)
+}
+
+/** Stops reading a response we will not use; the client then releases its connection. */
+const discard = (response: HttpClientResponse.HttpClientResponse): Effect.Effect<void> =>
+  Effect.ignore(Stream.runDrain(Stream.take(response.stream, 0)))
+
+/**
+ * A body as text, at most `limit` bytes: past it, `"fail"` fails with `"too-large"` and
+ * `"truncate"` returns the first `limit` bytes. A declared `content-length` within the limit
+ * is read with the client's own `text` (the framing guarantees the size).
+ */
+const readText = (
+  response: HttpClientResponse.HttpClientResponse,
+  limit: number,
+  over: "fail" | "truncate"
+): Effect.Effect<string, HttpClientError.ResponseError | "too-large"> => {
+  const declared = response.headers["content-length"]
+  const length = declared === undefined ? NaN : Number(declared)
+  if (length <= limit) return response.text
+  if (length > limit && over === "fail") return Effect.zipRight(discard(response), Effect.fail("too-large" as const))
+  return Effect.flatMap(
+    Stream.runFoldWhile(
+      response.stream,
+      { parts: [] as Array<Uint8Array>, size: 0, over: false },
+      (s) => !s.over,
+      (s, bytes) => {
+        if (s.size + bytes.length > limit) {
+          s.over = true
+          if (over === "truncate") s.parts.push(bytes.subarray(0, limit - s.size))
+        } else {
+          s.parts.push(bytes)
+        }
+        s.size += bytes.length
+        return s
+      }
+    ),
+    (s) => s.over && over === "fail" ? Effect.fail("too-large" as const) : Effect.succeed(decode(s.parts))
+  )
+}
+
+const decode = (parts: ReadonlyArray<Uint8Array>): string => {
+  if (parts.length === 1) return utf8.decode(parts[0])
+  let size = 0
+  for (const part of parts) size += part.length
+  const all = new Uint8Array(size)
+  let at = 0
+  for (const part of parts) {
+    all.set(part, at)
+    at += part.length
+  }
+  return utf8.decode(all)
+}
+
+/** The limits of a streamed call's waits: for the response head, its first bytes, each later piece. */
+interface Limits {
+  readonly head: Duration.Duration
+  readonly first: Duration.Duration
+  readonly idle: Duration.Duration
+}
+
+/** What a streamed call is waiting for. `drain`: the rest of the body after `[DONE]`, under the idle limit. */
+type Phase = "head" | "first" | "idle" | "drain"
+
+/**
+ * The timeouts of one streamed call, on one fiber instead of a timer per pull. The reader marks
+ * each wait (`begin`, then `arrived`); the watchdog sleeps on the `Clock` until the current
+ * wait's deadline and, if it is still waiting then, records the limit in `fired` and runs
+ * `abort` (closing the request's scope, which aborts it), so the pending read fails and the
+ * reader reports `ModelTimeout`. Within a phase, deadlines only move later, so the watchdog
+ * just sleeps again on waking early; a new phase restarts it, so it wakes exactly on the new
+ * deadline. The stream's finalizer ends it.
+ */
+class Watch {
+  phase: Phase = "head"
+  /** The limit that ran out, once one has. */
+  fired: Duration.Duration | undefined = undefined
+  private waiting = false
+  private since = 0
+  private finished = false
+  private fiber: Fiber.RuntimeFiber<void> | undefined = undefined
+
+  constructor(
+    private readonly clock: Clock.Clock,
+    private readonly limits: Limits,
+    private readonly abort: Effect.Effect<void>
+  ) {}
+
+  /**
+   * A wait starts now. The watchdog is (re)started only when none runs or the limit changes
+   * (head to first byte, say): within one limit, deadlines only move later.
+   */
+  begin(phase: Phase): Effect.Effect<void> {
+    if (this.finished) return Effect.void
+    const before = this.limit()
+    this.phase = phase
+    this.waiting = true
+    this.since = this.clock.unsafeCurrentTimeMillis()
+    const limit = this.limit()
+    if (this.fiber !== undefined && Duration.equals(before, limit)) return Effect.void
+    const running = this.fiber
+    this.fiber = undefined
+    running?.unsafeInterruptAsFork(running.id())
+    if (!Duration.isFinite(limit)) return Effect.void
+    // A daemon (cheaper than forking into a scope); `finish`, which the stream's finalizer
+    // runs, interrupts it.
+    return Effect.map(Effect.forkDaemon(this.loop), (fiber) => {
+      if (this.finished) fiber.unsafeInterruptAsFork(fiber.id())
+      else this.fiber = fiber
+    })
+  }
+
+  /** The awaited bytes (or the end) came. */
+  arrived(): void {
+    this.waiting = false
+  }
+
+  /** The call is over: nothing more to time. */
+  finish(): void {
+    this.finished = true
+    this.waiting = false
+    const running = this.fiber
+    this.fiber = undefined
+    running?.unsafeInterruptAsFork(running.id())
+  }
+
+  private limit(): Duration.Duration {
+    return this.phase === "head" ? this.limits.head : this.phase === "first" ? this.limits.first : this.limits.idle
+  }
+
+  private readonly loop: Effect.Effect<void> = Effect.suspend(() => {
+    if (this.finished || !this.waiting) {
+      this.fiber = undefined
+      return Effect.void
+    }
+    const limit = this.limit()
+    const due = this.since + Duration.toMillis(limit)
+    const now = this.clock.unsafeCurrentTimeMillis()
+    if (now >= due) {
+      this.fired = limit
+      this.fiber = undefined
+      return this.abort
+    }
+    return Effect.zipRight(this.clock.sleep(Duration.millis(due - now)), this.loop)
+  })
+}
+
+const estimate = (request: AiModel.CompletionRequest, text: string): AiModel.Usage =>
+  new AiModel.Usage({
+    promptTokens: Tokenizer.count(request.system === undefined ? request.prompt : `${request.system}\n${request.prompt}`),
+    completionTokens: Tokenizer.count(text)
+  }, true)
+
+const toChunk = (completion: AiModel.Completion): AiModel.CompletionChunk =>
+  new AiModel.CompletionChunk({
+    delta: completion.text,
+    finishReason: completion.finishReason,
+    usage: completion.usage,
+    ...(completion.rateLimits === undefined ? {} : { rateLimits: completion.rateLimits })
+  }, true)
+
+// -----------------------------------------------------------------------------
+// the protocol's JSON
+// -----------------------------------------------------------------------------
+
+type Parsed =
+  | { readonly _tag: "Completion"; readonly text: string; readonly finishReason: AiModel.FinishReason; readonly usage: AiModel.Usage | undefined }
+  | { readonly _tag: "Error"; readonly error: unknown; readonly message: string }
+
+const isRecord = (u: unknown): u is Record<string, unknown> => typeof u === "object" && u !== null && !Array.isArray(u)
+
+/** `"length"` is the only finish reason that means the answer was cut; every other one is a stop. */
+const finishReasonOf = (value: unknown): AiModel.FinishReason | undefined =>
+  value === "length" ? "length" : typeof value === "string" ? "stop" : undefined
+
+const usageOf = (value: unknown): AiModel.Usage | undefined => {
+  if (!isRecord(value)) return undefined
+  const prompt = value["prompt_tokens"]
+  const completion = value["completion_tokens"]
+  if (typeof prompt !== "number" || typeof completion !== "number" || !(prompt >= 0) || !(completion >= 0)) return undefined
+  return new AiModel.Usage({ promptTokens: Math.round(prompt), completionTokens: Math.round(completion) }, true)
+}
+
+const preview = (text: string): string => {
+  const flat = text.replace(/\s+/g, " ").trim()
+  return flat.length <= 80 ? JSON.stringify(flat) : `${JSON.stringify(flat.slice(0, 80))}…`
+}
+
+/** A whole answer's JSON, or why it is not one. */
+const parseCompletion = (text: string, contentType: string | undefined): Parsed | string => {
+  if ((contentType ?? "").includes("text/html") || /^\s*</.test(text)) {
+    return `expected JSON, got ${HttpErrors.readErrorBody(text, []).message}`
+  }
+  let json: unknown
+  try {
+    json = JSON.parse(text)
+  } catch {
+    return text.trim() === "" ? "the body is empty" : `the body is not JSON: ${preview(text)}`
+  }
+  if (!isRecord(json)) return `the body is not a completion object: ${preview(text)}`
+  if (json["error"] !== undefined && json["error"] !== null) {
+    const error = json["error"]
+    return { _tag: "Error", error, message: isRecord(error) && typeof error["message"] === "string" ? error["message"] : JSON.stringify(error) }
+  }
+  const choices = json["choices"]
+  const choice = Array.isArray(choices) ? choices[0] : undefined
+  if (!isRecord(choice)) return "the completion has no choices"
+  const message = choice["message"]
+  if (!isRecord(message)) return "the completion's choice has no message"
+  const content = message["content"]
+  if (content !== undefined && content !== null && typeof content !== "string") return "the message content is not text"
+  return {
+    _tag: "Completion",
+    text: content ?? "",
+    finishReason: finishReasonOf(choice["finish_reason"]) ?? "stop",
+    usage: usageOf(json["usage"])
+  }
+}
+
+/** The decoding state of one streamed answer. */
+class StreamState {
+  text = ""
+  finishReason: AiModel.FinishReason | undefined = undefined
+  usage: AiModel.Usage | undefined = undefined
+  done = false
+  private bytes = 0
+  private readonly decoder: Sse.Decoder
+  private readonly events: Array<Sse.Event> = []
+
+  constructor(
+    private readonly model: string,
+    maxLineLength: number,
+    private readonly maxBytes: number,
+    private readonly secrets: ReadonlyArray<string>
+  ) {
+    this.decoder = new Sse.Decoder(maxLineLength)
+  }
+
+  /** Decodes one piece of the body, appending a chunk per text delta to `out`. */
+  push(piece: Uint8Array, out: Array<AiModel.CompletionChunk>): AiModel.ModelError | undefined {
+    this.bytes += piece.length
+    if (this.bytes > this.maxBytes) {
+      return new AiModel.MalformedResponse({ model: this.model, reason: `the event stream is larger than ${this.maxBytes} bytes` })
+    }
+    const tooLong = this.decoder.push(piece, this.events)
+    if (tooLong !== undefined) return new AiModel.MalformedResponse({ model: this.model, reason: tooLong })
+    return this.drain(out)
+  }
+
+  /** The body ended: decodes what is left. */
+  end(out: Array<AiModel.CompletionChunk>): AiModel.ModelError | undefined {
+    const tooLong = this.decoder.end(this.events)
+    if (tooLong !== undefined) return new AiModel.MalformedResponse({ model: this.model, reason: tooLong })
+    return this.drain(out)
+  }
+
+  private drain(out: Array<AiModel.CompletionChunk>): AiModel.ModelError | undefined {
+    const events = this.events
+    for (let i = 0; i < events.length; i++) {
+      if (this.done) break
+      const error = this.event(events[i]!, out)
+      if (error !== undefined) {
+        events.length = 0
+        return error
+      }
+    }
+    events.length = 0
+    return undefined
+  }
+
+  private event(event: Sse.Event, out: Array<AiModel.CompletionChunk>): AiModel.ModelError | undefined {
+    const data = event.data
+    if (data === "[DONE]") {
+      this.done = true
+      return undefined
+    }
+    let json: unknown
+    try {
+      json = JSON.parse(data)
+    } catch {
+      if (event.event === "error") return this.failed(HttpErrors.readErrorBody(data, this.secrets))
+      return this.malformed(`an event is not JSON: ${preview(data)}`)
+    }
+    if (!isRecord(json)) return this.malformed(`an event is not a chunk object: ${preview(data)}`)
+    if (event.event === "error" || (json["error"] !== undefined && json["error"] !== null)) {
+      return this.failed(HttpErrors.readErrorBody(data, this.secrets))
+    }
+    const usage = usageOf(json["usage"])
+    if (usage !== undefined) this.usage = usage
+    const choices = json["choices"]
+    if (!Array.isArray(choices)) {
+      return usage === undefined ? this.malformed(`a chunk has no choices: ${preview(data)}`) : undefined
+    }
+    const choice: unknown = choices[0]
+    if (!isRecord(choice)) return undefined
+    const delta = choice["delta"]
+    if (isRecord(delta)) {
+      const content = delta["content"]
+      if (typeof content === "string" && content !== "") {
+        this.text += content
+        out.push(new AiModel.CompletionChunk({ delta: content }, true))
+      }
+    }
+    const finishReason = finishReasonOf(choice["finish_reason"])
+    if (finishReason !== undefined) this.finishReason = finishReason
+    return undefined
+  }
+
+  private malformed(reason: string): AiModel.MalformedResponse {
+    return new AiModel.MalformedResponse({ model: this.model, reason: HttpErrors.scrub(reason, this.secrets) })
+  }
+
+  /** An error the provider sent inside the stream: typed when it says what it is, else the stream is incomplete. */
+  private failed(body: HttpErrors.ErrorBody): AiModel.ModelError {
+    return HttpErrors.fromErrorEvent(this.model, body, undefined) ??
+      new AiModel.IncompleteStream({
+        model: this.model,
+        partial: this.text,
+        reason: `the provider sent an error event: ${body.message === "" ? "no message" : body.message}${
+          body.code === undefined && body.type === undefined ? "" : ` (${body.code ?? body.type})`
+        }`
+      })
+  }
+}
