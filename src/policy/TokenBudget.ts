@@ -239,14 +239,17 @@ export interface TokenBudget {
 }
 
 /**
- * What a completion request reserves: one request, its prompt (and system) tokens by the
- * {@link Tokenizer}, and `maxTokens` of output — the most it can take.
+ * What a completion request reserves: one request, its prompt (and system, and continuation)
+ * tokens by the {@link Tokenizer}, and `maxTokens` of output — the most it can take. A
+ * continuation is sent as input, so it is charged as input (its `maxTokens` still bounds the
+ * whole answer, so the output reserved is an upper bound the settlement refunds).
  *
  * @since 0.1.0
  * @category constructors
  */
 export const requestCost = (request: AiModel.CompletionRequest): Cost => {
-  const input = Tokenizer.count(request.prompt) + (request.system === undefined ? 0 : Tokenizer.count(request.system))
+  const input = Tokenizer.count(request.prompt) + (request.system === undefined ? 0 : Tokenizer.count(request.system)) +
+    (request.continuation === undefined ? 0 : Tokenizer.count(request.continuation))
   return { requests: 1, tokens: input + request.maxTokens, inputTokens: input, outputTokens: request.maxTokens }
 }
 

@@ -376,6 +376,13 @@ describe("TokenBudget", () => {
       expect(TokenBudget.usageCost(usage)).toEqual({ requests: 1, tokens: 20, inputTokens: 4, outputTokens: 16 })
     })
 
+    it("requestCost counts a continuation as input, as the provider does (the text it continues is sent with the prompt)", () => {
+      const continued = new AiModel.CompletionRequest({ prompt: "one two", system: "be brief", maxTokens: 10, continuation: "The answer so" })
+      expect(TokenBudget.requestCost(continued)).toEqual({ requests: 1, tokens: 19, inputTokens: 9, outputTokens: 10 })
+      expect(TokenBudget.requestCost(new AiModel.CompletionRequest({ prompt: "one two", maxTokens: 10, continuation: "" })))
+        .toEqual(TokenBudget.requestCost(new AiModel.CompletionRequest({ prompt: "one two", maxTokens: 10 })))
+    })
+
     it.effect("reserves the request's cost, settles with the usage and adopts the completion's report", () =>
       Effect.gen(function* () {
         const budget = yield* TokenBudget.make({ limits: { tokens: 1000 } })
