@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { readFileSync } from "node:fs"
-import { Chunk, Clock, Duration, Effect, Equal, Exit, FastCheck as fc, Fiber, Layer, Metric, Option, Schema, Stream, TestClock, Tracer } from "effect"
+import { Chunk, Clock, Duration, Effect, Either, Equal, Exit, FastCheck as fc, Fiber, Layer, Metric, Option, Schema, Stream, TestClock, Tracer } from "effect"
 import * as AgentService from "../../src/agent/AgentService.js"
 import { AgentTask, type TaskResult, TaskSucceeded } from "../../src/agent/AgentTask.js"
 import * as AgentEvent from "../../src/events/AgentEvent.js"
@@ -616,5 +616,132 @@ describe("AgentService, lean (issue 12)", () => {
       expect(Equal.equals(result, constructed)).toBe(true)
       expect(result).toBeInstanceOf(TaskSucceeded)
       expect(Schema.encodeSync(TaskSucceeded)(result)).toStrictEqual(Schema.encodeSync(TaskSucceeded)(constructed))
+    }))
+})
+
+describe("AgentService, coalescing and memo (issue 8)", () => {
+  it.effect("seed bug 11: 1,000 identical tasks in flight make exactly one model call; each gets its own record saying it shared", () =>
+    Effect.gen(function*() {
+      const { calls, model } = scriptedModel("m", () => ({ latency: 100 }))
+      const identical = Array.from({ length: 1000 }, (_, i) => new AgentTask({ id: `t${i}`, prompt: "same prompt" }))
+      const { result, seen } = yield* withEvents(
+        model,
+        { concurrency: 1000, coalesce: true },
+        (agent) => Effect.map(Stream.runCollect(agent.processAll(identical)), Chunk.toReadonlyArray)
+      )
+      expect(calls).toHaveLength(1)
+      expect(result).toHaveLength(1000)
+      expect(new Set(result.map((r) => r.id)).size).toBe(1000)
+      const roles = result.map((r) => r._tag === "TaskSucceeded" ? r.coalesced?.role : "failed")
+      expect(roles.filter((r) => r === "led")).toHaveLength(1)
+      expect(roles.filter((r) => r === "joined")).toHaveLength(999)
+      expect(result.every((r) => r._tag === "TaskSucceeded" && r.coalesced?.callers === 1000 && r.output === "m answers same prompt")).toBe(true)
+      expect(seen.filter(AgentEvent.is("Coalesced"))).toHaveLength(999)
+    }))
+
+  it.effect("coalescing: a failure is shared by the tasks in flight, then forgotten: the next identical task calls again", () =>
+    Effect.gen(function*() {
+      const { calls, model } = scriptedModel("m", (_, n) => n === 0 ? { latency: 50, error: new AiModel.InvalidRequest({ model: "m", reason: "x" }) } : { latency: 50 })
+      const { result } = yield* withEvents(model, { coalesce: true }, (agent) =>
+        Effect.gen(function*() {
+          const first = yield* Effect.forEach(tasks(1).concat(new AgentTask({ id: "u", prompt: "p0" })), (task) => Effect.either(agent.process(task)), {
+            concurrency: "unbounded"
+          })
+          const again = yield* agent.process(new AgentTask({ id: "v", prompt: "p0" }))
+          return { first, again }
+        }))
+      expect(result.first.map((r) => r._tag)).toStrictEqual(["Left", "Left"])
+      expect(result.again).toMatchObject({ id: "v", output: "m answers p0", coalesced: { role: "led", callers: 1 } })
+      expect(calls).toHaveLength(2)
+    }))
+
+  it.effect("seed bug 8: the memo answers a repeated request within its TTL without a call, keeps no failure, and forgets after the TTL", () =>
+    Effect.gen(function*() {
+      const { calls, model } = scriptedModel("m", (prompt, n) =>
+        prompt === "bad" && n === 0 ? { latency: 5, error: new AiModel.InvalidRequest({ model: "m", reason: "x" }) } : { latency: 5 })
+      yield* Effect.scoped(Effect.gen(function*() {
+        const agent = yield* AgentService.AgentService
+        const seen: Array<string> = []
+        yield* Effect.forkScoped(Stream.runForEach(yield* agent.subscribe, (e) => Effect.sync(() => seen.push(e._tag))))
+        const ask = (id: string, prompt: string) => Effect.either(agent.process(new AgentTask({ id, prompt })))
+        const run = <A, E>(effect: Effect.Effect<A, E>) =>
+          Effect.flatMap(Effect.fork(effect), (fiber) => Effect.zipRight(TestClock.adjust("10 millis"), Fiber.join(fiber)))
+        const first = yield* run(ask("a", "p"))
+        const second = yield* run(ask("b", "p"))
+        expect(first).toMatchObject({ _tag: "Right", right: { attempts: 1 } })
+        expect(second).toMatchObject({ _tag: "Right", right: { id: "b", attempts: 0, memoized: true, output: "m answers p" } })
+        // a failure is not kept: the next ask calls again
+        expect(yield* run(ask("c", "bad"))).toMatchObject({ _tag: "Left" })
+        expect(yield* run(ask("d", "bad"))).toMatchObject({ _tag: "Right", right: { attempts: 1 } })
+        expect(calls.map((c) => c.prompt)).toStrictEqual(["p", "bad", "bad"])
+        // after the TTL the stored answer is gone
+        yield* TestClock.adjust("1 minute")
+        expect(yield* run(ask("e", "p"))).toMatchObject({ _tag: "Right", right: { attempts: 1 } })
+        expect(calls).toHaveLength(4)
+        yield* Effect.yieldNow()
+        expect(seen.filter((tag) => tag === "Memoized")).toHaveLength(1)
+      })).pipe(
+        Effect.provide(AgentService.layer({ memo: { timeToLive: "30 seconds" }, retry: false }).pipe(Layer.provide(Layer.succeed(AiModel.AiModel, model))))
+      )
+    }))
+})
+
+describe("AgentService.stream (issue 9)", () => {
+  const chunk = (delta: string, last = false) =>
+    last
+      ? new AiModel.CompletionChunk({ delta, finishReason: "stop", usage: new AiModel.Usage({ promptTokens: 1, completionTokens: 2 }) })
+      : new AiModel.CompletionChunk({ delta })
+  const collect = (stream: Stream.Stream<AiModel.CompletionChunk, unknown>) =>
+    Effect.gen(function*() {
+      const fiber = yield* Effect.fork(Effect.either(Stream.runCollect(stream)))
+      yield* TestClock.adjust("10 minutes")
+      return Either.map(yield* Fiber.join(fiber), (chunks) => Chunk.toReadonlyArray(chunks).map((c) => c.delta).join(""))
+    })
+
+  it.effect("retried before the first chunk; a stream without its end fails with IncompleteStream and the text delivered", () =>
+    Effect.gen(function*() {
+      let opened = 0
+      const model: AiModel.AiModel.Service = AiModel.make({
+        name: "m",
+        stream: () =>
+          Stream.suspend(() => {
+            const n = ++opened
+            return n === 1
+              ? Stream.fail(new AiModel.Overloaded({ model: "m" }))
+              : n === 2
+              ? Stream.make(chunk("Hello"), chunk(" world", true))
+              : Stream.make(chunk("cut"), chunk(" short"))
+          })
+      })
+      const result = yield* Effect.scoped(Effect.gen(function*() {
+        const agent = yield* AgentService.AgentService
+        const ok = yield* collect(agent.stream(new AgentTask({ id: "a", prompt: "p" })))
+        const cut = yield* collect(agent.stream(new AgentTask({ id: "b", prompt: "p" })))
+        return { ok, cut }
+      })).pipe(Effect.provide(AgentService.layer({ retry: { jitter: "none" } }).pipe(Layer.provide(Layer.succeed(AiModel.AiModel, model)))))
+      expect(result.ok).toStrictEqual(Either.right("Hello world"))
+      expect(result.cut).toMatchObject({ _tag: "Left", left: { _tag: "IncompleteStream", partial: "cut short" } })
+      expect(opened).toBe(3)
+    }))
+
+  it.effect("with continue, a mid-stream failure is continued by the next attempt: one answer, no repeated words", () =>
+    Effect.gen(function*() {
+      const model = yield* EmbeddedModel.make({ seed: 3, timeToFirstToken: "10 millis", perToken: "1 millis", midStreamFailureRate: 1 })
+      const whole = yield* EmbeddedModel.make({ seed: 3, timeToFirstToken: "10 millis", perToken: "1 millis" })
+      const prompt = "Summarise: the river rose. The town was flooded. Help came from the hills. Everyone was safe."
+      const expected = (yield* Effect.fork(whole.generate(new AiModel.CompletionRequest({ prompt, maxTokens: 64 })))).pipe(Fiber.join)
+      yield* TestClock.adjust("10 seconds")
+      const text = (yield* expected).text
+      const streamed = yield* Effect.scoped(Effect.gen(function*() {
+        const agent = yield* AgentService.AgentService
+        return yield* collect(agent.stream(new AgentTask({ id: "a", prompt, maxTokens: 64 })))
+      })).pipe(
+        Effect.provide(
+          AgentService.layer({ stream: { continue: { maxContinuations: 10 } }, retry: { jitter: "none" } }).pipe(
+            Layer.provide(Layer.succeed(AiModel.AiModel, model))
+          )
+        )
+      )
+      expect(streamed).toStrictEqual(Either.right(text))
     }))
 })
