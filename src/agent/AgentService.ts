@@ -26,8 +26,8 @@
  *
  * @since 0.1.0
  */
-import { Cause, Clock, Context, Duration, Effect, Either, Equal, Exit, FiberRef, Hash, Layer, Metric, MetricBoundaries, MetricKey, Option, Stream, Tracer } from "effect"
-import type { Array as Arr, Scope } from "effect"
+import { Cause, Clock, Config, Context, Duration, Effect, Either, Equal, Exit, FiberRef, Hash, Layer, Metric, MetricBoundaries, MetricKey, Option, Stream, Tracer } from "effect"
+import type { Array as Arr, ConfigError, Scope } from "effect"
 import * as Bulkhead from "../concurrency/Bulkhead.js"
 import * as AgentEvent from "../events/AgentEvent.js"
 import * as EventBus from "../events/EventBus.js"
@@ -287,6 +287,8 @@ class TaskRun implements Retry.CallOptions<AgentError> {
   /** Calls that reached a model. */
   attempts = 0
   lastError: AgentError | undefined = undefined
+  /** Whether the task has a span of its own (a tracer records spans): its story goes on it as events. */
+  traced = false
   constructor(
     readonly task: AgentTask,
     readonly window: TaskWindow | undefined,
@@ -297,7 +299,7 @@ class TaskRun implements Retry.CallOptions<AgentError> {
 
   onRetry({ attempt, delay, error }: Retry.RetryEvent<AgentError>): Effect.Effect<void> {
     this.lastError = error
-    return Effect.zipRight(
+    const told = Effect.zipRight(
       Metric.increment(metrics.retries),
       emit(this.shared.bus, "RetryScheduled", () =>
         new AgentEvent.RetryScheduled({
@@ -308,6 +310,9 @@ class TaskRun implements Retry.CallOptions<AgentError> {
           error: ErrorInfo.fromError(error)
         }, true))
     )
+    return this.traced
+      ? Effect.zipRight(spanEvent("retry", { attempt, "delay.ms": Duration.toMillis(delay), "error.tag": error._tag }), told)
+      : told
   }
 
   onGiveUp({ attempts, error, reason }: Retry.GiveUpEvent<AgentError>): Effect.Effect<void> {
@@ -343,7 +348,7 @@ class TaskRun implements Retry.CallOptions<AgentError> {
 
   /** Wait on an open circuit asleep (it holds no place), but never past the deadline. */
   waitOnCircuit(wait: Effect.Effect<void>, refused: CircuitBreaker.CircuitOpen): Effect.Effect<void, Retry.DeadlineExceeded> {
-    return Effect.flatMap(Clock.currentTimeMillis, (now) => {
+    const waiting = Effect.flatMap(Clock.currentTimeMillis, (now) => {
       const left = this.deadlineAt - now
       const expired = Effect.failSync(() => this.deadlineExceeded(`the circuit of ${refused.message}`))
       if (left <= 0) return expired
@@ -352,8 +357,25 @@ class TaskRun implements Retry.CallOptions<AgentError> {
         : wait
       return this.window === undefined ? bounded : this.window.asleep(bounded)
     })
+    return this.traced
+      ? Effect.zipRight(
+        spanEvent("circuit.wait", { breaker: refused.breaker, "retry_after.ms": Duration.toMillis(refused.retryAfter) }),
+        waiting
+      )
+      : waiting
   }
 }
+
+/** An event on the current span (the task's own: called only when it has one). */
+const spanEvent = (name: string, attributes: Record<string, unknown>): Effect.Effect<void> =>
+  Effect.withFiberRuntime((fiber) => {
+    const span = fiber.currentSpan
+    if (span?._tag === "Span") {
+      const now = Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeNanos()
+      span.event(name, now, attributes)
+    }
+    return Effect.void
+  })
 
 /** Publish the event `make` builds, if anyone wants its tag: nobody listening costs a lookup. */
 const emit = <T extends AgentEvent.Tag>(
@@ -462,8 +484,10 @@ export const make = (
           const now = Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeMillis()
           run.attempts++
           metrics.attempts.unsafeUpdate(1, fiber.getFiberRef(FiberRef.currentMetricLabels))
-          const span = fiber.currentSpan
-          if (span?._tag === "Span") span.event("attempt", BigInt(Math.round(now * 1_000_000)), { model: model.name, attempt: run.attempts })
+          if (run.traced) {
+            const span = fiber.currentSpan
+            if (span?._tag === "Span") span.event("attempt", BigInt(Math.round(now * 1_000_000)), { model: model.name, attempt: run.attempts })
+          }
           const left = run.deadlineAt - now
           const limited = left < timeoutMillis
             ? timer.within(model.generate(request), Duration.millis(Math.max(0, left)), () =>
@@ -533,13 +557,14 @@ export const make = (
         (answered) =>
           answered.degraded
             ? Effect.zipRight(
-              Metric.increment(metrics.fallbacks),
+              run.traced ? spanEvent("fallback", { tier: answered.tier, failures: answered.failures.length }) : Effect.void,
+              Effect.zipRight(Metric.increment(metrics.fallbacks),
               emit(bus, "FallbackUsed", () =>
                 new AgentEvent.FallbackUsed({
                   taskId: run.task.id,
                   tier: answered.tier,
                   failures: answered.failures.map(({ error, tier }) => ({ tier, error: ErrorInfo.fromError(error) }))
-                }, true))
+                }, true)))
             )
             : Effect.void
       )
@@ -624,9 +649,9 @@ export const make = (
         // A span per task when a tracer records spans. Effect's default tracer records nothing,
         // and the span's parent context costs a copy of the fiber's refs (~10 µs per task, 30 at
         // 1,000 in flight: bench/lean.ts), so under it there is none. Never a stack trace.
-        return Context.get(services, Tracer.Tracer) === nativeTracer || !fiber.getFiberRef(FiberRef.currentTracerEnabled)
-          ? work
-          : Effect.withSpan(work, "AgentService.process", { attributes: { "task.id": task.id }, captureStackTrace: false })
+        if (Context.get(services, Tracer.Tracer) === nativeTracer || !fiber.getFiberRef(FiberRef.currentTracerEnabled)) return work
+        run.traced = true
+        return Effect.withSpan(work, "AgentService.process", { attributes: { "task.id": task.id }, captureStackTrace: false })
       })
 
     const process = (task: AgentTask) => runTask(task, undefined)
@@ -858,3 +883,29 @@ const modelOf = (error: AgentError): string => "model" in error ? error.model : 
  */
 export const layer = (options: Options = {}): Layer.Layer<AgentService, never, AiModel.AiModel> =>
   Layer.scoped(AgentService, make(options))
+
+/**
+ * The service as a layer, its options read from Effect `Config` (each option, or each nested
+ * group, a `Config` of its own), so an app configures it from the environment like its other
+ * layers. Options that are code (fallback models, predicates) stay plain values
+ * (`Config.succeed`).
+ *
+ * @example
+ * ```ts
+ * import { Config } from "effect"
+ * import { AgentService } from "wiz-effect"
+ *
+ * const agent = AgentService.layerConfig({
+ *   concurrency: Config.integer("AGENT_CONCURRENCY").pipe(Config.withDefault(8)),
+ *   timeout: Config.duration("AGENT_TIMEOUT").pipe(Config.withDefault("30 seconds")),
+ *   retry: Config.all({ maxAttempts: Config.integer("AGENT_RETRY_ATTEMPTS").pipe(Config.withDefault(4)) })
+ * })
+ * ```
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerConfig = (
+  options: Config.Config.Wrap<Options>
+): Layer.Layer<AgentService, ConfigError.ConfigError, AiModel.AiModel> =>
+  Layer.scoped(AgentService, Effect.flatMap(Config.unwrap(options), make))

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { readFileSync } from "node:fs"
-import { Chunk, Clock, Duration, Effect, Either, Equal, Exit, FastCheck as fc, Fiber, Layer, Metric, Option, Schema, Stream, TestClock, Tracer } from "effect"
+import { Chunk, Clock, Config, ConfigError, ConfigProvider, Duration, Effect, Either, Equal, Exit, FastCheck as fc, Fiber, Layer, Metric, Option, Schema, Stream, TestClock, Tracer } from "effect"
 import * as AgentService from "../../src/agent/AgentService.js"
 import { AgentTask, type TaskResult, TaskSucceeded } from "../../src/agent/AgentTask.js"
 import * as AgentEvent from "../../src/events/AgentEvent.js"
@@ -577,11 +577,37 @@ describe("AgentService, lean (issue 12)", () => {
       expect(task).toHaveLength(1)
       expect(task[0]!.attributes.get("task.id")).toBe("a")
       expect(task[0]!.ended).toBe(true)
-      expect(task[0]!.events.map((e) => [e.name, e.attributes?.["attempt"]])).toStrictEqual([["attempt", 1], ["attempt", 2]])
+      expect(task[0]!.events.map((e) => [e.name, e.attributes?.["attempt"]])).toStrictEqual([["attempt", 1], ["retry", 2], ["attempt", 2]])
+      expect(task[0]!.events[1]!.attributes).toMatchObject({ "error.tag": "Overloaded", "delay.ms": 10 })
       const calls = spans.filter((s) => s.name === "model.generate")
       expect(calls).toHaveLength(2)
       const taskSpanId = `s${spans.indexOf(task[0]!) + 1}`
       expect(calls.every((c) => c.parent === taskSpanId)).toBe(true)
+    }))
+
+  it.effect("issue 7: a task's story on its span: a circuit wait and a fallback are span events too", () =>
+    Effect.gen(function*() {
+      const { spans, tracer } = recordingTracer()
+      const primary = scriptedModel("primary", () => ({ latency: 0, error: new AiModel.Overloaded({ model: "primary" }) }))
+      const secondary = scriptedModel("secondary", () => ({ latency: 0 }))
+      yield* withEvents(
+        primary.model,
+        { retry: false, fallback: { models: [secondary.model] } },
+        (agent) => agent.process(new AgentTask({ id: "a", prompt: "p" }))
+      ).pipe(Effect.withTracer(tracer))
+      const [task] = spans.filter((s) => s.name === "AgentService.process")
+      expect(task!.events.map((e) => e.name)).toStrictEqual(["attempt", "attempt", "fallback"])
+      expect(task!.events[2]!.attributes).toStrictEqual({ tier: "secondary", failures: 1 })
+
+      const waited = recordingTracer()
+      const down = scriptedModel("m", (_, n) => n === 0 ? { latency: 0, error: new AiModel.Overloaded({ model: "m" }) } : { latency: 0 })
+      yield* withEvents(
+        down.model,
+        { retry: { jitter: "none" }, breaker: { tripPolicy: CircuitBreaker.consecutive(1), openDuration: "2 seconds" } },
+        (agent) => agent.process(new AgentTask({ id: "b", prompt: "p" }))
+      ).pipe(Effect.withTracer(waited.tracer))
+      const [waiting] = waited.spans.filter((s) => s.name === "AgentService.process")
+      expect(waiting!.events.map((e) => e.name)).toStrictEqual(["attempt", "retry", "circuit.wait", "attempt"])
     }))
 
   it.effect("events are built only for listeners: a subscriber who joins mid-run gets every event from then on", () =>
@@ -743,5 +769,64 @@ describe("AgentService.stream (issue 9)", () => {
         )
       )
       expect(streamed).toStrictEqual(Either.right(text))
+    }))
+})
+
+describe("AgentService.layerConfig (issue 7)", () => {
+  it.effect("reads its options, and the retry and breaker options it holds, from Config; a bad value is a ConfigError", () =>
+    Effect.gen(function*() {
+      const { calls, model } = scriptedModel("m", (_, n) => n < 2 ? { latency: 0, error: new AiModel.Overloaded({ model: "m" }) } : { latency: 0 })
+      const layer = AgentService.layerConfig({
+        concurrency: Config.integer("CONCURRENCY"),
+        retry: Config.all({
+          maxAttempts: Config.integer("RETRY_ATTEMPTS"),
+          jitter: Config.literal("none", "full", "equal")("RETRY_JITTER"),
+          base: Config.duration("RETRY_BASE")
+        }),
+        breaker: Config.all({ openDuration: Config.duration("BREAKER_OPEN") })
+      }).pipe(Layer.provide(Layer.succeed(AiModel.AiModel, model)))
+      const env = ConfigProvider.fromMap(new Map([
+        ["CONCURRENCY", "2"],
+        ["RETRY_ATTEMPTS", "3"],
+        ["RETRY_JITTER", "none"],
+        ["RETRY_BASE", "100 millis"],
+        ["BREAKER_OPEN", "2 seconds"]
+      ]))
+      const fiber = yield* Effect.fork(
+        Effect.flatMap(AgentService.AgentService, (agent) => agent.process(new AgentTask({ id: "a", prompt: "p" }))).pipe(
+          Effect.provide(layer),
+          Effect.withConfigProvider(env)
+        )
+      )
+      yield* TestClock.adjust("1 second")
+      expect(yield* Fiber.join(fiber)).toMatchObject({ attempts: 3 })
+      expect(calls.map((c) => c.start)).toStrictEqual([0, 100, 300])
+      const bad = yield* Effect.flip(
+        Effect.flatMap(AgentService.AgentService, (agent) => agent.process(new AgentTask({ id: "a", prompt: "p" }))).pipe(
+          Effect.provide(layer),
+          Effect.withConfigProvider(ConfigProvider.fromMap(new Map([["CONCURRENCY", "many"]])))
+        )
+      )
+      expect(ConfigError.isConfigError(bad)).toBe(true)
+    }))
+
+  it.effect("EmbeddedModel.layerConfig: its seed and latencies from Config", () =>
+    Effect.gen(function*() {
+      const layer = EmbeddedModel.layerConfig({
+        seed: Config.integer("SEED"),
+        timeToFirstToken: Config.duration("TTFT"),
+        perToken: Config.duration("PER_TOKEN")
+      })
+      const fiber = yield* Effect.fork(
+        Effect.flatMap(AiModel.AiModel, (model) => model.generate(new AiModel.CompletionRequest({ prompt: "Say hi. Then stop.", maxTokens: 8 }))).pipe(
+          Effect.zip(Clock.currentTimeMillis),
+          Effect.provide(layer),
+          Effect.withConfigProvider(ConfigProvider.fromMap(new Map([["SEED", "1"], ["TTFT", "0 millis"], ["PER_TOKEN", "0 millis"]])))
+        )
+      )
+      yield* TestClock.adjust("1 second")
+      const [completion, at] = yield* Fiber.join(fiber)
+      expect(completion.model).toBe("embedded")
+      expect(at).toBe(0)
     }))
 })
