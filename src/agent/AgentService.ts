@@ -26,8 +26,8 @@
  *
  * @since 0.1.0
  */
-import { Cause, Clock, Context, Duration, Effect, Exit, FiberRef, Layer, Metric, MetricBoundaries, MetricKey, Option, Stream, Tracer } from "effect"
-import type { Scope } from "effect"
+import { Cause, Clock, Config, Context, Duration, Effect, Either, Equal, Exit, FiberRef, Hash, Layer, Metric, MetricBoundaries, MetricKey, Option, Stream, Tracer } from "effect"
+import type { Array as Arr, ConfigError, Scope } from "effect"
 import * as Bulkhead from "../concurrency/Bulkhead.js"
 import * as AgentEvent from "../events/AgentEvent.js"
 import * as EventBus from "../events/EventBus.js"
@@ -38,8 +38,11 @@ import * as Fallback from "../policy/Fallback.js"
 import * as Hedge from "../policy/Hedge.js"
 import * as Retry from "../policy/Retry.js"
 import * as Timeout from "../policy/Timeout.js"
+import * as StreamingAnswer from "../stream/StreamingAnswer.js"
+import * as Coalesce from "../concurrency/Coalesce.js"
+import * as Memo from "../concurrency/Memo.js"
 import * as ErrorInfo from "../events/ErrorInfo.js"
-import { type AgentTask, TaskFailed, type TaskResult, TaskSucceeded } from "./AgentTask.js"
+import { type AgentTask, type Coalesced, TaskFailed, type TaskResult, TaskSucceeded } from "./AgentTask.js"
 import { TaskWindow } from "../internal/taskWindow.js"
 import { unsafeConstruct } from "../internal/unsafeConstruct.js"
 
@@ -103,7 +106,44 @@ export interface Options {
      */
     readonly retryAfterAboveMax?: "fallback" | "fail"
   }
+  /**
+   * Identical tasks in flight share one answer (the seed's `RequestCoalescer`): one model call,
+   * every task its own record, which says it `led` or `joined` the call and how many tasks the
+   * call served. `true`, or `{ key }` to say what "identical" means (by default the request's
+   * prompt, `maxTokens`, `system` and `temperature`). Off unless given.
+   */
+  readonly coalesce?: boolean | { readonly key?: (request: AiModel.CompletionRequest) => string }
+  /**
+   * Keep answers for repeated requests (the seed's `LazyAIProcessor`, on `Memo`): a request
+   * answered within `timeToLive` is answered again without a call (its record says `memoized`);
+   * failures are never kept. Off unless given.
+   */
+  readonly memo?: {
+    readonly timeToLive?: Duration.DurationInput
+    readonly capacity?: number
+    readonly key?: (request: AiModel.CompletionRequest) => string
+  }
+  /**
+   * `stream(task)`: time to the first chunk (default: `timeout`), longest gap between chunks
+   * (default `StreamingAnswer.defaults.betweenChunks`), and `continue`: after a mid-stream
+   * failure, ask the next attempt to continue from the text delivered (off by default).
+   */
+  readonly stream?: {
+    readonly firstChunk?: Duration.DurationInput
+    readonly betweenChunks?: Duration.DurationInput
+    readonly continue?: boolean | { readonly maxContinuations?: number }
+  }
 }
+
+/**
+ * The key of a request for coalescing and memoization: its prompt and the parameters that
+ * change the answer.
+ *
+ * @since 0.1.0
+ * @category coalescing
+ */
+export const requestKey = (request: AiModel.CompletionRequest): string =>
+  JSON.stringify([request.prompt, request.maxTokens, request.system ?? null, request.temperature ?? null])
 
 /**
  * `concurrency: 8`; `maxTasks: 1000` (a few MB of waiting tasks at most, and enough that a
@@ -134,6 +174,15 @@ export const defaults = {
  * @category errors
  */
 export type AgentError = AiModel.ModelError | CircuitBreaker.CircuitOpen | Retry.DeadlineExceeded
+
+/**
+ * What can end a streamed answer: an error before its first chunk (after retries and
+ * fallback), or a break after it (an error, an idle timeout, a missing end) nobody continued.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export type StreamError = AgentError | Fallback.AllTiersFailed<AgentError> | StreamingAnswer.MidStreamError<AiModel.ModelError>
 
 /**
  * Counters and latencies of the agent, as Effect `Metric`s.
@@ -183,6 +232,13 @@ export declare namespace AgentService {
       <E, R>(tasks: Stream.Stream<AgentTask, E, R>): Stream.Stream<TaskResult, E, R>
     }
     /**
+     * Answer one task as the model produces it, through the same policies: retried, or handed to
+     * the next tier, only before its first chunk (or continued after a break, with `continue`);
+     * a stream that ends without its final chunk fails with `IncompleteStream` and its text.
+     * A permit is held while an attempt's stream is open; the reader's pace paces the model.
+     */
+    readonly stream: (task: AgentTask) => Stream.Stream<AiModel.CompletionChunk, StreamError>
+    /**
      * Everything the policies do from when the stream runs; it misses nothing from then on (its
      * buffer, when full, makes the agent wait rather than drop an event).
      */
@@ -231,6 +287,8 @@ class TaskRun implements Retry.CallOptions<AgentError> {
   /** Calls that reached a model. */
   attempts = 0
   lastError: AgentError | undefined = undefined
+  /** Whether the task has a span of its own (a tracer records spans): its story goes on it as events. */
+  traced = false
   constructor(
     readonly task: AgentTask,
     readonly window: TaskWindow | undefined,
@@ -241,7 +299,7 @@ class TaskRun implements Retry.CallOptions<AgentError> {
 
   onRetry({ attempt, delay, error }: Retry.RetryEvent<AgentError>): Effect.Effect<void> {
     this.lastError = error
-    return Effect.zipRight(
+    const told = Effect.zipRight(
       Metric.increment(metrics.retries),
       emit(this.shared.bus, "RetryScheduled", () =>
         new AgentEvent.RetryScheduled({
@@ -252,6 +310,9 @@ class TaskRun implements Retry.CallOptions<AgentError> {
           error: ErrorInfo.fromError(error)
         }, true))
     )
+    return this.traced
+      ? Effect.zipRight(spanEvent("retry", { attempt, "delay.ms": Duration.toMillis(delay), "error.tag": error._tag }), told)
+      : told
   }
 
   onGiveUp({ attempts, error, reason }: Retry.GiveUpEvent<AgentError>): Effect.Effect<void> {
@@ -287,7 +348,7 @@ class TaskRun implements Retry.CallOptions<AgentError> {
 
   /** Wait on an open circuit asleep (it holds no place), but never past the deadline. */
   waitOnCircuit(wait: Effect.Effect<void>, refused: CircuitBreaker.CircuitOpen): Effect.Effect<void, Retry.DeadlineExceeded> {
-    return Effect.flatMap(Clock.currentTimeMillis, (now) => {
+    const waiting = Effect.flatMap(Clock.currentTimeMillis, (now) => {
       const left = this.deadlineAt - now
       const expired = Effect.failSync(() => this.deadlineExceeded(`the circuit of ${refused.message}`))
       if (left <= 0) return expired
@@ -296,8 +357,25 @@ class TaskRun implements Retry.CallOptions<AgentError> {
         : wait
       return this.window === undefined ? bounded : this.window.asleep(bounded)
     })
+    return this.traced
+      ? Effect.zipRight(
+        spanEvent("circuit.wait", { breaker: refused.breaker, "retry_after.ms": Duration.toMillis(refused.retryAfter) }),
+        waiting
+      )
+      : waiting
   }
 }
+
+/** An event on the current span (the task's own: called only when it has one). */
+const spanEvent = (name: string, attributes: Record<string, unknown>): Effect.Effect<void> =>
+  Effect.withFiberRuntime((fiber) => {
+    const span = fiber.currentSpan
+    if (span?._tag === "Span") {
+      const now = Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeNanos()
+      span.event(name, now, attributes)
+    }
+    return Effect.void
+  })
 
 /** Publish the event `make` builds, if anyone wants its tag: nobody listening costs a lookup. */
 const emit = <T extends AgentEvent.Tag>(
@@ -406,8 +484,10 @@ export const make = (
           const now = Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeMillis()
           run.attempts++
           metrics.attempts.unsafeUpdate(1, fiber.getFiberRef(FiberRef.currentMetricLabels))
-          const span = fiber.currentSpan
-          if (span?._tag === "Span") span.event("attempt", BigInt(Math.round(now * 1_000_000)), { model: model.name, attempt: run.attempts })
+          if (run.traced) {
+            const span = fiber.currentSpan
+            if (span?._tag === "Span") span.event("attempt", BigInt(Math.round(now * 1_000_000)), { model: model.name, attempt: run.attempts })
+          }
           const left = run.deadlineAt - now
           const limited = left < timeoutMillis
             ? timer.within(model.generate(request), Duration.millis(Math.max(0, left)), () =>
@@ -477,13 +557,14 @@ export const make = (
         (answered) =>
           answered.degraded
             ? Effect.zipRight(
-              Metric.increment(metrics.fallbacks),
+              run.traced ? spanEvent("fallback", { tier: answered.tier, failures: answered.failures.length }) : Effect.void,
+              Effect.zipRight(Metric.increment(metrics.fallbacks),
               emit(bus, "FallbackUsed", () =>
                 new AgentEvent.FallbackUsed({
                   taskId: run.task.id,
                   tier: answered.tier,
                   failures: answered.failures.map(({ error, tier }) => ({ tier, error: ErrorInfo.fromError(error) }))
-                }, true))
+                }, true)))
             )
             : Effect.void
       )
@@ -493,10 +574,8 @@ export const make = (
     const finish = (
       run: TaskRun,
       start: number,
-      outcome: Exit.Exit<
-        AiModel.Completion | Fallback.Answered<AiModel.Completion, AgentError>,
-        AgentError | Fallback.AllTiersFailed<AgentError>
-      >
+      outcome: AnswerExit,
+      shared?: Sharing
     ): Effect.Effect<TaskSucceeded, TaskFailed> =>
       // Interrupting the caller ends the task without a record; anything else gives one.
       Exit.isFailure(outcome) && Cause.isInterruptedOnly(outcome.cause)
@@ -508,10 +587,14 @@ export const make = (
           metrics.taskDuration.unsafeUpdate(durationMs, labels)
           metrics.tasks.unsafeUpdate(1, labels)
           ;(succeeded ? succeededCount : failedCount).unsafeUpdate(1, labels)
-          const { attempts, task } = run
+          const { task } = run
+          const attempts = shared?.attempts ?? run.attempts
+          const extra = shared?.coalesced === undefined ? {} : { coalesced: shared.coalesced }
           let ended: Effect.Effect<TaskSucceeded, TaskFailed>
           if (Exit.isFailure(outcome)) {
-            ended = Effect.fail(new TaskFailed({ id: task.id, error: causeInfo(outcome.cause), attempts, durationMs }, true))
+            ended = Effect.fail(
+              new TaskFailed({ id: task.id, error: causeInfo(outcome.cause), attempts, durationMs, ...extra }, true)
+            )
           } else {
             // the primary's own completion, or the fallback chain's answer
             const answered = outcome.value
@@ -523,6 +606,8 @@ export const make = (
               model: completion.model,
               degraded: answered instanceof AiModel.Completion ? false : answered.degraded,
               durationMs,
+              ...extra,
+              ...(shared?.memoized === true ? { memoized: true } : {}),
               _tag: "TaskSucceeded",
               status: "succeeded"
             }))
@@ -537,6 +622,13 @@ export const make = (
             : ended
         })
 
+    /**
+     * How a task gets its answer when identical tasks may share one: through the memo (a stored
+     * answer, or one computation per key), then the coalescer (one call in flight per key).
+     * Undefined when neither is on: the task answers alone.
+     */
+    const share = yield* makeSharing(options, bus)
+
     const runTask = (task: AgentTask, window: TaskWindow | undefined): Effect.Effect<TaskSucceeded, TaskFailed> =>
       Effect.withFiberRuntime((fiber) => {
         const services = fiber.currentDefaultServices
@@ -548,16 +640,18 @@ export const make = (
           AiModel.Completion | Fallback.Answered<AiModel.Completion, AgentError>,
           AgentError | Fallback.AllTiersFailed<AgentError>
         > = chained ? answerDegraded(request, run) : primaryTier(request, run)
-        const answered = Effect.flatMap(Effect.exit(answer), (outcome) => finish(run, start, outcome))
+        const answered = share === undefined
+          ? Effect.flatMap(Effect.exit(answer), (outcome) => finish(run, start, outcome))
+          : Effect.flatMap(share(request, run, answer), (shared) => finish(run, start, shared.exit, shared))
         const work = bus.wants("TaskStarted")
           ? Effect.zipRight(bus.publish(new AgentEvent.TaskStarted({ taskId: task.id }, true)), answered)
           : answered
         // A span per task when a tracer records spans. Effect's default tracer records nothing,
         // and the span's parent context costs a copy of the fiber's refs (~10 µs per task, 30 at
         // 1,000 in flight: bench/lean.ts), so under it there is none. Never a stack trace.
-        return Context.get(services, Tracer.Tracer) === nativeTracer || !fiber.getFiberRef(FiberRef.currentTracerEnabled)
-          ? work
-          : Effect.withSpan(work, "AgentService.process", { attributes: { "task.id": task.id }, captureStackTrace: false })
+        if (Context.get(services, Tracer.Tracer) === nativeTracer || !fiber.getFiberRef(FiberRef.currentTracerEnabled)) return work
+        run.traced = true
+        return Effect.withSpan(work, "AgentService.process", { attributes: { "task.id": task.id }, captureStackTrace: false })
       })
 
     const process = (task: AgentTask) => runTask(task, undefined)
@@ -575,14 +669,194 @@ export const make = (
       })
     }
 
+    // -------------------------------------------------------------------------
+    // streaming answers
+    // -------------------------------------------------------------------------
+
+    const streamOptions = options.stream ?? {}
+    const sourceModels = [primary, ...extraModels]
+    const modelBreakers = new Map<string, CircuitBreaker.CircuitBreaker>()
+    if (breakers !== undefined) {
+      for (const model of sourceModels) modelBreakers.set(model.name, yield* breakers.get(model.name))
+    }
+    /** A source whose attempt holds a permit while its stream is open. */
+    const permitted = (source: StreamingAnswer.Source): StreamingAnswer.Source => ({
+      ...source,
+      stream: (delivered) => Stream.unwrapScoped(Effect.as(bulkhead.takePermits(1), source.stream(delivered)))
+    })
+
+    const stream = (task: AgentTask): Stream.Stream<AiModel.CompletionChunk, StreamError> =>
+      Stream.unwrap(Effect.map(Clock.currentTimeMillis, (start) => {
+        const run = new TaskRun(task, undefined, shared, start + deadlineMillis)
+        const request = unsafeConstruct(AiModel.CompletionRequest, { prompt: task.prompt, maxTokens: task.maxTokens ?? maxTokens })
+        const sources: Array<StreamingAnswer.Source> = sourceModels.map((model) => permitted(StreamingAnswer.fromModel(model, request)))
+        if (fallback?.staticAnswer !== undefined) {
+          const text = fallback.staticAnswer(task)
+          const usage = new AiModel.Usage({ promptTokens: 0, completionTokens: 0 })
+          sources.push({
+            name: "static",
+            canContinue: false,
+            stream: () => Stream.make(new AiModel.CompletionChunk({ delta: text, finishReason: "stop", usage }, true))
+          })
+        }
+        const last = sourceModels.length - 1
+        const answer = StreamingAnswer.make<AiModel.ModelError, never, AgentError, never>({
+          firstChunk: streamOptions.firstChunk ?? timeout,
+          ...(streamOptions.betweenChunks === undefined ? {} : { betweenChunks: streamOptions.betweenChunks }),
+          ...(streamOptions.continue === undefined ? {} : { continue: streamOptions.continue }),
+          fallThrough,
+          policy: (started, source) => {
+            const breaker = modelBreakers.get(source.name)
+            const index = sourceModels.findIndex((model) => model.name === source.name)
+            const guarded = breaker === undefined
+              ? started
+              : index === last
+              ? breaker.executeWaiting(started, (wait, refused) => run.waitOnCircuit(wait, refused))
+              : breaker.execute(started)
+            const retryPolicy = index === last ? lastTierRetry : earlyTierRetry
+            return retryPolicy === undefined || index < 0 ? guarded : retryPolicy.apply(guarded, run)
+          },
+          onStarted: ({ failures, index, source }) =>
+            index === 0 ? Effect.void : Effect.zipRight(
+              Metric.increment(metrics.fallbacks),
+              emit(bus, "FallbackUsed", () =>
+                new AgentEvent.FallbackUsed({
+                  taskId: task.id,
+                  tier: source,
+                  failures: failures.map(({ error, tier }) => ({ tier, error: ErrorInfo.fromError(error) }))
+                }, true))
+            ),
+          onContinued: ({ deliveredChars, error, source }) =>
+            emit(bus, "StreamContinued", () =>
+              new AgentEvent.StreamContinued({ taskId: task.id, model: source, deliveredChars, error: ErrorInfo.fromError(error) }, true))
+        })
+        const started = emit(bus, "TaskStarted", () => new AgentEvent.TaskStarted({ taskId: task.id }, true))
+        return Stream.ensuringWith(
+          Stream.concat(Stream.drain(Stream.fromEffect(started)), answer(sources as unknown as Arr.NonEmptyReadonlyArray<StreamingAnswer.Source>)),
+          (exit) =>
+            Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause) ? Effect.void : Effect.flatMap(Clock.currentTimeMillis, (now) =>
+              emit(bus, "TaskFinished", () =>
+                new AgentEvent.TaskFinished({
+                  taskId: task.id,
+                  status: Exit.isSuccess(exit) ? "succeeded" : "failed",
+                  attempts: run.attempts,
+                  durationMs: now - start
+                }, true)))
+        )
+      }))
+
     const subscribe = bus.subscribe({ strategy: "suspend" })
     return AgentService.of({
       process,
       processAll,
+      stream,
       events: Stream.unwrapScoped(subscribe),
       subscribe,
       bus
     })
+  })
+
+/** How one task's answer ended: the primary's completion or the fallback chain's answer, or why not. */
+type AnswerExit = Exit.Exit<
+  AiModel.Completion | Fallback.Answered<AiModel.Completion, AgentError>,
+  AgentError | Fallback.AllTiersFailed<AgentError>
+>
+
+/** A computation of an answer that identical tasks may share: its outcome and the calls it made. */
+interface Computed {
+  readonly exit: AnswerExit
+  readonly attempts: number
+}
+
+/** A task's answer as it got it: alone, through the memo, or shared with identical tasks. */
+interface Sharing extends Computed {
+  readonly coalesced?: Coalesced
+  readonly memoized?: boolean
+}
+
+type Share = (
+  request: AiModel.CompletionRequest,
+  run: TaskRun,
+  answer: Effect.Effect<AiModel.Completion | Fallback.Answered<AiModel.Completion, AgentError>, AgentError | Fallback.AllTiersFailed<AgentError>>
+) => Effect.Effect<Sharing>
+
+/**
+ * A memo key: the request's key, compared by it alone, carrying how the asking task would
+ * compute the answer (the memo runs the first asker's). A failed computation fails the lookup,
+ * so the memo keeps no failure.
+ */
+class MemoKey implements Equal.Equal {
+  constructor(readonly key: string, readonly compute: Effect.Effect<Computed, Computed>) {}
+  [Equal.symbol](that: Equal.Equal): boolean {
+    return that instanceof MemoKey && that.key === this.key
+  }
+  [Hash.symbol](): number {
+    return Hash.cached(this, Hash.string(this.key))
+  }
+}
+
+/** What the memo layer answers: the computation, and whether it was stored already. */
+interface Recalled {
+  readonly computed: Computed
+  readonly memoized: boolean
+}
+
+/** `coalesce` and `memo` as one step per task; undefined when both are off. */
+const makeSharing = (options: Options, bus: EventBus.EventBus.Service): Effect.Effect<Share | undefined> =>
+  Effect.gen(function*() {
+    const coalesceKey = options.coalesce === undefined || options.coalesce === false
+      ? undefined
+      : options.coalesce === true
+      ? requestKey
+      : options.coalesce.key ?? requestKey
+    const memoOptions = options.memo
+    if (coalesceKey === undefined && memoOptions === undefined) return undefined
+    const coalesce = coalesceKey === undefined ? undefined : yield* Coalesce.make<Recalled>()
+    const memoKey = memoOptions?.key ?? requestKey
+    const memo = memoOptions === undefined ? undefined : yield* Memo.make<MemoKey, Computed, Computed>({
+      lookup: (key) => key.compute,
+      name: "AgentService",
+      ...(memoOptions.capacity === undefined ? {} : { capacity: memoOptions.capacity }),
+      ...(memoOptions.timeToLive === undefined ? {} : { timeToLive: memoOptions.timeToLive })
+    })
+
+    const recall = (request: AiModel.CompletionRequest, run: TaskRun, compute: Effect.Effect<Computed>): Effect.Effect<Recalled> => {
+      if (memo === undefined) return Effect.map(compute, (computed) => ({ computed, memoized: false }))
+      const key = memoKey(request)
+      const stored = Effect.flatMap(compute, (computed) => Exit.isSuccess(computed.exit) ? Effect.succeed(computed) : Effect.fail(computed))
+      return Effect.matchEffect(memo.getEither(new MemoKey(key, stored)), {
+        onFailure: (computed) => Effect.succeed<Recalled>({ computed, memoized: false }),
+        onSuccess: (either): Effect.Effect<Recalled> =>
+          Either.isRight(either)
+            ? Effect.succeed({ computed: either.right, memoized: false })
+            : Effect.as(
+              emit(bus, "Memoized", () => new AgentEvent.Memoized({ taskId: run.task.id, key }, true)),
+              { computed: either.left, memoized: true }
+            )
+      })
+    }
+
+    const asSharing = ({ computed, memoized }: Recalled, coalesced?: Coalesced): Sharing => ({
+      exit: computed.exit,
+      attempts: memoized ? 0 : computed.attempts,
+      ...(memoized ? { memoized } : {}),
+      ...(coalesced === undefined ? {} : { coalesced })
+    })
+
+    return (request, run, answer) => {
+      const compute = Effect.map(Effect.exit(answer), (exit): Computed => ({ exit, attempts: run.attempts }))
+      const recalled = recall(request, run, compute)
+      if (coalesce === undefined || coalesceKey === undefined) return Effect.map(recalled, (r) => asSharing(r))
+      const key = coalesceKey(request)
+      return Effect.flatMap(coalesce.share(key, recalled), ({ callers, exit, role }) => {
+        // the shared call ends only by answering; a defect in it is every sharer's defect
+        if (Exit.isFailure(exit)) return Effect.succeed<Sharing>({ exit: Exit.failCause(exit.cause), attempts: run.attempts })
+        const sharing = asSharing(exit.value, { role, callers })
+        return role === "joined"
+          ? Effect.as(emit(bus, "Coalesced", () => new AgentEvent.Coalesced({ taskId: run.task.id, key, waiters: callers }, true)), sharing)
+          : Effect.succeed(sharing)
+      })
+    }
   })
 
 /**
@@ -609,3 +883,29 @@ const modelOf = (error: AgentError): string => "model" in error ? error.model : 
  */
 export const layer = (options: Options = {}): Layer.Layer<AgentService, never, AiModel.AiModel> =>
   Layer.scoped(AgentService, make(options))
+
+/**
+ * The service as a layer, its options read from Effect `Config` (each option, or each nested
+ * group, a `Config` of its own), so an app configures it from the environment like its other
+ * layers. Options that are code (fallback models, predicates) stay plain values
+ * (`Config.succeed`).
+ *
+ * @example
+ * ```ts
+ * import { Config } from "effect"
+ * import { AgentService } from "wiz-effect"
+ *
+ * const agent = AgentService.layerConfig({
+ *   concurrency: Config.integer("AGENT_CONCURRENCY").pipe(Config.withDefault(8)),
+ *   timeout: Config.duration("AGENT_TIMEOUT").pipe(Config.withDefault("30 seconds")),
+ *   retry: Config.all({ maxAttempts: Config.integer("AGENT_RETRY_ATTEMPTS").pipe(Config.withDefault(4)) })
+ * })
+ * ```
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerConfig = (
+  options: Config.Config.Wrap<Options>
+): Layer.Layer<AgentService, ConfigError.ConfigError, AiModel.AiModel> =>
+  Layer.scoped(AgentService, Effect.flatMap(Config.unwrap(options), make))

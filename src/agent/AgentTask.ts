@@ -31,9 +31,30 @@ export class AgentTask extends Schema.Class<AgentTask>("AgentTask")({
 }) {}
 
 /**
+ * How a task's answer was shared with identical tasks in flight (`AgentService`'s `coalesce`):
+ * it `led` the call (the call was its own) or `joined` one; `callers` is how many tasks the
+ * call served.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const Coalesced = Schema.Struct({
+  role: Schema.Literal("led", "joined"),
+  callers: Schema.Int
+})
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type Coalesced = typeof Coalesced.Type
+
+/**
  * A task the model answered. `degraded` is true when a fallback tier answered instead of the
  * primary model; `model` names the one that did. `attempts` counts calls that reached a model
- * (retries and hedged copies included; an attempt an open breaker refused is no call).
+ * (retries and hedged copies included; an attempt an open breaker refused is no call; a task
+ * that joined a shared call counts that call's, and `coalesced` says so; a memo hit makes none,
+ * and `memoized` says so).
  *
  * @since 0.1.0
  * @category models
@@ -45,7 +66,9 @@ export class TaskSucceeded extends Schema.TaggedClass<TaskSucceeded>()("TaskSucc
   attempts: Schema.Int,
   model: Schema.String,
   degraded: Schema.Boolean,
-  durationMs: Schema.Number
+  durationMs: Schema.Number,
+  coalesced: Schema.optional(Coalesced),
+  memoized: Schema.optional(Schema.Boolean)
 }) {}
 
 /**
@@ -60,7 +83,8 @@ export class TaskFailed extends Schema.TaggedError<TaskFailed>()("TaskFailed", {
   status: Schema.tag("failed"),
   error: ErrorInfo,
   attempts: Schema.Int,
-  durationMs: Schema.Number
+  durationMs: Schema.Number,
+  coalesced: Schema.optional(Coalesced)
 }) {
   override get message(): string {
     return `task ${this.id} failed after ${this.attempts} attempt(s): ${this.error._tag}: ${this.error.message}`

@@ -177,6 +177,19 @@ export class Coalesced extends Schema.TaggedClass<Coalesced>()("Coalesced", {
 }) {}
 
 /**
+ * A task was answered from the memo: the same request was answered within the memo's
+ * time-to-live, so no call was made.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export class Memoized extends Schema.TaggedClass<Memoized>()("Memoized", {
+  taskId: Schema.String,
+  /** The key the answer is stored under (the request's). */
+  key: Schema.String
+}) {}
+
+/**
  * A streamed answer failed after some text was delivered, and `model` was asked to continue from
  * the `deliveredChars` characters the reader already has.
  *
@@ -232,6 +245,7 @@ export const AgentEvent = Schema.Union(
   FallbackUsed,
   HedgeStarted,
   Coalesced,
+  Memoized,
   StreamContinued,
   TaskFinished,
   ProgressReported
@@ -275,6 +289,7 @@ export const tags: ReadonlyArray<Tag> = [
   "FallbackUsed",
   "HedgeStarted",
   "Coalesced",
+  "Memoized",
   "StreamContinued",
   "TaskFinished",
   "ProgressReported"

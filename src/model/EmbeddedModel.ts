@@ -72,7 +72,8 @@
  *
  * @since 0.1.0
  */
-import { Clock, Duration, Effect, Hash, Layer, Random, Ref, Stream } from "effect"
+import { Clock, Config, Duration, Effect, Hash, Layer, Random, Ref, Stream } from "effect"
+import type { ConfigError } from "effect"
 import * as AiModel from "./AiModel.js"
 import * as Tokenizer from "./Tokenizer.js"
 
@@ -201,6 +202,27 @@ export const make = (options: Options = {}): Effect.Effect<AiModel.AiModel.Servi
  */
 export const layer = (options: Options = {}): Layer.Layer<AiModel.AiModel> =>
   Layer.effect(AiModel.AiModel, make(options))
+
+/**
+ * The simulated model as a layer, its options read from Effect `Config` (each option a `Config`
+ * of its own), e.g. a seed and a fault rate from the environment.
+ *
+ * @example
+ * ```ts
+ * import { Config } from "effect"
+ * import { EmbeddedModel } from "wiz-effect"
+ *
+ * const model = EmbeddedModel.layerConfig({
+ *   seed: Config.integer("MODEL_SEED").pipe(Config.withDefault(1)),
+ *   failureRate: Config.number("MODEL_FAILURE_RATE").pipe(Config.withDefault(0))
+ * })
+ * ```
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerConfig = (options: Config.Config.Wrap<Options>): Layer.Layer<AiModel.AiModel, ConfigError.ConfigError> =>
+  Layer.effect(AiModel.AiModel, Effect.flatMap(Config.unwrap(options), make))
 
 // -----------------------------------------------------------------------------
 // internal

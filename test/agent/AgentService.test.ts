@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { readFileSync } from "node:fs"
-import { Chunk, Clock, Duration, Effect, Equal, Exit, FastCheck as fc, Fiber, Layer, Metric, Option, Schema, Stream, TestClock, Tracer } from "effect"
+import { Chunk, Clock, Config, ConfigError, ConfigProvider, Duration, Effect, Either, Equal, Exit, FastCheck as fc, Fiber, Layer, Metric, Option, Schema, Stream, TestClock, Tracer } from "effect"
 import * as AgentService from "../../src/agent/AgentService.js"
 import { AgentTask, type TaskResult, TaskSucceeded } from "../../src/agent/AgentTask.js"
 import * as AgentEvent from "../../src/events/AgentEvent.js"
@@ -394,7 +394,7 @@ describe("AgentService under provider faults (issue 6)", () => {
     .map((line) => Schema.decodeUnknownSync(AgentTask)(JSON.parse(line)))
 
   /** Runs the batch and returns its records, model calls and virtual makespan. */
-  const runBatch = (model: EmbeddedModel.Options, options: AgentService.Options = {}) =>
+  const runBatch = (model: EmbeddedModel.Options, options: AgentService.Options = {}, count = batch.length) =>
     Effect.gen(function*() {
       let calls = 0
       let makespan = 0
@@ -411,7 +411,7 @@ describe("AgentService under provider faults (issue 6)", () => {
             if (event._tag === "RetryGivenUp") givenUp.set(event.reason, (givenUp.get(event.reason) ?? 0) + 1)
           })))
         const start = yield* Clock.currentTimeMillis
-        const fiber = yield* agent.processAll(batch).pipe(
+        const fiber = yield* agent.processAll(batch.slice(0, count)).pipe(
           Stream.tap(() => Effect.map(Clock.currentTimeMillis, (now) => (makespan = now - start))),
           Stream.runCollect,
           Effect.fork
@@ -466,11 +466,12 @@ describe("AgentService under provider faults (issue 6)", () => {
 
   it.effect("nothing ever answers: every task fails typed at its deadline (+10%), with fewer calls than 2x the tasks", () =>
     Effect.gen(function*() {
-      const { calls, makespan, results } = yield* runBatch({ failureRate: 1, faults: { hang: 1 } })
-      expect(results).toHaveLength(200)
+      // the issue's repro: `--timeout "1 millis"`, so no call can ever answer in time
+      const { calls, makespan, results } = yield* runBatch({}, { timeout: "1 millis", deadline: "30 seconds" }, 100)
+      expect(results).toHaveLength(100)
       expect(results.every((r) => r._tag === "TaskFailed")).toBe(true)
-      expect(makespan).toBeLessThanOrEqual(132_000)
-      expect(calls).toBeLessThan(400)
+      expect(makespan).toBeLessThanOrEqual(33_000)
+      expect(calls).toBeLessThan(200)
       const last = results.find((r) => r._tag === "TaskFailed" && r.error._tag === "DeadlineExceeded")
       expect(last?._tag === "TaskFailed" && last.error.message).toMatch(/waiting for the circuit of embedded: circuit open.*last error ModelTimeout/)
     }), 60_000)
@@ -577,11 +578,37 @@ describe("AgentService, lean (issue 12)", () => {
       expect(task).toHaveLength(1)
       expect(task[0]!.attributes.get("task.id")).toBe("a")
       expect(task[0]!.ended).toBe(true)
-      expect(task[0]!.events.map((e) => [e.name, e.attributes?.["attempt"]])).toStrictEqual([["attempt", 1], ["attempt", 2]])
+      expect(task[0]!.events.map((e) => [e.name, e.attributes?.["attempt"]])).toStrictEqual([["attempt", 1], ["retry", 2], ["attempt", 2]])
+      expect(task[0]!.events[1]!.attributes).toMatchObject({ "error.tag": "Overloaded", "delay.ms": 10 })
       const calls = spans.filter((s) => s.name === "model.generate")
       expect(calls).toHaveLength(2)
       const taskSpanId = `s${spans.indexOf(task[0]!) + 1}`
       expect(calls.every((c) => c.parent === taskSpanId)).toBe(true)
+    }))
+
+  it.effect("issue 7: a task's story on its span: a circuit wait and a fallback are span events too", () =>
+    Effect.gen(function*() {
+      const { spans, tracer } = recordingTracer()
+      const primary = scriptedModel("primary", () => ({ latency: 0, error: new AiModel.Overloaded({ model: "primary" }) }))
+      const secondary = scriptedModel("secondary", () => ({ latency: 0 }))
+      yield* withEvents(
+        primary.model,
+        { retry: false, fallback: { models: [secondary.model] } },
+        (agent) => agent.process(new AgentTask({ id: "a", prompt: "p" }))
+      ).pipe(Effect.withTracer(tracer))
+      const [task] = spans.filter((s) => s.name === "AgentService.process")
+      expect(task!.events.map((e) => e.name)).toStrictEqual(["attempt", "attempt", "fallback"])
+      expect(task!.events[2]!.attributes).toStrictEqual({ tier: "secondary", failures: 1 })
+
+      const waited = recordingTracer()
+      const down = scriptedModel("m", (_, n) => n === 0 ? { latency: 0, error: new AiModel.Overloaded({ model: "m" }) } : { latency: 0 })
+      yield* withEvents(
+        down.model,
+        { retry: { jitter: "none" }, breaker: { tripPolicy: CircuitBreaker.consecutive(1), openDuration: "2 seconds" } },
+        (agent) => agent.process(new AgentTask({ id: "b", prompt: "p" }))
+      ).pipe(Effect.withTracer(waited.tracer))
+      const [waiting] = waited.spans.filter((s) => s.name === "AgentService.process")
+      expect(waiting!.events.map((e) => e.name)).toStrictEqual(["attempt", "retry", "circuit.wait", "attempt"])
     }))
 
   it.effect("events are built only for listeners: a subscriber who joins mid-run gets every event from then on", () =>
@@ -616,5 +643,191 @@ describe("AgentService, lean (issue 12)", () => {
       expect(Equal.equals(result, constructed)).toBe(true)
       expect(result).toBeInstanceOf(TaskSucceeded)
       expect(Schema.encodeSync(TaskSucceeded)(result)).toStrictEqual(Schema.encodeSync(TaskSucceeded)(constructed))
+    }))
+})
+
+describe("AgentService, coalescing and memo (issue 8)", () => {
+  it.effect("seed bug 11: 1,000 identical tasks in flight make exactly one model call; each gets its own record saying it shared", () =>
+    Effect.gen(function*() {
+      const { calls, model } = scriptedModel("m", () => ({ latency: 100 }))
+      const identical = Array.from({ length: 1000 }, (_, i) => new AgentTask({ id: `t${i}`, prompt: "same prompt" }))
+      const { result, seen } = yield* withEvents(
+        model,
+        { concurrency: 1000, coalesce: true },
+        (agent) => Effect.map(Stream.runCollect(agent.processAll(identical)), Chunk.toReadonlyArray)
+      )
+      expect(calls).toHaveLength(1)
+      expect(result).toHaveLength(1000)
+      expect(new Set(result.map((r) => r.id)).size).toBe(1000)
+      const roles = result.map((r) => r._tag === "TaskSucceeded" ? r.coalesced?.role : "failed")
+      expect(roles.filter((r) => r === "led")).toHaveLength(1)
+      expect(roles.filter((r) => r === "joined")).toHaveLength(999)
+      expect(result.every((r) => r._tag === "TaskSucceeded" && r.coalesced?.callers === 1000 && r.output === "m answers same prompt")).toBe(true)
+      expect(seen.filter(AgentEvent.is("Coalesced"))).toHaveLength(999)
+    }))
+
+  it.effect("coalescing: a failure is shared by the tasks in flight, then forgotten: the next identical task calls again", () =>
+    Effect.gen(function*() {
+      const { calls, model } = scriptedModel("m", (_, n) => n === 0 ? { latency: 50, error: new AiModel.InvalidRequest({ model: "m", reason: "x" }) } : { latency: 50 })
+      const { result } = yield* withEvents(model, { coalesce: true }, (agent) =>
+        Effect.gen(function*() {
+          const first = yield* Effect.forEach(tasks(1).concat(new AgentTask({ id: "u", prompt: "p0" })), (task) => Effect.either(agent.process(task)), {
+            concurrency: "unbounded"
+          })
+          const again = yield* agent.process(new AgentTask({ id: "v", prompt: "p0" }))
+          return { first, again }
+        }))
+      expect(result.first.map((r) => r._tag)).toStrictEqual(["Left", "Left"])
+      expect(result.again).toMatchObject({ id: "v", output: "m answers p0", coalesced: { role: "led", callers: 1 } })
+      expect(calls).toHaveLength(2)
+    }))
+
+  it.effect("seed bug 8: the memo answers a repeated request within its TTL without a call, keeps no failure, and forgets after the TTL", () =>
+    Effect.gen(function*() {
+      const { calls, model } = scriptedModel("m", (prompt, n) =>
+        prompt === "bad" && n === 0 ? { latency: 5, error: new AiModel.InvalidRequest({ model: "m", reason: "x" }) } : { latency: 5 })
+      yield* Effect.scoped(Effect.gen(function*() {
+        const agent = yield* AgentService.AgentService
+        const seen: Array<string> = []
+        yield* Effect.forkScoped(Stream.runForEach(yield* agent.subscribe, (e) => Effect.sync(() => seen.push(e._tag))))
+        const ask = (id: string, prompt: string) => Effect.either(agent.process(new AgentTask({ id, prompt })))
+        const run = <A, E>(effect: Effect.Effect<A, E>) =>
+          Effect.flatMap(Effect.fork(effect), (fiber) => Effect.zipRight(TestClock.adjust("10 millis"), Fiber.join(fiber)))
+        const first = yield* run(ask("a", "p"))
+        const second = yield* run(ask("b", "p"))
+        expect(first).toMatchObject({ _tag: "Right", right: { attempts: 1 } })
+        expect(second).toMatchObject({ _tag: "Right", right: { id: "b", attempts: 0, memoized: true, output: "m answers p" } })
+        // a failure is not kept: the next ask calls again
+        expect(yield* run(ask("c", "bad"))).toMatchObject({ _tag: "Left" })
+        expect(yield* run(ask("d", "bad"))).toMatchObject({ _tag: "Right", right: { attempts: 1 } })
+        expect(calls.map((c) => c.prompt)).toStrictEqual(["p", "bad", "bad"])
+        // after the TTL the stored answer is gone
+        yield* TestClock.adjust("1 minute")
+        expect(yield* run(ask("e", "p"))).toMatchObject({ _tag: "Right", right: { attempts: 1 } })
+        expect(calls).toHaveLength(4)
+        yield* Effect.yieldNow()
+        expect(seen.filter((tag) => tag === "Memoized")).toHaveLength(1)
+      })).pipe(
+        Effect.provide(AgentService.layer({ memo: { timeToLive: "30 seconds" }, retry: false }).pipe(Layer.provide(Layer.succeed(AiModel.AiModel, model))))
+      )
+    }))
+})
+
+describe("AgentService.stream (issue 9)", () => {
+  const chunk = (delta: string, last = false) =>
+    last
+      ? new AiModel.CompletionChunk({ delta, finishReason: "stop", usage: new AiModel.Usage({ promptTokens: 1, completionTokens: 2 }) })
+      : new AiModel.CompletionChunk({ delta })
+  const collect = (stream: Stream.Stream<AiModel.CompletionChunk, unknown>) =>
+    Effect.gen(function*() {
+      const fiber = yield* Effect.fork(Effect.either(Stream.runCollect(stream)))
+      yield* TestClock.adjust("10 minutes")
+      return Either.map(yield* Fiber.join(fiber), (chunks) => Chunk.toReadonlyArray(chunks).map((c) => c.delta).join(""))
+    })
+
+  it.effect("retried before the first chunk; a stream without its end fails with IncompleteStream and the text delivered", () =>
+    Effect.gen(function*() {
+      let opened = 0
+      const model: AiModel.AiModel.Service = AiModel.make({
+        name: "m",
+        stream: () =>
+          Stream.suspend(() => {
+            const n = ++opened
+            return n === 1
+              ? Stream.fail(new AiModel.Overloaded({ model: "m" }))
+              : n === 2
+              ? Stream.make(chunk("Hello"), chunk(" world", true))
+              : Stream.make(chunk("cut"), chunk(" short"))
+          })
+      })
+      const result = yield* Effect.scoped(Effect.gen(function*() {
+        const agent = yield* AgentService.AgentService
+        const ok = yield* collect(agent.stream(new AgentTask({ id: "a", prompt: "p" })))
+        const cut = yield* collect(agent.stream(new AgentTask({ id: "b", prompt: "p" })))
+        return { ok, cut }
+      })).pipe(Effect.provide(AgentService.layer({ retry: { jitter: "none" } }).pipe(Layer.provide(Layer.succeed(AiModel.AiModel, model)))))
+      expect(result.ok).toStrictEqual(Either.right("Hello world"))
+      expect(result.cut).toMatchObject({ _tag: "Left", left: { _tag: "IncompleteStream", partial: "cut short" } })
+      expect(opened).toBe(3)
+    }))
+
+  it.effect("with continue, a mid-stream failure is continued by the next attempt: one answer, no repeated words", () =>
+    Effect.gen(function*() {
+      const model = yield* EmbeddedModel.make({ seed: 3, timeToFirstToken: "10 millis", perToken: "1 millis", midStreamFailureRate: 1 })
+      const whole = yield* EmbeddedModel.make({ seed: 3, timeToFirstToken: "10 millis", perToken: "1 millis" })
+      const prompt = "Summarise: the river rose. The town was flooded. Help came from the hills. Everyone was safe."
+      const expected = (yield* Effect.fork(whole.generate(new AiModel.CompletionRequest({ prompt, maxTokens: 64 })))).pipe(Fiber.join)
+      yield* TestClock.adjust("10 seconds")
+      const text = (yield* expected).text
+      const streamed = yield* Effect.scoped(Effect.gen(function*() {
+        const agent = yield* AgentService.AgentService
+        return yield* collect(agent.stream(new AgentTask({ id: "a", prompt, maxTokens: 64 })))
+      })).pipe(
+        Effect.provide(
+          AgentService.layer({ stream: { continue: { maxContinuations: 10 } }, retry: { jitter: "none" } }).pipe(
+            Layer.provide(Layer.succeed(AiModel.AiModel, model))
+          )
+        )
+      )
+      expect(streamed).toStrictEqual(Either.right(text))
+    }))
+})
+
+describe("AgentService.layerConfig (issue 7)", () => {
+  it.effect("reads its options, and the retry and breaker options it holds, from Config; a bad value is a ConfigError", () =>
+    Effect.gen(function*() {
+      const { calls, model } = scriptedModel("m", (_, n) => n < 2 ? { latency: 0, error: new AiModel.Overloaded({ model: "m" }) } : { latency: 0 })
+      const layer = AgentService.layerConfig({
+        concurrency: Config.integer("CONCURRENCY"),
+        retry: Config.all({
+          maxAttempts: Config.integer("RETRY_ATTEMPTS"),
+          jitter: Config.literal("none", "full", "equal")("RETRY_JITTER"),
+          base: Config.duration("RETRY_BASE")
+        }),
+        breaker: Config.all({ openDuration: Config.duration("BREAKER_OPEN") })
+      }).pipe(Layer.provide(Layer.succeed(AiModel.AiModel, model)))
+      const env = ConfigProvider.fromMap(new Map([
+        ["CONCURRENCY", "2"],
+        ["RETRY_ATTEMPTS", "3"],
+        ["RETRY_JITTER", "none"],
+        ["RETRY_BASE", "100 millis"],
+        ["BREAKER_OPEN", "2 seconds"]
+      ]))
+      const fiber = yield* Effect.fork(
+        Effect.flatMap(AgentService.AgentService, (agent) => agent.process(new AgentTask({ id: "a", prompt: "p" }))).pipe(
+          Effect.provide(layer),
+          Effect.withConfigProvider(env)
+        )
+      )
+      yield* TestClock.adjust("1 second")
+      expect(yield* Fiber.join(fiber)).toMatchObject({ attempts: 3 })
+      expect(calls.map((c) => c.start)).toStrictEqual([0, 100, 300])
+      const bad = yield* Effect.flip(
+        Effect.flatMap(AgentService.AgentService, (agent) => agent.process(new AgentTask({ id: "a", prompt: "p" }))).pipe(
+          Effect.provide(layer),
+          Effect.withConfigProvider(ConfigProvider.fromMap(new Map([["CONCURRENCY", "many"]])))
+        )
+      )
+      expect(ConfigError.isConfigError(bad)).toBe(true)
+    }))
+
+  it.effect("EmbeddedModel.layerConfig: its seed and latencies from Config", () =>
+    Effect.gen(function*() {
+      const layer = EmbeddedModel.layerConfig({
+        seed: Config.integer("SEED"),
+        timeToFirstToken: Config.duration("TTFT"),
+        perToken: Config.duration("PER_TOKEN")
+      })
+      const fiber = yield* Effect.fork(
+        Effect.flatMap(AiModel.AiModel, (model) => model.generate(new AiModel.CompletionRequest({ prompt: "Say hi. Then stop.", maxTokens: 8 }))).pipe(
+          Effect.zip(Clock.currentTimeMillis),
+          Effect.provide(layer),
+          Effect.withConfigProvider(ConfigProvider.fromMap(new Map([["SEED", "1"], ["TTFT", "0 millis"], ["PER_TOKEN", "0 millis"]])))
+        )
+      )
+      yield* TestClock.adjust("1 second")
+      const [completion, at] = yield* Fiber.join(fiber)
+      expect(completion.model).toBe("embedded")
+      expect(at).toBe(0)
     }))
 })

@@ -271,6 +271,7 @@ describe("AgentEvent", () => {
     new AgentEvent.FallbackUsed({ taskId: "t", tier: "backup", failures: [{ tier: "m", error }] }),
     new AgentEvent.HedgeStarted({ taskId: "t", model: "m", hedge: 1, afterMillis: 300 }),
     new AgentEvent.Coalesced({ taskId: "t", key: "k", waiters: 2 }),
+    new AgentEvent.Memoized({ taskId: "t", key: "k" }),
     new AgentEvent.StreamContinued({ taskId: "t", model: "m", deliveredChars: 42, error }),
     new AgentEvent.TaskFinished({ taskId: "t", status: "failed", attempts: 3, durationMs: 900, error }),
     new AgentEvent.TaskFinished({ taskId: "t", status: "succeeded", attempts: 1, durationMs: 9 }),
