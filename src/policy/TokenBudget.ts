@@ -229,10 +229,12 @@ export interface TokenBudget {
    * Runs one model call inside the budget: reserves {@link requestCost} (waiting its turn),
    * runs `attempt`, adopts the completion's report and settles with its usage; on a failure
    * `refundOn` accepts, takes a `RateLimited`'s report and `retryAfter` and returns the
-   * reservation; on any other failure or an interruption keeps it.
+   * reservation; on any other failure or an interruption keeps it. `onWaited` hears how long
+   * the call waited for its turn, when it waited at all.
    */
   readonly meter: (
-    request: AiModel.CompletionRequest
+    request: AiModel.CompletionRequest,
+    onWaited?: (waitedMillis: number, cost: Cost) => Effect.Effect<void>
   ) => <E, R>(attempt: Effect.Effect<AiModel.Completion, E, R>) => Effect.Effect<AiModel.Completion, E | BudgetExceeded, R>
   /** What the budget holds right now. */
   readonly state: Effect.Effect<State>
@@ -635,14 +637,16 @@ export const make = (options: Options = {}): Effect.Effect<TokenBudget> =>
         return Effect.zipRight(closed, Effect.failCause(cause))
       }
 
-      const meter = (request: AiModel.CompletionRequest) => {
+      const meter = (request: AiModel.CompletionRequest, onWaited?: (waitedMillis: number, cost: Cost) => Effect.Effect<void>) => {
         const cost = requestCost(request)
         return <E, R>(
           attempt: Effect.Effect<AiModel.Completion, E, R>
         ): Effect.Effect<AiModel.Completion, E | BudgetExceeded, R> =>
-          Effect.uninterruptibleMask((restore) =>
-            Effect.flatMap(restore(reserve(cost)), (held) =>
-              Effect.matchCauseEffect(restore(attempt), {
+          Effect.uninterruptibleMask((restore) => {
+            const from = onWaited === undefined ? 0 : clock.unsafeCurrentTimeMillis()
+            return Effect.flatMap(restore(reserve(cost)), (held) => {
+              const waited = onWaited === undefined ? 0 : clock.unsafeCurrentTimeMillis() - from
+              const run = Effect.matchCauseEffect(restore(attempt), {
                 onFailure: afterFailure(held),
                 onSuccess: (completion) => {
                   const report = completion.rateLimits
@@ -651,8 +655,10 @@ export const make = (options: Options = {}): Effect.Effect<TokenBudget> =>
                     completion
                   )
                 }
-              }))
-          )
+              })
+              return waited > 0 ? Effect.zipRight(onWaited!(waited, cost), run) : run
+            })
+          })
       }
 
       const budget: TokenBudget = {
