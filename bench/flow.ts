@@ -6,7 +6,8 @@
  * 1. **Goodput at a token limit**: 2,000 tasks of mixed sizes against the provider's
  *    tokens-per-minute limit, all submitted at once: completion time against the minimum the
  *    limit allows, the share of requests refused with 429, and the tasks that failed — for our
- *    `TokenBudget` (limits given, and learned from the provider's reports), for a fixed
+ *    `TokenBudget` (limits given, and learned from the provider's reports), alone and inside
+ *    `AgentService.processAll` (the whole stack, budget given, learned, off), for a fixed
  *    concurrency with retry (our `Retry` + `Bulkhead`, today's stack) and for cockatiel's
  *    `wrap(retry, bulkhead)` (its timers run on the same virtual clock).
  * 2. **Adaptive concurrency**: closed-loop callers against a provider whose capacity they are
@@ -17,8 +18,8 @@
  * Run with `npm run bench -- flow` (about half a minute, most of it the fixed sweep).
  */
 import { bulkhead as cockatielBulkhead, ExponentialBackoff, handleWhen, retry as cockatielRetry, wrap } from "cockatiel"
-import { Cause, Effect, Exit, Random, Ref, Runtime } from "effect"
-import { AdaptiveLimit, AiModel, Bulkhead, EmbeddedModel, Retry, TokenBudget } from "../src/index.js"
+import { Cause, Chunk, Effect, Exit, Random, Ref, Runtime, Stream } from "effect"
+import { AdaptiveLimit, AgentService, AgentTask, AiModel, Bulkhead, EmbeddedModel, Retry, TokenBudget } from "../src/index.js"
 import * as VirtualTime from "./internal/virtualTime.js"
 import * as Workload from "./internal/workload.js"
 
@@ -76,6 +77,22 @@ const goodput = (
     }).pipe(Effect.withRandom(Random.make(7)))
   )
 
+/** The same tasks through `AgentService.processAll` with `options`: the whole stack, as an app runs it. */
+const goodputAgent = (name: string, options: AgentService.Options): Promise<GoodputRun> =>
+  VirtualTime.make().run(
+    Effect.gen(function* () {
+      const base = yield* provider
+      const model = counting(base)
+      const agent = yield* AgentService.make({ concurrency: CONCURRENCY, maxTasks: TASKS, ...options }).pipe(
+        Effect.provideService(AiModel.AiModel, { ...base, generate: model.generate })
+      )
+      const batch = tasks.map((request, i) => new AgentTask.AgentTask({ id: `t${i}`, prompt: request.prompt, maxTokens: request.maxTokens }))
+      const results = Chunk.toReadonlyArray(yield* Stream.runCollect(agent.processAll(batch)))
+      const makespan = yield* Effect.clockWith((clock) => clock.currentTimeMillis)
+      return { name, makespan, ...model.counts, failed: results.filter((r) => r._tag === "TaskFailed").length }
+    }).pipe(Effect.scoped, Effect.withRandom(Random.make(7)))
+  )
+
 /** cockatiel's `wrap(retry, bulkhead)` around the same provider, its backoff on the virtual clock. */
 const cockatiel = (): Promise<GoodputRun> =>
   VirtualTime.make().run(
@@ -115,6 +132,10 @@ const goodputTable = async () => {
     const bulkhead = yield* Bulkhead.make({ permits: CONCURRENCY })
     return (generate) => (request) => retry.apply(budget.meter(request)(bulkhead.withPermit(generate(request))))
   })))
+  runs.push(await goodputAgent("AgentService, tokenBudget: { limits: { tokens: TPM } }", { tokenBudget: { limits: { tokens: TPM } } }))
+  runs.push(await goodputAgent("AgentService, tokenBudget: {} (learned, probing first)", { tokenBudget: {} }))
+  runs.push(await goodputAgent("AgentService, its defaults (learned from the first report)", {}))
+  runs.push(await goodputAgent("AgentService, tokenBudget: false", { tokenBudget: false }))
   runs.push(await goodput("today's stack: Retry + Bulkhead 64, no budget", Effect.gen(function* () {
     const bulkhead = yield* Bulkhead.make({ permits: CONCURRENCY })
     return (generate) => (request) => retry.apply(bulkhead.withPermit(generate(request)))

@@ -68,7 +68,10 @@ export interface Options {
    * request) before it takes a permit, waiting its turn in FIFO order, and settles with the
    * real usage after; a 429 returns the reservation and holds the budget until its
    * `retryAfter`. Give your limits (`{ limits: { requests: 500, tokens: 90_000 } }`, per
-   * minute), or `{}` to learn them from the provider's rate-limit reports. Off by default.
+   * minute); by default (`{ probe: false, holdUnknown: false }`) it learns them from the
+   * provider's rate-limit reports, limiting nothing until the first report (`{}` instead sends
+   * one call at a time until then, which also holds back hedges, and lets a 429 without a
+   * report hold every call). `false` turns it off.
    */
   readonly tokenBudget?: TokenBudget.Options | false
   /**
@@ -178,7 +181,8 @@ export const defaults = {
   maxTasks: 1000,
   maxTokens: 256,
   timeout: Duration.seconds(30),
-  deadline: Duration.minutes(2)
+  deadline: Duration.minutes(2),
+  tokenBudget: { probe: false, holdUnknown: false }
 } as const
 
 /**
@@ -469,7 +473,7 @@ export const make = (
 
     const bulkhead = yield* Bulkhead.make({ permits: concurrency })
     const withPermit = adaptive === undefined ? bulkhead.withPermit : adaptive.withPermit
-    const budgetOptions = options.tokenBudget === undefined || options.tokenBudget === false ? undefined : options.tokenBudget
+    const budgetOptions = options.tokenBudget === false ? undefined : options.tokenBudget ?? defaults.tokenBudget
     const budgets = new Map<string, TokenBudget.TokenBudget>()
     // One timer for every attempt's time limit: the timeout, or what is left of the deadline.
     const timer = Timeout.timer()

@@ -109,6 +109,13 @@ export interface Options {
    * kept: the provider may have counted it.
    */
   readonly refundOn?: (error: unknown) => boolean
+  /**
+   * Whether a 429 on a dimension with no known limit (none given, none reported) holds that
+   * dimension until its `retryAfter`, like one on a limited dimension does. On by default: the
+   * provider said nothing frees before. Off, such a 429 teaches the budget nothing, and only
+   * the refused call waits (its retry does) — for providers whose 429s are per request.
+   */
+  readonly holdUnknown?: boolean
 }
 
 const refusedTags: ReadonlySet<string> = new Set([
@@ -331,6 +338,7 @@ export const make = (options: Options = {}): Effect.Effect<TokenBudget> =>
     Effect.sync(() => {
       const reportedPer = toMillis(options.reportedPer ?? defaults.reportedPer, "reportedPer")
       const refundOn = options.refundOn ?? defaults.refundOn
+      const holdUnknown = options.holdUnknown ?? true
       // While probing, one reservation at a time is out: `outstanding` counts them.
       let probing = options.probe ?? Object.values(options.limits ?? {}).every((limit) => limit === undefined)
       let outstanding = 0
@@ -605,7 +613,9 @@ export const make = (options: Options = {}): Effect.Effect<TokenBudget> =>
       const refusedNow = (error: AiModel.RateLimited, now: number): void => {
         if (error.retryAfter !== undefined) {
           const i = dimensions.indexOf(error.limit)
-          heldUntil[i] = Math.max(heldUntil[i]!, now + Duration.toMillis(error.retryAfter))
+          if (holdUnknown || capacity[i]! < Infinity || error.rateLimits?.[error.limit]?.limit !== undefined) {
+            heldUntil[i] = Math.max(heldUntil[i]!, now + Duration.toMillis(error.retryAfter))
+          }
         }
         if (error.rateLimits !== undefined) adoptNow(error.rateLimits, now)
         else dispatch(now)
@@ -637,27 +647,54 @@ export const make = (options: Options = {}): Effect.Effect<TokenBudget> =>
         return Effect.zipRight(closed, Effect.failCause(cause))
       }
 
+      // Nothing known yet, nothing to wait for: no dimension limited, none held, no probe, no
+      // queue. A call then takes nothing (there is nothing to take from), so `meter` skips the
+      // reservation and only listens for what the provider says.
+      const unlimited = (now: number): boolean => {
+        if (probing || queue.head !== undefined) return false
+        for (let i = 0; i < count; i++) if (capacity[i]! < Infinity || heldUntil[i]! > now) return false
+        return true
+      }
+      const learnFromFailure = <E>(cause: Cause.Cause<E>): Effect.Effect<never, E> => {
+        const error = Option.getOrUndefined(Cause.failureOption(cause))
+        return error instanceof AiModel.RateLimited
+          ? Effect.zipRight(refused(error), Effect.failCause(cause))
+          : Effect.failCause(cause)
+      }
+      const learnFromAnswer = (completion: AiModel.Completion): Effect.Effect<AiModel.Completion> =>
+        completion.rateLimits === undefined ? Effect.succeed(completion) : Effect.as(adopt(completion.rateLimits), completion)
+      /** The two listeners, built once: generic in the error, which they pass on untouched. */
+      interface Listening<E> {
+        readonly onFailure: (cause: Cause.Cause<E>) => Effect.Effect<never, E>
+        readonly onSuccess: (completion: AiModel.Completion) => Effect.Effect<AiModel.Completion>
+      }
+      const listening: Listening<unknown> = { onFailure: learnFromFailure, onSuccess: learnFromAnswer }
+
       const meter = (request: AiModel.CompletionRequest, onWaited?: (waitedMillis: number, cost: Cost) => Effect.Effect<void>) => {
-        const cost = requestCost(request)
+        let cost: Cost | undefined
         return <E, R>(
           attempt: Effect.Effect<AiModel.Completion, E, R>
         ): Effect.Effect<AiModel.Completion, E | BudgetExceeded, R> =>
-          Effect.uninterruptibleMask((restore) => {
-            const from = onWaited === undefined ? 0 : clock.unsafeCurrentTimeMillis()
-            return Effect.flatMap(restore(reserve(cost)), (held) => {
-              const waited = onWaited === undefined ? 0 : clock.unsafeCurrentTimeMillis() - from
-              const run = Effect.matchCauseEffect(restore(attempt), {
-                onFailure: afterFailure(held),
-                onSuccess: (completion) => {
-                  const report = completion.rateLimits
-                  return Effect.as(
-                    closeAndLearn(held, true, usageCost(completion.usage), report === undefined ? dispatch : (now) => adoptNow(report, now)),
-                    completion
-                  )
-                }
+          Effect.suspend(() => {
+            const from = clock.unsafeCurrentTimeMillis()
+            if (unlimited(from)) return Effect.matchCauseEffect(attempt, listening as Listening<E>)
+            const charged = cost ??= requestCost(request)
+            return Effect.uninterruptibleMask((restore) =>
+              Effect.flatMap(restore(reserve(charged)), (held) => {
+                const waited = onWaited === undefined ? 0 : clock.unsafeCurrentTimeMillis() - from
+                const run = Effect.matchCauseEffect(restore(attempt), {
+                  onFailure: afterFailure(held),
+                  onSuccess: (completion) => {
+                    const report = completion.rateLimits
+                    return Effect.as(
+                      closeAndLearn(held, true, usageCost(completion.usage), report === undefined ? dispatch : (now) => adoptNow(report, now)),
+                      completion
+                    )
+                  }
+                })
+                return waited > 0 ? Effect.zipRight(onWaited!(waited, charged), run) : run
               })
-              return waited > 0 ? Effect.zipRight(onWaited!(waited, cost), run) : run
-            })
+            )
           })
       }
 

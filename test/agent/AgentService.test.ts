@@ -889,16 +889,18 @@ describe("AgentService, flow control (issue 11)", () => {
       expect(waits.length).toBeGreaterThan(0)
       expect(budgeted.flow.budgets["embedded"]?.dimensions.tokens?.capacity).toBe(tpm)
       // the same batch with no budget is refused, again and again
-      const unbudgeted = yield* runFlow({ tokensPerMinute: tpm }, { concurrency: 16 })
+      const unbudgeted = yield* runFlow({ tokensPerMinute: tpm }, { concurrency: 16, tokenBudget: false })
       expect(unbudgeted.refusals.rateLimited).toBeGreaterThan(batch.length / 10)
     }))
 
-  it.effect("learning the limit from the provider's reports: at most 2% of calls refused, every task answered", () =>
+  it.effect("learning the limit from the provider's reports, by default or probing first: at most 2% of calls refused, every task answered", () =>
     Effect.gen(function*() {
-      const learned = yield* runFlow({ tokensPerMinute: tpm }, { concurrency: 16, tokenBudget: {} })
-      expect(learned.succeeded).toHaveLength(batch.length)
-      expect(learned.refusals.rateLimited).toBeLessThanOrEqual(Math.ceil(learned.refusals.calls * 0.02))
-      expect(learned.flow.budgets["embedded"]?.dimensions.tokens?.capacity).toBe(tpm)
+      for (const options of [{ concurrency: 16 }, { concurrency: 16, tokenBudget: {} }]) {
+        const learned = yield* runFlow({ tokensPerMinute: tpm }, options)
+        expect(learned.succeeded).toHaveLength(batch.length)
+        expect(learned.refusals.rateLimited).toBeLessThanOrEqual(Math.ceil(learned.refusals.calls * 0.02))
+        expect(learned.flow.budgets["embedded"]?.dimensions.tokens?.capacity).toBe(tpm)
+      }
     }))
 
   it.effect("a task that can never fit the budget fails at once with BudgetExceeded: not retried, no call made", () =>

@@ -361,6 +361,22 @@ describe("TokenBudget", () => {
         yield* TestClock.adjust("1 millis")
         expect(log).toEqual(["a@5000", "b@5000"])
       }))
+
+    it.effect("holdUnknown: false: a 429 without a report on an unlimited dimension holds nothing; on a limited one it still does", () =>
+      Effect.gen(function* () {
+        const budget = yield* TokenBudget.make({ probe: false, holdUnknown: false, limits: { tokens: 1_000_000 } })
+        yield* budget.refused(new AiModel.RateLimited({ model: "m", limit: "requests", retryAfter: Duration.seconds(5) }))
+        const log: Array<string> = []
+        yield* reserveAt(budget, { requests: 1, tokens: 10 }, log, "a")
+        yield* TestClock.adjust("1 millis")
+        expect(log).toEqual(["a@0"])
+        yield* budget.refused(new AiModel.RateLimited({ model: "m", limit: "tokens", retryAfter: Duration.seconds(5) }))
+        yield* reserveAt(budget, { tokens: 10 }, log, "b")
+        yield* TestClock.adjust("4999 millis")
+        expect(log).toEqual(["a@0"])
+        yield* TestClock.adjust("1 millis")
+        expect(log).toEqual(["a@0", "b@5001"])
+      }))
   })
 
   describe("meter", () => {
