@@ -28,8 +28,10 @@
 import { Command, ValidationError } from "@effect/cli"
 import { Cause, Config, Console, Effect, Exit, Option } from "effect"
 import { format } from "node:util"
+import * as OptionValue from "./OptionValue.js"
 import * as RunCommand from "./RunCommand.js"
 import { Stdio } from "./Stdio.js"
+import { UsageError } from "./UsageError.js"
 
 /**
  * The version `wiz --version` prints.
@@ -77,7 +79,7 @@ export const normalizeArgs = (argv: ReadonlyArray<string>): ReadonlyArray<string
       stdin = i
       break
     }
-    const takesValue = arg.startsWith("-") && !arg.includes("=") && !RunCommand.flags.includes(arg)
+    const takesValue = arg.startsWith("-") && !arg.includes("=") && !OptionValue.flags.includes(arg)
     if (takesValue) i++
   }
   if (stdin === -1) return argv
@@ -142,7 +144,7 @@ export const exitCode = <E, A>(exit: Exit.Exit<A, E>, signal: keyof typeof signa
   if (Cause.isInterruptedOnly(exit.cause)) return 128 + signals[signal]
   return Option.match(Cause.failureOption(exit.cause), {
     onNone: () => 1,
-    onSome: (error) => (ValidationError.isValidationError(error) || error instanceof RunCommand.UsageError ? 2 : 1)
+    onSome: (error) => (ValidationError.isValidationError(error) || error instanceof UsageError ? 2 : 1)
   })
 }
 
