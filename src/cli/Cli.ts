@@ -28,6 +28,7 @@
 import { Command, ValidationError } from "@effect/cli"
 import { Cause, Config, Console, Effect, Exit, Option } from "effect"
 import { format } from "node:util"
+import * as AskCommand from "./AskCommand.js"
 import * as OptionValue from "./OptionValue.js"
 import * as RunCommand from "./RunCommand.js"
 import { Stdio } from "./Stdio.js"
@@ -49,10 +50,10 @@ export const version = "0.1.0"
  */
 export const command = Command.make("wiz").pipe(
   Command.withDescription("Run AI agent tasks with retries, a circuit breaker and concurrency limits."),
-  Command.withSubcommands([RunCommand.command])
+  Command.withSubcommands([RunCommand.command, AskCommand.command])
 )
 
-const subcommands: ReadonlyArray<string> = ["run"]
+const subcommands: ReadonlyArray<string> = ["run", "ask"]
 
 /**
  * The argument vector as `@effect/cli` 0.77 needs it to do what a user means:

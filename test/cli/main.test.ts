@@ -262,14 +262,15 @@ describe("wiz (the executable)", { timeout: 180_000 }, () => {
       )
   )
 
-  it.live("-o and --events to a process substitution (a pipe: no offset, no fsync) or /dev/null", () =>
+  it.live("-o and --events to a process substitution (a pipe: no offset, no fsync) or /dev/null; wiz ask on a pipe", () =>
     withTempDir((dir, fs) =>
       Effect.gen(function*() {
         yield* fs.writeFileString(`${dir}/t.jsonl`, tasks(20))
         const run = yield* Process.bash(
           [
             `wiz run t.jsonl -o >(cat > out.jsonl) --events >(cat > events.jsonl) --coalesce ${instant} || echo "FAILED sub $?" >&2`,
-            `wiz run t.jsonl -o /dev/null --events /dev/null ${instant} || echo "FAILED null $?" >&2`
+            `wiz run t.jsonl -o /dev/null --events /dev/null ${instant} || echo "FAILED null $?" >&2`,
+            `wiz ask "Summarise: a pipe has no offset." --time-to-first-token 0 --per-token 0 | cat > answer.txt || echo "FAILED ask $?" >&2`
           ].join("\n"),
           { cwd: dir }
         )
@@ -284,6 +285,10 @@ describe("wiz (the executable)", { timeout: 180_000 }, () => {
         expect(records(yield* complete("out.jsonl", 20)).map((r) => r.id).sort()).toEqual(ids(20))
         const events = records(yield* complete("events.jsonl", 40))
         expect(events.filter((event) => event._tag === "TaskFinished")).toHaveLength(20)
+        const answer = yield* fs.readFileString(`${dir}/answer.txt`)
+        expect(answer.length).toBeGreaterThan(10)
+        expect(answer.endsWith("\n")).toBe(true)
+        expect(answer).not.toContain("\x1b")
       })
     ))
 
