@@ -3,8 +3,9 @@
  * `wrap(retry, circuitBreaker, bulkhead, timeout)` measured in the same run:
  *
  * - µs per task, sequentially and with 1,000 tasks in flight on 64 permits, for
- *   `AgentService.process` with its default policies, for its shell alone (retry, breaker,
- *   budget and timeout all off) and for a bare model call;
+ *   `AgentService.process` with its default policies (and with `coalesce` on, every task a
+ *   miss: what coalescing costs on the hot path), for its shell alone (retry, breaker, budget
+ *   and timeout all off) and for a bare model call;
  * - live heap per in-flight task with 100,000 tasks in flight, all of them on the wire (as many
  *   permits as tasks; the model never answers), each variant in a fresh Node process started
  *   with `--expose-gc`.
@@ -180,6 +181,13 @@ const main = async () => {
     "AgentService.process, default policies (vs cockatiel)",
     await effectRun(full.process, 1),
     await effectRun(full.process, inFlight),
+    cockatiel
+  )
+  const coalescing = await service({ coalesce: true })
+  report(
+    "AgentService.process, default policies + coalesce, every task a miss (vs cockatiel)",
+    await effectRun(coalescing.process, 1),
+    await effectRun(coalescing.process, inFlight),
     cockatiel
   )
   const shellTimes = [await effectRun(shell.process, 1), await effectRun(shell.process, inFlight)] as const

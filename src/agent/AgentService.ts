@@ -26,8 +26,9 @@
  *
  * @since 0.1.0
  */
-import { Cause, Clock, Context, Duration, Effect, Either, Equal, Exit, FiberRef, Hash, Layer, Metric, MetricBoundaries, MetricKey, Option, Stream, Tracer } from "effect"
-import type { Array as Arr, Scope } from "effect"
+import { Cause, Clock, Config, Context, Duration, Effect, Either, Equal, Exit, FiberRef, Hash, Layer, Metric, MetricBoundaries, MetricKey, Option, Stream, Tracer } from "effect"
+import type { Array as Arr, ConfigError, Scope } from "effect"
+import * as AdaptiveLimit from "../concurrency/AdaptiveLimit.js"
 import * as Bulkhead from "../concurrency/Bulkhead.js"
 import * as AgentEvent from "../events/AgentEvent.js"
 import * as EventBus from "../events/EventBus.js"
@@ -38,6 +39,7 @@ import * as Fallback from "../policy/Fallback.js"
 import * as Hedge from "../policy/Hedge.js"
 import * as Retry from "../policy/Retry.js"
 import * as Timeout from "../policy/Timeout.js"
+import * as TokenBudget from "../policy/TokenBudget.js"
 import * as StreamingAnswer from "../stream/StreamingAnswer.js"
 import * as Coalesce from "../concurrency/Coalesce.js"
 import * as Memo from "../concurrency/Memo.js"
@@ -54,9 +56,21 @@ export interface Options {
   /**
    * Model calls on the wire at once (the permit), and how many tasks `processAll` keeps awake
    * at once: a task asleep in a backoff or waiting on an open circuit holds no permit and no
-   * place, so new tasks start meanwhile.
+   * place, so new tasks start meanwhile. `"adaptive"`: an {@link AdaptiveLimit} finds the
+   * provider's knee by itself (tuned by `adaptive`), and `processAll` keeps up to its `max`
+   * (at most `maxTasks`) awake in its FIFO queue.
    */
-  readonly concurrency?: number
+  readonly concurrency?: number | "adaptive"
+  /** The adaptive limit's options, with `concurrency: "adaptive"`. */
+  readonly adaptive?: AdaptiveLimit.Options
+  /**
+   * A token budget per model: each attempt reserves its prompt tokens + `maxTokens` (and one
+   * request) before it takes a permit, waiting its turn in FIFO order, and settles with the
+   * real usage after; a 429 returns the reservation and holds the budget until its
+   * `retryAfter`. Give your limits (`{ limits: { requests: 500, tokens: 90_000 } }`, per
+   * minute), or `{}` to learn them from the provider's rate-limit reports. Off by default.
+   */
+  readonly tokenBudget?: TokenBudget.Options | false
   /**
    * Tasks `processAll` holds at once — awake, asleep, or waiting for a place — which bounds its
    * memory (each costs a fiber and its state). At least `concurrency`.
@@ -173,7 +187,25 @@ export const defaults = {
  * @since 0.1.0
  * @category errors
  */
-export type AgentError = AiModel.ModelError | CircuitBreaker.CircuitOpen | Retry.DeadlineExceeded
+export type AgentError = AiModel.ModelError | CircuitBreaker.CircuitOpen | Retry.DeadlineExceeded | TokenBudget.BudgetExceeded
+
+/**
+ * The flow control right now: the concurrency limit in force and what waits on it, and each
+ * model's token budget when there is one.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface FlowState {
+  /** The concurrency limit in force (the adaptive limit's current value, or `concurrency`). */
+  readonly limit: number
+  /** Calls holding a permit. */
+  readonly active: number
+  /** Calls waiting for a permit. */
+  readonly queued: number
+  /** Each model's token budget, by model name. */
+  readonly budgets: { readonly [model: string]: TokenBudget.State }
+}
 
 /**
  * What can end a streamed answer: an error before its first chunk (after retries and
@@ -251,6 +283,8 @@ export declare namespace AgentService {
     readonly subscribe: Effect.Effect<Stream.Stream<AgentEvent.AgentEvent>, never, Scope.Scope>
     /** The bus the agent publishes on: the `EventBus` in context when there is one, else its own. */
     readonly bus: EventBus.EventBus.Service
+    /** The concurrency limit and the token budgets as they are now. */
+    readonly flow: Effect.Effect<FlowState>
   }
 }
 
@@ -286,7 +320,11 @@ interface Shared {
 class TaskRun implements Retry.CallOptions<AgentError> {
   /** Calls that reached a model. */
   attempts = 0
+  /** Time spent waiting for a token budget, in milliseconds. */
+  budgetWaitMs = 0
   lastError: AgentError | undefined = undefined
+  /** Whether the task has a span of its own (a tracer records spans): its story goes on it as events. */
+  traced = false
   constructor(
     readonly task: AgentTask,
     readonly window: TaskWindow | undefined,
@@ -297,7 +335,7 @@ class TaskRun implements Retry.CallOptions<AgentError> {
 
   onRetry({ attempt, delay, error }: Retry.RetryEvent<AgentError>): Effect.Effect<void> {
     this.lastError = error
-    return Effect.zipRight(
+    const told = Effect.zipRight(
       Metric.increment(metrics.retries),
       emit(this.shared.bus, "RetryScheduled", () =>
         new AgentEvent.RetryScheduled({
@@ -308,6 +346,9 @@ class TaskRun implements Retry.CallOptions<AgentError> {
           error: ErrorInfo.fromError(error)
         }, true))
     )
+    return this.traced
+      ? Effect.zipRight(spanEvent("retry", { attempt, "delay.ms": Duration.toMillis(delay), "error.tag": error._tag }), told)
+      : told
   }
 
   onGiveUp({ attempts, error, reason }: Retry.GiveUpEvent<AgentError>): Effect.Effect<void> {
@@ -332,6 +373,21 @@ class TaskRun implements Retry.CallOptions<AgentError> {
       : this.window.asleep(Effect.sleep(delay))
   }
 
+  /** The hook a metered attempt calls when it waited for its budget. */
+  budgetWaited(model: string): (waitedMillis: number, cost: TokenBudget.Cost) => Effect.Effect<void> {
+    return (waitedMillis, cost) => {
+      this.budgetWaitMs += waitedMillis
+      return emit(this.shared.bus, "BudgetWaited", () =>
+        new AgentEvent.BudgetWaited({
+          taskId: this.task.id,
+          model,
+          budget: "tokens",
+          amount: cost.tokens ?? 0,
+          waitMillis: waitedMillis
+        }, true))
+    }
+  }
+
   deadlineExceeded(waitingFor: string): Retry.DeadlineExceeded {
     return new Retry.DeadlineExceeded({
       deadline: this.shared.deadline,
@@ -343,7 +399,7 @@ class TaskRun implements Retry.CallOptions<AgentError> {
 
   /** Wait on an open circuit asleep (it holds no place), but never past the deadline. */
   waitOnCircuit(wait: Effect.Effect<void>, refused: CircuitBreaker.CircuitOpen): Effect.Effect<void, Retry.DeadlineExceeded> {
-    return Effect.flatMap(Clock.currentTimeMillis, (now) => {
+    const waiting = Effect.flatMap(Clock.currentTimeMillis, (now) => {
       const left = this.deadlineAt - now
       const expired = Effect.failSync(() => this.deadlineExceeded(`the circuit of ${refused.message}`))
       if (left <= 0) return expired
@@ -352,8 +408,25 @@ class TaskRun implements Retry.CallOptions<AgentError> {
         : wait
       return this.window === undefined ? bounded : this.window.asleep(bounded)
     })
+    return this.traced
+      ? Effect.zipRight(
+        spanEvent("circuit.wait", { breaker: refused.breaker, "retry_after.ms": Duration.toMillis(refused.retryAfter) }),
+        waiting
+      )
+      : waiting
   }
 }
+
+/** An event on the current span (the task's own: called only when it has one). */
+const spanEvent = (name: string, attributes: Record<string, unknown>): Effect.Effect<void> =>
+  Effect.withFiberRuntime((fiber) => {
+    const span = fiber.currentSpan
+    if (span?._tag === "Span") {
+      const now = Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeNanos()
+      span.event(name, now, attributes)
+    }
+    return Effect.void
+  })
 
 /** Publish the event `make` builds, if anyone wants its tag: nobody listening costs a lookup. */
 const emit = <T extends AgentEvent.Tag>(
@@ -374,8 +447,15 @@ export const make = (
 ): Effect.Effect<AgentService.Service, never, AiModel.AiModel | Scope.Scope> =>
   Effect.gen(function*() {
     const primary = yield* AiModel.AiModel
-    const concurrency = options.concurrency ?? defaults.concurrency
-    const maxTasks = Math.max(options.maxTasks ?? defaults.maxTasks, concurrency)
+    const adaptive = options.concurrency === "adaptive"
+      ? yield* AdaptiveLimit.make(options.adaptive)
+      : undefined
+    const fixed = typeof options.concurrency === "number" ? options.concurrency : defaults.concurrency
+    const maxTasks = Math.max(options.maxTasks ?? defaults.maxTasks, adaptive === undefined ? fixed : 1)
+    // Under an adaptive limit the limiter's own FIFO queue decides who goes next.
+    const concurrency = adaptive === undefined
+      ? fixed
+      : Math.min(maxTasks, options.adaptive?.max ?? AdaptiveLimit.defaults.max)
     const maxTokens = options.maxTokens ?? defaults.maxTokens
     const timeout = Duration.decode(options.timeout ?? defaults.timeout)
     const timeoutMillis = Duration.toMillis(timeout)
@@ -388,6 +468,9 @@ export const make = (
     const shared: Shared = { bus, deadline }
 
     const bulkhead = yield* Bulkhead.make({ permits: concurrency })
+    const withPermit = adaptive === undefined ? bulkhead.withPermit : adaptive.withPermit
+    const budgetOptions = options.tokenBudget === undefined || options.tokenBudget === false ? undefined : options.tokenBudget
+    const budgets = new Map<string, TokenBudget.TokenBudget>()
     // One timer for every attempt's time limit: the timeout, or what is left of the deadline.
     const timer = Timeout.timer()
 
@@ -438,8 +521,18 @@ export const make = (
       return Hedge.make({ ...hedgeOptions, ...(hedgeBudget === undefined ? {} : { budget: hedgeBudget }) })
     }
 
+    /** The model's token budget: one per model name, so tiers on one provider share it. */
+    const budgetFor = (name: string): Effect.Effect<TokenBudget.TokenBudget> => {
+      const known = budgets.get(name)
+      if (known !== undefined) return Effect.succeed(known)
+      return Effect.tap(TokenBudget.make(budgetOptions), (made) => {
+        budgets.set(name, made)
+      })
+    }
+
     /**
-     * One tier: per attempt breaker → permit → time limit → model, hedged, retried. The last
+     * One tier: per attempt breaker → token budget → permit → time limit → model, hedged,
+     * retried. The last
      * tier waits on its open circuit (asleep, within the deadline); an earlier one fails at
      * once with `CircuitOpen`, so the next tier answers.
      */
@@ -448,6 +541,7 @@ export const make = (
       const modelTimeout = () => new AiModel.ModelTimeout({ model: model.name, timeout }, true)
       const retryPolicy = last ? lastTierRetry : earlyTierRetry
       const breaker = breakers === undefined ? undefined : yield* breakers.get(model.name)
+      const budget = budgetOptions === undefined ? undefined : yield* budgetFor(model.name)
       // The retry policy's hooks see every failed attempt; without one, the call notes its own.
       const remember = retryPolicy !== undefined
         ? undefined
@@ -462,8 +556,10 @@ export const make = (
           const now = Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeMillis()
           run.attempts++
           metrics.attempts.unsafeUpdate(1, fiber.getFiberRef(FiberRef.currentMetricLabels))
-          const span = fiber.currentSpan
-          if (span?._tag === "Span") span.event("attempt", BigInt(Math.round(now * 1_000_000)), { model: model.name, attempt: run.attempts })
+          if (run.traced) {
+            const span = fiber.currentSpan
+            if (span?._tag === "Span") span.event("attempt", BigInt(Math.round(now * 1_000_000)), { model: model.name, attempt: run.attempts })
+          }
           const left = run.deadlineAt - now
           const limited = left < timeoutMillis
             ? timer.within(model.generate(request), Duration.millis(Math.max(0, left)), () =>
@@ -471,7 +567,9 @@ export const make = (
             : timer.within(model.generate(request), timeout, modelTimeout)
           return remember === undefined ? limited : Effect.catchAll(limited, remember(run))
         })
-        const permitted = bulkhead.withPermit(call)
+        const permitted = budget === undefined
+          ? withPermit(call)
+          : budget.meter(request, run.budgetWaited(model.name))(withPermit(call))
         const guarded: Effect.Effect<AiModel.Completion, AgentError> = breaker === undefined
           ? permitted
           : last
@@ -533,13 +631,14 @@ export const make = (
         (answered) =>
           answered.degraded
             ? Effect.zipRight(
-              Metric.increment(metrics.fallbacks),
+              run.traced ? spanEvent("fallback", { tier: answered.tier, failures: answered.failures.length }) : Effect.void,
+              Effect.zipRight(Metric.increment(metrics.fallbacks),
               emit(bus, "FallbackUsed", () =>
                 new AgentEvent.FallbackUsed({
                   taskId: run.task.id,
                   tier: answered.tier,
                   failures: answered.failures.map(({ error, tier }) => ({ tier, error: ErrorInfo.fromError(error) }))
-                }, true))
+                }, true)))
             )
             : Effect.void
       )
@@ -564,7 +663,8 @@ export const make = (
           ;(succeeded ? succeededCount : failedCount).unsafeUpdate(1, labels)
           const { task } = run
           const attempts = shared?.attempts ?? run.attempts
-          const extra = shared?.coalesced === undefined ? {} : { coalesced: shared.coalesced }
+          const coalesced = shared?.coalesced === undefined ? {} : { coalesced: shared.coalesced }
+          const extra = run.budgetWaitMs > 0 ? { ...coalesced, budgetWaitMs: run.budgetWaitMs } : coalesced
           let ended: Effect.Effect<TaskSucceeded, TaskFailed>
           if (Exit.isFailure(outcome)) {
             ended = Effect.fail(
@@ -624,9 +724,9 @@ export const make = (
         // A span per task when a tracer records spans. Effect's default tracer records nothing,
         // and the span's parent context costs a copy of the fiber's refs (~10 µs per task, 30 at
         // 1,000 in flight: bench/lean.ts), so under it there is none. Never a stack trace.
-        return Context.get(services, Tracer.Tracer) === nativeTracer || !fiber.getFiberRef(FiberRef.currentTracerEnabled)
-          ? work
-          : Effect.withSpan(work, "AgentService.process", { attributes: { "task.id": task.id }, captureStackTrace: false })
+        if (Context.get(services, Tracer.Tracer) === nativeTracer || !fiber.getFiberRef(FiberRef.currentTracerEnabled)) return work
+        run.traced = true
+        return Effect.withSpan(work, "AgentService.process", { attributes: { "task.id": task.id }, captureStackTrace: false })
       })
 
     const process = (task: AgentTask) => runTask(task, undefined)
@@ -654,17 +754,44 @@ export const make = (
     if (breakers !== undefined) {
       for (const model of sourceModels) modelBreakers.set(model.name, yield* breakers.get(model.name))
     }
-    /** A source whose attempt holds a permit while its stream is open. */
-    const permitted = (source: StreamingAnswer.Source): StreamingAnswer.Source => ({
-      ...source,
-      stream: (delivered) => Stream.unwrapScoped(Effect.as(bulkhead.takePermits(1), source.stream(delivered)))
-    })
+    /**
+     * A source whose attempt holds a permit while its stream is open (under an adaptive limit, a
+     * plain permit up to its `max`: a stream's open time is no latency to learn from), after
+     * reserving from the model's token budget; the reservation settles with the usage of the
+     * final chunk, or is kept whole when the stream ends without one.
+     */
+    const permitted = (request: AiModel.CompletionRequest) => (source: StreamingAnswer.Source): StreamingAnswer.Source => {
+      const budget = budgets.get(source.name)
+      if (budget === undefined) {
+        return { ...source, stream: (delivered) => Stream.unwrapScoped(Effect.as(bulkhead.takePermits(1), source.stream(delivered))) }
+      }
+      const cost = TokenBudget.requestCost(request)
+      return {
+        ...source,
+        stream: (delivered) =>
+          Stream.unwrapScoped(Effect.gen(function*() {
+            let usage: AiModel.Usage | undefined
+            yield* Effect.acquireRelease(
+              // A stream's source speaks in model errors: a cost the budget can never hold is
+              // a request this client can never send.
+              Effect.catchTag(budget.reserve(cost), "BudgetExceeded", (exceeded) =>
+                Effect.fail(new AiModel.InvalidRequest({ model: source.name, reason: exceeded.message }))),
+              (held) => held.settle(usage === undefined ? held.cost : TokenBudget.usageCost(usage))
+            )
+            yield* bulkhead.takePermits(1)
+            return Stream.tap(source.stream(delivered), (chunk) => {
+              if (chunk.usage !== undefined) usage = chunk.usage
+              return chunk.rateLimits === undefined ? Effect.void : budget.adopt(chunk.rateLimits)
+            })
+          }))
+      }
+    }
 
     const stream = (task: AgentTask): Stream.Stream<AiModel.CompletionChunk, StreamError> =>
       Stream.unwrap(Effect.map(Clock.currentTimeMillis, (start) => {
         const run = new TaskRun(task, undefined, shared, start + deadlineMillis)
         const request = unsafeConstruct(AiModel.CompletionRequest, { prompt: task.prompt, maxTokens: task.maxTokens ?? maxTokens })
-        const sources: Array<StreamingAnswer.Source> = sourceModels.map((model) => permitted(StreamingAnswer.fromModel(model, request)))
+        const sources: Array<StreamingAnswer.Source> = sourceModels.map((model) => permitted(request)(StreamingAnswer.fromModel(model, request)))
         if (fallback?.staticAnswer !== undefined) {
           const text = fallback.staticAnswer(task)
           const usage = new AiModel.Usage({ promptTokens: 0, completionTokens: 0 })
@@ -721,13 +848,22 @@ export const make = (
       }))
 
     const subscribe = bus.subscribe({ strategy: "suspend" })
+    const limitState = adaptive === undefined
+      ? Effect.map(bulkhead.stats, ({ active, permits, queued }) => ({ limit: permits, active, queued }))
+      : Effect.map(adaptive.stats, ({ active, limit, queued }) => ({ limit, active, queued }))
+    const flow = Effect.zipWith(
+      limitState,
+      Effect.forEach(budgets, ([name, budget]) => Effect.map(budget.state, (state) => [name, state] as const)),
+      (limits, states): FlowState => ({ ...limits, budgets: Object.fromEntries(states) })
+    )
     return AgentService.of({
       process,
       processAll,
       stream,
       events: Stream.unwrapScoped(subscribe),
       subscribe,
-      bus
+      bus,
+      flow
     })
   })
 
@@ -858,3 +994,29 @@ const modelOf = (error: AgentError): string => "model" in error ? error.model : 
  */
 export const layer = (options: Options = {}): Layer.Layer<AgentService, never, AiModel.AiModel> =>
   Layer.scoped(AgentService, make(options))
+
+/**
+ * The service as a layer, its options read from Effect `Config` (each option, or each nested
+ * group, a `Config` of its own), so an app configures it from the environment like its other
+ * layers. Options that are code (fallback models, predicates) stay plain values
+ * (`Config.succeed`).
+ *
+ * @example
+ * ```ts
+ * import { Config } from "effect"
+ * import { AgentService } from "wiz-effect"
+ *
+ * const agent = AgentService.layerConfig({
+ *   concurrency: Config.integer("AGENT_CONCURRENCY").pipe(Config.withDefault(8)),
+ *   timeout: Config.duration("AGENT_TIMEOUT").pipe(Config.withDefault("30 seconds")),
+ *   retry: Config.all({ maxAttempts: Config.integer("AGENT_RETRY_ATTEMPTS").pipe(Config.withDefault(4)) })
+ * })
+ * ```
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerConfig = (
+  options: Config.Config.Wrap<Options>
+): Layer.Layer<AgentService, ConfigError.ConfigError, AiModel.AiModel> =>
+  Layer.scoped(AgentService, Effect.flatMap(Config.unwrap(options), make))

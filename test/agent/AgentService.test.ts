@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { readFileSync } from "node:fs"
-import { Chunk, Clock, Duration, Effect, Either, Equal, Exit, FastCheck as fc, Fiber, Layer, Metric, Option, Schema, Stream, TestClock, Tracer } from "effect"
+import { Chunk, Clock, Config, ConfigError, ConfigProvider, Duration, Effect, Either, Equal, Exit, FastCheck as fc, Fiber, Layer, Metric, Option, Schema, Stream, TestClock, Tracer } from "effect"
 import * as AgentService from "../../src/agent/AgentService.js"
 import { AgentTask, type TaskResult, TaskSucceeded } from "../../src/agent/AgentTask.js"
 import * as AgentEvent from "../../src/events/AgentEvent.js"
@@ -394,7 +394,7 @@ describe("AgentService under provider faults (issue 6)", () => {
     .map((line) => Schema.decodeUnknownSync(AgentTask)(JSON.parse(line)))
 
   /** Runs the batch and returns its records, model calls and virtual makespan. */
-  const runBatch = (model: EmbeddedModel.Options, options: AgentService.Options = {}) =>
+  const runBatch = (model: EmbeddedModel.Options, options: AgentService.Options = {}, count = batch.length) =>
     Effect.gen(function*() {
       let calls = 0
       let makespan = 0
@@ -411,7 +411,7 @@ describe("AgentService under provider faults (issue 6)", () => {
             if (event._tag === "RetryGivenUp") givenUp.set(event.reason, (givenUp.get(event.reason) ?? 0) + 1)
           })))
         const start = yield* Clock.currentTimeMillis
-        const fiber = yield* agent.processAll(batch).pipe(
+        const fiber = yield* agent.processAll(batch.slice(0, count)).pipe(
           Stream.tap(() => Effect.map(Clock.currentTimeMillis, (now) => (makespan = now - start))),
           Stream.runCollect,
           Effect.fork
@@ -466,11 +466,12 @@ describe("AgentService under provider faults (issue 6)", () => {
 
   it.effect("nothing ever answers: every task fails typed at its deadline (+10%), with fewer calls than 2x the tasks", () =>
     Effect.gen(function*() {
-      const { calls, makespan, results } = yield* runBatch({ failureRate: 1, faults: { hang: 1 } })
-      expect(results).toHaveLength(200)
+      // the issue's repro: `--timeout "1 millis"`, so no call can ever answer in time
+      const { calls, makespan, results } = yield* runBatch({}, { timeout: "1 millis", deadline: "30 seconds" }, 100)
+      expect(results).toHaveLength(100)
       expect(results.every((r) => r._tag === "TaskFailed")).toBe(true)
-      expect(makespan).toBeLessThanOrEqual(132_000)
-      expect(calls).toBeLessThan(400)
+      expect(makespan).toBeLessThanOrEqual(33_000)
+      expect(calls).toBeLessThan(200)
       const last = results.find((r) => r._tag === "TaskFailed" && r.error._tag === "DeadlineExceeded")
       expect(last?._tag === "TaskFailed" && last.error.message).toMatch(/waiting for the circuit of embedded: circuit open.*last error ModelTimeout/)
     }), 60_000)
@@ -577,11 +578,37 @@ describe("AgentService, lean (issue 12)", () => {
       expect(task).toHaveLength(1)
       expect(task[0]!.attributes.get("task.id")).toBe("a")
       expect(task[0]!.ended).toBe(true)
-      expect(task[0]!.events.map((e) => [e.name, e.attributes?.["attempt"]])).toStrictEqual([["attempt", 1], ["attempt", 2]])
+      expect(task[0]!.events.map((e) => [e.name, e.attributes?.["attempt"]])).toStrictEqual([["attempt", 1], ["retry", 2], ["attempt", 2]])
+      expect(task[0]!.events[1]!.attributes).toMatchObject({ "error.tag": "Overloaded", "delay.ms": 10 })
       const calls = spans.filter((s) => s.name === "model.generate")
       expect(calls).toHaveLength(2)
       const taskSpanId = `s${spans.indexOf(task[0]!) + 1}`
       expect(calls.every((c) => c.parent === taskSpanId)).toBe(true)
+    }))
+
+  it.effect("issue 7: a task's story on its span: a circuit wait and a fallback are span events too", () =>
+    Effect.gen(function*() {
+      const { spans, tracer } = recordingTracer()
+      const primary = scriptedModel("primary", () => ({ latency: 0, error: new AiModel.Overloaded({ model: "primary" }) }))
+      const secondary = scriptedModel("secondary", () => ({ latency: 0 }))
+      yield* withEvents(
+        primary.model,
+        { retry: false, fallback: { models: [secondary.model] } },
+        (agent) => agent.process(new AgentTask({ id: "a", prompt: "p" }))
+      ).pipe(Effect.withTracer(tracer))
+      const [task] = spans.filter((s) => s.name === "AgentService.process")
+      expect(task!.events.map((e) => e.name)).toStrictEqual(["attempt", "attempt", "fallback"])
+      expect(task!.events[2]!.attributes).toStrictEqual({ tier: "secondary", failures: 1 })
+
+      const waited = recordingTracer()
+      const down = scriptedModel("m", (_, n) => n === 0 ? { latency: 0, error: new AiModel.Overloaded({ model: "m" }) } : { latency: 0 })
+      yield* withEvents(
+        down.model,
+        { retry: { jitter: "none" }, breaker: { tripPolicy: CircuitBreaker.consecutive(1), openDuration: "2 seconds" } },
+        (agent) => agent.process(new AgentTask({ id: "b", prompt: "p" }))
+      ).pipe(Effect.withTracer(waited.tracer))
+      const [waiting] = waited.spans.filter((s) => s.name === "AgentService.process")
+      expect(waiting!.events.map((e) => e.name)).toStrictEqual(["attempt", "retry", "circuit.wait", "attempt"])
     }))
 
   it.effect("events are built only for listeners: a subscriber who joins mid-run gets every event from then on", () =>
@@ -743,5 +770,187 @@ describe("AgentService.stream (issue 9)", () => {
         )
       )
       expect(streamed).toStrictEqual(Either.right(text))
+    }))
+})
+
+describe("AgentService.layerConfig (issue 7)", () => {
+  it.effect("reads its options, and the retry and breaker options it holds, from Config; a bad value is a ConfigError", () =>
+    Effect.gen(function*() {
+      const { calls, model } = scriptedModel("m", (_, n) => n < 2 ? { latency: 0, error: new AiModel.Overloaded({ model: "m" }) } : { latency: 0 })
+      const layer = AgentService.layerConfig({
+        concurrency: Config.integer("CONCURRENCY"),
+        retry: Config.all({
+          maxAttempts: Config.integer("RETRY_ATTEMPTS"),
+          jitter: Config.literal("none", "full", "equal")("RETRY_JITTER"),
+          base: Config.duration("RETRY_BASE")
+        }),
+        breaker: Config.all({ openDuration: Config.duration("BREAKER_OPEN") })
+      }).pipe(Layer.provide(Layer.succeed(AiModel.AiModel, model)))
+      const env = ConfigProvider.fromMap(new Map([
+        ["CONCURRENCY", "2"],
+        ["RETRY_ATTEMPTS", "3"],
+        ["RETRY_JITTER", "none"],
+        ["RETRY_BASE", "100 millis"],
+        ["BREAKER_OPEN", "2 seconds"]
+      ]))
+      const fiber = yield* Effect.fork(
+        Effect.flatMap(AgentService.AgentService, (agent) => agent.process(new AgentTask({ id: "a", prompt: "p" }))).pipe(
+          Effect.provide(layer),
+          Effect.withConfigProvider(env)
+        )
+      )
+      yield* TestClock.adjust("1 second")
+      expect(yield* Fiber.join(fiber)).toMatchObject({ attempts: 3 })
+      expect(calls.map((c) => c.start)).toStrictEqual([0, 100, 300])
+      const bad = yield* Effect.flip(
+        Effect.flatMap(AgentService.AgentService, (agent) => agent.process(new AgentTask({ id: "a", prompt: "p" }))).pipe(
+          Effect.provide(layer),
+          Effect.withConfigProvider(ConfigProvider.fromMap(new Map([["CONCURRENCY", "many"]])))
+        )
+      )
+      expect(ConfigError.isConfigError(bad)).toBe(true)
+    }))
+
+  it.effect("EmbeddedModel.layerConfig: its seed and latencies from Config", () =>
+    Effect.gen(function*() {
+      const layer = EmbeddedModel.layerConfig({
+        seed: Config.integer("SEED"),
+        timeToFirstToken: Config.duration("TTFT"),
+        perToken: Config.duration("PER_TOKEN")
+      })
+      const fiber = yield* Effect.fork(
+        Effect.flatMap(AiModel.AiModel, (model) => model.generate(new AiModel.CompletionRequest({ prompt: "Say hi. Then stop.", maxTokens: 8 }))).pipe(
+          Effect.zip(Clock.currentTimeMillis),
+          Effect.provide(layer),
+          Effect.withConfigProvider(ConfigProvider.fromMap(new Map([["SEED", "1"], ["TTFT", "0 millis"], ["PER_TOKEN", "0 millis"]])))
+        )
+      )
+      yield* TestClock.adjust("1 second")
+      const [completion, at] = yield* Fiber.join(fiber)
+      expect(completion.model).toBe("embedded")
+      expect(at).toBe(0)
+    }))
+})
+
+describe("AgentService, flow control (issue 11)", () => {
+  const batch = readFileSync(new URL("../../examples/tasks.jsonl", import.meta.url), "utf8")
+    .split("\n")
+    .filter((line) => line.trim() !== "")
+    .slice(0, 200)
+    .map((line) => Schema.decodeUnknownSync(AgentTask)(JSON.parse(line)))
+
+  /** Runs the batch against the embedded provider, counting its answers by outcome. */
+  const runFlow = (model: EmbeddedModel.Options, options: AgentService.Options) =>
+    Effect.gen(function*() {
+      const embedded = yield* EmbeddedModel.make({ seed: 11, ...model })
+      const refusals = { calls: 0, rateLimited: 0, overloaded: 0 }
+      const counted: AiModel.AiModel.Service = {
+        ...embedded,
+        generate: (request) =>
+          Effect.suspend(() => {
+            refusals.calls++
+            return Effect.tapError(embedded.generate(request), (error) =>
+              Effect.sync(() => {
+                if (error._tag === "RateLimited") refusals.rateLimited++
+                if (error._tag === "Overloaded") refusals.overloaded++
+              }))
+          })
+      }
+      const waited: Array<AgentEvent.BudgetWaited> = []
+      const { flow, results } = yield* Effect.gen(function*() {
+        const agent = yield* AgentService.AgentService
+        yield* Effect.forkScoped(Stream.runForEach(yield* agent.subscribe, (event) =>
+          Effect.sync(() => {
+            if (event._tag === "BudgetWaited") waited.push(event)
+          })))
+        const fiber = yield* Effect.fork(Stream.runCollect(agent.processAll(batch)))
+        yield* TestClock.adjust("1 hour")
+        const results = Chunk.toReadonlyArray(yield* Fiber.join(fiber))
+        return { results, flow: yield* agent.flow }
+      }).pipe(
+        Effect.scoped,
+        Effect.provide(AgentService.layer(options).pipe(Layer.provide(Layer.succeed(AiModel.AiModel, counted))))
+      )
+      const succeeded = results.filter((r): r is TaskSucceeded => r._tag === "TaskSucceeded")
+      return { results, succeeded, refusals, waited, flow }
+    })
+
+  // 200 tasks of about 300 tokens each (prompt + maxTokens 256): ~60k tokens, over 3 minutes at 20k/min.
+  const tpm = 20_000
+
+  it.effect("with our limit given, the provider's token limit refuses nothing; tasks wait their turn and their records say how long", () =>
+    Effect.gen(function*() {
+      const budgeted = yield* runFlow({ tokensPerMinute: tpm }, { concurrency: 16, tokenBudget: { limits: { tokens: tpm } } })
+      expect(budgeted.succeeded).toHaveLength(batch.length)
+      expect(budgeted.refusals.rateLimited).toBe(0)
+      expect(budgeted.waited.length).toBeGreaterThan(0)
+      expect(budgeted.waited.every((event) => event.waitMillis > 0 && event.amount > 0)).toBe(true)
+      const waits = budgeted.succeeded.filter((r) => r.budgetWaitMs !== undefined)
+      expect(waits.length).toBeGreaterThan(0)
+      expect(budgeted.flow.budgets["embedded"]?.dimensions.tokens?.capacity).toBe(tpm)
+      // the same batch with no budget is refused, again and again
+      const unbudgeted = yield* runFlow({ tokensPerMinute: tpm }, { concurrency: 16 })
+      expect(unbudgeted.refusals.rateLimited).toBeGreaterThan(batch.length / 10)
+    }))
+
+  it.effect("learning the limit from the provider's reports: at most 2% of calls refused, every task answered", () =>
+    Effect.gen(function*() {
+      const learned = yield* runFlow({ tokensPerMinute: tpm }, { concurrency: 16, tokenBudget: {} })
+      expect(learned.succeeded).toHaveLength(batch.length)
+      expect(learned.refusals.rateLimited).toBeLessThanOrEqual(Math.ceil(learned.refusals.calls * 0.02))
+      expect(learned.flow.budgets["embedded"]?.dimensions.tokens?.capacity).toBe(tpm)
+    }))
+
+  it.effect("a task that can never fit the budget fails at once with BudgetExceeded: not retried, no call made", () =>
+    Effect.gen(function*() {
+      let calls = 0
+      const { model } = scriptedModel("m", () => ({ latency: 10 }))
+      const counted: AiModel.AiModel.Service = { ...model, generate: (request) => Effect.suspend(() => (calls++, model.generate(request))) }
+      const result = yield* Effect.gen(function*() {
+        const agent = yield* AgentService.AgentService
+        return yield* Effect.flip(agent.process(new AgentTask({ id: "big", prompt: "p", maxTokens: 5_000 })))
+      }).pipe(
+        Effect.scoped,
+        Effect.provide(AgentService.layer({ tokenBudget: { limits: { tokens: 1_000 } } }).pipe(Layer.provide(Layer.succeed(AiModel.AiModel, counted))))
+      )
+      expect(result.error).toMatchObject({ _tag: "BudgetExceeded" })
+      expect(result.attempts).toBe(0)
+      expect(calls).toBe(0)
+    }))
+
+  it.effect("concurrency: \"adaptive\" finds room beyond its cautious start against a provider that can take it, and overloads it rarely", () =>
+    Effect.gen(function*() {
+      const adaptive = yield* runFlow({ capacity: 32, overloadAt: 2 }, { concurrency: "adaptive" })
+      expect(adaptive.succeeded).toHaveLength(batch.length)
+      expect(adaptive.flow.limit).toBeGreaterThan(AgentService.defaults.concurrency)
+      expect(adaptive.flow.active).toBe(0)
+      expect(adaptive.refusals.overloaded).toBeLessThanOrEqual(Math.ceil(adaptive.refusals.calls * 0.01))
+    }))
+
+  it.effect("a streamed answer reserves from the budget and settles with the usage of its final chunk", () =>
+    Effect.gen(function*() {
+      const model = yield* EmbeddedModel.make({ seed: 3, timeToFirstToken: "10 millis", perToken: "1 millis" })
+      const capacity = 10_000
+      const { before, chunks, after } = yield* Effect.gen(function*() {
+        const agent = yield* AgentService.AgentService
+        const before = yield* agent.flow
+        const fiber = yield* Effect.fork(Stream.runCollect(agent.stream(new AgentTask({ id: "s", prompt: "Summarise: a short story.", maxTokens: 200 }))))
+        yield* TestClock.adjust("1 minute")
+        const chunks = Chunk.toReadonlyArray(yield* Fiber.join(fiber))
+        return { before, chunks, after: yield* agent.flow }
+      }).pipe(
+        Effect.scoped,
+        Effect.provide(
+          AgentService.layer({ tokenBudget: { limits: { tokens: { limit: capacity, per: "1000 days" } } } }).pipe(
+            Layer.provide(Layer.succeed(AiModel.AiModel, model))
+          )
+        )
+      )
+      const usage = chunks.at(-1)?.usage
+      expect(usage).toBeDefined()
+      expect(before.budgets["embedded"]?.dimensions.tokens?.available).toBe(capacity)
+      const available = after.budgets["embedded"]?.dimensions.tokens?.available ?? 0
+      // what is left is what the answer used (plus a refill of well under one token)
+      expect(capacity - available).toBeCloseTo(usage!.promptTokens + usage!.completionTokens, 0)
     }))
 })
