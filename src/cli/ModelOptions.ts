@@ -71,6 +71,12 @@ export interface ModelOptions {
   readonly midStreamFailureRate?: number
   /** Embedded model: how a stream breaks: `error` (Unavailable) or `end` (no final chunk). */
   readonly midStreamFailure?: "error" | "end"
+  /** Embedded model: its own limit on requests per minute; none for no limit. */
+  readonly providerRpm?: Option.Option<number>
+  /** Embedded model: its own limit on tokens per minute; none for no limit. */
+  readonly providerTpm?: Option.Option<number>
+  /** Embedded model: calls it serves at full speed at once (slower beyond, Overloaded past 2×); none for no limit. */
+  readonly providerCapacity?: Option.Option<number>
 }
 
 /**
@@ -88,6 +94,10 @@ export interface PolicyOptions {
   readonly deadline: Duration.Duration
   /** How long the circuit breaker stays open; none for `CircuitBreaker.defaults.openDuration`. */
   readonly breakerOpen: Option.Option<Duration.Duration>
+  /** Our token budget's limit on requests per minute; none to learn it from the provider. */
+  readonly rpm?: Option.Option<number>
+  /** Our token budget's limit on tokens per minute; none to learn it from the provider. */
+  readonly tpm?: Option.Option<number>
 }
 
 /**
@@ -162,8 +172,24 @@ const embeddedLayer = (options: ModelOptions): Layer.Layer<AiModel.AiModel> =>
       onSome: (outage) => ({ outage })
     }),
     ...(options.midStreamFailureRate === undefined ? {} : { midStreamFailureRate: options.midStreamFailureRate }),
-    ...(options.midStreamFailure === undefined ? {} : { midStreamFailure: options.midStreamFailure })
+    ...(options.midStreamFailure === undefined ? {} : { midStreamFailure: options.midStreamFailure }),
+    ...Option.match(options.providerRpm ?? Option.none(), { onNone: () => ({}), onSome: (requestsPerMinute) => ({ requestsPerMinute }) }),
+    ...Option.match(options.providerTpm ?? Option.none(), { onNone: () => ({}), onSome: (tokensPerMinute) => ({ tokensPerMinute }) }),
+    ...Option.match(options.providerCapacity ?? Option.none(), { onNone: () => ({}), onSome: (capacity) => ({ capacity }) })
   })
+
+/** The token budget `--rpm` and `--tpm` give, or the agent's default one (learning) without them. */
+const tokenBudget = (options: PolicyOptions): Pick<AgentService.Options, "tokenBudget"> => {
+  const requests = Option.getOrUndefined(options.rpm ?? Option.none())
+  const tokens = Option.getOrUndefined(options.tpm ?? Option.none())
+  if (requests === undefined && tokens === undefined) return {}
+  return {
+    tokenBudget: {
+      limits: { ...(requests === undefined ? {} : { requests }), ...(tokens === undefined ? {} : { tokens }) },
+      probe: false
+    }
+  }
+}
 
 /**
  * The agent the options describe, over the model they name, with `service` for what only one
@@ -186,6 +212,12 @@ export const layer = Effect.fnUntraced(function*(
   if (options.model === "embedded" && Option.isSome(modelName)) {
     return yield* usage("--model-name applies only to --model openai-compatible")
   }
+  if (
+    options.model !== "embedded" &&
+    [options.providerRpm, options.providerTpm, options.providerCapacity].some((o) => o !== undefined && Option.isSome(o))
+  ) {
+    return yield* usage("--provider-rpm, --provider-tpm and --provider-capacity simulate the embedded model's limits: --model embedded only")
+  }
   const model: Layer.Layer<AiModel.AiModel, UsageError> = options.model === "embedded"
     ? embeddedLayer(options)
     : yield* httpModel(options, modelName)
@@ -193,6 +225,7 @@ export const layer = Effect.fnUntraced(function*(
     return yield* usage("--outage-after and --outage-for go together: when the simulated outage starts and how long it lasts")
   }
   const agent: Layer.Layer<AgentService.AgentService, UsageError> = AgentService.layer({
+    ...tokenBudget(options),
     ...service,
     timeout: options.timeout,
     deadline: options.deadline,
@@ -212,7 +245,8 @@ export const layer = Effect.fnUntraced(function*(
 /**
  * `--model`, `--base-url`, `--model-name`, `--api-key-env`, and the embedded model's
  * `--failure-rate`, `--seed`, `--time-to-first-token`, `--per-token`, `--outage-after`,
- * `--outage-for`: spread them into a command's options.
+ * `--outage-for`, `--provider-rpm`, `--provider-tpm`, `--provider-capacity`: spread them into a
+ * command's options.
  *
  * @since 0.1.0
  * @category commands
@@ -276,11 +310,23 @@ export const modelOptions = {
     "outage-for",
     "positive",
     "Embedded model: how long the simulated outage lasts. Needs --outage-after."
+  ),
+  providerRpm: OptionValue.integer("provider-rpm", 1).pipe(
+    Options.withDescription("Embedded model: its own limit on requests per minute; beyond it, a 429 (and a rate-limit report on every answer)."),
+    Options.optional
+  ),
+  providerTpm: OptionValue.integer("provider-tpm", 1).pipe(
+    Options.withDescription("Embedded model: its own limit on tokens per minute (prompt + maxTokens charged per call); beyond it, a 429."),
+    Options.optional
+  ),
+  providerCapacity: OptionValue.integer("provider-capacity", 1).pipe(
+    Options.withDescription("Embedded model: calls served at full speed at once; beyond it each is slower, and past twice it, Overloaded."),
+    Options.optional
   )
 }
 
 /**
- * `--retries`, `--timeout`, `--deadline`, `--breaker-open`: spread them into a command's
+ * `--retries`, `--timeout`, `--deadline`, `--breaker-open`, `--rpm`, `--tpm`: spread them into a command's
  * options. `--timeout` and `--deadline` come with their defaults applied.
  *
  * @since 0.1.0
@@ -308,5 +354,13 @@ export const policyOptions = {
     "positive",
     `How long the circuit breaker stays open before a probe call may test the model again ` +
       `(default ${Duration.format(CircuitBreaker.defaults.openDuration)}).`
+  ),
+  rpm: OptionValue.integer("rpm", 1).pipe(
+    Options.withDescription("Our budget: at most N requests per minute (by default the budget learns the limit from the provider's rate-limit reports)."),
+    Options.optional
+  ),
+  tpm: OptionValue.integer("tpm", 1).pipe(
+    Options.withDescription("Our budget: at most N tokens per minute, each call reserving prompt + maxTokens and settling with its usage."),
+    Options.optional
   )
 }

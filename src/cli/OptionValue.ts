@@ -92,6 +92,23 @@ export const integer = (name: string, min: number) =>
   )
 
 /**
+ * `--NAME N` or `--NAME WORD`: a whole number of at least `min`, or the one word `word`.
+ *
+ * @since 0.1.0
+ * @category options
+ */
+export const integerOr = <W extends string>(name: string, min: number, word: W) =>
+  Options.text(name).pipe(
+    Options.withPseudoName(`N | ${word}`),
+    Options.mapEffect((text): Effect.Effect<number | W, ValidationError.ValidationError> => {
+      if (text.trim() === word) return Effect.succeed(word)
+      const n = Number(text.trim())
+      if (text.trim() === "" || !Number.isInteger(n)) return invalid(`--${name}: "${text}" is neither a whole number nor ${word}`)
+      return n >= min ? Effect.succeed(n) : invalid(`--${name} must be at least ${min} (got ${n})`)
+    })
+  )
+
+/**
  * `--NAME X`, a number between `min` and `max`.
  *
  * @since 0.1.0

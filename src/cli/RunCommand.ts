@@ -46,7 +46,7 @@
 import { Args, Command, Options } from "@effect/cli"
 import { isPlatformError } from "@effect/platform/Error"
 import * as Terminal from "@effect/platform/Terminal"
-import { Cause, Chunk, Clock, Duration, Effect, Exit, Fiber, Option, Stream } from "effect"
+import { Cause, Chunk, Clock, Duration, Effect, Exit, Fiber, Option, Schedule, Stream } from "effect"
 import type { Scope } from "effect"
 import * as AgentService from "../agent/AgentService.js"
 import { TaskInvalid, type TaskRecord } from "../agent/AgentTask.js"
@@ -74,8 +74,11 @@ export interface RunOptions extends ModelOptions.AgentOptions {
   readonly input: string
   /** The records file; none for stdout. */
   readonly output: Option.Option<string>
-  /** Model calls at once; tasks asleep in a backoff or on an open circuit make room for more. */
-  readonly concurrency: number
+  /**
+   * Model calls at once; tasks asleep in a backoff or on an open circuit make room for more.
+   * `adaptive`: a limit that finds the provider's knee by itself.
+   */
+  readonly concurrency: number | "adaptive"
   /** Append to `output`, skipping what it already records. */
   readonly resume: boolean
   /** Like `resume`, and run again the tasks whose record says they failed (rewriting `output`). */
@@ -152,6 +155,28 @@ const follow = <E>(
     }
   })
 
+/**
+ * What the progress line shows of the agent's flow control: the limit when it moves (adaptive),
+ * and the tightest limited budget dimension with the calls waiting for it, once one is known.
+ */
+const flowOf = (flow: AgentService.FlowState, adaptive: boolean): Progress.Flow | undefined => {
+  let left: number | undefined
+  let waiting = 0
+  for (const budget of Object.values(flow.budgets)) {
+    waiting += budget.waiting
+    for (const dimension of Object.values(budget.dimensions)) {
+      if (dimension === undefined) continue
+      const share = dimension.available / dimension.capacity
+      left = left === undefined ? share : Math.min(left, share)
+    }
+  }
+  if (!adaptive && left === undefined) return undefined
+  return {
+    ...(adaptive ? { limit: flow.limit } : {}),
+    ...(left === undefined ? {} : { budgetLeft: Math.round(left * 100) / 100, budgetWaiting: waiting })
+  }
+}
+
 /** The library's progress line, drawn on stderr until the scope closes. */
 const drawProgress = (progress: Progress.Progress.Service) =>
   Effect.flatMap(Stdio, (stdio) =>
@@ -223,6 +248,13 @@ export const run = Effect.fn("RunCommand.run")(function*(options: RunOptions) {
         Option.match(events, { onNone: () => Effect.void, onSome: (file) => file.write(Chunk.toReadonlyArray(chunk)) })
       ))
     const screen = options.progress ? Option.some(yield* drawProgress(progress)) : Option.none()
+    if (options.progress) {
+      const adaptive = options.concurrency === "adaptive"
+      yield* Effect.forkScoped(Effect.repeat(
+        Effect.flatMap(agent.flow, (flow) => progress.setFlow(flowOf(flow, adaptive))),
+        Schedule.spaced("250 millis")
+      ))
+    }
     // records on the terminal the progress line is drawn on go above it, never into it (the
     // line's terminal is stderr, whose writes cannot fail)
     const onScreen = Option.filter(screen, () => Option.isNone(options.output) && stdio.stdoutIsTTY)
@@ -322,12 +354,15 @@ const runOptions = {
     Options.withDescription("Write the records to FILE (truncated unless --resume) instead of stdout."),
     Options.optional
   ),
-  concurrency: OptionValue.integer("concurrency", 1).pipe(
+  concurrency: OptionValue.integerOr("concurrency", 1, "adaptive").pipe(
     Options.withDescription(
-      `Model calls at once; a task asleep in a backoff or waiting on an open circuit makes room for the next (default ${defaults.concurrency}).`
+      `Model calls at once; a task asleep in a backoff or waiting on an open circuit makes room for the next (default ${defaults.concurrency}). ` +
+        "adaptive: a limit that grows while latency stays flat and shrinks on 429, Overloaded, timeouts or rising latency."
     ),
     Options.withDefault(defaults.concurrency)
   ),
+  rpm: ModelOptions.policyOptions.rpm,
+  tpm: ModelOptions.policyOptions.tpm,
   retries: ModelOptions.policyOptions.retries,
   timeout: ModelOptions.policyOptions.timeout,
   deadline: ModelOptions.policyOptions.deadline,

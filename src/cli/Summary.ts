@@ -58,6 +58,9 @@ export interface Summary {
   readonly joined: number
   /** Tasks answered from the memo without a call (`--memo-ttl`). */
   readonly memoized: number
+  /** Tasks whose calls waited for the token budget, and their waits in all (ms). */
+  readonly budgetWaited: number
+  readonly budgetWaitMillis: number
   /** Calls the retry policy gave up on, per reason (`budget`, `max-attempts`, ...), most first. */
   readonly givenUp: ReadonlyArray<readonly [reason: string, count: number]>
   readonly breakerTransitions: number
@@ -121,6 +124,8 @@ export const makeStats: Effect.Effect<Stats> = Effect.sync(() => {
   let fallbacks = 0
   let joined = 0
   let memoized = 0
+  let budgetWaited = 0
+  let budgetWaitMillis = 0
   const failedByTag = new Map<string, number>()
   const neverReachedByTag = new Map<string, number>()
   const givenUp = new Map<string, number>()
@@ -142,6 +147,10 @@ export const makeStats: Effect.Effect<Stats> = Effect.sync(() => {
         else if (result.coalesced?.role === "joined") joined++
         if (result.coalesced?.role !== "joined") attempts += result.attempts
         durations.push(result.durationMs)
+        if (result.budgetWaitMs !== undefined) {
+          budgetWaited++
+          budgetWaitMillis += result.budgetWaitMs
+        }
         if (result.status === "succeeded") {
           succeeded++
         } else {
@@ -186,6 +195,8 @@ export const makeStats: Effect.Effect<Stats> = Effect.sync(() => {
           retries,
           joined,
           memoized,
+          budgetWaited,
+          budgetWaitMillis,
           givenUp: mostFirst(givenUp),
           breakerTransitions,
           fallbacks,
@@ -236,6 +247,9 @@ export const render = (summary: Summary, options: { readonly shared?: boolean } 
     `attempts    ${summary.attempts} (${summary.retries} retries${givenUp})`,
     ...(options.shared === true || summary.joined + summary.memoized > 0
       ? [`shared      ${summary.joined} joined a call, ${summary.memoized} from the memo`]
+      : []),
+    ...(summary.budgetWaited > 0
+      ? [`budget      ${summary.budgetWaited} tasks waited for the token budget, ${millis(summary.budgetWaitMillis)} in all`]
       : []),
     `breaker     ${summary.breakerTransitions} transitions`,
     `fallbacks   ${summary.fallbacks}`,

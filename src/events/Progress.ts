@@ -81,6 +81,25 @@ export interface Counts {
   readonly answeredAhead?: number
   /** Circuits that are not closed, by breaker name; none when absent. */
   readonly circuits?: ReadonlyArray<Circuit>
+  /** The flow control as last reported ({@link Progress.Service.setFlow}); none when absent. */
+  readonly flow?: Flow
+}
+
+/**
+ * What the flow control is doing, as the line shows it: an adaptive concurrency limit, and how
+ * much of a token budget is left. Reported by whoever knows (`wiz run` polls
+ * `AgentService.flow`); each part is shown only when present.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Flow {
+  /** The concurrency limit in force, when it moves (an adaptive limit). */
+  readonly limit?: number
+  /** The share (0..1) left of the tightest budget dimension that has a limit. */
+  readonly budgetLeft?: number
+  /** Calls waiting for the budget. */
+  readonly budgetWaiting?: number
 }
 
 /**
@@ -168,6 +187,8 @@ export declare namespace Progress {
     readonly skipped: (n?: number) => Effect.Effect<void>
     /** Count a retry. */
     readonly retried: Effect.Effect<void>
+    /** Report the flow control (or, with `undefined`, forget it); the same report again is no change. */
+    readonly setFlow: (flow: Flow | undefined) => Effect.Effect<void>
     /**
      * Count `self` as a task: started now, then succeeded or failed as it ends. Interrupted, it
      * leaves the tasks in flight without counting as failed.
@@ -316,6 +337,12 @@ export const make = (options: Options = {}): Effect.Effect<Progress.Service> =>
       skipped: (n = 1) =>
         update((c) => ({ ...c, skipped: c.skipped + n, answeredAhead: Math.max(0, (c.answeredAhead ?? 0) - n) })),
       retried,
+      setFlow: (flow) =>
+        Effect.flatMap(SubscriptionRef.get(ref), (c) =>
+          c.flow?.limit === flow?.limit && c.flow?.budgetLeft === flow?.budgetLeft &&
+            c.flow?.budgetWaiting === flow?.budgetWaiting
+            ? Effect.void
+            : update(({ flow: _, ...c }) => (flow === undefined ? c : { ...c, flow }))),
       track: (self) =>
         Effect.uninterruptibleMask((restore) =>
           Effect.zipRight(
@@ -431,7 +458,8 @@ export const formatCircuit = (circuit: Circuit, nowMillis: number): string => {
  * `[███░░] 120/300 (100 resumed), 3 failed, 7 retries, 8 in flight, 40.0/s, ETA 5s` on a TTY,
  * `120/300 done, ...` plain; an estimated total as `~300`; no bar and no ETA when the total is
  * unknown; `invalid` and `resumed` only when there are some; then each circuit that is not
- * closed (`circuit embedded open (probe in 12s)`).
+ * closed (`circuit embedded open (probe in 12s)`); then the flow control when reported
+ * (`limit 24`, `budget 45% left (3 waiting)`).
  *
  * @since 0.1.0
  * @category formatting
@@ -456,6 +484,12 @@ export const format = (mode: Mode, snapshot: Snapshot): string => {
     parts.push(Option.match(snapshot.etaMillis, { onNone: () => "ETA --", onSome: (eta) => `ETA ${formatEta(eta)}` }))
   }
   for (const circuit of snapshot.circuits) parts.push(formatCircuit(circuit, snapshot.nowMillis))
+  const flow = snapshot.flow
+  if (flow?.limit !== undefined) parts.push(`limit ${flow.limit}`)
+  if (flow?.budgetLeft !== undefined) {
+    const waiting = flow.budgetWaiting === undefined || flow.budgetWaiting === 0 ? "" : ` (${flow.budgetWaiting} waiting)`
+    parts.push(`budget ${Math.round(Math.max(0, flow.budgetLeft) * 100)}% left${waiting}`)
+  }
   return parts.join(", ")
 }
 

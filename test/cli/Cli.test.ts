@@ -88,19 +88,29 @@ describe("Cli", () => {
         [["--seed", "x"], '--seed: "x" is not a whole number'],
         [["--outage-after", "soon"], '--outage-after: "soon" is not a duration (write e.g. "30s", "500ms", "2m" or "10 seconds")'],
         [["--outage-for", "0 millis"], "--outage-for must be longer than 0"],
-        [["--breaker-open", "0"], "--breaker-open must be longer than 0"]
+        [["--breaker-open", "0"], "--breaker-open must be longer than 0"],
+        [["--concurrency", "fast"], '--concurrency: "fast" is neither a whole number nor adaptive'],
+        [["--tpm", "0"], "--tpm must be at least 1 (got 0)"],
+        [["--provider-capacity", "many"], '--provider-capacity: "many" is not a whole number']
       ] as const) {
         const stdio = TestStdio.make({ stdin: "" })
         expect(yield* wiz(stdio, "run", ...args, "-")).toBe(2)
         expect(stdio.stderr()).toBe(`${message}\n\n`)
       }
+      // options that parse but do not go together: a usage error of its own
+      const http = TestStdio.make({ stdin: "" })
+      expect(yield* wiz(http, "run", "--model", "openai-compatible", "--base-url", "http://127.0.0.1:9/v1", "--model-name", "m", "--provider-tpm", "10", "-"))
+        .toBe(2)
+      expect(http.stderr()).toBe(
+        "wiz: --provider-rpm, --provider-tpm and --provider-capacity simulate the embedded model's limits: --model embedded only\n"
+      )
     }))
 
   it.effect("issue 7.10: --concurrency 1.5 names the option, not \"'1.5' is not a integer\"", () =>
     Effect.gen(function*() {
       const stdio = TestStdio.make({ stdin: "" })
       expect(yield* wiz(stdio, "run", "--concurrency", "1.5", "-")).toBe(2)
-      expect(stdio.stderr()).toBe('--concurrency: "1.5" is not a whole number\n\n')
+      expect(stdio.stderr()).toBe('--concurrency: "1.5" is neither a whole number nor adaptive\n\n')
     }))
 
   it.effect("issue 7.10: durations are accepted as the help prints them (30s, 500ms, 2m) as well as 30 seconds", () =>
@@ -119,7 +129,7 @@ describe("Cli", () => {
     Effect.gen(function*() {
       const stdio = TestStdio.make()
       expect(yield* wiz(stdio, "run", "--help")).toBe(0)
-      expect(stdio.stdout()).toContain("\nUSAGE\n\n$ wiz run [(-o, --output FILE)] [--concurrency N] ")
+      expect(stdio.stdout()).toContain("\nUSAGE\n\n$ wiz run [(-o, --output FILE)] [--concurrency N | adaptive] ")
       expect(stdio.stdout()).not.toContain(ESC)
       // the same with the options before --help, and -h
       const short = TestStdio.make()

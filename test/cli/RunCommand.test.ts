@@ -378,3 +378,43 @@ describe("wiz run", () => {
       expect(stdio.stderr()).toContain("attempts    5 (0 retries)\nshared      0 joined a call, 2 from the memo\n")
     }))
 })
+
+describe("wiz run, flow control (issue 11)", () => {
+  const batch = (n: number) => Array.from({ length: n }, (_, i) => task(`f${i + 1}`)).join("\n")
+
+  it.effect("--provider-tpm with our --tpm: no 429 reaches a task, later tasks wait for the budget and the summary says so", () =>
+    Effect.gen(function*() {
+      const stdio = TestStdio.make({ stdin: batch(60) })
+      // each call reserves ~270 tokens (prompt + maxTokens 256) and uses ~65: 60 need ~4k, at 2k/min
+      const fiber = yield* Effect.fork(
+        wiz(stdio, "run", "--provider-tpm", "2000", "--tpm", "2000", "--concurrency", "16", "--seed", "3", ...instant, "-")
+      )
+      while (Option.isNone(yield* Fiber.poll(fiber))) yield* TestClock.adjust("1 second")
+      expect(Exit.isSuccess(yield* Fiber.await(fiber))).toBe(true)
+      const records = parseRecords(stdio.stdout())
+      expect(records).toHaveLength(60)
+      expect(records.every((r) => r.status === "succeeded" && r.attempts === 1)).toBe(true)
+      const waited = records.filter((r) => typeof r.budgetWaitMs === "number" && r.budgetWaitMs > 0)
+      expect(waited.length).toBeGreaterThan(0)
+      expect(stdio.stderr()).toContain("attempts    60 (0 retries)\n")
+      expect(stdio.stderr()).toMatch(new RegExp(`budget      ${waited.length} tasks waited for the token budget, `))
+    }))
+
+  it.effect("--concurrency adaptive against --provider-capacity: every task answered; a fixed 64 overloads the same provider", () =>
+    Effect.gen(function*() {
+      const runWith = (concurrency: string) =>
+        Effect.gen(function*() {
+          const stdio = TestStdio.make({ stdin: batch(200) })
+          const fiber = yield* Effect.fork(
+            wiz(stdio, "run", "--provider-capacity", "8", "--concurrency", concurrency, "--seed", "3",
+              "--time-to-first-token", "100 millis", "--per-token", "1 millis", "--no-progress", "-")
+          )
+          while (Option.isNone(yield* Fiber.poll(fiber))) yield* TestClock.adjust("500 millis")
+          return parseRecords(stdio.stdout())
+        })
+      const adaptive = yield* runWith("adaptive")
+      expect(adaptive.filter((r) => r.status === "succeeded")).toHaveLength(200)
+      const fixed = yield* runWith("64")
+      expect(fixed.filter((r) => r.status === "failed").length).toBeGreaterThan(0)
+    }))
+})

@@ -58,6 +58,8 @@ describe("Summary", () => {
         retries: 3,
         joined: 0,
         memoized: 0,
+        budgetWaited: 0,
+        budgetWaitMillis: 0,
         givenUp: [["budget", 2], ["max-attempts", 1]],
         breakerTransitions: 1,
         fallbacks: 1,

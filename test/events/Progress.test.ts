@@ -372,4 +372,17 @@ describe("Progress", () => {
         expect(attempts).toBe(2)
       }))
   })
+
+  it.effect("issue 11: the flow control on the line: the adaptive limit, the budget left and who waits for it; forgotten when unset", () =>
+    Effect.gen(function*() {
+      const progress = yield* Progress.make({ total: 10 })
+      yield* progress.setFlow({ limit: 24, budgetLeft: 0.456, budgetWaiting: 3 })
+      expect(Progress.format("plain", yield* progress.snapshot)).toBe(
+        "0/10 done, 0 failed, 0 retries, 0 in flight, --/s, ETA --, limit 24, budget 46% left (3 waiting)"
+      )
+      yield* progress.setFlow({ budgetLeft: 1, budgetWaiting: 0 })
+      expect(Progress.format("plain", yield* progress.snapshot)).toBe("0/10 done, 0 failed, 0 retries, 0 in flight, --/s, ETA --, budget 100% left")
+      yield* progress.setFlow(undefined)
+      expect((yield* progress.snapshot).flow).toBeUndefined()
+    }))
 })
