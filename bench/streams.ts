@@ -15,7 +15,7 @@ import { EventEmitter } from "node:events"
 import { performance } from "node:perf_hooks"
 import { fileURLToPath } from "node:url"
 import { Effect, Fiber, PubSub, Scope, Stream } from "effect"
-import { AgentEvent, AiModel, EventBus, StreamingAnswer, Timeout } from "../src/index.js"
+import { AgentEvent, AgentService, AgentTask, AiModel, EventBus, StreamingAnswer, Timeout } from "../src/index.js"
 
 const rounds = 7
 const median = (xs: ReadonlyArray<number>) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
@@ -121,6 +121,18 @@ const main = async () => {
     "µs/chunk",
     "model stream read directly"
   )
+  // the whole stack: AgentService.stream with its default policies (breaker, retry, permit,
+  // learning token budget, first-chunk and idle timeouts), as an app streams a task's answer
+  const agentOn = (model: AiModel.AiModel.Service) =>
+    Effect.runPromise(Scope.extend(AgentService.make(), Effect.runSync(Scope.make())).pipe(Effect.provideService(AiModel.AiModel, model)))
+  const streamTask = new AgentTask.AgentTask({ id: "s", prompt: "p", maxTokens: 8 })
+  const instantAgent = await agentOn(instantModel)
+  row(
+    "AgentService.stream, default policies",
+    await drain(() => instantAgent.stream(streamTask)),
+    "µs/chunk",
+    "model stream read directly"
+  )
   const idleNaive = Timeout.betweenChunks({ duration: "10 seconds", model: "instant" })
   row(
     "model stream + Timeout.betweenChunks (Stream.timeoutFail)",
@@ -132,6 +144,13 @@ const main = async () => {
   row(
     "socket-like model through StreamingAnswer (first-chunk 30 s, idle 10 s)",
     await drain(() => withTimeouts([StreamingAnswer.fromModel(socketModel, request)])),
+    "µs/chunk",
+    "socket-like model stream read directly"
+  )
+  const socketAgent = await agentOn(socketModel)
+  row(
+    "socket-like model through AgentService.stream, default policies",
+    await drain(() => socketAgent.stream(streamTask)),
     "µs/chunk",
     "socket-like model stream read directly"
   )

@@ -775,17 +775,26 @@ export const make = (
         stream: (delivered) =>
           Stream.unwrapScoped(Effect.gen(function*() {
             let usage: AiModel.Usage | undefined
+            let report: AiModel.RateLimits | undefined
             yield* Effect.acquireRelease(
               // A stream's source speaks in model errors: a cost the budget can never hold is
               // a request this client can never send.
               Effect.catchTag(budget.reserve(cost), "BudgetExceeded", (exceeded) =>
                 Effect.fail(new AiModel.InvalidRequest({ model: source.name, reason: exceeded.message }))),
-              (held) => held.settle(usage === undefined ? held.cost : TokenBudget.usageCost(usage))
+              (held) =>
+                Effect.zipRight(
+                  held.settle(usage === undefined ? held.cost : TokenBudget.usageCost(usage)),
+                  report === undefined ? Effect.void : budget.adopt(report)
+                )
             )
             yield* bulkhead.takePermits(1)
-            return Stream.tap(source.stream(delivered), (chunk) => {
-              if (chunk.usage !== undefined) usage = chunk.usage
-              return chunk.rateLimits === undefined ? Effect.void : budget.adopt(chunk.rateLimits)
+            // usage and the report come on the final chunk: noted as chunks pass, no effect per chunk
+            return Stream.mapChunks(source.stream(delivered), (chunks) => {
+              for (const chunk of chunks) {
+                if (chunk.usage !== undefined) usage = chunk.usage
+                if (chunk.rateLimits !== undefined) report = chunk.rateLimits
+              }
+              return chunks
             })
           }))
       }
