@@ -1,7 +1,7 @@
 import { FetchHttpClient } from "@effect/platform"
 import { NodeHttpClient } from "@effect/platform-node"
 import { describe, expect, it, layer } from "@effect/vitest"
-import { Chunk, Config, ConfigProvider, Duration, Effect, Exit, Fiber, Layer, Redacted, Stream, TestClock } from "effect"
+import { Chunk, Config, ConfigProvider, Duration, Effect, Exit, Fiber, Layer, Redacted, Stream, TestClock, Tracer } from "effect"
 import * as Http from "node:http"
 import * as AiModel from "../../src/model/AiModel.js"
 import * as OpenAiCompatible from "../../src/model/OpenAiCompatible.js"
@@ -548,6 +548,31 @@ layer(NodeHttpClient.layerUndici)("OpenAiCompatible", (it) => {
         yield* awaitTimer("3 seconds")
         yield* TestClock.adjust("3 seconds")
         expect(yield* Fiber.await(silent)).toStrictEqual(Exit.fail(new AiModel.ModelTimeout({ model: "test-model", timeout: Duration.seconds(3) })))
+      }))
+  })
+
+  describe("tracing", () => {
+    // A span of Effect's default tracer is recorded nowhere, so the client's span (and the
+    // `traceparent` header it sends) is made only under a tracer that records spans.
+    it.scoped("the client's span and traceparent header only under a tracer that records spans", () =>
+      Effect.gen(function*() {
+        const { fake, model } = yield* setup()
+        const names: Array<string> = []
+        const native = yield* Effect.tracer
+        const recording = Tracer.make({
+          span: (name, parent, context, links, startTime, kind) => {
+            names.push(name)
+            return native.span(name, parent, context, links, startTime, kind)
+          },
+          context: (f) => f()
+        })
+        yield* model.generate(request)
+        yield* collect(model.stream(request))
+        yield* model.generate(request).pipe(Effect.withTracer(recording))
+        yield* collect(model.stream(request)).pipe(Effect.withTracer(recording))
+        const sent = yield* fake.requests
+        expect(sent.map((r) => r.headers["traceparent"] !== undefined)).toStrictEqual([false, false, true, true])
+        expect(names.filter((name) => name.startsWith("http.client")).length).toBe(2)
       }))
   })
 
