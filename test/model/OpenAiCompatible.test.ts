@@ -444,6 +444,18 @@ layer(NodeHttpClient.layerUndici)("OpenAiCompatible", (it) => {
         const error = yield* Effect.flip(collect(model.stream(request)))
         expect(error).toMatchObject({ _tag: "IncompleteStream", partial: "alpha beta" })
       }))
+
+    it.scoped("a consumer that stops early (take, interruption) ends the call at once, though the server would go on for an hour", () =>
+      Effect.gen(function*() {
+        const { fake, model } = yield* setup()
+        const slow = Fake.answer({ text: "alpha beta gamma", between: "1 hour" })
+        yield* fake.script(slow, slow, Fake.answer({ text: "after" }))
+        expect(text(yield* collect(Stream.take(model.stream(request), 1)))).toBe("alpha")
+        const reader = yield* Effect.fork(collect(model.stream(request)))
+        yield* fake.received(2)
+        yield* Fiber.interrupt(reader)
+        expect(text(yield* collect(model.stream(request)))).toBe("after")
+      }))
   })
 
   describe("limits against a hostile or broken server", () => {
