@@ -611,9 +611,10 @@ type Phase = "head" | "first" | "idle" | "drain"
  * each wait (`begin`, then `arrived`); the watchdog sleeps on the `Clock` until the current
  * wait's deadline and, if it is still waiting then, records the limit in `fired` and runs
  * `abort` (closing the request's scope, which aborts it), so the pending read fails and the
- * reader reports `ModelTimeout`. Within a phase, deadlines only move later, so the watchdog
- * just sleeps again on waking early; a new phase restarts it, so it wakes exactly on the new
- * deadline. The stream's finalizer ends it.
+ * reader reports `ModelTimeout`. A watchdog that wakes before the current deadline (a later
+ * wait moved it) just sleeps again, so it is restarted only when a wait's deadline comes
+ * before the one it sleeps to (a first-byte limit shorter than the head's, say): with the
+ * defaults, one fiber times the whole call. The stream's finalizer ends it.
  */
 class Watch {
   phase: Phase = "head"
@@ -621,6 +622,8 @@ class Watch {
   fired: Duration.Duration | undefined = undefined
   private waiting = false
   private since = 0
+  /** When the running watchdog wakes next (its sleep's end), in Clock milliseconds. */
+  private wakeAt = 0
   private finished = false
   private fiber: Fiber.RuntimeFiber<void> | undefined = undefined
 
@@ -631,21 +634,23 @@ class Watch {
   ) {}
 
   /**
-   * A wait starts now. The watchdog is (re)started only when none runs or the limit changes
-   * (head to first byte, say): within one limit, deadlines only move later.
+   * A wait starts now. The watchdog is (re)started only when none runs, or when this wait's
+   * deadline comes before the running one wakes.
    */
   begin(phase: Phase): Effect.Effect<void> {
     if (this.finished) return Effect.void
-    const before = this.limit()
     this.phase = phase
     this.waiting = true
     this.since = this.clock.unsafeCurrentTimeMillis()
     const limit = this.limit()
-    if (this.fiber !== undefined && Duration.equals(before, limit)) return Effect.void
+    const finite = Duration.isFinite(limit)
+    const due = finite ? this.since + Duration.toMillis(limit) : Infinity
+    if (this.fiber !== undefined && due >= this.wakeAt) return Effect.void
     const running = this.fiber
     this.fiber = undefined
     running?.unsafeInterruptAsFork(running.id())
-    if (!Duration.isFinite(limit)) return Effect.void
+    if (!finite) return Effect.void
+    this.wakeAt = due
     // A daemon (cheaper than forking into a scope); `finish`, which the stream's finalizer
     // runs, interrupts it.
     return Effect.map(Effect.forkDaemon(this.loop), (fiber) => {
@@ -678,6 +683,10 @@ class Watch {
       return Effect.void
     }
     const limit = this.limit()
+    if (!Duration.isFinite(limit)) {
+      this.fiber = undefined
+      return Effect.void
+    }
     const due = this.since + Duration.toMillis(limit)
     const now = this.clock.unsafeCurrentTimeMillis()
     if (now >= due) {
@@ -685,6 +694,7 @@ class Watch {
       this.fiber = undefined
       return this.abort
     }
+    this.wakeAt = due
     return Effect.zipRight(this.clock.sleep(Duration.millis(due - now)), this.loop)
   })
 }

@@ -1,7 +1,7 @@
 import { FetchHttpClient } from "@effect/platform"
 import { NodeHttpClient } from "@effect/platform-node"
 import { describe, expect, it, layer } from "@effect/vitest"
-import { Chunk, Config, ConfigProvider, Duration, Effect, Exit, Fiber, Layer, Redacted, Stream, TestClock, Tracer } from "effect"
+import { Chunk, Config, ConfigProvider, Duration, Effect, Exit, Fiber, Layer, Option, Redacted, Stream, TestClock, Tracer } from "effect"
 import * as Http from "node:http"
 import * as AiModel from "../../src/model/AiModel.js"
 import * as OpenAiCompatible from "../../src/model/OpenAiCompatible.js"
@@ -531,10 +531,26 @@ layer(NodeHttpClient.layerUndici)("OpenAiCompatible", (it) => {
         yield* awaitTimer("5 seconds")
         yield* TestClock.adjust("5 seconds")
         expect(yield* Fiber.await(beforeHead)).toStrictEqual(Exit.fail(new AiModel.ModelTimeout({ model: "test-model", timeout: Duration.seconds(5) })))
+        // One watchdog times the whole call: it wakes at the head's deadline, finds the head in
+        // and the first byte awaited, and sleeps on to the first byte's.
         const afterHead = yield* Effect.fork(collect(model.stream(request)))
-        yield* awaitTimer("20 seconds")
-        yield* TestClock.adjust("20 seconds")
+        yield* fake.received(2)
+        yield* awaitTimer("5 seconds")
+        yield* TestClock.adjust("5 seconds")
+        yield* awaitTimer("15 seconds")
+        expect(Option.isNone(yield* Fiber.poll(afterHead))).toBe(true)
+        yield* TestClock.adjust("15 seconds")
         expect(yield* Fiber.await(afterHead)).toStrictEqual(Exit.fail(new AiModel.ModelTimeout({ model: "test-model", timeout: Duration.seconds(20) })))
+      }))
+
+    it.scoped("a firstByteTimeout shorter than connectTimeout still fires on time", () =>
+      Effect.gen(function*() {
+        const { fake, model } = yield* setup({ connectTimeout: "30 seconds", firstByteTimeout: "2 seconds" })
+        yield* fake.script(Fake.stall(true))
+        const afterHead = yield* Effect.fork(collect(model.stream(request)))
+        yield* awaitTimer("2 seconds")
+        yield* TestClock.adjust("2 seconds")
+        expect(yield* Fiber.await(afterHead)).toStrictEqual(Exit.fail(new AiModel.ModelTimeout({ model: "test-model", timeout: Duration.seconds(2) })))
       }))
 
     it.scoped("a slow first token within firstByteTimeout is fine; beyond it, ModelTimeout; then a silence past idleTimeout", () =>
