@@ -397,13 +397,14 @@ const build = (client: HttpClient.HttpClient, options: Options): AiModel.AiModel
   // One channel: the set-up, then the body's own channel piped into the decoder, in the
   // consumer's executor (no second executor as `Stream.toPull` + `Stream.fromPull` make).
   const stream = (request: AiModel.CompletionRequest): Stream.Stream<AiModel.CompletionChunk, AiModel.ModelError> =>
-    Stream.fromChannel(Channel.suspend(() => {
-      const requestScope = Effect.runSync(Scope.make())
+    Stream.fromChannel(Channel.unwrap(Effect.map(Scope.make(), (requestScope) => {
       const close = Scope.close(requestScope, Exit.void)
       const call: Call = { watch: undefined, requestScope, close }
-      return Channel.ensuring(Channel.flatMap(Channel.fromEffect(setUp(request, call)), identity),
-        Effect.zipRight(Effect.sync(() => call.watch?.finish()), close))
-    }))
+      return Channel.ensuring(
+        Channel.flatMap(Channel.fromEffect(setUp(request, call)), identity),
+        Effect.zipRight(Effect.sync(() => call.watch?.finish()), close)
+      )
+    })))
 
   /** One streamed call's request scope (closing it aborts the request) and its watchdog, once set up. */
   interface Call {
@@ -427,7 +428,9 @@ const build = (client: HttpClient.HttpClient, options: Options): AiModel.AiModel
       )
       yield* watch.begin("first")
       if (response.status < 200 || response.status >= 300) return yield* Effect.mapError(failure(response, startedAt), timedOut)
-      const contentType = response.headers["content-type"] ?? ""
+      // The client may build its headers object on each read (undici's does): read them once.
+      const headers = response.headers
+      const contentType = headers["content-type"] ?? ""
       // A server that ignored `stream: true` answers with the whole completion.
       if (contentType.includes("application/json")) {
         const completion = yield* Effect.mapError(readCompletion(response, request), timedOut)
@@ -440,7 +443,7 @@ const build = (client: HttpClient.HttpClient, options: Options): AiModel.AiModel
           new AiModel.MalformedResponse({ model: name, reason: `expected an event stream, got ${HttpErrors.readErrorBody(text, secrets).message}` })
         )
       }
-      return Channel.pipeTo(Stream.toChannel(response.stream), decoder(response, request, watch, clock.unsafeCurrentTimeMillis()))
+      return Channel.pipeTo(Stream.toChannel(response.stream), decoder(headers, request, watch, clock.unsafeCurrentTimeMillis()))
     })
 
   /**
@@ -448,14 +451,14 @@ const build = (client: HttpClient.HttpClient, options: Options): AiModel.AiModel
    * body to its end (within the idle limit), so the connection can be reused.
    */
   const decoder = (
-    response: HttpClientResponse.HttpClientResponse,
+    headers: Headers.Headers,
     request: AiModel.CompletionRequest,
     watch: Watch,
     receivedAt: number
   ): Channel.Channel<Chunk.Chunk<AiModel.CompletionChunk>, Chunk.Chunk<Uint8Array>, AiModel.ModelError, HttpClientError.ResponseError, unknown, unknown> => {
     type Step = Channel.Channel<Chunk.Chunk<AiModel.CompletionChunk>, Chunk.Chunk<Uint8Array>, AiModel.ModelError, HttpClientError.ResponseError, unknown, unknown>
     const state = new StreamState(name, maxLineLength, maxResponseBytes, secrets)
-    const rateLimits = RateLimitHeaders.rateLimits(response.headers, receivedAt)
+    const rateLimits = RateLimitHeaders.rateLimits(headers, receivedAt)
     let emitted = false
 
     const final = (): AiModel.CompletionChunk => {
