@@ -1,6 +1,7 @@
 /**
  * Bulkhead: many callers on few permits, served in strict arrival order. A caller that needs
  * more permits is never overtaken by later callers that need fewer (no barging, no starvation).
+ * With `maxQueued`, a full queue fails a caller at once with `BulkheadFull`.
  *
  *   npx tsx examples/bulkhead.ts
  *
@@ -57,6 +58,18 @@ const program = Effect.gen(function*() {
   const took = (yield* Clock.currentTimeMillis) - began
   const inOrder = served.every((n, i) => n === i)
   yield* Console.log(`1,000 callers on 3 permits: served in arrival order: ${inOrder}, at most ${maxInFlight} at once, ${took} ms`)
+
+  // A bounded queue sheds load: with 2 permits and room for 3 waiting, the 6th caller fails at
+  // once with BulkheadFull instead of joining an ever-longer queue.
+  const bounded = yield* Bulkhead.make({ permits: 2, maxQueued: 3 })
+  const outcomes = yield* Effect.forEach(["A", "B", "C", "D", "E", "F"], (name) =>
+    Effect.fork(Effect.as(bounded.withPermit(Effect.sleep("20 millis")), `${name} ran`).pipe(
+      Effect.catchTag("BulkheadFull", (full) => Effect.succeed(`${name}: ${full.message}`))
+    )))
+  yield* Effect.sleep("5 millis")
+  const stats = yield* bounded.stats
+  yield* Console.log(`bounded queue: ${stats.active} running, ${stats.queued} waiting (at most ${stats.maxQueued})`)
+  for (const fiber of outcomes) yield* Console.log(`  ${yield* fiber.await.pipe(Effect.flatten)}`)
 })
 
 program.pipe(NodeRuntime.runMain)

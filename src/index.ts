@@ -38,6 +38,12 @@ export * as Hedge from "./policy/Hedge.js"
 export * as Bulkhead from "./concurrency/Bulkhead.js"
 
 /** @since 0.1.0 */
+export * as AdaptiveLimit from "./concurrency/AdaptiveLimit.js"
+
+/** @since 0.1.0 */
+export * as TokenBudget from "./policy/TokenBudget.js"
+
+/** @since 0.1.0 */
 export * as Timeout from "./policy/Timeout.js"
 
 /** @since 0.1.0 */

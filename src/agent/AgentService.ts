@@ -28,6 +28,7 @@
  */
 import { Cause, Clock, Config, Context, Duration, Effect, Either, Equal, Exit, FiberRef, Hash, Layer, Metric, MetricBoundaries, MetricKey, Option, Stream, Tracer } from "effect"
 import type { Array as Arr, ConfigError, Scope } from "effect"
+import * as AdaptiveLimit from "../concurrency/AdaptiveLimit.js"
 import * as Bulkhead from "../concurrency/Bulkhead.js"
 import * as AgentEvent from "../events/AgentEvent.js"
 import * as EventBus from "../events/EventBus.js"
@@ -38,6 +39,7 @@ import * as Fallback from "../policy/Fallback.js"
 import * as Hedge from "../policy/Hedge.js"
 import * as Retry from "../policy/Retry.js"
 import * as Timeout from "../policy/Timeout.js"
+import * as TokenBudget from "../policy/TokenBudget.js"
 import * as StreamingAnswer from "../stream/StreamingAnswer.js"
 import * as Coalesce from "../concurrency/Coalesce.js"
 import * as Memo from "../concurrency/Memo.js"
@@ -54,9 +56,24 @@ export interface Options {
   /**
    * Model calls on the wire at once (the permit), and how many tasks `processAll` keeps awake
    * at once: a task asleep in a backoff or waiting on an open circuit holds no permit and no
-   * place, so new tasks start meanwhile.
+   * place, so new tasks start meanwhile. `"adaptive"`: an {@link AdaptiveLimit} finds the
+   * provider's knee by itself (tuned by `adaptive`), and `processAll` keeps up to its `max`
+   * (at most `maxTasks`) awake in its FIFO queue.
    */
-  readonly concurrency?: number
+  readonly concurrency?: number | "adaptive"
+  /** The adaptive limit's options, with `concurrency: "adaptive"`. */
+  readonly adaptive?: AdaptiveLimit.Options
+  /**
+   * A token budget per model: each attempt reserves its prompt tokens + `maxTokens` (and one
+   * request) before it takes a permit, waiting its turn in FIFO order, and settles with the
+   * real usage after; a 429 returns the reservation and holds the budget until its
+   * `retryAfter`. Give your limits (`{ limits: { requests: 500, tokens: 90_000 } }`, per
+   * minute); by default (`{ probe: false, holdUnknown: false }`) it learns them from the
+   * provider's rate-limit reports, limiting nothing until the first report (`{}` instead sends
+   * one call at a time until then, which also holds back hedges, and lets a 429 without a
+   * report hold every call). `false` turns it off.
+   */
+  readonly tokenBudget?: TokenBudget.Options | false
   /**
    * Tasks `processAll` holds at once — awake, asleep, or waiting for a place — which bounds its
    * memory (each costs a fiber and its state). At least `concurrency`.
@@ -164,7 +181,8 @@ export const defaults = {
   maxTasks: 1000,
   maxTokens: 256,
   timeout: Duration.seconds(30),
-  deadline: Duration.minutes(2)
+  deadline: Duration.minutes(2),
+  tokenBudget: { probe: false, holdUnknown: false }
 } as const
 
 /**
@@ -173,7 +191,25 @@ export const defaults = {
  * @since 0.1.0
  * @category errors
  */
-export type AgentError = AiModel.ModelError | CircuitBreaker.CircuitOpen | Retry.DeadlineExceeded
+export type AgentError = AiModel.ModelError | CircuitBreaker.CircuitOpen | Retry.DeadlineExceeded | TokenBudget.BudgetExceeded
+
+/**
+ * The flow control right now: the concurrency limit in force and what waits on it, and each
+ * model's token budget when there is one.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface FlowState {
+  /** The concurrency limit in force (the adaptive limit's current value, or `concurrency`). */
+  readonly limit: number
+  /** Calls holding a permit. */
+  readonly active: number
+  /** Calls waiting for a permit. */
+  readonly queued: number
+  /** Each model's token budget, by model name. */
+  readonly budgets: { readonly [model: string]: TokenBudget.State }
+}
 
 /**
  * What can end a streamed answer: an error before its first chunk (after retries and
@@ -251,6 +287,8 @@ export declare namespace AgentService {
     readonly subscribe: Effect.Effect<Stream.Stream<AgentEvent.AgentEvent>, never, Scope.Scope>
     /** The bus the agent publishes on: the `EventBus` in context when there is one, else its own. */
     readonly bus: EventBus.EventBus.Service
+    /** The concurrency limit and the token budgets as they are now. */
+    readonly flow: Effect.Effect<FlowState>
   }
 }
 
@@ -286,6 +324,8 @@ interface Shared {
 class TaskRun implements Retry.CallOptions<AgentError> {
   /** Calls that reached a model. */
   attempts = 0
+  /** Time spent waiting for a token budget, in milliseconds. */
+  budgetWaitMs = 0
   lastError: AgentError | undefined = undefined
   /** Whether the task has a span of its own (a tracer records spans): its story goes on it as events. */
   traced = false
@@ -335,6 +375,21 @@ class TaskRun implements Retry.CallOptions<AgentError> {
     return this.window === undefined || error._tag === "RateLimited"
       ? Effect.sleep(delay)
       : this.window.asleep(Effect.sleep(delay))
+  }
+
+  /** The hook a metered attempt calls when it waited for its budget. */
+  budgetWaited(model: string): (waitedMillis: number, cost: TokenBudget.Cost) => Effect.Effect<void> {
+    return (waitedMillis, cost) => {
+      this.budgetWaitMs += waitedMillis
+      return emit(this.shared.bus, "BudgetWaited", () =>
+        new AgentEvent.BudgetWaited({
+          taskId: this.task.id,
+          model,
+          budget: "tokens",
+          amount: cost.tokens ?? 0,
+          waitMillis: waitedMillis
+        }, true))
+    }
   }
 
   deadlineExceeded(waitingFor: string): Retry.DeadlineExceeded {
@@ -396,8 +451,15 @@ export const make = (
 ): Effect.Effect<AgentService.Service, never, AiModel.AiModel | Scope.Scope> =>
   Effect.gen(function*() {
     const primary = yield* AiModel.AiModel
-    const concurrency = options.concurrency ?? defaults.concurrency
-    const maxTasks = Math.max(options.maxTasks ?? defaults.maxTasks, concurrency)
+    const adaptive = options.concurrency === "adaptive"
+      ? yield* AdaptiveLimit.make(options.adaptive)
+      : undefined
+    const fixed = typeof options.concurrency === "number" ? options.concurrency : defaults.concurrency
+    const maxTasks = Math.max(options.maxTasks ?? defaults.maxTasks, adaptive === undefined ? fixed : 1)
+    // Under an adaptive limit the limiter's own FIFO queue decides who goes next.
+    const concurrency = adaptive === undefined
+      ? fixed
+      : Math.min(maxTasks, options.adaptive?.max ?? AdaptiveLimit.defaults.max)
     const maxTokens = options.maxTokens ?? defaults.maxTokens
     const timeout = Duration.decode(options.timeout ?? defaults.timeout)
     const timeoutMillis = Duration.toMillis(timeout)
@@ -410,6 +472,9 @@ export const make = (
     const shared: Shared = { bus, deadline }
 
     const bulkhead = yield* Bulkhead.make({ permits: concurrency })
+    const withPermit = adaptive === undefined ? bulkhead.withPermit : adaptive.withPermit
+    const budgetOptions = options.tokenBudget === false ? undefined : options.tokenBudget ?? defaults.tokenBudget
+    const budgets = new Map<string, TokenBudget.TokenBudget>()
     // One timer for every attempt's time limit: the timeout, or what is left of the deadline.
     const timer = Timeout.timer()
 
@@ -460,8 +525,18 @@ export const make = (
       return Hedge.make({ ...hedgeOptions, ...(hedgeBudget === undefined ? {} : { budget: hedgeBudget }) })
     }
 
+    /** The model's token budget: one per model name, so tiers on one provider share it. */
+    const budgetFor = (name: string): Effect.Effect<TokenBudget.TokenBudget> => {
+      const known = budgets.get(name)
+      if (known !== undefined) return Effect.succeed(known)
+      return Effect.tap(TokenBudget.make(budgetOptions), (made) => {
+        budgets.set(name, made)
+      })
+    }
+
     /**
-     * One tier: per attempt breaker → permit → time limit → model, hedged, retried. The last
+     * One tier: per attempt breaker → token budget → permit → time limit → model, hedged,
+     * retried. The last
      * tier waits on its open circuit (asleep, within the deadline); an earlier one fails at
      * once with `CircuitOpen`, so the next tier answers.
      */
@@ -470,6 +545,7 @@ export const make = (
       const modelTimeout = () => new AiModel.ModelTimeout({ model: model.name, timeout }, true)
       const retryPolicy = last ? lastTierRetry : earlyTierRetry
       const breaker = breakers === undefined ? undefined : yield* breakers.get(model.name)
+      const budget = budgetOptions === undefined ? undefined : yield* budgetFor(model.name)
       // The retry policy's hooks see every failed attempt; without one, the call notes its own.
       const remember = retryPolicy !== undefined
         ? undefined
@@ -495,7 +571,9 @@ export const make = (
             : timer.within(model.generate(request), timeout, modelTimeout)
           return remember === undefined ? limited : Effect.catchAll(limited, remember(run))
         })
-        const permitted = bulkhead.withPermit(call)
+        const permitted = budget === undefined
+          ? withPermit(call)
+          : budget.meter(request, run.budgetWaited(model.name))(withPermit(call))
         const guarded: Effect.Effect<AiModel.Completion, AgentError> = breaker === undefined
           ? permitted
           : last
@@ -589,7 +667,8 @@ export const make = (
           ;(succeeded ? succeededCount : failedCount).unsafeUpdate(1, labels)
           const { task } = run
           const attempts = shared?.attempts ?? run.attempts
-          const extra = shared?.coalesced === undefined ? {} : { coalesced: shared.coalesced }
+          const coalesced = shared?.coalesced === undefined ? {} : { coalesced: shared.coalesced }
+          const extra = run.budgetWaitMs > 0 ? { ...coalesced, budgetWaitMs: run.budgetWaitMs } : coalesced
           let ended: Effect.Effect<TaskSucceeded, TaskFailed>
           if (Exit.isFailure(outcome)) {
             ended = Effect.fail(
@@ -679,17 +758,44 @@ export const make = (
     if (breakers !== undefined) {
       for (const model of sourceModels) modelBreakers.set(model.name, yield* breakers.get(model.name))
     }
-    /** A source whose attempt holds a permit while its stream is open. */
-    const permitted = (source: StreamingAnswer.Source): StreamingAnswer.Source => ({
-      ...source,
-      stream: (delivered) => Stream.unwrapScoped(Effect.as(bulkhead.takePermits(1), source.stream(delivered)))
-    })
+    /**
+     * A source whose attempt holds a permit while its stream is open (under an adaptive limit, a
+     * plain permit up to its `max`: a stream's open time is no latency to learn from), after
+     * reserving from the model's token budget; the reservation settles with the usage of the
+     * final chunk, or is kept whole when the stream ends without one.
+     */
+    const permitted = (request: AiModel.CompletionRequest) => (source: StreamingAnswer.Source): StreamingAnswer.Source => {
+      const budget = budgets.get(source.name)
+      if (budget === undefined) {
+        return { ...source, stream: (delivered) => Stream.unwrapScoped(Effect.as(bulkhead.takePermits(1), source.stream(delivered))) }
+      }
+      const cost = TokenBudget.requestCost(request)
+      return {
+        ...source,
+        stream: (delivered) =>
+          Stream.unwrapScoped(Effect.gen(function*() {
+            let usage: AiModel.Usage | undefined
+            yield* Effect.acquireRelease(
+              // A stream's source speaks in model errors: a cost the budget can never hold is
+              // a request this client can never send.
+              Effect.catchTag(budget.reserve(cost), "BudgetExceeded", (exceeded) =>
+                Effect.fail(new AiModel.InvalidRequest({ model: source.name, reason: exceeded.message }))),
+              (held) => held.settle(usage === undefined ? held.cost : TokenBudget.usageCost(usage))
+            )
+            yield* bulkhead.takePermits(1)
+            return Stream.tap(source.stream(delivered), (chunk) => {
+              if (chunk.usage !== undefined) usage = chunk.usage
+              return chunk.rateLimits === undefined ? Effect.void : budget.adopt(chunk.rateLimits)
+            })
+          }))
+      }
+    }
 
     const stream = (task: AgentTask): Stream.Stream<AiModel.CompletionChunk, StreamError> =>
       Stream.unwrap(Effect.map(Clock.currentTimeMillis, (start) => {
         const run = new TaskRun(task, undefined, shared, start + deadlineMillis)
         const request = unsafeConstruct(AiModel.CompletionRequest, { prompt: task.prompt, maxTokens: task.maxTokens ?? maxTokens })
-        const sources: Array<StreamingAnswer.Source> = sourceModels.map((model) => permitted(StreamingAnswer.fromModel(model, request)))
+        const sources: Array<StreamingAnswer.Source> = sourceModels.map((model) => permitted(request)(StreamingAnswer.fromModel(model, request)))
         if (fallback?.staticAnswer !== undefined) {
           const text = fallback.staticAnswer(task)
           const usage = new AiModel.Usage({ promptTokens: 0, completionTokens: 0 })
@@ -746,13 +852,22 @@ export const make = (
       }))
 
     const subscribe = bus.subscribe({ strategy: "suspend" })
+    const limitState = adaptive === undefined
+      ? Effect.map(bulkhead.stats, ({ active, permits, queued }) => ({ limit: permits, active, queued }))
+      : Effect.map(adaptive.stats, ({ active, limit, queued }) => ({ limit, active, queued }))
+    const flow = Effect.zipWith(
+      limitState,
+      Effect.forEach(budgets, ([name, budget]) => Effect.map(budget.state, (state) => [name, state] as const)),
+      (limits, states): FlowState => ({ ...limits, budgets: Object.fromEntries(states) })
+    )
     return AgentService.of({
       process,
       processAll,
       stream,
       events: Stream.unwrapScoped(subscribe),
       subscribe,
-      bus
+      bus,
+      flow
     })
   })
 

@@ -68,7 +68,9 @@ export class TaskSucceeded extends Schema.TaggedClass<TaskSucceeded>()("TaskSucc
   degraded: Schema.Boolean,
   durationMs: Schema.Number,
   coalesced: Schema.optional(Coalesced),
-  memoized: Schema.optional(Schema.Boolean)
+  memoized: Schema.optional(Schema.Boolean),
+  /** Time the task's attempts waited for a token budget, in milliseconds, when they waited. */
+  budgetWaitMs: Schema.optional(Schema.Number)
 }) {}
 
 /**
@@ -84,7 +86,9 @@ export class TaskFailed extends Schema.TaggedError<TaskFailed>()("TaskFailed", {
   error: ErrorInfo,
   attempts: Schema.Int,
   durationMs: Schema.Number,
-  coalesced: Schema.optional(Coalesced)
+  coalesced: Schema.optional(Coalesced),
+  /** Time the task's attempts waited for a token budget, in milliseconds, when they waited. */
+  budgetWaitMs: Schema.optional(Schema.Number)
 }) {
   override get message(): string {
     return `task ${this.id} failed after ${this.attempts} attempt(s): ${this.error._tag}: ${this.error.message}`

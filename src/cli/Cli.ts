@@ -28,8 +28,11 @@
 import { Command, ValidationError } from "@effect/cli"
 import { Cause, Config, Console, Effect, Exit, Option } from "effect"
 import { format } from "node:util"
+import * as AskCommand from "./AskCommand.js"
+import * as OptionValue from "./OptionValue.js"
 import * as RunCommand from "./RunCommand.js"
 import { Stdio } from "./Stdio.js"
+import { UsageError } from "./UsageError.js"
 
 /**
  * The version `wiz --version` prints.
@@ -47,10 +50,10 @@ export const version = "0.1.0"
  */
 export const command = Command.make("wiz").pipe(
   Command.withDescription("Run AI agent tasks with retries, a circuit breaker and concurrency limits."),
-  Command.withSubcommands([RunCommand.command])
+  Command.withSubcommands([RunCommand.command, AskCommand.command])
 )
 
-const subcommands: ReadonlyArray<string> = ["run"]
+const subcommands: ReadonlyArray<string> = ["run", "ask"]
 
 /**
  * The argument vector as `@effect/cli` 0.77 needs it to do what a user means:
@@ -77,7 +80,7 @@ export const normalizeArgs = (argv: ReadonlyArray<string>): ReadonlyArray<string
       stdin = i
       break
     }
-    const takesValue = arg.startsWith("-") && !arg.includes("=") && !RunCommand.flags.includes(arg)
+    const takesValue = arg.startsWith("-") && !arg.includes("=") && !OptionValue.flags.includes(arg)
     if (takesValue) i++
   }
   if (stdin === -1) return argv
@@ -142,7 +145,7 @@ export const exitCode = <E, A>(exit: Exit.Exit<A, E>, signal: keyof typeof signa
   if (Cause.isInterruptedOnly(exit.cause)) return 128 + signals[signal]
   return Option.match(Cause.failureOption(exit.cause), {
     onNone: () => 1,
-    onSome: (error) => (ValidationError.isValidationError(error) || error instanceof RunCommand.UsageError ? 2 : 1)
+    onSome: (error) => (ValidationError.isValidationError(error) || error instanceof UsageError ? 2 : 1)
   })
 }
 

@@ -3,7 +3,8 @@
  * that name the option: `--timeout 30s` (help prints defaults with `Duration.format`, so
  * `30s`, `1m 30s`, `500ms` are accepted, as is Effect's own `30 seconds`), and whole numbers
  * that say which option wanted one (`--concurrency: "1.5" is not a whole number` instead of
- * the parser's `'1.5' is not a integer`).
+ * the parser's `'1.5' is not a integer`). Every flag (an option that takes no value) is defined
+ * with {@link flag}, so the command line knows which arguments take a value.
  *
  * @example
  * ```ts
@@ -105,3 +106,23 @@ export const number = (name: string, min: number, max: number) =>
       return x >= min && x <= max ? Effect.succeed(x) : invalid(`--${name} must be between ${min} and ${max} (got ${x})`)
     })
   )
+
+/**
+ * The options of every `wiz` command that take no value, as `--name`. The command line needs
+ * them to tell `wiz run - --resume` (stdin, then a flag) from `wiz run -o - ...`.
+ *
+ * @since 0.1.0
+ * @category options
+ */
+export const flags: ReadonlyArray<string> = []
+
+/**
+ * `--NAME`, a flag (false when absent), listed in {@link flags} as it is defined.
+ *
+ * @since 0.1.0
+ * @category options
+ */
+export const flag = (name: string, description: string) => {
+  ;(flags as Array<string>).push(`--${name}`)
+  return Options.boolean(name).pipe(Options.withDescription(description))
+}

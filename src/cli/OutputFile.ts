@@ -208,6 +208,27 @@ export interface Output {
 const encoder = new TextEncoder()
 
 /**
+ * Open `path` to write for the scope (`w`: created or truncated, `a`: appended to), and the step
+ * that flushes what was written to disk. A path that is not a regular file — a FIFO, a process
+ * substitution (`-o >(jq .)`), a device (`/dev/null`) — is opened to append whatever `flag`
+ * says: such a file has no offset to write at (`ESPIPE`) and nothing to truncate, and it is
+ * never synced (`fsync` there is `EINVAL`: nothing on disk to flush).
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const openWritable = (path: string, flag: "w" | "a") =>
+  Effect.gen(function*() {
+    const fs = yield* FileSystem.FileSystem
+    const regular = Option.match(yield* Effect.option(fs.stat(path)), {
+      onNone: () => true,
+      onSome: (info) => info.type === "File"
+    })
+    const handle = yield* fs.open(path, { flag: regular ? flag : "a" })
+    return { handle, sync: regular ? handle.sync : Effect.void }
+  })
+
+/**
  * Open the output file at `path` for the scope, as `mode` says (see the module doc), given
  * what {@link scan} found in it. Missing parent directories are created.
  *
@@ -224,13 +245,13 @@ export const open = (
     const paths = yield* Path.Path
     yield* fs.makeDirectory(paths.dirname(path), { recursive: true })
     if (mode !== "rewrite") {
-      const handle = yield* fs.open(path, { flag: mode === "append" ? "a" : "w" })
+      const { handle, sync } = yield* openWritable(path, mode === "append" ? "a" : "w")
       if (mode === "append") {
         if (Option.isSome(existing.torn)) yield* handle.truncate(existing.keep)
         if (existing.missingNewline) yield* handle.writeAll(encoder.encode("\n"))
       }
       const sink = yield* RecordSink.make(path, (text) => handle.writeAll(encoder.encode(text)))
-      return { sink, commit: Effect.mapError(handle.sync, RecordSink.failure(path, "write")) }
+      return { sink, commit: Effect.mapError(sync, RecordSink.failure(path, "write")) }
     }
     return yield* rewrite(path, existing)
   }).pipe(Effect.catchTags({

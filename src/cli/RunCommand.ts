@@ -11,13 +11,20 @@
  * - the output is never the input (a usage error, checked before either is opened); `--resume`
  *   appends to `--output`, skipping the tasks and invalid lines it already records, and
  *   `--retry-failed` also runs the failed tasks again, rewriting the file safely (`OutputFile`).
- * - progress (redrawn on a terminal, plain lines otherwise) and the final summary go to stderr.
- *   The summary counts only records really written, and is printed however the run ends: a
- *   write error (a closed pipe, a full disk) fails the run after it, and an interruption
- *   (SIGINT, SIGTERM) adds the command that continues the run.
- * - `--model openai-compatible --base-url URL --model-name NAME [--api-key-env VAR]` runs the
- *   tasks against a real OpenAI-compatible API (OpenAI, Ollama, llama.cpp, vLLM, ...); the key
- *   is read from the environment variable VAR, never from a flag.
+ * - progress and the final summary go to stderr. The progress line is the library's `Progress`
+ *   (redrawn on a terminal, plain lines otherwise), fed from the entries read and the agent's
+ *   events; the summary counts only records really written, and is printed however the run
+ *   ends: a write error (a closed pipe, a full disk) fails the run after it, and an
+ *   interruption (SIGINT, SIGTERM) adds the command that continues the run.
+ * - `--events FILE` writes every event the agent publishes as JSON Lines (`EventsFile`): read
+ *   losslessly (a reader that falls behind makes the agent wait, it never drops one).
+ * - `--coalesce` makes identical tasks in flight share one model call, and `--memo-ttl D`
+ *   answers a repeated task from the memo within `D`; every task still gets its own record,
+ *   and the summary says how many shared.
+ * - the model and policy options (`ModelOptions`, shared with `wiz ask`): `--model
+ *   openai-compatible --base-url URL --model-name NAME [--api-key-env VAR]` runs the tasks
+ *   against a real OpenAI-compatible API (OpenAI, Ollama, llama.cpp, vLLM, ...); the key is
+ *   read from the environment variable VAR, never from a flag.
  * - `--outage-after` with `--outage-for` make the embedded model unreachable for a while, and
  *   `--breaker-open` sets how long the circuit breaker then stays open: together they show the
  *   breaker open, half-open and close again, with the refused tasks retried after it.
@@ -37,48 +44,24 @@
  * @since 0.1.0
  */
 import { Args, Command, Options } from "@effect/cli"
-import { FetchHttpClient } from "@effect/platform"
-import { Cause, Clock, Config, Duration, Effect, Exit, Fiber, Layer, Option, Redacted, Schema, Stream } from "effect"
+import { isPlatformError } from "@effect/platform/Error"
+import * as Terminal from "@effect/platform/Terminal"
+import { Cause, Chunk, Clock, Duration, Effect, Exit, Fiber, Option, Stream } from "effect"
 import type { Scope } from "effect"
 import * as AgentService from "../agent/AgentService.js"
 import { TaskInvalid, type TaskRecord } from "../agent/AgentTask.js"
 import * as ErrorInfo from "../events/ErrorInfo.js"
 import type { AgentEvent } from "../events/AgentEvent.js"
-import type * as AiModel from "../model/AiModel.js"
-import * as EmbeddedModel from "../model/EmbeddedModel.js"
-import * as OpenAiCompatible from "../model/OpenAiCompatible.js"
-import * as CircuitBreaker from "../policy/CircuitBreaker.js"
-import * as Retry from "../policy/Retry.js"
+import * as Progress from "../events/Progress.js"
+import * as EventsFile from "./EventsFile.js"
+import * as ModelOptions from "./ModelOptions.js"
 import * as OptionValue from "./OptionValue.js"
 import * as OutputFile from "./OutputFile.js"
-import * as Progress from "./Progress.js"
 import * as RecordSink from "./RecordSink.js"
 import { Stdio } from "./Stdio.js"
 import * as Summary from "./Summary.js"
 import * as TaskSource from "./TaskSource.js"
-
-/**
- * The command line asked for something that cannot be done (`--resume` without `--output`, a
- * model that is not available).
- *
- * @since 0.1.0
- * @category errors
- */
-export class UsageError extends Schema.TaggedError<UsageError>()("UsageError", {
-  reason: Schema.String
-}) {
-  override get message(): string {
-    return this.reason
-  }
-}
-
-/**
- * The models `--model` names.
- *
- * @since 0.1.0
- * @category models
- */
-export type Model = "embedded" | "openai-compatible"
+import { usage } from "./UsageError.js"
 
 /**
  * The parsed options of `wiz run`.
@@ -86,162 +69,99 @@ export type Model = "embedded" | "openai-compatible"
  * @since 0.1.0
  * @category models
  */
-export interface RunOptions {
+export interface RunOptions extends ModelOptions.AgentOptions {
   /** A JSON Lines file of tasks, or `-` for stdin. */
   readonly input: string
   /** The records file; none for stdout. */
   readonly output: Option.Option<string>
   /** Model calls at once; tasks asleep in a backoff or on an open circuit make room for more. */
   readonly concurrency: number
-  /** Retries after the first attempt. */
-  readonly retries: number
-  /** Time one attempt may take. */
-  readonly timeout: Duration.Duration
-  /** Time one task may take in all: calls, backoffs, Retry-After waits and open circuits. */
-  readonly deadline: Duration.Duration
-  readonly model: Model
-  /** OpenAI-compatible model: the API's base URL, up to `/chat/completions`. */
-  readonly baseUrl: Option.Option<string>
-  /** OpenAI-compatible model: the model to ask for. */
-  readonly modelName?: Option.Option<string>
-  /** OpenAI-compatible model: the environment variable holding the API key; none for no key. */
-  readonly apiKeyEnv: Option.Option<string>
-  /** Embedded model: probability that a call fails. */
-  readonly failureRate: number
-  /** Embedded model: seed of its draws; none for a random one. */
-  readonly seed: Option.Option<number>
-  /** Embedded model: time before the first token. */
-  readonly timeToFirstToken: Option.Option<Duration.Duration>
-  /** Embedded model: time per completion token. */
-  readonly perToken: Option.Option<Duration.Duration>
-  /** Embedded model: when a simulated outage starts, from the start of the run (with `outageFor`). */
-  readonly outageAfter: Option.Option<Duration.Duration>
-  /** Embedded model: how long the simulated outage lasts (with `outageAfter`). */
-  readonly outageFor: Option.Option<Duration.Duration>
-  /** How long the circuit breaker stays open; none for `CircuitBreaker.defaults.openDuration`. */
-  readonly breakerOpen: Option.Option<Duration.Duration>
   /** Append to `output`, skipping what it already records. */
   readonly resume: boolean
   /** Like `resume`, and run again the tasks whose record says they failed (rewriting `output`). */
   readonly retryFailed: boolean
   /** Draw the progress line on stderr. */
   readonly progress: boolean
+  /** Write every agent event to this file as JSON Lines; none for no events file. */
+  readonly events: Option.Option<string>
+  /** Identical tasks in flight share one model call. */
+  readonly coalesce: boolean
+  /** Answer a repeated task from the memo within this time; none for no memo. */
+  readonly memoTtl: Option.Option<Duration.Duration>
 }
 
 /**
- * `output` stdout, `concurrency`, `timeout` and `deadline` per `AgentService.defaults`, `retries` one
- * less than `Retry.defaults.maxAttempts`, the embedded model with its own defaults and no
- * outage, the breaker per `CircuitBreaker.defaults`, progress on.
+ * The model and policies per `ModelOptions.defaults`, `output` stdout, `concurrency` per
+ * `AgentService.defaults`, progress on, no events file, no coalescing, no memo.
  *
  * @since 0.1.0
  * @category defaults
  */
 export const defaults: Omit<RunOptions, "input"> = {
+  ...ModelOptions.defaults,
   output: Option.none(),
   concurrency: AgentService.defaults.concurrency,
-  retries: Retry.defaults.maxAttempts - 1,
-  timeout: AgentService.defaults.timeout,
-  deadline: AgentService.defaults.deadline,
-  model: "embedded",
-  baseUrl: Option.none(),
-  modelName: Option.none(),
-  apiKeyEnv: Option.none(),
-  failureRate: EmbeddedModel.defaults.failureRate,
-  seed: Option.none(),
-  timeToFirstToken: Option.none(),
-  perToken: Option.none(),
-  outageAfter: Option.none(),
-  outageFor: Option.none(),
-  breakerOpen: Option.none(),
   resume: false,
   retryFailed: false,
-  progress: true
+  progress: true,
+  events: Option.none(),
+  coalesce: false,
+  memoTtl: Option.none()
 }
 
-const usage = (reason: string) => new UsageError({ reason })
-
 /**
- * The OpenAI-compatible model on the runtime's `fetch` (Node's own undici, with keep-alive), so
- * the bundled `wiz` carries no HTTP client of its own.
+ * Follows the agent's events from now on: `handle` gets them a batch at a time (an uninterruptible
+ * write of a batch is never cut in half), and `settle(finished)` waits until the events of
+ * `finished` tasks have all been handled (each task's events come before its `TaskFinished`),
+ * then stops. `guard(run)` runs `run` and fails it as soon as handling fails (the events file
+ * could not be written): the subscription is lossless, so a follower that stopped would make the
+ * agent wait forever.
  */
-const httpModelLayer = (
-  options: { readonly baseUrl: string; readonly model: string; readonly apiKey: Redacted.Redacted<string> | undefined }
-) =>
-  OpenAiCompatible.layer({ baseUrl: options.baseUrl, model: options.model, apiKey: options.apiKey }).pipe(
-    Layer.provide(FetchHttpClient.layer),
-    Layer.catchAll((error) => Layer.fail(usage(`--model openai-compatible: ${error.message}`)))
-  )
-
-/**
- * The OpenAI-compatible model the options name, its key read from the environment variable
- * `--api-key-env` names (a key is never a flag: flags end up in shell history and `ps`).
- */
-const httpModel = Effect.fnUntraced(function*(options: RunOptions, modelName: Option.Option<string>) {
-  if (Option.isNone(options.baseUrl) || Option.isNone(modelName)) {
-    return yield* usage("--model openai-compatible needs --base-url URL and --model-name NAME (and --api-key-env VAR if the API wants a key)")
-  }
-  const keyVariable = Option.getOrUndefined(options.apiKeyEnv)
-  const apiKey = keyVariable === undefined ? undefined : yield* Config.redacted(keyVariable).pipe(
-    Effect.filterOrFail((key) => Redacted.value(key).trim() !== "", () => undefined),
-    Effect.mapError(() => usage(`--api-key-env ${keyVariable}: that environment variable is not set`))
-  )
-  return httpModelLayer({ baseUrl: options.baseUrl.value, model: modelName.value, apiKey })
-})
-
-/** The agent over the embedded model (or `model`), as the options configure them. */
-const agentLayer = (
-  options: RunOptions,
-  model: Layer.Layer<AiModel.AiModel, UsageError> = embeddedLayer(options)
-): Layer.Layer<AgentService.AgentService, UsageError> =>
-  AgentService.layer({
-    concurrency: options.concurrency,
-    timeout: options.timeout,
-    deadline: options.deadline,
-    retry: options.retries === 0 ? false : { maxAttempts: options.retries + 1 },
-    ...Option.match(options.breakerOpen, {
-      onNone: () => ({}),
-      onSome: (openDuration) => ({ breaker: { openDuration } })
-    })
-  }).pipe(Layer.provide(model))
-
-const embeddedLayer = (options: RunOptions): Layer.Layer<AiModel.AiModel> =>
-  EmbeddedModel.layer({
-    failureRate: options.failureRate,
-    ...Option.match(options.seed, { onNone: () => ({}), onSome: (seed) => ({ seed }) }),
-    ...Option.match(options.timeToFirstToken, { onNone: () => ({}), onSome: (timeToFirstToken) => ({ timeToFirstToken }) }),
-    ...Option.match(options.perToken, { onNone: () => ({}), onSome: (perToken) => ({ perToken }) }),
-    ...Option.match(Option.all({ after: options.outageAfter, lasting: options.outageFor }), {
-      onNone: () => ({}),
-      onSome: (outage) => ({ outage })
-    })
-  })
-
-/**
- * Feed the agent's events into the statistics from now on. The returned `settle(finished)`
- * waits until the events of `finished` tasks have all been counted (each task's events come
- * before its `TaskFinished`), then stops.
- */
-const countEvents = (
+const follow = <E>(
   events: Stream.Stream<AgentEvent>,
-  stats: Summary.Stats
-): Effect.Effect<(finished: number) => Effect.Effect<void>, never, Scope.Scope> =>
+  handle: (events: Chunk.Chunk<AgentEvent>) => Effect.Effect<void, E>
+): Effect.Effect<{
+  readonly guard: <A, E2, R>(run: Effect.Effect<A, E2, R>) => Effect.Effect<A, E | E2, R>
+  readonly settle: (finished: number) => Effect.Effect<void, E>
+}, never, Scope.Scope> =>
   Effect.gen(function*() {
     let seen = 0
     let expected = Number.POSITIVE_INFINITY
-    const fiber = yield* Stream.runForEachWhile(events, (event) =>
-      Effect.zipRight(
-        stats.recordEvent(event),
-        Effect.sync(() => {
-          if (event._tag === "TaskFinished") seen++
-          return seen < expected
-        })
-      )).pipe(Effect.forkScoped)
-    return (finished) =>
-      Effect.suspend(() => {
-        expected = finished
-        return seen >= finished ? Fiber.interrupt(fiber) : Fiber.join(fiber)
-      })
+    const fiber = yield* events.pipe(
+      Stream.mapChunksEffect((chunk) =>
+        Effect.as(
+          Effect.zipRight(handle(chunk), Effect.sync(() => {
+            for (const event of chunk) if (event._tag === "TaskFinished") seen++
+          })),
+          Chunk.of(undefined)
+        )
+      ),
+      Stream.takeWhile(() => seen < expected),
+      Stream.runDrain,
+      Effect.forkScoped
+    )
+    const failed: Effect.Effect<never, E> = Effect.flatMap(Fiber.await(fiber), (exit) =>
+      Exit.isFailure(exit) && !Cause.isInterruptedOnly(exit.cause) ? Effect.failCause(exit.cause) : Effect.never)
+    return {
+      guard: (run) => Effect.raceFirst(run, failed),
+      settle: (finished) =>
+        Effect.suspend(() => {
+          expected = finished
+          return seen >= finished ? Fiber.interrupt(fiber) : Fiber.join(fiber)
+        }).pipe(Effect.asVoid)
+    }
   })
+
+/** The library's progress line, drawn on stderr until the scope closes. */
+const drawProgress = (progress: Progress.Progress.Service) =>
+  Effect.flatMap(Stdio, (stdio) =>
+    Progress.renderer().pipe(
+      Effect.provideService(
+        Terminal.Terminal,
+        Progress.outputTerminal({ display: stdio.stderr, isTTY: stdio.stderrIsTTY, columns: stdio.stderrColumns })
+      ),
+      Effect.provideService(Progress.Progress, progress)
+    ))
 
 /**
  * Run the tasks of `options.input` and return the summary (also written to stderr).
@@ -250,17 +170,11 @@ const countEvents = (
  * @category handlers
  */
 export const run = Effect.fn("RunCommand.run")(function*(options: RunOptions) {
-  const modelName = options.modelName ?? Option.none()
-  if (options.model === "embedded" && (Option.isSome(options.baseUrl) || Option.isSome(options.apiKeyEnv))) {
-    return yield* usage("--base-url and --api-key-env apply only to --model openai-compatible")
-  }
-  if (options.model === "embedded" && Option.isSome(modelName)) {
-    return yield* usage("--model-name applies only to --model openai-compatible")
-  }
-  const model = options.model === "embedded" ? agentLayer(options) : agentLayer(options, yield* httpModel(options, modelName))
-  if (Option.isSome(options.outageAfter) !== Option.isSome(options.outageFor)) {
-    return yield* usage("--outage-after and --outage-for go together: when the simulated outage starts and how long it lasts")
-  }
+  const agentLayer = yield* ModelOptions.layer(options, {
+    concurrency: options.concurrency,
+    ...(options.coalesce ? { coalesce: true } : {}),
+    ...Option.match(options.memoTtl, { onNone: () => ({}), onSome: (timeToLive) => ({ memo: { timeToLive } }) })
+  })
   if ((options.resume || options.retryFailed) && Option.isNone(options.output)) {
     return yield* usage(
       `${options.retryFailed ? "--retry-failed" : "--resume"} needs --output FILE: it skips the tasks that file already records`
@@ -273,6 +187,7 @@ export const run = Effect.fn("RunCommand.run")(function*(options: RunOptions) {
         "writing the records would destroy the tasks; write them to another file"
     )
   }
+  if (Option.isSome(options.events)) yield* EventsFile.check(options.events.value, options.input, options.output)
   const stdio = yield* Stdio
   const stats = yield* Summary.makeStats
   const startedAt = yield* Clock.currentTimeMillis
@@ -284,46 +199,68 @@ export const run = Effect.fn("RunCommand.run")(function*(options: RunOptions) {
       if (!started) return
       summary = yield* stats.summary((yield* Clock.currentTimeMillis) - startedAt)
       const interrupted = Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause)
-      yield* stdio.stderr(Summary.render(summary) + (interrupted ? howToContinue(options) : ""))
+      const shared = options.coalesce || Option.isSome(options.memoTtl)
+      yield* stdio.stderr(Summary.render(summary, { shared }) + (interrupted ? howToContinue(options) : ""))
     })
 
   yield* Effect.gen(function*() {
     const input = yield* TaskSource.open(options.input)
     const { existing, output } = yield* openOutput(options)
+    const events = Option.isSome(options.events) ? Option.some(yield* EventsFile.open(options.events.value)) : Option.none()
     started = true
     const resume: TaskSource.ResumeSet = {
       ids: options.retryFailed ? new Set([...existing.ids].filter((id) => !existing.failed.has(id))) : existing.ids,
       lines: existing.lines
     }
-    const agent = yield* AgentService.AgentService
-    const settleEvents = yield* countEvents(yield* agent.subscribe, stats)
+    const progress = yield* Progress.make()
     // what the output already answers is no work left: those lines not reached yet are left
     // out of the ETA (an estimate: the output may answer ids the input no longer has)
-    let allRead = false
-    const answeredAhead = Effect.map(stats.skipped, (skipped) =>
-      allRead ? 0 : Math.max(0, resume.ids.size + resume.lines.size - skipped))
-    const line = options.progress
-      ? yield* Progress.start(stats.counts, { mode: stdio.stderrIsTTY ? "tty" : "plain", total: input.total, answeredAhead })
-      : Progress.none
-    // records on the terminal the progress line is drawn on go above it, never into it
-    const onScreen = Option.isNone(options.output) && stdio.stdoutIsTTY
+    yield* progress.setAnsweredAhead(resume.ids.size + resume.lines.size)
+    const agent = yield* AgentService.AgentService
+    const follower = yield* follow(yield* agent.subscribe, (chunk) =>
+      Effect.zipRight(
+        Effect.forEach(chunk, (event) => Effect.zipRight(stats.recordEvent(event), progress.record(event)), { discard: true }),
+        Option.match(events, { onNone: () => Effect.void, onSome: (file) => file.write(Chunk.toReadonlyArray(chunk)) })
+      ))
+    const screen = options.progress ? Option.some(yield* drawProgress(progress)) : Option.none()
+    // records on the terminal the progress line is drawn on go above it, never into it (the
+    // line's terminal is stderr, whose writes cannot fail)
+    const onScreen = Option.filter(screen, () => Option.isNone(options.output) && stdio.stdoutIsTTY)
     const write = (record: TaskRecord, count: Effect.Effect<void>) =>
-      Effect.uninterruptible(Effect.zipRight(onScreen ? line.above(output.sink.write(record)) : output.sink.write(record), count))
-    const tasks = TaskSource.entries(input.lines, resume).pipe(
+      Effect.uninterruptible(Effect.zipRight(
+        Option.match(onScreen, {
+          onNone: () => output.sink.write(record),
+          onSome: (line) => Effect.catchIf(line.around(output.sink.write(record)), isPlatformError, Effect.die)
+        }),
+        count
+      ))
+    // the total as far as known: estimated from a file's size while it is read, exact at its end
+    const total = Effect.flatMap(input.total, (total) =>
+      Option.match(total, {
+        onNone: () => Effect.void,
+        onSome: ({ estimated, lines }) => progress.setTotal(lines, { estimated })
+      }))
+    const lines = input.lines.pipe(
+      Stream.mapChunksEffect((chunk) => Effect.as(total, chunk)),
+      Stream.onEnd(Effect.zipRight(total, progress.setAnsweredAhead(0)))
+    )
+    const tasks = TaskSource.entries(lines, resume).pipe(
       Stream.tap(TaskSource.Entry.$match({
         Task: () => Effect.void,
-        Invalid: ({ error }) => write(new TaskInvalid({ line: error.line, error: ErrorInfo.fromError(error) }), stats.recordInvalid),
-        Resumed: () => stats.recordSkipped
+        Invalid: ({ error }) =>
+          write(new TaskInvalid({ line: error.line, error: ErrorInfo.fromError(error) }), Effect.zipRight(stats.recordInvalid, progress.invalid)),
+        Resumed: () => Effect.zipRight(stats.recordSkipped, progress.skipped())
       })),
-      Stream.filterMap((entry) => (entry._tag === "Task" ? Option.some(entry.task) : Option.none())),
-      Stream.onEnd(Effect.sync(() => (allRead = true)))
+      Stream.filterMap((entry) => (entry._tag === "Task" ? Option.some(entry.task) : Option.none()))
     )
     const finished = yield* agent.processAll(tasks).pipe(
-      Stream.runFoldEffect(0, (n, result) => Effect.as(write(result, stats.recordResult(result)), n + 1))
+      Stream.runFoldEffect(0, (n, result) => Effect.as(write(result, stats.recordResult(result)), n + 1)),
+      follower.guard
     )
-    yield* settleEvents(finished)
+    yield* follower.settle(finished)
+    if (Option.isSome(events)) yield* events.value.commit
     yield* output.commit
-  }).pipe(Effect.scoped, Effect.provide(model), Effect.onExit(finish))
+  }).pipe(Effect.scoped, Effect.provide(agentLayer), Effect.onExit(finish))
   return summary!
 })
 
@@ -371,21 +308,6 @@ const openOutput = (options: RunOptions) =>
 // command line
 // -----------------------------------------------------------------------------
 
-/**
- * The options of `wiz run` that take no value. The command line needs their names to tell
- * `wiz run - --resume` (stdin, then a flag) from `wiz run -o - ...`.
- *
- * @since 0.1.0
- * @category commands
- */
-export const flags: ReadonlyArray<string> = []
-
-/** A boolean option, listed in {@link flags} as it is defined. */
-const flag = (name: string, description: string) => {
-  ;(flags as Array<string>).push(`--${name}`)
-  return Options.boolean(name).pipe(Options.withDescription(description))
-}
-
 const runOptions = {
   input: Args.text({ name: "input" }).pipe(
     Args.withDescription(
@@ -406,96 +328,40 @@ const runOptions = {
     ),
     Options.withDefault(defaults.concurrency)
   ),
-  retries: OptionValue.integer("retries", 0).pipe(
-    Options.withDescription(`Retries of a failed attempt, after the first attempt (default ${defaults.retries}).`),
-    Options.withDefault(defaults.retries)
-  ),
-  timeout: OptionValue.duration(
-    "timeout",
-    "positive",
-    `Time one attempt may take, e.g. 10s or 500ms (default ${Duration.format(defaults.timeout)}).`
-  ),
-  deadline: OptionValue.duration(
-    "deadline",
-    "positive",
-    `Time one task may take in all — calls, backoffs, Retry-After waits, an open circuit — before it fails ` +
-      `with DeadlineExceeded saying what it waited for (default ${Duration.format(defaults.deadline)}).`
-  ),
-  model: Options.choice("model", ["embedded", "openai-compatible"]).pipe(
+  retries: ModelOptions.policyOptions.retries,
+  timeout: ModelOptions.policyOptions.timeout,
+  deadline: ModelOptions.policyOptions.deadline,
+  ...ModelOptions.modelOptions,
+  breakerOpen: ModelOptions.policyOptions.breakerOpen,
+  events: Options.text("events").pipe(
+    Options.withPseudoName("FILE"),
     Options.withDescription(
-      "The model: the embedded simulator (default), or an OpenAI-compatible HTTP API (OpenAI, Ollama, llama.cpp, vLLM, ...; " +
-        "with --base-url and --model-name)."
-    ),
-    Options.withDefault(defaults.model)
-  ),
-  baseUrl: Options.text("base-url").pipe(
-    Options.withPseudoName("URL"),
-    Options.withDescription(
-      "Base URL of the OpenAI-compatible API, up to /chat/completions: https://api.openai.com/v1, http://localhost:11434/v1 " +
-        "(--model openai-compatible only)."
+      "Write every event of the agent (tasks started and finished, retries, breaker transitions, fallbacks, " +
+        "shared answers) to FILE as JSON Lines, as they happen; FILE is truncated first, and is never the input or the output."
     ),
     Options.optional
   ),
-  modelName: Options.text("model-name").pipe(
-    Options.withPseudoName("NAME"),
-    Options.withDescription("The model the API is asked for: gpt-4o-mini, llama3.2 (--model openai-compatible only)."),
-    Options.optional
+  coalesce: OptionValue.flag(
+    "coalesce",
+    "Identical tasks in flight (same prompt and maxTokens) share one model call; each still gets its own record, " +
+      "which says it led or joined the call."
   ),
-  apiKeyEnv: Options.text("api-key-env").pipe(
-    Options.withPseudoName("NAME"),
-    Options.withDescription(
-      "Environment variable holding the API key, e.g. OPENAI_API_KEY; the key itself is never a flag " +
-        "(--model openai-compatible only; none for a local server)."
-    ),
-    Options.optional
-  ),
-  failureRate: OptionValue.number("failure-rate", 0, 1).pipe(
-    Options.withDescription(
-      `Embedded model: probability (0..1) that a call fails: a rate limit, an overload or a hang (default ${defaults.failureRate}).`
-    ),
-    Options.withDefault(defaults.failureRate)
-  ),
-  seed: OptionValue.integer("seed", Number.MIN_SAFE_INTEGER).pipe(
-    Options.withDescription("Embedded model: seed of its draws, for a reproducible run."),
-    Options.optional
-  ),
-  timeToFirstToken: OptionValue.duration(
-    "time-to-first-token",
-    "zero",
-    `Embedded model: time before the first token (default ${Duration.format(EmbeddedModel.defaults.timeToFirstToken)}).`
-  ),
-  perToken: OptionValue.duration(
-    "per-token",
-    "zero",
-    `Embedded model: time per completion token (default ${Duration.format(EmbeddedModel.defaults.perToken)}).`
-  ),
-  outageAfter: OptionValue.duration(
-    "outage-after",
-    "zero",
-    "Embedded model: start a simulated outage this long after the run starts; every call fails at once " +
-      "(Unavailable) until it ends. Needs --outage-for."
-  ),
-  outageFor: OptionValue.duration(
-    "outage-for",
+  memoTtl: OptionValue.duration(
+    "memo-ttl",
     "positive",
-    "Embedded model: how long the simulated outage lasts. Needs --outage-after."
+    "Answer a task whose prompt and maxTokens were answered within this time from the memo, without a call " +
+      "(its record says memoized); failures are never kept. E.g. 10m."
   ),
-  breakerOpen: OptionValue.duration(
-    "breaker-open",
-    "positive",
-    `How long the circuit breaker stays open before a probe call may test the model again ` +
-      `(default ${Duration.format(CircuitBreaker.defaults.openDuration)}).`
-  ),
-  resume: flag(
+  resume: OptionValue.flag(
     "resume",
     "Append to --output, skipping the tasks and invalid lines it already records (a last record cut short by a crash is cut off)."
   ),
-  retryFailed: flag(
+  retryFailed: OptionValue.flag(
     "retry-failed",
     "Like --resume, and run again the tasks whose record says they failed: each task ends with exactly one record. " +
       "The file is rewritten beside the old one and renamed over it at the end; a crash midway leaves the old one."
   ),
-  noProgress: flag("no-progress", "Do not draw the progress line on stderr.")
+  noProgress: OptionValue.flag("no-progress", "Do not draw the progress line on stderr.")
 }
 
 /**
@@ -504,13 +370,8 @@ const runOptions = {
  * @since 0.1.0
  * @category commands
  */
-export const command = Command.make("run", runOptions, ({ deadline, noProgress, timeout, ...rest }) =>
-  Effect.asVoid(run({
-    ...rest,
-    timeout: Option.getOrElse(timeout, () => defaults.timeout),
-    deadline: Option.getOrElse(deadline, () => defaults.deadline),
-    progress: !noProgress
-  }))).pipe(
+export const command = Command.make("run", runOptions, ({ noProgress, ...rest }) =>
+  Effect.asVoid(run({ ...rest, progress: !noProgress }))).pipe(
     Command.withDescription(
       "Run a JSON Lines file of agent tasks and write one JSON record per input line as each finishes: " +
         "succeeded, failed, or invalid (with the line number and what was wrong). " +

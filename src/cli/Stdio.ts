@@ -57,6 +57,8 @@ export declare namespace Stdio {
     readonly stdoutIsTTY: boolean
     /** Whether standard error is a terminal (a redrawn progress line) or not (plain lines). */
     readonly stderrIsTTY: boolean
+    /** The width of the terminal standard error is, now (it may be resized); 0 when unknown. */
+    readonly stderrColumns: Effect.Effect<number>
     /**
      * Standard output was closed when the process started (`wiz run t.jsonl >&-`): every
      * record written there would be lost without an error.
@@ -127,6 +129,7 @@ export const layer: Layer.Layer<Stdio> = Layer.scoped(
       }),
     stdoutIsTTY: process.stdout.isTTY === true,
     stderrIsTTY: process.stderr.isTTY === true,
+    stderrColumns: Effect.sync(() => process.stderr.columns ?? 0),
     stdoutClosed: isClosedAtStart(1),
     stdinFile: FileId.ofDescriptor(0),
     stdoutFile: FileId.ofDescriptor(1)

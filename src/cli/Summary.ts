@@ -1,11 +1,14 @@
 /**
  * The statistics of a `wiz run` and its final summary: tasks succeeded, failed (by error tag,
  * those the model answered with an error apart from those that never reached it: refused while
- * its circuit was open until their deadline), invalid lines, lines skipped because an earlier run answered them, attempts and retries,
- * breaker transitions, fallbacks, p50/p95 task latency, throughput and wall time.
+ * its circuit was open until their deadline), invalid lines, lines skipped because an earlier
+ * run answered them, model calls and retries, tasks that shared an answer (joined an identical
+ * call in flight, or answered from the memo), breaker transitions, fallbacks, p50/p95 task
+ * latency, throughput and wall time.
  *
- * {@link Stats} is fed by the run (each record written, each agent event) and read by the
- * progress line while the run goes on; {@link render} turns the final {@link Summary} into text.
+ * {@link Stats} is fed by the run (each record written, each agent event); {@link render} turns
+ * the final {@link Summary} into text. The progress line while the run goes on is the library's
+ * `Progress`, fed from the same records and events.
  *
  * @example
  * ```ts
@@ -24,7 +27,6 @@
 import { Effect, Option } from "effect"
 import type { TaskResult } from "../agent/AgentTask.js"
 import type { AgentEvent } from "../events/AgentEvent.js"
-import type { Circuit, Counts } from "./Progress.js"
 
 /**
  * What a run did.
@@ -42,9 +44,20 @@ export interface Summary {
   readonly invalid: number
   /** Lines an earlier run had answered (`--resume`). */
   readonly skipped: number
-  /** Model attempts of every task of this run. */
+  /**
+   * Model calls of this run: each task's attempts, but a task that joined an identical call in
+   * flight carries that call's attempts, which its leader already counts (and a memoized answer
+   * made none).
+   */
   readonly attempts: number
   readonly retries: number
+  /**
+   * Tasks that joined an identical model call in flight instead of making their own
+   * (`--coalesce`); one that joined a task answered from the memo is counted in `memoized`.
+   */
+  readonly joined: number
+  /** Tasks answered from the memo without a call (`--memo-ttl`). */
+  readonly memoized: number
   /** Calls the retry policy gave up on, per reason (`budget`, `max-attempts`, ...), most first. */
   readonly givenUp: ReadonlyArray<readonly [reason: string, count: number]>
   readonly breakerTransitions: number
@@ -71,12 +84,8 @@ export interface Stats {
   readonly recordInvalid: Effect.Effect<void>
   /** Count a line an earlier run had answered. */
   readonly recordSkipped: Effect.Effect<void>
-  /** Count retries, breaker transitions (and the circuits open now) and fallbacks from the agent's events. */
+  /** Count retries (and why they were given up), breaker transitions and fallbacks from the agent's events. */
   readonly recordEvent: (event: AgentEvent) => Effect.Effect<void>
-  /** The counters of the progress line. */
-  readonly counts: Effect.Effect<Counts>
-  /** Lines an earlier run had answered, so far. */
-  readonly skipped: Effect.Effect<number>
   /** The summary so far, for a run that took `wallMillis`. */
   readonly summary: (wallMillis: number) => Effect.Effect<Summary>
 }
@@ -110,10 +119,11 @@ export const makeStats: Effect.Effect<Stats> = Effect.sync(() => {
   let retries = 0
   let breakerTransitions = 0
   let fallbacks = 0
+  let joined = 0
+  let memoized = 0
   const failedByTag = new Map<string, number>()
   const neverReachedByTag = new Map<string, number>()
   const givenUp = new Map<string, number>()
-  const circuits = new Map<string, Circuit>()
   const durations: Array<number> = []
   const failedCount = () => {
     let n = 0
@@ -125,7 +135,12 @@ export const makeStats: Effect.Effect<Stats> = Effect.sync(() => {
   return {
     recordResult: (result) =>
       Effect.sync(() => {
-        attempts += result.attempts
+        const fromMemo = result.status === "succeeded" && result.memoized === true
+        // a joined task's record carries the shared call's attempts: its leader counts them. A
+        // task that joined a leader answered from the memo shared no call: it counts as memoized
+        if (fromMemo) memoized++
+        else if (result.coalesced?.role === "joined") joined++
+        if (result.coalesced?.role !== "joined") attempts += result.attempts
         durations.push(result.durationMs)
         if (result.status === "succeeded") {
           succeeded++
@@ -151,31 +166,12 @@ export const makeStats: Effect.Effect<Stats> = Effect.sync(() => {
             break
           case "BreakerTransition":
             breakerTransitions++
-            if (event.to === "Closed") circuits.delete(event.breaker)
-            else {
-              circuits.set(event.breaker, {
-                breaker: event.breaker,
-                state: event.to === "Open" ? "open" : event.to === "HalfOpen" ? "half-open" : "isolated",
-                ...(event.untilMillis === undefined ? {} : { probeAtMillis: event.untilMillis })
-              })
-            }
             break
           case "FallbackUsed":
             fallbacks++
             break
         }
       }),
-    skipped: Effect.sync(() => skipped),
-    counts: Effect.sync(() => {
-      const failed = failedCount()
-      return {
-        done: succeeded + failed + invalid + skipped,
-        failed,
-        retries,
-        finished: succeeded + failed,
-        circuits: [...circuits.values()]
-      }
-    }),
     summary: (wallMillis) =>
       Effect.sync(() => {
         const failed = failedCount()
@@ -188,6 +184,8 @@ export const makeStats: Effect.Effect<Stats> = Effect.sync(() => {
           skipped,
           attempts,
           retries,
+          joined,
+          memoized,
           givenUp: mostFirst(givenUp),
           breakerTransitions,
           fallbacks,
@@ -206,12 +204,14 @@ const mostFirst = (counts: ReadonlyMap<string, number>): ReadonlyArray<readonly 
 const millis = (ms: number): string => (ms < 1000 ? `${Math.round(ms)}ms` : `${(ms / 1000).toFixed(2)}s`)
 
 /**
- * The summary as the lines written to stderr at the end of a run.
+ * The summary as the lines written to stderr at the end of a run. The `shared` line (tasks that
+ * joined a call, tasks answered from the memo) is there when some task shared an answer, or
+ * when `options.shared` says the run could share (`--coalesce`, `--memo-ttl`).
  *
  * @since 0.1.0
  * @category formatting
  */
-export const render = (summary: Summary): string => {
+export const render = (summary: Summary, options: { readonly shared?: boolean } = {}): string => {
   const list = (counts: ReadonlyArray<readonly [string, number]>) =>
     counts.map(([name, count]) => `${name} ${count}`).join(", ")
   const neverReached = summary.neverReachedByTag.length === 0
@@ -234,6 +234,9 @@ export const render = (summary: Summary): string => {
     `invalid     ${summary.invalid}`,
     `skipped     ${summary.skipped} (already in the output)`,
     `attempts    ${summary.attempts} (${summary.retries} retries${givenUp})`,
+    ...(options.shared === true || summary.joined + summary.memoized > 0
+      ? [`shared      ${summary.joined} joined a call, ${summary.memoized} from the memo`]
+      : []),
     `breaker     ${summary.breakerTransitions} transitions`,
     `fallbacks   ${summary.fallbacks}`,
     `latency     ${latency}`,

@@ -31,7 +31,6 @@ import type { Scope } from "effect"
 import { Buffer, isUtf8 } from "node:buffer"
 import { open as openFile } from "node:fs/promises"
 import { type AgentTask, decodeLine, InvalidTask } from "../agent/AgentTask.js"
-import type { Total } from "./Progress.js"
 import { Stdio } from "./Stdio.js"
 
 /**
@@ -187,6 +186,18 @@ export const splitLines = <E, R>(bytes: Stream.Stream<Uint8Array, E, R>): Stream
   })
 
 const isBlank = (line: Line): boolean => typeof line === "string" && line.trim().length === 0
+
+/**
+ * How many non-blank lines the input has: counted (it was read to its end, or every byte of a
+ * regular file was), or estimated from the lines in the bytes read so far (`estimated`).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Total {
+  readonly lines: number
+  readonly estimated: boolean
+}
 
 /**
  * An opened input: its lines, to be run once, and how many there are as far as is known.

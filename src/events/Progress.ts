@@ -15,8 +15,12 @@
  *   progress was made. Skipped and invalid lines are done but not counted in the rate, so a
  *   resumed run that skips 9,000 lines in its first second does not claim 9,000 tasks a second
  *   (the ETA-on-resume bug of the first `wiz run`).
- * - **ETA** (`etaMillis`): what is left (`total - done`) at that rate; none while the total or
- *   the rate is unknown; zero once everything is done.
+ * - **ETA** (`etaMillis`): what is left (`total - done`, less the inputs not reached yet that an
+ *   earlier run already answered: `setAnsweredAhead`) at that rate; none while the total or the
+ *   rate is unknown; zero once everything is done. A total may be an estimate (`setTotal(n, {
+ *   estimated: true })`, shown `~n`: a file's lines guessed from the bytes read so far).
+ * - **circuits**: `record` also follows the breakers' transitions, so a snapshot lists each
+ *   circuit that is not closed, and when an open one will let a probe through.
  *
  * Time is read only through `Clock`, so rate, ETA and redraws are exact under `TestClock`.
  *
@@ -39,7 +43,7 @@
  * @since 0.1.0
  */
 import * as Terminal from "@effect/platform/Terminal"
-import { Cause, Clock, Context, Duration, Effect, Exit, Fiber, Layer, Option, Schedule, Stream, SubscriptionRef } from "effect"
+import { Cause, Clock, Context, Duration, Effect, Equal, Exit, Fiber, Layer, Option, Schedule, Stream, SubscriptionRef } from "effect"
 import type { PlatformError } from "@effect/platform/Error"
 import type { Scope } from "effect"
 import { make as makeBulkhead } from "../concurrency/Bulkhead.js"
@@ -68,6 +72,29 @@ export interface Counts {
   readonly retries: number
   /** Tasks started and not finished. */
   readonly inFlight: number
+  /** The total is an estimate (shown `~N`); false when absent. */
+  readonly estimated?: boolean
+  /**
+   * Inputs not reached yet that an earlier run already answered: they will be skipped, so they
+   * are no work left (the ETA leaves them out). Each `skipped` input counts one off. 0 when absent.
+   */
+  readonly answeredAhead?: number
+  /** Circuits that are not closed, by breaker name; none when absent. */
+  readonly circuits?: ReadonlyArray<Circuit>
+}
+
+/**
+ * A circuit breaker that is not closed: open (with when it lets a probe through), half-open (a
+ * probe is testing the model), or isolated by hand. From `BreakerTransition` events.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Circuit {
+  readonly breaker: string
+  readonly state: "open" | "half-open" | "isolated"
+  /** For an open circuit: the `Clock` time (ms) it becomes half-open, when known. */
+  readonly probeAtMillis: Option.Option<number>
 }
 
 /**
@@ -79,8 +106,13 @@ export interface Counts {
 export interface Snapshot extends Counts {
   /** `succeeded + failed + invalid + skipped`. */
   readonly done: number
+  readonly estimated: boolean
+  readonly answeredAhead: number
+  readonly circuits: ReadonlyArray<Circuit>
   /** Since the progress was made. */
   readonly elapsedMillis: number
+  /** The `Clock` time (ms) of the snapshot, for when an open circuit probes. */
+  readonly nowMillis: number
   /** Tasks this run finished (succeeded or failed) per second; none before any time has passed. */
   readonly perSecond: Option.Option<number>
   /** Time left at `perSecond`: none while the total or the rate is unknown (or 0), 0 once done. */
@@ -113,8 +145,17 @@ export declare namespace Progress {
    * @category models
    */
   export interface Service {
-    /** Set (or, with `undefined`, forget) the total. */
-    readonly setTotal: (total: number | undefined) => Effect.Effect<void>
+    /**
+     * Set (or, with `undefined`, forget) the total; `estimated` marks a guess (shown `~N`). The
+     * total it already has is no change (no new snapshot on `changes`).
+     */
+    readonly setTotal: (total: number | undefined, options?: { readonly estimated?: boolean }) => Effect.Effect<void>
+    /**
+     * Set how many inputs not reached yet an earlier run already answered (`--resume`): no work
+     * left, so not in the ETA; each `skipped` input counts one off. Set 0 once the input has
+     * been read to its end (what is still counted was not in it).
+     */
+    readonly setAnsweredAhead: (n: number) => Effect.Effect<void>
     /** Count a task that started. */
     readonly started: Effect.Effect<void>
     /** Count a task that succeeded (leaving the tasks in flight). */
@@ -123,7 +164,7 @@ export declare namespace Progress {
     readonly failed: Effect.Effect<void>
     /** Count an input that was not a task. */
     readonly invalid: Effect.Effect<void>
-    /** Count `n` (1) inputs an earlier run answered. */
+    /** Count `n` (1) inputs an earlier run answered (and `n` fewer answered ahead). */
     readonly skipped: (n?: number) => Effect.Effect<void>
     /** Count a retry. */
     readonly retried: Effect.Effect<void>
@@ -132,7 +173,10 @@ export declare namespace Progress {
      * leaves the tasks in flight without counting as failed.
      */
     readonly track: <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
-    /** Count from an agent event: `TaskStarted`, `TaskFinished` (by status), `RetryScheduled`. */
+    /**
+     * Count from an agent event: `TaskStarted`, `TaskFinished` (by status), `RetryScheduled`; a
+     * `BreakerTransition` updates the circuits that are not closed.
+     */
     readonly record: (event: AgentEvent.AgentEvent) => Effect.Effect<void>
     /** The snapshot now. */
     readonly snapshot: Effect.Effect<Snapshot>
@@ -152,26 +196,60 @@ const zero: Counts = {
   invalid: 0,
   skipped: 0,
   retries: 0,
-  inFlight: 0
+  inFlight: 0,
+  estimated: false,
+  answeredAhead: 0,
+  circuits: []
+}
+
+const nonNegativeInteger = (what: string, n: number | undefined): RangeError | undefined =>
+  n !== undefined && !(Number.isInteger(n) && n >= 0)
+    ? new RangeError(`Progress: ${what} must be a non-negative integer (got ${n})`)
+    : undefined
+
+const circuitState = (to: string): Circuit["state"] | "closed" =>
+  to === "Open" ? "open" : to === "HalfOpen" ? "half-open" : to === "Isolated" ? "isolated" : "closed"
+
+/** The circuits after a transition: a closed one leaves the list, any other takes its place. */
+const transitioned = (circuits: ReadonlyArray<Circuit>, event: AgentEvent.BreakerTransition): ReadonlyArray<Circuit> => {
+  const state = circuitState(event.to)
+  const others = circuits.filter((circuit) => circuit.breaker !== event.breaker)
+  if (state === "closed") return others
+  const probeAtMillis = state === "open" ? Option.fromNullable(event.untilMillis) : Option.none()
+  const at = circuits.findIndex((circuit) => circuit.breaker === event.breaker)
+  const circuit: Circuit = { breaker: event.breaker, state, probeAtMillis }
+  return at === -1 ? [...circuits, circuit] : circuits.map((c, i) => (i === at ? circuit : c))
 }
 
 /**
- * The snapshot of `counts` after `elapsedMillis`: done, rate and ETA.
+ * The snapshot of `counts` after `elapsedMillis`, at `Clock` time `nowMillis` (by default
+ * `elapsedMillis`: a clock started at 0): done, rate and ETA.
  *
  * @since 0.1.0
  * @category constructors
  */
-export const snapshotOf = (counts: Counts, elapsedMillis: number): Snapshot => {
+export const snapshotOf = (counts: Counts, elapsedMillis: number, nowMillis: number = elapsedMillis): Snapshot => {
   const done = counts.succeeded + counts.failed + counts.invalid + counts.skipped
+  const answeredAhead = counts.answeredAhead ?? 0
   const perSecond = elapsedMillis > 0
     ? Option.some((counts.succeeded + counts.failed) / (elapsedMillis / 1000))
     : Option.none()
   const etaMillis = Option.flatMap(counts.total, (total): Option.Option<number> => {
-    const left = total - done
+    const left = total - done - answeredAhead
     if (left <= 0) return Option.some(0)
     return Option.isSome(perSecond) && perSecond.value > 0 ? Option.some((left / perSecond.value) * 1000) : Option.none()
   })
-  return { ...counts, done, elapsedMillis, perSecond, etaMillis }
+  return {
+    ...counts,
+    done,
+    estimated: counts.estimated ?? false,
+    answeredAhead,
+    circuits: counts.circuits ?? [],
+    elapsedMillis,
+    nowMillis,
+    perSecond,
+    etaMillis
+  }
 }
 
 /**
@@ -204,31 +282,39 @@ export const toEvent = (snapshot: Snapshot): AgentEvent.ProgressReported =>
 export const make = (options: Options = {}): Effect.Effect<Progress.Service> =>
   Effect.gen(function*() {
     const total = options.total
-    if (total !== undefined && !(Number.isInteger(total) && total >= 0)) {
-      throw new RangeError(`Progress: total must be a non-negative integer (got ${total})`)
-    }
+    const badTotal = nonNegativeInteger("total", total)
+    if (badTotal !== undefined) throw badTotal
     const ref = yield* SubscriptionRef.make<Counts>({ ...zero, total: Option.fromNullable(total) })
     const startedAt = yield* Clock.currentTimeMillis
     const update = (f: (counts: Counts) => Counts) => SubscriptionRef.update(ref, f)
     const at = (counts: Counts) =>
-      Effect.map(Clock.currentTimeMillis, (now) => snapshotOf(counts, now - startedAt))
+      Effect.map(Clock.currentTimeMillis, (now) => snapshotOf(counts, now - startedAt, now))
     const started = update((c) => ({ ...c, inFlight: c.inFlight + 1 }))
     const succeeded = update((c) => ({ ...c, succeeded: c.succeeded + 1, inFlight: Math.max(0, c.inFlight - 1) }))
     const failed = update((c) => ({ ...c, failed: c.failed + 1, inFlight: Math.max(0, c.inFlight - 1) }))
     const withdrawn = update((c) => ({ ...c, inFlight: Math.max(0, c.inFlight - 1) }))
     const retried = update((c) => ({ ...c, retries: c.retries + 1 }))
     return Progress.of({
-      setTotal: (total) => {
-        if (total !== undefined && !(Number.isInteger(total) && total >= 0)) {
-          return Effect.die(new RangeError(`Progress: total must be a non-negative integer (got ${total})`))
-        }
-        return update((c) => ({ ...c, total: Option.fromNullable(total) }))
+      setTotal: (total, options) => {
+        const bad = nonNegativeInteger("total", total)
+        if (bad !== undefined) return Effect.die(bad)
+        const next = Option.fromNullable(total)
+        const estimated = total !== undefined && options?.estimated === true
+        return Effect.flatMap(SubscriptionRef.get(ref), (c) =>
+          Option.getEquivalence(Equal.equals)(c.total, next) && (c.estimated ?? false) === estimated
+            ? Effect.void
+            : update((c) => ({ ...c, total: next, estimated })))
+      },
+      setAnsweredAhead: (n) => {
+        const bad = nonNegativeInteger("answeredAhead", n)
+        return bad !== undefined ? Effect.die(bad) : update((c) => ({ ...c, answeredAhead: n }))
       },
       started,
       succeeded,
       failed,
       invalid: update((c) => ({ ...c, invalid: c.invalid + 1 })),
-      skipped: (n = 1) => update((c) => ({ ...c, skipped: c.skipped + n })),
+      skipped: (n = 1) =>
+        update((c) => ({ ...c, skipped: c.skipped + n, answeredAhead: Math.max(0, (c.answeredAhead ?? 0) - n) })),
       retried,
       track: (self) =>
         Effect.uninterruptibleMask((restore) =>
@@ -246,6 +332,8 @@ export const make = (options: Options = {}): Effect.Effect<Progress.Service> =>
             return event.status === "succeeded" ? succeeded : failed
           case "RetryScheduled":
             return retried
+          case "BreakerTransition":
+            return update((c) => ({ ...c, circuits: transitioned(c.circuits ?? [], event) }))
           default:
             return Effect.void
         }
@@ -322,10 +410,28 @@ const bar = (done: number, total: number): string => {
 }
 
 /**
+ * A circuit as the line shows it: `circuit embedded open (probe in 12s)`, `... half-open
+ * (probing)`, `... isolated`; an open circuit whose probe time has come is probing too.
+ *
+ * @since 0.1.0
+ * @category formatting
+ */
+export const formatCircuit = (circuit: Circuit, nowMillis: number): string => {
+  const name = `circuit ${circuit.breaker} ${circuit.state}`
+  if (circuit.state === "half-open") return `${name} (probing)`
+  if (circuit.state === "isolated") return name
+  return Option.match(circuit.probeAtMillis, {
+    onNone: () => name,
+    onSome: (probeAt) => probeAt > nowMillis ? `${name} (probe in ${formatEta(probeAt - nowMillis)})` : `${name} (probing)`
+  })
+}
+
+/**
  * The line for a snapshot, without control characters:
  * `[███░░] 120/300 (100 resumed), 3 failed, 7 retries, 8 in flight, 40.0/s, ETA 5s` on a TTY,
- * `120/300 done, ...` plain; no bar and no ETA when the total is unknown; `invalid` and
- * `resumed` only when there are some.
+ * `120/300 done, ...` plain; an estimated total as `~300`; no bar and no ETA when the total is
+ * unknown; `invalid` and `resumed` only when there are some; then each circuit that is not
+ * closed (`circuit embedded open (probe in 12s)`).
  *
  * @since 0.1.0
  * @category formatting
@@ -333,8 +439,10 @@ const bar = (done: number, total: number): string => {
 export const format = (mode: Mode, snapshot: Snapshot): string => {
   let head = Option.match(snapshot.total, {
     onNone: () => `${snapshot.done} done`,
-    onSome: (total) =>
-      mode === "tty" ? `${bar(snapshot.done, total)} ${snapshot.done}/${total}` : `${snapshot.done}/${total} done`
+    onSome: (total) => {
+      const shown = `${snapshot.estimated ? "~" : ""}${total}`
+      return mode === "tty" ? `${bar(snapshot.done, total)} ${snapshot.done}/${shown}` : `${snapshot.done}/${shown} done`
+    }
   })
   if (snapshot.skipped > 0) head += ` (${snapshot.skipped} resumed)`
   const parts = [head, `${snapshot.failed} failed`]
@@ -347,6 +455,7 @@ export const format = (mode: Mode, snapshot: Snapshot): string => {
   if (Option.isSome(snapshot.total)) {
     parts.push(Option.match(snapshot.etaMillis, { onNone: () => "ETA --", onSome: (eta) => `ETA ${formatEta(eta)}` }))
   }
+  for (const circuit of snapshot.circuits) parts.push(formatCircuit(circuit, snapshot.nowMillis))
   return parts.join(", ")
 }
 
@@ -445,8 +554,9 @@ export const renderer = (
 
 /**
  * A `Terminal` that only displays: `display` writes with your function (stderr, say), `isTTY`
- * and `columns` are what you say, and reading input is a defect. For a {@link renderer} on a
- * stream the platform's `Terminal` does not draw on (it draws on stdout).
+ * and `columns` are what you say (`columns` may be an effect, read at each draw, for a terminal
+ * that can be resized), and reading input is a defect. For a {@link renderer} on a stream the
+ * platform's `Terminal` does not draw on (it draws on stdout).
  *
  * @since 0.1.0
  * @category constructors
@@ -454,9 +564,11 @@ export const renderer = (
 export const outputTerminal = (options: {
   readonly display: (text: string) => Effect.Effect<void, PlatformError>
   readonly isTTY: boolean
-  readonly columns?: number
+  readonly columns?: number | Effect.Effect<number>
 }): Terminal.Terminal => ({
-  columns: Effect.succeed(options.columns ?? 0),
+  columns: typeof options.columns === "number" || options.columns === undefined
+    ? Effect.succeed(options.columns ?? 0)
+    : options.columns,
   rows: Effect.succeed(0),
   isTTY: Effect.succeed(options.isTTY),
   readInput: Effect.dieMessage("Progress.outputTerminal: this terminal only displays"),

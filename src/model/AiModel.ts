@@ -351,12 +351,13 @@ export const ModelError = Schema.Union(
  */
 export type ModelError = typeof ModelError.Type
 
-const permanentTags: ReadonlySet<string> = new Set(["InvalidRequest", "QuotaExhausted", "AuthenticationFailed"])
+const permanentTags: ReadonlySet<string> = new Set(["InvalidRequest", "QuotaExhausted", "AuthenticationFailed", "BudgetExceeded"])
 
 /**
  * Whether an error says that sending the same request again cannot help: a tagged
- * `InvalidRequest`, `QuotaExhausted` or `AuthenticationFailed`, or a `ProviderError` the
- * provider marked `retryable: false`. Any other value is `false`, so retry policies can use it
+ * `InvalidRequest`, `QuotaExhausted` or `AuthenticationFailed`, a `ProviderError` the
+ * provider marked `retryable: false`, or a token budget's `BudgetExceeded` (the request costs
+ * more than the budget can ever hold). Any other value is `false`, so retry policies can use it
  * on errors of any type.
  *
  * @since 0.1.0

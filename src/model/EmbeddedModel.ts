@@ -16,6 +16,20 @@
  *   timeout interrupts it, in the proportions of `faults`; and a provider-side
  *   `requestsPerMinute` limit over a sliding 60 s window answers `RateLimited` with the time
  *   until a slot frees.
+ * - **a tokens-per-minute limit** (`tokensPerMinute`), the way OpenAI and Anthropic meter
+ *   tokens: a bucket of that many tokens refilled continuously. A call is charged its prompt
+ *   tokens (a continuation's included) plus `maxTokens` when it is admitted and refunded the
+ *   part of `maxTokens` it did not use when it completes (or breaks); one that does not fit answers `RateLimited { limit: "tokens" }` with
+ *   the time until it would, and one that could never fit (more than the whole limit) is an
+ *   `InvalidRequest`. A refused call (by either limit) takes nothing from either.
+ * - **rate-limit reports**: with either limit set, every completion (the last chunk of a stream)
+ *   and every `RateLimited` carries `rateLimits` — limit, remaining and reset of each window —
+ *   as a provider's headers would, so a budget that was never told the limits can learn them.
+ * - **a capacity** (`capacity`): the requests it serves at full speed at once. Beyond it each
+ *   call's latencies are multiplied by `inFlight / capacity` (so throughput stays flat and
+ *   latency grows with the load, as on a saturated server), and a call that would make more than
+ *   `overloadAt × capacity` in flight answers `Overloaded` at once, taking no rate-limit slot.
+ *   Give a `Ref` to change the capacity mid-run.
  * - **continuation**: given `CompletionRequest.continuation` (the start of its own answer to
  *   that prompt, as a broken stream delivered it), it answers with what follows, and only that,
  *   so the joined text is the uninterrupted answer (`supportsContinuation: true`). A text that is
@@ -51,11 +65,14 @@
  *
  * // unreachable from 3 s after the layer is built until 4 s
  * const down = EmbeddedModel.layer({ seed: 42, outage: { after: "3 seconds", lasting: "1 second" } })
+ *
+ * // a provider that limits tokens and slows down beyond 16 requests at once
+ * const busy = EmbeddedModel.layer({ seed: 42, tokensPerMinute: 90_000, capacity: 16 })
  * ```
  *
  * @since 0.1.0
  */
-import { Clock, Config, Duration, Effect, Hash, Layer, Random, Stream } from "effect"
+import { Clock, Config, Duration, Effect, Hash, Layer, Random, Ref, Stream } from "effect"
 import type { ConfigError } from "effect"
 import * as AiModel from "./AiModel.js"
 import * as Tokenizer from "./Tokenizer.js"
@@ -100,6 +117,25 @@ export interface Options {
    * time until the oldest start leaves the window. A refused request takes no slot.
    */
   readonly requestsPerMinute?: number
+  /**
+   * Provider-side limit on tokens: a bucket of this many, refilled at this many per minute. A
+   * call is charged prompt tokens (with its continuation's) + `maxTokens` when admitted (beyond
+   * what is left: `RateLimited { limit: "tokens" }` with the time until it fits) and refunded
+   * what it did not use of `maxTokens` when it completes or its stream breaks, or all of it when
+   * it fails with an injected `RateLimited` or `Overloaded` or an invalid continuation.
+   */
+  readonly tokensPerMinute?: number
+  /**
+   * Calls served at full speed at once (a positive integer, or a `Ref` holding one, to change
+   * it mid-run). Beyond it, a call admitted as the n-th in flight has its latencies multiplied
+   * by `n / capacity`.
+   */
+  readonly capacity?: number | Ref.Ref<number>
+  /**
+   * A call that would be more than `overloadAt × capacity` in flight answers `Overloaded` at
+   * once (before the rate limits, taking nothing from them). At least 1.
+   */
+  readonly overloadAt?: number
   /** Prompt tokens plus `maxTokens` may not exceed this. */
   readonly contextWindow?: number
   /** Probability (0..1) that a stream breaks after its first chunk and before its final one. */
@@ -121,9 +157,10 @@ export interface Options {
 /**
  * `name: "embedded"`, `timeToFirstToken: 150 ms`, `perToken: 4 ms`, `jitter: 0.5`,
  * `failureRate: 0`, `faults: { rateLimited: 0.5, overloaded: 0.3, hang: 0.2 }`, no
- * `requestsPerMinute` limit, `contextWindow: 8192`, no `outage`, `midStreamFailureRate: 0`
- * (`midStreamFailure: "error"` when it is not). With these, 300 answers of
- * ~40 tokens at concurrency 8 take about 12 s.
+ * `requestsPerMinute` or `tokensPerMinute` limit, no `capacity` limit, `overloadAt: 2` (a server
+ * queues about as much again as it serves before it sheds), `contextWindow: 8192`, no `outage`,
+ * `midStreamFailureRate: 0` (`midStreamFailure: "error"` when it is not). With these, 300
+ * answers of ~40 tokens at concurrency 8 take about 12 s.
  *
  * @since 0.1.0
  * @category defaults
@@ -136,6 +173,9 @@ export const defaults = {
   failureRate: 0,
   faults: { rateLimited: 0.5, overloaded: 0.3, hang: 0.2 },
   requestsPerMinute: Number.POSITIVE_INFINITY,
+  tokensPerMinute: Number.POSITIVE_INFINITY,
+  capacity: Number.POSITIVE_INFINITY,
+  overloadAt: 2,
   contextWindow: 8192,
   midStreamFailureRate: 0,
   midStreamFailure: "error"
@@ -213,7 +253,16 @@ interface Call {
   readonly usage: AiModel.Usage
   readonly timeToFirstToken: number
   readonly perToken: number
+  /** When the answer is complete: refunds the unused tokens; the report to attach, if any. */
+  readonly finish: Effect.Effect<AiModel.RateLimits | undefined>
+  /** When a stream breaks after delivering `used` completion tokens: refunds the rest. */
+  readonly broke: (used: number) => Effect.Effect<void>
+  /** When the call ends however it ends: leaves the in-flight count. */
+  readonly leave: Effect.Effect<void>
 }
+
+const noReport: Effect.Effect<undefined> = Effect.succeed(undefined)
+const noRefund = (_used: number): Effect.Effect<void> => Effect.void
 
 const windowMillis = 60_000
 
@@ -229,6 +278,9 @@ const build = (options: Options, seed: number, madeAt: number): AiModel.AiModel.
   const hang = faults.hang ?? 0
   const weights = rateLimited + overloaded + hang
   const rpm = options.requestsPerMinute ?? defaults.requestsPerMinute
+  const tpm = options.tokensPerMinute ?? defaults.tokensPerMinute
+  const capacityOption = options.capacity ?? defaults.capacity
+  const overloadAt = options.overloadAt ?? defaults.overloadAt
   const contextWindow = options.contextWindow ?? defaults.contextWindow
   const midStreamRate = options.midStreamFailureRate ?? defaults.midStreamFailureRate
   const midStreamFailure = options.midStreamFailure ?? defaults.midStreamFailure
@@ -240,11 +292,15 @@ const build = (options: Options, seed: number, madeAt: number): AiModel.AiModel.
     !(jitter >= 0 && jitter <= 1) || !(failureRate >= 0 && failureRate <= 1) ||
     !(rateLimited >= 0 && overloaded >= 0 && hang >= 0) || (failureRate > 0 && !(weights > 0)) ||
     !(rpm === Infinity || (Number.isInteger(rpm) && rpm > 0)) ||
+    !(tpm === Infinity || (Number.isInteger(tpm) && tpm > 0)) ||
+    !(typeof capacityOption !== "number" || capacityOption === Infinity || (Number.isInteger(capacityOption) && capacityOption > 0)) ||
+    !(overloadAt >= 1) ||
     !(Number.isInteger(contextWindow) && contextWindow > 0)
   ) {
     throw new RangeError(
       `EmbeddedModel: latencies must be finite and >= 0, jitter and failureRate in [0, 1], fault weights >= 0 ` +
-        `and not all 0 when failureRate > 0, requestsPerMinute and contextWindow positive integers`
+        `and not all 0 when failureRate > 0, requestsPerMinute, tokensPerMinute, capacity and contextWindow ` +
+        `positive integers, overloadAt >= 1`
     )
   }
   const random = failureRate > 0 || midStreamRate > 0 || (jitter > 0 && (ttft > 0 || perToken > 0))
@@ -269,30 +325,122 @@ const build = (options: Options, seed: number, madeAt: number): AiModel.AiModel.
   // Request starts in the last window, oldest at `head` once the ring holds `rpm` of them.
   const starts: Array<number> = []
   let head = 0
-  const admit = (now: number): AiModel.RateLimited | undefined => {
-    if (starts.length < rpm) {
-      starts.push(now)
-      return undefined
+  // The start `k` places after the oldest kept.
+  const startAt = (k: number): number => starts[starts.length < rpm ? k : (head + k) % rpm]!
+  // Milliseconds until a request slot frees (0: one is free now).
+  const requestWait = (now: number): number =>
+    starts.length < rpm || now - starts[head]! >= windowMillis ? 0 : starts[head]! + windowMillis - now
+  const takeRequest = (now: number): void => {
+    if (starts.length < rpm) starts.push(now)
+    else {
+      starts[head] = now
+      head = (head + 1) % rpm
     }
-    const oldest = starts[head]!
-    if (now - oldest < windowMillis) {
-      return new AiModel.RateLimited({ model: name, limit: "requests", retryAfter: Duration.millis(oldest + windowMillis - now) })
+  }
+  const requestsWindow = (now: number): AiModel.RateLimitWindow => {
+    // starts are kept in time order: find the first still in the window
+    let lo = 0
+    let hi = starts.length
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1
+      if (now - startAt(mid) >= windowMillis) lo = mid + 1
+      else hi = mid
     }
-    starts[head] = now
-    head = (head + 1) % rpm
-    return undefined
+    const inWindow = starts.length - lo
+    const reset = inWindow === 0 ? 0 : startAt(starts.length - 1) + windowMillis - now
+    return new AiModel.RateLimitWindow({ limit: rpm, remaining: rpm - inWindow, reset: Duration.millis(reset) }, true)
   }
 
-  const decide = (request: AiModel.CompletionRequest, answer: Answer, draws?: Draws): Effect.Effect<Call, AiModel.ModelError> => {
+  // The token bucket: `tokens` left at `tokensAt`, refilled at `tpm` a minute up to `tpm`.
+  const tokenRate = tpm / windowMillis
+  let tokens = tpm
+  let tokensAt = madeAt
+  const refillTokens = (now: number): void => {
+    if (now > tokensAt) {
+      tokens = Math.min(tpm, tokens + (now - tokensAt) * tokenRate)
+      tokensAt = now
+    }
+  }
+  // Float refills leave a millionth of a token either way.
+  const tokensFit = (cost: number): boolean => tokens + 1e-6 * Math.max(1, cost) >= cost
+  const creditTokens = (amount: number, now: number): void => {
+    refillTokens(now)
+    tokens = Math.min(tpm, tokens + amount)
+  }
+  const tokensWindow = (): AiModel.RateLimitWindow =>
+    new AiModel.RateLimitWindow({
+      limit: tpm,
+      remaining: Math.max(0, Math.floor(tokens)),
+      reset: Duration.millis(Math.max(0, (tpm - tokens) / tokenRate))
+    }, true)
+
+  const reports = rpm < Infinity || tpm < Infinity
+  const report = (now: number): AiModel.RateLimits | undefined => {
+    if (!reports) return undefined
+    refillTokens(now)
+    return new AiModel.RateLimits({
+      ...(rpm < Infinity ? { requests: requestsWindow(now) } : {}),
+      ...(tpm < Infinity ? { tokens: tokensWindow() } : {})
+    }, true)
+  }
+  const limited = (limit: AiModel.LimitKind, wait: number, now: number): AiModel.RateLimited => {
+    const rateLimits = report(now)
+    return new AiModel.RateLimited({
+      model: name,
+      limit,
+      retryAfter: Duration.millis(wait),
+      ...(rateLimits === undefined ? {} : { rateLimits })
+    })
+  }
+
+  // Calls in flight, for the capacity; read only when a capacity is set.
+  let inFlight = 0
+  const leaveInFlight = Effect.sync(() => {
+    inFlight--
+  })
+  const capacityNow: Effect.Effect<number> | undefined = typeof capacityOption === "number"
+    ? capacityOption === Infinity ? undefined : Effect.succeed(capacityOption)
+    : Ref.get(capacityOption)
+
+  /** What an admitted call took: its token charge, how much slower the load makes it, its in-flight slot. */
+  interface Admission {
+    readonly charged: number
+    readonly slowdown: number
+    readonly leave: Effect.Effect<void>
+  }
+  const unlimited: Admission = { charged: 0, slowdown: 1, leave: Effect.void }
+
+  // The provider refused a call it had admitted: the tokens and the in-flight slot come back.
+  const refuse = (
+    admission: Admission,
+    error: (rateLimits: AiModel.RateLimits | undefined) => AiModel.ModelError
+  ): Effect.Effect<never, AiModel.ModelError> =>
+    Effect.flatMap(Clock.currentTimeMillis, (now) => {
+      if (admission.charged > 0) creditTokens(admission.charged, now)
+      return Effect.zipRight(admission.leave, Effect.fail(error(report(now))))
+    })
+
+  const decide = (
+    request: AiModel.CompletionRequest,
+    answer: Answer,
+    promptTokens: number,
+    admission: Admission,
+    draws?: Draws
+  ): Effect.Effect<Call, AiModel.ModelError> => {
     if (draws !== undefined) {
       const [fault, kind, retryAfter] = draws
       if (fault < failureRate) {
         const k = kind * weights
-        return k < rateLimited
-          ? Effect.fail(new AiModel.RateLimited({ model: name, limit: "requests", retryAfter: Duration.millis(Math.round(500 + retryAfter * 1500)) }))
-          : k < rateLimited + overloaded
-          ? Effect.fail(new AiModel.Overloaded({ model: name }))
-          : Effect.never
+        if (k >= rateLimited + overloaded) return Effect.never
+        return refuse(admission, (rateLimits) =>
+          k < rateLimited
+            ? new AiModel.RateLimited({
+              model: name,
+              limit: "requests",
+              retryAfter: Duration.millis(Math.round(500 + retryAfter * 1500)),
+              ...(rateLimits === undefined ? {} : { rateLimits })
+            })
+            : new AiModel.Overloaded({ model: name }))
       }
     }
     let pieces = 0
@@ -301,16 +449,14 @@ const build = (options: Options, seed: number, madeAt: number): AiModel.AiModel.
       completionTokens += answer.tokens[pieces]!
       pieces++
     }
-    // A continuation: skip the pieces the caller has, and count its text as prompt.
+    // A continuation: skip the pieces the caller has (its text is counted in `promptTokens`).
     let from = 0
     let partial: string | undefined = undefined
-    let promptTokens = answer.promptTokens
     const continuation = request.continuation
     if (continuation !== undefined && continuation !== "") {
       if (!answer.pieces.slice(0, pieces).join("").startsWith(continuation)) {
-        return Effect.fail(
-          new AiModel.InvalidRequest({ model: name, reason: "the continuation is not the start of this model's answer" })
-        )
+        return refuse(admission, () =>
+          new AiModel.InvalidRequest({ model: name, reason: "the continuation is not the start of this model's answer" }))
       }
       let offset = 0
       while (from < pieces && offset + answer.pieces[from]!.length <= continuation.length) {
@@ -324,10 +470,15 @@ const build = (options: Options, seed: number, madeAt: number): AiModel.AiModel.
         completionTokens += Tokenizer.count(partial) - answer.tokens[from]!
         from++
       }
-      promptTokens += Tokenizer.count(continuation)
     }
     const sent = pieces - from + (partial === undefined ? 0 : 1)
-    const scale = (draw: number): number => 1 - jitter + 2 * jitter * draw
+    const scale = (draw: number): number => admission.slowdown * (1 - jitter + 2 * jitter * draw)
+    // Charges what was used of `maxTokens` and refunds the rest; the report after it.
+    const settle = (used: number) =>
+      Effect.map(Clock.currentTimeMillis, (now) => {
+        if (admission.charged > 0) creditTokens(request.maxTokens - used, now)
+        return report(now)
+      })
     return Effect.succeed({
       answer,
       from,
@@ -339,12 +490,15 @@ const build = (options: Options, seed: number, madeAt: number): AiModel.AiModel.
         : Infinity,
       finishReason: pieces < answer.pieces.length ? "length" : "stop",
       usage: new AiModel.Usage({ promptTokens, completionTokens }, true),
-      timeToFirstToken: draws === undefined ? ttft : ttft * scale(draws[3]),
-      perToken: draws === undefined ? perToken : perToken * scale(draws[4])
+      timeToFirstToken: draws === undefined ? ttft * admission.slowdown : ttft * scale(draws[3]),
+      perToken: draws === undefined ? perToken * admission.slowdown : perToken * scale(draws[4]),
+      finish: reports ? settle(completionTokens) : noReport,
+      broke: admission.charged > 0 ? (used) => Effect.asVoid(settle(used)) : noRefund,
+      leave: admission.leave
     })
   }
 
-  // Validate, count the ask, pass the rate limit, then draw this call's fault and latencies.
+  // Validate, count the ask, pass the rate limits, then draw this call's fault and latencies.
   const serve = (request: AiModel.CompletionRequest): Effect.Effect<Call, AiModel.ModelError> =>
     Effect.suspend(() => {
       const prompt = request.prompt
@@ -363,13 +517,45 @@ const build = (options: Options, seed: number, madeAt: number): AiModel.AiModel.
         )
       }
       const asked = entry.asked++
-      const drawn = random
-        ? Effect.flatMap(draw(Random.make(`${seed}:${asked}:${entry.hash}`)), (draws) => decide(request, entry, draws))
-        : decide(request, entry)
-      if (rpm === Infinity) return drawn
-      return Effect.flatMap(Clock.currentTimeMillis, (now) => {
-        const refused = admit(now)
-        return refused === undefined ? drawn : Effect.fail(refused)
+      // A continuation is read as prompt: charged, counted in the usage, and reported with it.
+      const continuation = request.continuation
+      const promptTokens = continuation === undefined || continuation === ""
+        ? entry.promptTokens
+        : entry.promptTokens + Tokenizer.count(continuation)
+      const drawn = (admission: Admission) =>
+        random
+          ? Effect.flatMap(
+            draw(Random.make(`${seed}:${asked}:${entry.hash}`)),
+            (draws) => decide(request, entry, promptTokens, admission, draws)
+          )
+          : decide(request, entry, promptTokens, admission)
+      if (rpm === Infinity && tpm === Infinity && capacityNow === undefined) return drawn(unlimited)
+      const cost = promptTokens + request.maxTokens
+      if (cost > tpm) {
+        return Effect.fail(
+          new AiModel.InvalidRequest({
+            model: name,
+            reason: `prompt (${promptTokens} tokens) + maxTokens (${request.maxTokens}) = ${cost} tokens, ` +
+              `more than the limit of ${tpm} tokens per minute`
+          })
+        )
+      }
+      return Effect.flatMap(Effect.all([Clock.currentTimeMillis, capacityNow ?? Effect.succeed(Infinity)]), ([now, capacity]) => {
+        const load = inFlight + 1
+        if (load > overloadAt * capacity) return Effect.fail(new AiModel.Overloaded({ model: name }))
+        const waitRequest = rpm === Infinity ? 0 : requestWait(now)
+        if (waitRequest > 0) return Effect.fail(limited("requests", waitRequest, now))
+        if (tpm < Infinity) {
+          refillTokens(now)
+          if (!tokensFit(cost)) return Effect.fail(limited("tokens", Math.ceil((cost - tokens) / tokenRate), now))
+          tokens -= cost
+        }
+        if (rpm < Infinity) takeRequest(now)
+        const charged = tpm < Infinity ? cost : 0
+        if (capacityNow === undefined) return drawn({ charged, slowdown: 1, leave: Effect.void })
+        inFlight = load
+        // a call that hangs leaves when it is interrupted; an answered one when its answer ends
+        return Effect.onInterrupt(drawn({ charged, slowdown: Math.max(1, load / capacity), leave: leaveInFlight }), () => leaveInFlight)
       })
     })
 
@@ -383,46 +569,71 @@ const build = (options: Options, seed: number, madeAt: number): AiModel.AiModel.
           : serve(request))
     : serve
 
+  // A call's in-flight slot is left however its answer ends: the call is admitted and its
+  // release installed in one uninterruptible step.
   return {
     name,
     supportsContinuation: true,
     generate: (request) =>
-      Effect.flatMap(start(request), (call) => {
-        const completion = new AiModel.Completion({
-          text: (call.partial ?? "") + call.answer.pieces.slice(call.from, call.pieces).join(""),
-          finishReason: call.finishReason,
-          usage: call.usage,
-          model: name
-        }, true)
-        const latency = call.timeToFirstToken + call.usage.completionTokens * call.perToken
-        return latency > 0 ? Effect.as(Effect.sleep(latency), completion) : Effect.succeed(completion)
-      }),
-    stream: (request) =>
-      Stream.unwrap(Effect.map(start(request), (call) => {
-        const { answer, from, partial, pieces } = call
-        // This call's deltas: the rest of a piece a continuation cut, then whole pieces.
-        const head = partial === undefined ? 0 : 1
-        const sent = head + pieces - from
-        const last = Math.max(sent, 1) - 1
-        const steps = Array.from({ length: Math.min(last + 1, call.breakAfter + 1) }, (_, i) => {
-          // An answer cut before its first word (or a continuation of all of it) still sends its final chunk, empty.
-          const piece = from + i - head
-          const delta = i >= sent ? "" : i < head ? partial! : answer.pieces[piece]!
-          const tokens = i >= sent ? 0 : i < head ? Tokenizer.count(delta) : answer.tokens[piece]!
-          const delay = (i === 0 ? call.timeToFirstToken : 0) + tokens * call.perToken
-          if (i === call.breakAfter) {
-            const broken = Effect.fail(new AiModel.Unavailable({ model: name, reason: "connection lost mid-stream" }))
-            return delay > 0 ? Effect.zipRight(Effect.sleep(delay), broken) : broken
-          }
-          const chunk = i === last
-            ? new AiModel.CompletionChunk({ delta, finishReason: call.finishReason, usage: call.usage }, true)
-            : new AiModel.CompletionChunk({ delta }, true)
-          return delay > 0 ? Effect.as(Effect.sleep(delay), chunk) : Effect.succeed(chunk)
+      Effect.uninterruptibleMask((restore) =>
+        Effect.flatMap(restore(start(request)), (call) => {
+          const answered = Effect.map(call.finish, (rateLimits) =>
+            new AiModel.Completion({
+              text: (call.partial ?? "") + call.answer.pieces.slice(call.from, call.pieces).join(""),
+              finishReason: call.finishReason,
+              usage: call.usage,
+              model: name,
+              ...(rateLimits === undefined ? {} : { rateLimits })
+            }, true))
+          const latency = call.timeToFirstToken + call.usage.completionTokens * call.perToken
+          return Effect.ensuring(restore(latency > 0 ? Effect.zipRight(Effect.sleep(latency), answered) : answered), call.leave)
         })
-        // `end`: the stream just stops after its last chunk before the break.
-        if (call.breakAfter < Infinity && midStreamFailure === "end") steps.pop()
-        return Stream.mapEffect(Stream.fromIterable(steps), (step) => step)
-      }))
+      ),
+    stream: (request) =>
+      Stream.unwrapScoped(Effect.uninterruptibleMask((restore) =>
+        Effect.map(Effect.tap(restore(start(request)), (call) => Effect.addFinalizer(() => call.leave)), (call) => {
+          const { answer, from, partial, pieces } = call
+          // This call's deltas: the rest of a piece a continuation cut, then whole pieces.
+          const head = partial === undefined ? 0 : 1
+          const sent = head + pieces - from
+          const last = Math.max(sent, 1) - 1
+          // Completion tokens in the chunks before the one being built.
+          let delivered = 0
+          const steps: Array<Effect.Effect<AiModel.CompletionChunk, AiModel.Unavailable>> = Array.from({
+            length: Math.min(last + 1, call.breakAfter + 1)
+          }, (_, i) => {
+            // An answer cut before its first word (or a continuation of all of it) still sends its final chunk, empty.
+            const piece = from + i - head
+            const delta = i >= sent ? "" : i < head ? partial! : answer.pieces[piece]!
+            const tokens = i >= sent ? 0 : i < head ? Tokenizer.count(delta) : answer.tokens[piece]!
+            const delay = (i === 0 ? call.timeToFirstToken : 0) + tokens * call.perToken
+            if (i === call.breakAfter) {
+              const broken = Effect.zipRight(
+                call.broke(delivered),
+                Effect.fail(new AiModel.Unavailable({ model: name, reason: "connection lost mid-stream" }))
+              )
+              return delay > 0 ? Effect.zipRight(Effect.sleep(delay), broken) : broken
+            }
+            delivered += tokens
+            const chunk = i === last
+              ? Effect.map(call.finish, (rateLimits) =>
+                new AiModel.CompletionChunk({
+                  delta,
+                  finishReason: call.finishReason,
+                  usage: call.usage,
+                  ...(rateLimits === undefined ? {} : { rateLimits })
+                }, true))
+              : Effect.succeed(new AiModel.CompletionChunk({ delta }, true))
+            return delay > 0 ? Effect.zipRight(Effect.sleep(delay), chunk) : chunk
+          })
+          // `end`: the stream just stops after its last chunk before the break.
+          if (call.breakAfter < Infinity && midStreamFailure === "end") {
+            steps.pop()
+            steps.push(Effect.tap(steps.pop()!, () => call.broke(delivered)))
+          }
+          return Stream.mapEffect(Stream.fromIterable(steps), (step) => step)
+        })
+      ))
   }
 }
 

@@ -831,3 +831,128 @@ describe("AgentService.layerConfig (issue 7)", () => {
       expect(at).toBe(0)
     }))
 })
+
+describe("AgentService, flow control (issue 11)", () => {
+  const batch = readFileSync(new URL("../../examples/tasks.jsonl", import.meta.url), "utf8")
+    .split("\n")
+    .filter((line) => line.trim() !== "")
+    .slice(0, 200)
+    .map((line) => Schema.decodeUnknownSync(AgentTask)(JSON.parse(line)))
+
+  /** Runs the batch against the embedded provider, counting its answers by outcome. */
+  const runFlow = (model: EmbeddedModel.Options, options: AgentService.Options) =>
+    Effect.gen(function*() {
+      const embedded = yield* EmbeddedModel.make({ seed: 11, ...model })
+      const refusals = { calls: 0, rateLimited: 0, overloaded: 0 }
+      const counted: AiModel.AiModel.Service = {
+        ...embedded,
+        generate: (request) =>
+          Effect.suspend(() => {
+            refusals.calls++
+            return Effect.tapError(embedded.generate(request), (error) =>
+              Effect.sync(() => {
+                if (error._tag === "RateLimited") refusals.rateLimited++
+                if (error._tag === "Overloaded") refusals.overloaded++
+              }))
+          })
+      }
+      const waited: Array<AgentEvent.BudgetWaited> = []
+      const { flow, results } = yield* Effect.gen(function*() {
+        const agent = yield* AgentService.AgentService
+        yield* Effect.forkScoped(Stream.runForEach(yield* agent.subscribe, (event) =>
+          Effect.sync(() => {
+            if (event._tag === "BudgetWaited") waited.push(event)
+          })))
+        const fiber = yield* Effect.fork(Stream.runCollect(agent.processAll(batch)))
+        yield* TestClock.adjust("1 hour")
+        const results = Chunk.toReadonlyArray(yield* Fiber.join(fiber))
+        return { results, flow: yield* agent.flow }
+      }).pipe(
+        Effect.scoped,
+        Effect.provide(AgentService.layer(options).pipe(Layer.provide(Layer.succeed(AiModel.AiModel, counted))))
+      )
+      const succeeded = results.filter((r): r is TaskSucceeded => r._tag === "TaskSucceeded")
+      return { results, succeeded, refusals, waited, flow }
+    })
+
+  // 200 tasks of about 300 tokens each (prompt + maxTokens 256): ~60k tokens, over 3 minutes at 20k/min.
+  const tpm = 20_000
+
+  it.effect("with our limit given, the provider's token limit refuses nothing; tasks wait their turn and their records say how long", () =>
+    Effect.gen(function*() {
+      const budgeted = yield* runFlow({ tokensPerMinute: tpm }, { concurrency: 16, tokenBudget: { limits: { tokens: tpm } } })
+      expect(budgeted.succeeded).toHaveLength(batch.length)
+      expect(budgeted.refusals.rateLimited).toBe(0)
+      expect(budgeted.waited.length).toBeGreaterThan(0)
+      expect(budgeted.waited.every((event) => event.waitMillis > 0 && event.amount > 0)).toBe(true)
+      const waits = budgeted.succeeded.filter((r) => r.budgetWaitMs !== undefined)
+      expect(waits.length).toBeGreaterThan(0)
+      expect(budgeted.flow.budgets["embedded"]?.dimensions.tokens?.capacity).toBe(tpm)
+      // the same batch with no budget is refused, again and again
+      const unbudgeted = yield* runFlow({ tokensPerMinute: tpm }, { concurrency: 16, tokenBudget: false })
+      expect(unbudgeted.refusals.rateLimited).toBeGreaterThan(batch.length / 10)
+    }))
+
+  it.effect("learning the limit from the provider's reports, by default or probing first: at most 2% of calls refused, every task answered", () =>
+    Effect.gen(function*() {
+      for (const options of [{ concurrency: 16 }, { concurrency: 16, tokenBudget: {} }]) {
+        const learned = yield* runFlow({ tokensPerMinute: tpm }, options)
+        expect(learned.succeeded).toHaveLength(batch.length)
+        expect(learned.refusals.rateLimited).toBeLessThanOrEqual(Math.ceil(learned.refusals.calls * 0.02))
+        expect(learned.flow.budgets["embedded"]?.dimensions.tokens?.capacity).toBe(tpm)
+      }
+    }))
+
+  it.effect("a task that can never fit the budget fails at once with BudgetExceeded: not retried, no call made", () =>
+    Effect.gen(function*() {
+      let calls = 0
+      const { model } = scriptedModel("m", () => ({ latency: 10 }))
+      const counted: AiModel.AiModel.Service = { ...model, generate: (request) => Effect.suspend(() => (calls++, model.generate(request))) }
+      const result = yield* Effect.gen(function*() {
+        const agent = yield* AgentService.AgentService
+        return yield* Effect.flip(agent.process(new AgentTask({ id: "big", prompt: "p", maxTokens: 5_000 })))
+      }).pipe(
+        Effect.scoped,
+        Effect.provide(AgentService.layer({ tokenBudget: { limits: { tokens: 1_000 } } }).pipe(Layer.provide(Layer.succeed(AiModel.AiModel, counted))))
+      )
+      expect(result.error).toMatchObject({ _tag: "BudgetExceeded" })
+      expect(result.attempts).toBe(0)
+      expect(calls).toBe(0)
+    }))
+
+  it.effect("concurrency: \"adaptive\" finds room beyond its cautious start against a provider that can take it, and overloads it rarely", () =>
+    Effect.gen(function*() {
+      const adaptive = yield* runFlow({ capacity: 32, overloadAt: 2 }, { concurrency: "adaptive" })
+      expect(adaptive.succeeded).toHaveLength(batch.length)
+      expect(adaptive.flow.limit).toBeGreaterThan(AgentService.defaults.concurrency)
+      expect(adaptive.flow.active).toBe(0)
+      expect(adaptive.refusals.overloaded).toBeLessThanOrEqual(Math.ceil(adaptive.refusals.calls * 0.01))
+    }))
+
+  it.effect("a streamed answer reserves from the budget and settles with the usage of its final chunk", () =>
+    Effect.gen(function*() {
+      const model = yield* EmbeddedModel.make({ seed: 3, timeToFirstToken: "10 millis", perToken: "1 millis" })
+      const capacity = 10_000
+      const { before, chunks, after } = yield* Effect.gen(function*() {
+        const agent = yield* AgentService.AgentService
+        const before = yield* agent.flow
+        const fiber = yield* Effect.fork(Stream.runCollect(agent.stream(new AgentTask({ id: "s", prompt: "Summarise: a short story.", maxTokens: 200 }))))
+        yield* TestClock.adjust("1 minute")
+        const chunks = Chunk.toReadonlyArray(yield* Fiber.join(fiber))
+        return { before, chunks, after: yield* agent.flow }
+      }).pipe(
+        Effect.scoped,
+        Effect.provide(
+          AgentService.layer({ tokenBudget: { limits: { tokens: { limit: capacity, per: "1000 days" } } } }).pipe(
+            Layer.provide(Layer.succeed(AiModel.AiModel, model))
+          )
+        )
+      )
+      const usage = chunks.at(-1)?.usage
+      expect(usage).toBeDefined()
+      expect(before.budgets["embedded"]?.dimensions.tokens?.available).toBe(capacity)
+      const available = after.budgets["embedded"]?.dimensions.tokens?.available ?? 0
+      // what is left is what the answer used (plus a refill of well under one token)
+      expect(capacity - available).toBeCloseTo(usage!.promptTokens + usage!.completionTokens, 0)
+    }))
+})

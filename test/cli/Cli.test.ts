@@ -158,6 +158,10 @@ describe("Cli", () => {
     expect(Cli.normalizeArgs(argv("run", "t.jsonl", "--", "-o"))).toEqual(argv("run", "t.jsonl", "--", "-o"))
     expect(Cli.normalizeArgs(argv("run", "t.jsonl", "--help"))).toEqual(argv("--help", "run", "--help"))
     expect(Cli.normalizeArgs(argv("--version"))).toEqual(argv("--version"))
+    // every flag of every command takes no value, wherever it was defined
+    expect(Cli.normalizeArgs(argv("run", "--coalesce", "-", "--events", "e.jsonl"))).toEqual(argv("run", "--coalesce", "--events", "e.jsonl", "--", "-"))
+    expect(Cli.normalizeArgs(argv("run", "--memo-ttl", "-", "x"))).toEqual(argv("run", "--memo-ttl", "-", "x"))
+    expect(Cli.normalizeArgs(argv("ask", "what?", "--continue", "--help"))).toEqual(argv("--help", "ask", "--help"))
   })
 
   it.effect("exit 0 when every task was processed, even when some failed", () =>

@@ -2,7 +2,8 @@ import { FileSystem } from "@effect/platform"
 import { NodeContext } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Either, Exit, Layer, Option, Scope } from "effect"
-import { link, symlink } from "node:fs/promises"
+import { execFileSync } from "node:child_process"
+import { link, readFile, symlink } from "node:fs/promises"
 import { TaskFailed, TaskSucceeded } from "../../src/agent/AgentTask.js"
 import * as FileId from "../../src/cli/FileId.js"
 import * as OutputFile from "../../src/cli/OutputFile.js"
@@ -155,6 +156,25 @@ describe("OutputFile", () => {
             Effect.zipRight(out.sink.write(ok("a")), out.commit)))
           expect(yield* fs.readLink(`${dir}/link.jsonl`)).toBe(`${dir}/real/out.jsonl`)
           expect(yield* fs.readFileString(`${dir}/real/out.jsonl`)).toBe(`${okLine("a")}\n`)
+        })
+      ))
+
+    it.effect("a FIFO (-o >(jq .)) and /dev/null are written and committed: no offset to write at, nothing to sync", () =>
+      withTempDir((dir) =>
+        Effect.gen(function*() {
+          const fifo = `${dir}/out.fifo`
+          execFileSync("mkfifo", [fifo])
+          const read = Effect.promise(() => readFile(fifo, "utf8"))
+          const write = (path: string) =>
+            Effect.scoped(Effect.gen(function*() {
+              const output = yield* OutputFile.open(path, "truncate", OutputFile.none)
+              yield* output.sink.write(ok("a"))
+              yield* output.sink.write(ok("b"))
+              yield* output.commit
+            }))
+          const [text] = yield* Effect.all([read, write(fifo)], { concurrency: 2 })
+          expect(text).toBe(`${okLine("a")}\n${okLine("b")}\n`)
+          yield* write("/dev/null")
         })
       ))
 

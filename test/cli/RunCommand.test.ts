@@ -2,6 +2,7 @@ import { FileSystem } from "@effect/platform"
 import { NodeContext } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
 import { Cause, Effect, Exit, Fiber, Layer, Option, Random, TestClock } from "effect"
+import * as AgentEvent from "../../src/events/AgentEvent.js"
 import * as Cli from "../../src/cli/Cli.js"
 import * as Screen from "./Screen.js"
 import * as TestStdio from "./TestStdio.js"
@@ -161,7 +162,7 @@ describe("wiz run", () => {
       for (const row of recordRows) expect(JSON.parse(row)).toMatchObject({ status: "succeeded" })
       // the progress line was drawn between records, and ends as the last row before the summary
       expect(stdio.stderrWrites.filter((text) => text.includes(" retries, ")).length).toBeGreaterThan(12)
-      expect(rows[12]).toMatch(/^\[█{20}\] 12\/12, 0 failed, 0 retries, [\d.]+\/s, ETA 0s$/)
+      expect(rows[12]).toMatch(/^\[█{20}\] 12\/12, 0 failed, 0 retries, 0 in flight, [\d.]+\/s, ETA 0s$/)
       expect(rows[13]).toBe("succeeded   12")
     }))
 
@@ -183,7 +184,7 @@ describe("wiz run", () => {
         // the first plain line, 5 s in: some tasks run at about 1/s (done also counts the skipped
         // lines already read), and ten minus those are left to run; counting the skipped lines not
         // reached yet as work left would say ten seconds more
-        const [, shown, rate, eta] = (/^(\d+)\/20 done, 0 failed, 0 retries, ([\d.]+)\/s, ETA (\d+)s\n$/.exec(stdio.stderrWrites[0]!) ?? [])
+        const [, shown, rate, eta] = (/^(\d+)\/20 done(?: \(10 resumed\))?, 0 failed, 0 retries, 1 in flight, ([\d.]+)\/s, ETA (\d+)s\n$/.exec(stdio.stderrWrites[0]!) ?? [])
           .map(Number)
         const ran = Math.round(rate! * 5)
         expect(ran).toBeGreaterThanOrEqual(1)
@@ -266,5 +267,114 @@ describe("wiz run", () => {
         "succeeded   30\nfailed      0\ninvalid     0\nskipped     0 (already in the output)\n" +
           `attempts    ${30 + refusedByOutage} (${refusedByOutage} retries)\nbreaker     3 transitions\n`
       )
+    }))
+
+  it.effect("--events writes every event of the run as JSON Lines that decode with the events' schema, one TaskFinished per task", () =>
+    withTempDir((dir, fs) =>
+      Effect.gen(function*() {
+        const ids = Array.from({ length: 12 }, (_, i) => `e${i + 1}`)
+        yield* fs.writeFileString(`${dir}/tasks.jsonl`, [...ids.map((id) => task(id)), "{broken"].join("\n") + "\n")
+        yield* fs.writeFileString(`${dir}/events.jsonl`, "old events\n")
+        const stdio = TestStdio.make()
+        const fiber = yield* Effect.fork(
+          wiz(stdio, "run", `${dir}/tasks.jsonl`, "-o", `${dir}/out.jsonl`, "--events", `${dir}/events.jsonl`,
+            "--failure-rate", "0.3", "--seed", "3", "--retries", "5", ...instant)
+        )
+        while (Option.isNone(yield* Fiber.poll(fiber))) yield* TestClock.adjust("250 millis")
+        expect(Exit.isSuccess(yield* Fiber.await(fiber))).toBe(true)
+        const text = yield* fs.readFileString(`${dir}/events.jsonl`)
+        expect(text.endsWith("\n")).toBe(true)
+        // truncated first: every line is an event of this run
+        const events = yield* Effect.forEach(text.trimEnd().split("\n"), AgentEvent.fromJson)
+        const finished = events.filter(AgentEvent.is("TaskFinished"))
+        expect(finished.map((event) => event.taskId).sort()).toEqual([...ids].sort())
+        expect(events.filter(AgentEvent.is("TaskStarted")).map((event) => event.taskId).sort()).toEqual([...ids].sort())
+        // each event line is exactly what the schema encodes (no other field, nothing lost)
+        expect(yield* Effect.forEach(events, AgentEvent.toJson)).toEqual(text.trimEnd().split("\n"))
+        // the retries in the events file are the ones the summary counts, and the records' attempts
+        const records = parseRecords(yield* fs.readFileString(`${dir}/out.jsonl`)).filter((r) => r.status !== "invalid")
+        const retries = events.filter(AgentEvent.is("RetryScheduled")).length
+        expect(retries).toBeGreaterThan(0)
+        expect(retries).toBe(records.reduce((sum, r) => sum + Number(r.attempts), 0) - records.length)
+        expect(stdio.stderr()).toContain(`(${retries} retries)`)
+      })
+    ))
+
+  it.effect("--events is never the input or the output (by name or by link): a usage error before anything is opened", () =>
+    withTempDir((dir, fs) =>
+      Effect.gen(function*() {
+        yield* fs.writeFileString(`${dir}/tasks.jsonl`, task("a") + "\n")
+        yield* fs.writeFileString(`${dir}/out.jsonl`, "kept\n")
+        yield* fs.symlink(`${dir}/out.jsonl`, `${dir}/link.jsonl`)
+        const refused = (...args: ReadonlyArray<string>) =>
+          Effect.gen(function*() {
+            const stdio = TestStdio.make()
+            const exit = yield* Effect.exit(wiz(stdio, "run", `${dir}/tasks.jsonl`, ...args, ...instant))
+            expect(Exit.isFailure(exit) && Cli.exitCode(exit)).toBe(2)
+            return Exit.isFailure(exit) ? Cause.squash(exit.cause) : undefined
+          })
+        expect(String(yield* refused("--events", `${dir}/tasks.jsonl`, "-o", `${dir}/x.jsonl`))).toContain(
+          `the events file "${dir}/tasks.jsonl" is the input "${dir}/tasks.jsonl", one file`
+        )
+        expect(String(yield* refused("--events", `${dir}/./link.jsonl`, "-o", `${dir}/out.jsonl`))).toContain(
+          `the events file "${dir}/./link.jsonl" is the output "${dir}/out.jsonl", one file`
+        )
+        expect(String(yield* refused("--events", `${dir}/new.jsonl`, "-o", `${dir}/sub/../new.jsonl`))).toContain("is the output")
+        expect(String(yield* refused("--events", "-"))).toContain("--events needs a FILE of its own")
+        // nothing was opened: the output is as it was and no events file was created
+        expect(yield* fs.readFileString(`${dir}/out.jsonl`)).toBe("kept\n")
+        expect(yield* fs.exists(`${dir}/new.jsonl`)).toBe(false)
+        expect(yield* fs.exists(`${dir}/x.jsonl`)).toBe(false)
+      })
+    ))
+
+  it.effect("--coalesce: identical tasks in flight share one call, each gets its own record, and the summary counts the calls once", () =>
+    Effect.gen(function*() {
+      // three prompts, each asked by three tasks at once (and one asked alone)
+      const lines = ["x", "y", "z"].flatMap((p) =>
+        [1, 2, 3].map((n) => `{"id":"${p}${n}","prompt":"Summarise: ${p} is a shared prompt about retries."}`)
+      )
+      lines.push(task("alone"))
+      const stdio = TestStdio.make({ stdin: lines.join("\n") })
+      const fiber = yield* Effect.fork(
+        wiz(stdio, "run", "--coalesce", "--concurrency", "10", "--time-to-first-token", "200ms", "--per-token", "0", "--seed", "1",
+          "--no-progress", "-")
+      )
+      while (Option.isNone(yield* Fiber.poll(fiber))) yield* TestClock.adjust("50 millis")
+      const records = parseRecords(stdio.stdout())
+      expect(records.map((r) => r.id).sort()).toEqual([...lines.map((line) => JSON.parse(line).id as string)].sort())
+      const roles = (prefix: string) =>
+        records.filter((r) => String(r.id).startsWith(prefix)).map((r) => (r.coalesced as { role: string }).role).sort()
+      for (const prefix of ["x", "y", "z"]) expect(roles(prefix)).toEqual(["joined", "joined", "led"])
+      // every task of one prompt got the same answer
+      for (const prefix of ["x", "y", "z"]) {
+        expect(new Set(records.filter((r) => String(r.id).startsWith(prefix)).map((r) => r.output)).size).toBe(1)
+      }
+      const joined = records.filter((r) => (r.coalesced as { role: string } | undefined)?.role === "joined").length
+      const calls = records.filter((r) => (r.coalesced as { role: string } | undefined)?.role !== "joined")
+        .reduce((sum, r) => sum + Number(r.attempts), 0)
+      expect([joined, calls]).toEqual([6, 4])
+      expect(stdio.stderr()).toContain(`succeeded   10\n`)
+      expect(stdio.stderr()).toContain(`attempts    ${calls} (0 retries)\nshared      ${joined} joined a call, 0 from the memo\n`)
+    }))
+
+  it.effect("--memo-ttl answers a task asked again within the TTL from the memo, with no call; after the TTL it calls again", () =>
+    Effect.gen(function*() {
+      const again = (id: string) => `{"id":"${id}","prompt":"Summarise: one prompt, asked again."}`
+      // one task at a time, 400 ms each: m1 is answered at 0.4 s, m2 and m3 (at 0.4 s and 0.8 s)
+      // are within the TTL of 1 s, m4 (at 1.6 s) is not
+      const lines = [again("m1"), again("m2"), task("o1"), again("m3"), task("o2"), task("o3"), again("m4")]
+      const stdio = TestStdio.make({ stdin: lines.join("\n") })
+      const fiber = yield* Effect.fork(
+        wiz(stdio, "run", "--memo-ttl", "1s", "--concurrency", "1", "--time-to-first-token", "400ms", "--per-token", "0",
+          "--seed", "1", "--no-progress", "-")
+      )
+      while (Option.isNone(yield* Fiber.poll(fiber))) yield* TestClock.adjust("50 millis")
+      const records = parseRecords(stdio.stdout())
+      const byId = new Map(records.map((r) => [r.id, r]))
+      expect([...byId.keys()].sort()).toEqual(["m1", "m2", "m3", "m4", "o1", "o2", "o3"])
+      for (const id of ["m1", "m4"]) expect([id, byId.get(id)!.memoized, byId.get(id)!.attempts]).toEqual([id, undefined, 1])
+      for (const id of ["m2", "m3"]) expect(byId.get(id)).toMatchObject({ memoized: true, attempts: 0, output: byId.get("m1")!.output })
+      expect(stdio.stderr()).toContain("attempts    5 (0 retries)\nshared      0 joined a call, 2 from the memo\n")
     }))
 })

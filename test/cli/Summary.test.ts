@@ -46,13 +46,6 @@ describe("Summary", () => {
       yield* stats.recordEvent(new AgentEvent.FallbackUsed({ taskId: "s3", tier: "static", failures: [] }))
       yield* stats.recordEvent(new AgentEvent.TaskFinished({ taskId: "s1", status: "succeeded", attempts: 1, durationMs: 10 }))
 
-      expect(yield* stats.counts).toEqual({
-        done: 25,
-        failed: 3,
-        retries: 3,
-        finished: 22,
-        circuits: [{ breaker: "embedded", state: "open" }]
-      })
       const summary = yield* stats.summary(4000)
       expect(summary).toEqual({
         succeeded: 19,
@@ -63,6 +56,8 @@ describe("Summary", () => {
         skipped: 1,
         attempts: 18 + 3 + 12,
         retries: 3,
+        joined: 0,
+        memoized: 0,
         givenUp: [["budget", 2], ["max-attempts", 1]],
         breakerTransitions: 1,
         fallbacks: 1,
@@ -112,18 +107,48 @@ describe("Summary", () => {
       )
     }))
 
-  it.effect("issue 6: the circuits that are not closed come from the breaker's transitions, with when an open one probes", () =>
+  it.effect("issue 8.7: tasks that joined a call in flight or came from the memo are counted, and a joined task's shared calls are not counted twice", () =>
     Effect.gen(function*() {
       const stats = yield* Summary.makeStats
-      const transition = (from: string, to: string, atMillis: number, untilMillis?: number) =>
-        stats.recordEvent(
-          new AgentEvent.BreakerTransition({ breaker: "embedded", from, to, atMillis, ...(untilMillis === undefined ? {} : { untilMillis }) })
-        )
-      yield* transition("Closed", "Open", 1_000, 6_000)
-      expect((yield* stats.counts).circuits).toEqual([{ breaker: "embedded", state: "open", probeAtMillis: 6_000 }])
-      yield* transition("Open", "HalfOpen", 6_000)
-      expect((yield* stats.counts).circuits).toEqual([{ breaker: "embedded", state: "half-open" }])
-      yield* transition("HalfOpen", "Closed", 6_200)
-      expect((yield* stats.counts).circuits).toEqual([])
+      // one call of 3 attempts served three tasks: the leader and two that joined it
+      const shared = (id: string, role: "led" | "joined") =>
+        new TaskSucceeded({ id, output: "ok", attempts: 3, model: "embedded", degraded: false, durationMs: 40, coalesced: { role, callers: 3 } })
+      yield* stats.recordResult(shared("a", "led"))
+      yield* stats.recordResult(shared("b", "joined"))
+      yield* stats.recordResult(shared("c", "joined"))
+      // a failed call of 2 attempts, led by d and joined by e: both fail, the calls count once
+      const error = { _tag: "Overloaded", message: "embedded: overloaded" }
+      yield* stats.recordResult(new TaskFailed({ id: "d", error, attempts: 2, durationMs: 9, coalesced: { role: "led", callers: 2 } }))
+      yield* stats.recordResult(new TaskFailed({ id: "e", error, attempts: 2, durationMs: 9, coalesced: { role: "joined", callers: 2 } }))
+      // answered from the memo: no call
+      yield* stats.recordResult(
+        new TaskSucceeded({ id: "f", output: "ok", attempts: 0, model: "embedded", degraded: false, durationMs: 0, memoized: true })
+      )
+      yield* stats.recordResult(succeeded("g", 10))
+      const summary = yield* stats.summary(1000)
+      expect([summary.succeeded, summary.failed, summary.attempts, summary.joined, summary.memoized]).toEqual([5, 2, 3 + 2 + 1, 3, 1])
+      expect(summary.failedByTag).toEqual([["Overloaded", 2]])
+      const text = Summary.render(summary)
+      expect(text).toContain("attempts    6 (0 retries)\nshared      3 joined a call, 1 from the memo\nbreaker     0 transitions\n")
+    }))
+
+  it.effect("a task that joined a leader answered from the memo counts once, as memoized: no call was shared", () =>
+    Effect.gen(function*() {
+      const stats = yield* Summary.makeStats
+      const fromMemo = (id: string, role: "led" | "joined") =>
+        new TaskSucceeded({ id, output: "ok", attempts: 0, model: "embedded", degraded: false, durationMs: 0, memoized: true, coalesced: { role, callers: 2 } })
+      yield* stats.recordResult(fromMemo("a", "led"))
+      yield* stats.recordResult(fromMemo("b", "joined"))
+      const summary = yield* stats.summary(1000)
+      expect([summary.succeeded, summary.attempts, summary.joined, summary.memoized]).toEqual([2, 0, 0, 2])
+    }))
+
+  it.effect("the shared line is there when the run could share, even if nothing was shared, and not otherwise", () =>
+    Effect.gen(function*() {
+      const stats = yield* Summary.makeStats
+      yield* stats.recordResult(succeeded("a", 10))
+      const summary = yield* stats.summary(1000)
+      expect(Summary.render(summary)).not.toContain("shared")
+      expect(Summary.render(summary, { shared: true })).toContain("\nshared      0 joined a call, 0 from the memo\n")
     }))
 })

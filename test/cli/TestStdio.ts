@@ -21,6 +21,8 @@ export interface Options {
   readonly stdin?: string | Uint8Array
   /** stderr is a terminal. */
   readonly isTTY?: boolean
+  /** The width of the stderr terminal (0: unknown). */
+  readonly columns?: number
   /** stdout is a terminal. */
   readonly stdoutIsTTY?: boolean
   readonly stdoutClosed?: boolean
@@ -58,6 +60,7 @@ export const make = (options: Options = {}): TestStdio => {
           }),
         stdoutIsTTY: options.stdoutIsTTY ?? false,
         stderrIsTTY: options.isTTY ?? false,
+        stderrColumns: Effect.succeed(options.columns ?? 0),
         stdoutClosed: options.stdoutClosed ?? false,
         stdinFile: Option.fromNullable(options.stdinFile),
         stdoutFile: Option.fromNullable(options.stdoutFile)

@@ -256,11 +256,41 @@ describe("wiz (the executable)", { timeout: 180_000 }, () => {
           expect(recordRows.map((row) => JSON.parse(row).id).sort()).toEqual(ids(15))
           // the progress line was drawn (a bar), and is the row just above the summary
           const summaryAt = rows.findIndex((row) => row.startsWith("succeeded "))
-          expect(rows[summaryAt - 1]).toMatch(/^\[█{20}\] 15\/15, 0 failed, 0 retries, [\d.]+\/s, ETA 0s$/)
+          expect(rows[summaryAt - 1]).toMatch(/^\[█{20}\] 15\/15, 0 failed, 0 retries, 0 in flight, [\d.]+\/s, ETA 0s$/)
           expect(run.stdout).toContain("\r\x1b[K{")
         })
       )
   )
+
+  it.live("-o and --events to a process substitution (a pipe: no offset, no fsync) or /dev/null; wiz ask on a pipe", () =>
+    withTempDir((dir, fs) =>
+      Effect.gen(function*() {
+        yield* fs.writeFileString(`${dir}/t.jsonl`, tasks(20))
+        const run = yield* Process.bash(
+          [
+            `wiz run t.jsonl -o >(cat > out.jsonl) --events >(cat > events.jsonl) --coalesce ${instant} || echo "FAILED sub $?" >&2`,
+            `wiz run t.jsonl -o /dev/null --events /dev/null ${instant} || echo "FAILED null $?" >&2`,
+            `wiz ask "Summarise: a pipe has no offset." --time-to-first-token 0 --per-token 0 | cat > answer.txt || echo "FAILED ask $?" >&2`
+          ].join("\n"),
+          { cwd: dir }
+        )
+        expect(run.stderr).not.toContain("FAILED")
+        expect(run.stderr).not.toMatch(/ESPIPE|EINVAL/)
+        // the readers of the substitutions may finish after the script
+        const complete = (path: string, n: number) =>
+          fs.readFileString(`${dir}/${path}`).pipe(
+            Effect.filterOrFail((text) => text.split("\n").filter((line) => line !== "").length >= n),
+            Effect.retry(Schedule.spaced("50 millis").pipe(Schedule.upTo("10 seconds")))
+          )
+        expect(records(yield* complete("out.jsonl", 20)).map((r) => r.id).sort()).toEqual(ids(20))
+        const events = records(yield* complete("events.jsonl", 40))
+        expect(events.filter((event) => event._tag === "TaskFinished")).toHaveLength(20)
+        const answer = yield* fs.readFileString(`${dir}/answer.txt`)
+        expect(answer.length).toBeGreaterThan(10)
+        expect(answer.endsWith("\n")).toBe(true)
+        expect(answer).not.toContain("\x1b")
+      })
+    ))
 
   it.live("issue 7.10: --help on a pipe prints no ANSI escapes and the usage line $ wiz run", () =>
     withTempDir((dir) =>

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Cause, Clock, Deferred, Effect, Exit, FastCheck as fc, Fiber, FiberId, Option, TestClock } from "effect"
 import * as Bulkhead from "../../src/concurrency/Bulkhead.js"
+import { interruptedWaiterScenario } from "./interruptedWaiter.js"
 
 /** Lets every forked fiber run until it is suspended (queued on the bulkhead, or sleeping). */
 const settle = TestClock.adjust(0)
@@ -158,34 +159,8 @@ describe("Bulkhead", () => {
   it.effect("interrupting a waiter removes it from the queue and leaks no permit", () =>
     Effect.gen(function* () {
       const bulkhead = yield* Bulkhead.make({ permits: 1 })
-      const admitted: Array<string> = []
-      const start = (name: string) =>
-        Effect.fork(
-          bulkhead.withPermit(
-            Effect.zipRight(
-              Effect.flatMap(Clock.currentTimeMillis, (t) => Effect.sync(() => admitted.push(`${name}@${t}`))),
-              Effect.sleep("1 second")
-            )
-          )
-        )
-      const holder = yield* start("holder")
-      yield* settle
-      const a = yield* start("a")
-      yield* settle
-      const b = yield* start("b")
-      yield* settle
-      const c = yield* start("c")
-      yield* settle
-      expect(yield* bulkhead.waiting).toBe(3)
-
-      expect(Exit.isInterrupted(yield* Fiber.interrupt(b))).toBe(true)
-      expect(yield* bulkhead.waiting).toBe(2)
-
-      yield* TestClock.adjust("3 seconds")
-      yield* Fiber.join(Fiber.zip(holder, Fiber.zip(a, c)))
-      expect(admitted).toEqual(["holder@0", "a@1000", "c@2000"])
+      yield* interruptedWaiterScenario(bulkhead.withPermit, bulkhead.waiting)
       expect(yield* bulkhead.available).toBe(1)
-      expect(yield* bulkhead.waiting).toBe(0)
     }))
 
   it.effect("interrupting a holder releases its permits to the next waiter at once", () =>
@@ -284,6 +259,158 @@ describe("Bulkhead", () => {
       expect(Exit.isFailure(invalid) && Cause.isDie(invalid.cause)).toBe(true)
     }))
 
+  describe("maxQueued", () => {
+    interface Arrival {
+      readonly permits: number
+      /**
+       * Time since the previous arrival. Arrivals fall on 5 ms marks (mod 10) and latencies are a
+       * quarter millisecond past a 10 ms mark, so no end coincides with an arrival.
+       */
+      readonly gap: number
+      readonly latency: number
+      /** Held through `takePermits` in a scope instead of `withPermits`: the same queue and bound. */
+      readonly scoped: boolean
+    }
+
+    /** What a strict FIFO bulkhead with a bounded queue does: each task's start time, or "full". */
+    const expected = (permits: number, maxQueued: number, arrivals: ReadonlyArray<Arrival>): Array<number | "full"> => {
+      let free = permits
+      const queue: Array<number> = []
+      const running: Array<{ end: number; permits: number }> = []
+      const result: Array<number | "full"> = []
+      const start = (i: number, at: number) => {
+        free -= arrivals[i]!.permits
+        running.push({ end: at + arrivals[i]!.latency, permits: arrivals[i]!.permits })
+        result[i] = at
+      }
+      // completions strictly before `until`, in time order, each letting the queue move
+      const advance = (until: number) => {
+        for (;;) {
+          const next = running.reduce<{ end: number; permits: number } | undefined>(
+            (min, r) => (min === undefined || r.end < min.end ? r : min),
+            undefined
+          )
+          if (next === undefined || next.end >= until) return
+          running.splice(running.indexOf(next), 1)
+          free += next.permits
+          while (queue.length > 0 && arrivals[queue[0]!]!.permits <= free) start(queue.shift()!, next.end)
+        }
+      }
+      let now = 5
+      arrivals.forEach((arrival, i) => {
+        now += arrival.gap
+        advance(now)
+        if (queue.length === 0 && free >= arrival.permits) start(i, now)
+        else if (queue.length >= maxQueued) result[i] = "full"
+        else queue.push(i)
+      })
+      advance(Infinity)
+      return result
+    }
+
+    const scenario = fc.integer({ min: 1, max: 4 }).chain((permits) =>
+      fc.record({
+        permits: fc.constant(permits),
+        maxQueued: fc.integer({ min: 0, max: 4 }),
+        arrivals: fc.array(
+          fc.record({
+            permits: fc.integer({ min: 1, max: permits }),
+            gap: fc.integer({ min: 0, max: 5 }).map((n) => n * 10),
+            latency: fc.integer({ min: 1, max: 10 }).map((n) => n * 10 + 0.25),
+            scoped: fc.boolean()
+          }),
+          { minLength: 1, maxLength: 20 }
+        )
+      })
+    )
+
+    it.effect.prop(
+      "BulkheadFull exactly when the queue is full: never a caller too early, never one too many waiting (withPermits and takePermits alike)",
+      { scenario },
+      ({ scenario: { arrivals, maxQueued, permits } }) =>
+        Effect.gen(function* () {
+          const bulkhead = yield* Bulkhead.make({ permits, maxQueued })
+          let maxWaiting = 0
+          const fibers: Array<Fiber.RuntimeFiber<number, Bulkhead.BulkheadFull>> = []
+          yield* TestClock.adjust(5)
+          for (const arrival of arrivals) {
+            yield* TestClock.adjust(arrival.gap)
+            const task = Effect.zipLeft(Clock.currentTimeMillis, Effect.sleep(arrival.latency))
+            fibers.push(yield* Effect.fork(
+              arrival.scoped
+                ? Effect.scoped(Effect.zipRight(bulkhead.takePermits(arrival.permits), task))
+                : bulkhead.withPermits(arrival.permits)(task)
+            ))
+            yield* settle
+            const stats = yield* bulkhead.stats
+            maxWaiting = Math.max(maxWaiting, stats.queued)
+            expect(stats.queued).toBe(yield* bulkhead.waiting)
+            expect(stats.available).toBe(yield* bulkhead.available)
+          }
+          yield* TestClock.adjust(arrivals.reduce((sum, a) => sum + a.latency, 0))
+          const exits = yield* Effect.forEach(fibers, Fiber.await)
+          expect(exits.map((exit) =>
+            Exit.isSuccess(exit) ? exit.value : Exit.isFailure(exit) && Cause.isFailType(exit.cause) ? "full" : "other"
+          )).toEqual(expected(permits, maxQueued, arrivals))
+          for (const exit of exits) {
+            if (Exit.isFailure(exit)) expect(exit).toEqual(Exit.fail(new Bulkhead.BulkheadFull({ permits, maxQueued })))
+          }
+          expect(maxWaiting).toBeLessThanOrEqual(maxQueued)
+          expect(yield* bulkhead.stats).toEqual({ permits, available: permits, active: 0, queued: 0, maxQueued })
+        }),
+      { fastCheck: { numRuns: 40 } }
+    )
+
+    it.effect("stats: permits in use, callers running and waiting, live; an interrupted waiter frees its place in the queue", () =>
+      Effect.gen(function* () {
+        const bulkhead = yield* Bulkhead.make({ permits: 3, maxQueued: 2 })
+        const a = yield* Effect.fork(bulkhead.withPermits(2)(Effect.sleep("1 second")))
+        const b = yield* Effect.fork(bulkhead.withPermit(Effect.sleep("1 second")))
+        yield* settle
+        expect(yield* bulkhead.stats).toEqual({ permits: 3, available: 0, active: 2, queued: 0, maxQueued: 2 })
+        const c = yield* Effect.fork(bulkhead.withPermits(3)(Effect.sleep("1 second")))
+        const d = yield* Effect.fork(bulkhead.withPermit(Effect.sleep("1 second")))
+        yield* settle
+        expect(yield* bulkhead.stats).toEqual({ permits: 3, available: 0, active: 2, queued: 2, maxQueued: 2 })
+        const full = yield* Effect.flip(bulkhead.withPermit(Effect.void))
+        expect(full).toEqual(new Bulkhead.BulkheadFull({ permits: 3, maxQueued: 2 }))
+        expect(full.message).toBe("bulkhead full: all 3 permits taken and 2 callers already waiting")
+        yield* Fiber.interrupt(d)
+        expect((yield* bulkhead.stats).queued).toBe(1)
+        const e = yield* Effect.fork(bulkhead.withPermit(Clock.currentTimeMillis))
+        yield* settle
+        expect((yield* bulkhead.stats).queued).toBe(2)
+        yield* TestClock.adjust("1 second")
+        // a and b are done; c (3 permits) runs, e waits behind it
+        expect(yield* bulkhead.stats).toEqual({ permits: 3, available: 0, active: 1, queued: 1, maxQueued: 2 })
+        yield* TestClock.adjust("1 second")
+        expect(yield* Fiber.join(e)).toBe(2000)
+        yield* Fiber.join(Fiber.zip(a, Fiber.zip(b, c)))
+        expect(yield* bulkhead.stats).toEqual({ permits: 3, available: 3, active: 0, queued: 0, maxQueued: 2 })
+      }))
+
+    it.effect("maxQueued 0: nobody waits; a free permit is still taken at once", () =>
+      Effect.gen(function* () {
+        const bulkhead = yield* Bulkhead.make({ permits: 1, maxQueued: 0 })
+        const holder = yield* Effect.fork(bulkhead.withPermit(Effect.sleep("1 second")))
+        yield* settle
+        expect(yield* Effect.flip(bulkhead.withPermit(Effect.void))).toEqual(new Bulkhead.BulkheadFull({ permits: 1, maxQueued: 0 }))
+        yield* TestClock.adjust("1 second")
+        yield* Fiber.join(holder)
+        expect(yield* bulkhead.withPermit(Effect.succeed("ran"))).toBe("ran")
+      }))
+
+    it.effect("an unbounded bulkhead never fails with BulkheadFull (its type has no such error); a bad bound is a defect", () =>
+      Effect.gen(function* () {
+        const bulkhead: Bulkhead.Bulkhead = yield* Bulkhead.make({ permits: 1 })
+        expect((yield* bulkhead.stats).maxQueued).toBe(Infinity)
+        for (const maxQueued of [-1, 1.5, Number.NaN]) {
+          const exit = yield* Effect.exit(Bulkhead.make({ permits: 1, maxQueued }))
+          expect(Exit.isFailure(exit) && Cause.isDie(exit.cause)).toBe(true)
+        }
+      }))
+  })
+
   it.effect("takePermits holds the permits until its scope closes, in the same FIFO queue as withPermits", () =>
     Effect.gen(function* () {
       const bulkhead = yield* Bulkhead.make({ permits: 2 })
@@ -325,5 +452,27 @@ describe("Bulkhead", () => {
       expect(yield* bulkhead.available).toBe(1)
       const exit = yield* Effect.exit(Effect.scoped(bulkhead.takePermits(2)))
       expect(exit).toEqual(Exit.die(new RangeError("Bulkhead: cannot take 2 permits of 1")))
+    }))
+
+  it.effect("takePermits on a bounded bulkhead: counted in stats, BulkheadFull when the queue is full, an interrupted waiter leaves its place", () =>
+    Effect.gen(function* () {
+      const bulkhead = yield* Bulkhead.make({ permits: 1, maxQueued: 3 })
+      const scoped = <A, E, R>(self: Effect.Effect<A, E, R>) =>
+        Effect.scoped(Effect.zipRight(bulkhead.takePermits(1), self))
+      const holder = yield* Effect.fork(scoped(Effect.sleep("1 second")))
+      const waiter = yield* Effect.fork(scoped(Effect.void))
+      yield* settle
+      expect(yield* bulkhead.stats).toEqual({ permits: 1, available: 0, active: 1, queued: 1, maxQueued: 3 })
+      const others = yield* Effect.fork(Effect.all([scoped(Effect.never), scoped(Effect.never)], { concurrency: "unbounded" }))
+      yield* settle
+      const full = yield* Effect.flip(Effect.scoped(bulkhead.takePermits(1)))
+      expect(full).toEqual(new Bulkhead.BulkheadFull({ permits: 1, maxQueued: 3 }))
+      yield* Fiber.interrupt(others)
+      expect((yield* bulkhead.stats).queued).toBe(1)
+      yield* TestClock.adjust("1 second")
+      yield* Fiber.join(Fiber.zip(holder, waiter))
+      expect(yield* bulkhead.stats).toEqual({ permits: 1, available: 1, active: 0, queued: 0, maxQueued: 3 })
+      yield* interruptedWaiterScenario(scoped, bulkhead.waiting)
+      expect(yield* bulkhead.stats).toEqual({ permits: 1, available: 1, active: 0, queued: 0, maxQueued: 3 })
     }))
 })

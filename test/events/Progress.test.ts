@@ -126,6 +126,96 @@ describe("Progress", () => {
         )
       }))
 
+    it.effect("issue 7 #9: inputs not reached yet that an earlier run answered are no work left; each skip counts one off", () =>
+      Effect.gen(function*() {
+        // 20 inputs, the last 10 answered by an earlier run: 5 finished in 5 s
+        const progress = yield* Progress.make({ total: 20 })
+        yield* progress.setAnsweredAhead(10)
+        const run = yield* Effect.fork(finishEvery(progress, 5, 1000))
+        yield* TestClock.adjust("5 seconds")
+        yield* Fiber.join(run)
+        const before = yield* progress.snapshot
+        // 1 per second, 20 - 5 done - 10 answered ahead = 5 left: 5 s (not 15 s)
+        expect([before.done, before.answeredAhead, before.etaMillis]).toEqual([5, 10, Option.some(5000)])
+        // the ten are reached and skipped in no time: done, not in the rate, and no longer ahead
+        yield* progress.skipped(10)
+        const after = yield* progress.snapshot
+        expect([after.done, after.answeredAhead, after.perSecond, after.etaMillis]).toEqual([
+          15,
+          0,
+          Option.some(1),
+          Option.some(5000)
+        ])
+        // more skips than were announced never make it negative
+        yield* progress.skipped(3)
+        expect((yield* progress.snapshot).answeredAhead).toBe(0)
+        expect(Exit.isFailure(yield* Effect.exit(progress.setAnsweredAhead(-1)))).toBe(true)
+      }))
+
+    it.effect("issue 7 #2: a total estimated while the input is read shows as ~N, until the real one is set", () =>
+      Effect.gen(function*() {
+        const progress = yield* Progress.make()
+        yield* TestClock.adjust("2 seconds")
+        for (let i = 0; i < 4; i++) yield* progress.succeeded
+        yield* progress.setTotal(300, { estimated: true })
+        const estimated = yield* progress.snapshot
+        expect([estimated.total, estimated.estimated, estimated.etaMillis]).toEqual([Option.some(300), true, Option.some(148_000)])
+        expect(Progress.format("plain", estimated)).toBe("4/~300 done, 0 failed, 0 retries, 0 in flight, 2.0/s, ETA 2m28s")
+        expect(Progress.format("tty", estimated)).toBe(
+          "[░░░░░░░░░░░░░░░░░░░░] 4/~300, 0 failed, 0 retries, 0 in flight, 2.0/s, ETA 2m28s"
+        )
+        yield* progress.setTotal(10)
+        expect(Progress.format("plain", yield* progress.snapshot)).toBe(
+          "4/10 done, 0 failed, 0 retries, 0 in flight, 2.0/s, ETA 3s"
+        )
+      }))
+
+    it.effect("setTotal with the total it already has publishes no change", () =>
+      Effect.gen(function*() {
+        const progress = yield* Progress.make()
+        const seen = yield* Effect.fork(Stream.runCollect(Stream.take(progress.changes, 4)))
+        yield* Effect.repeatN(Effect.yieldNow(), 10)
+        yield* progress.setTotal(5, { estimated: true })
+        yield* progress.setTotal(5, { estimated: true })
+        yield* progress.setTotal(5)
+        yield* progress.setTotal(5)
+        yield* progress.setTotal(6)
+        const totals = Chunk.toReadonlyArray(yield* Fiber.join(seen)).map((s) => [s.total, s.estimated])
+        expect(totals).toEqual([[Option.none(), false], [Option.some(5), true], [Option.some(5), false], [Option.some(6), false]])
+      }))
+
+    it.effect("issue 6: breaker transitions keep the circuits that are not closed, with when an open one probes", () =>
+      Effect.gen(function*() {
+        const progress = yield* Progress.make({ total: 300 })
+        const transition = (breaker: string, from: string, to: string, atMillis: number, untilMillis?: number) =>
+          progress.record(
+            new AgentEvent.BreakerTransition({ breaker, from, to, atMillis, ...(untilMillis === undefined ? {} : { untilMillis }) })
+          )
+        yield* TestClock.adjust("1 second")
+        yield* transition("embedded", "Closed", "Open", 1_000, 13_000)
+        yield* transition("backup", "Closed", "Isolated", 1_000)
+        const open = yield* progress.snapshot
+        expect(open.circuits).toEqual([
+          { breaker: "embedded", state: "open", probeAtMillis: Option.some(13_000) },
+          { breaker: "backup", state: "isolated", probeAtMillis: Option.none() }
+        ])
+        expect(Progress.format("plain", open)).toBe(
+          "0/300 done, 0 failed, 0 retries, 0 in flight, 0.0/s, ETA --, circuit embedded open (probe in 12s), circuit backup isolated"
+        )
+        // its open time over but no transition seen yet: it is about to probe
+        yield* TestClock.adjust("12 seconds")
+        expect(Progress.formatCircuit(open.circuits[0]!, (yield* progress.snapshot).nowMillis)).toBe("circuit embedded open (probing)")
+        yield* transition("embedded", "Open", "HalfOpen", 13_000)
+        yield* transition("backup", "Isolated", "Closed", 13_000)
+        const probing = yield* progress.snapshot
+        expect(probing.circuits).toEqual([{ breaker: "embedded", state: "half-open", probeAtMillis: Option.none() }])
+        expect(Progress.format("plain", probing)).toBe(
+          "0/300 done, 0 failed, 0 retries, 0 in flight, 0.0/s, ETA --, circuit embedded half-open (probing)"
+        )
+        yield* transition("embedded", "HalfOpen", "Closed", 13_200)
+        expect((yield* progress.snapshot).circuits).toEqual([])
+      }))
+
     it.effect("a total that is not a non-negative integer is a defect", () =>
       Effect.gen(function*() {
         expect(Exit.isFailure(yield* Effect.exit(Progress.make({ total: -1 })))).toBe(true)
@@ -219,6 +309,26 @@ describe("Progress", () => {
         }).pipe(Effect.scoped, Effect.provide(screen.layer), Effect.provide(Progress.layer({ total: 4 })))
         // 29 characters: one column is left free, so the cursor never wraps
         expect(screen.writes[0]).toBe("\r[░░░░░░░░░░░░░░░░░░░░] 0/4, 0\x1b[K")
+      }))
+
+    it.effect("outputTerminal: columns given as an effect are read at each draw (a resized terminal)", () =>
+      Effect.gen(function*() {
+        const writes: Array<string> = []
+        let columns = 30
+        const terminal = Progress.outputTerminal({
+          display: (text) => Effect.sync(() => void writes.push(text)),
+          isTTY: true,
+          columns: Effect.sync(() => columns)
+        })
+        const progress = yield* Progress.make({ total: 4 })
+        yield* Effect.gen(function*() {
+          yield* Progress.renderer()
+          yield* Effect.yieldNow()
+          columns = 40
+          yield* progress.retried
+          yield* TestClock.adjust("100 millis")
+        }).pipe(Effect.scoped, Effect.provideService(Terminal.Terminal, terminal), Effect.provideService(Progress.Progress, progress))
+        expect(writes.slice(0, 2).map((text) => text.length - "\r\x1b[K".length)).toEqual([29, 39])
       }))
 
     it.effect("plain: a line every 5 seconds, the first after 5 seconds, the last state at the end", () =>

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Chunk, Clock, Duration, Effect, Either, Exit, Fiber, Option, Random, Stream, TestClock } from "effect"
+import { Chunk, Clock, Duration, Effect, Either, Exit, Fiber, Option, Random, Ref, Stream, TestClock } from "effect"
 import * as AiModel from "../../src/model/AiModel.js"
 import * as EmbeddedModel from "../../src/model/EmbeddedModel.js"
 import * as Tokenizer from "../../src/model/Tokenizer.js"
@@ -29,6 +29,9 @@ const inVirtualTime = <A, E>(program: Effect.Effect<A, E>) =>
     yield* TestClock.adjust("1 hour")
     return yield* Fiber.join(fiber)
   })
+
+/** Lets every forked fiber run until it is suspended. */
+const settle = TestClock.adjust(0)
 
 const collect = <A>(stream: Stream.Stream<A, AiModel.ModelError>) =>
   Effect.map(Stream.runCollect(stream), Chunk.toArray)
@@ -355,6 +358,181 @@ describe("EmbeddedModel", () => {
       const noWeights = yield* Effect.exit(EmbeddedModel.make({ failureRate: 0.1, faults: {} }))
       expect(Exit.isFailure(noWeights)).toBe(true)
     }))
+
+  describe("tokensPerMinute", () => {
+    // article: 81 prompt tokens; its answer 47 tokens
+    const tpmModel = (tokensPerMinute: number, extra: EmbeddedModel.Options = {}) =>
+      EmbeddedModel.make({ ...instant, seed: 1, tokensPerMinute, ...extra })
+
+    it.effect("charges prompt + maxTokens when a call is admitted and refunds the unused maxTokens when it completes", () =>
+      Effect.gen(function* () {
+        const model = yield* tpmModel(600) // 10 tokens a second
+        const completion = yield* model.generate(request(article, 200))
+        // 81 + 200 charged, 200 - 47 refunded: 600 - 128 left, full again in 12.8 s
+        expect(completion.rateLimits).toEqual(new AiModel.RateLimits({
+          tokens: new AiModel.RateLimitWindow({ limit: 600, remaining: 472, reset: Duration.millis(12_800) })
+        }))
+        yield* model.generate(request(article, 200)) // 472 - 128 = 344 left
+        const limited = yield* Effect.flip(model.generate(request(article, 300))) // needs 381
+        expect(limited).toEqual(new AiModel.RateLimited({
+          model: "embedded",
+          limit: "tokens",
+          retryAfter: Duration.millis(3_700),
+          rateLimits: new AiModel.RateLimits({
+            tokens: new AiModel.RateLimitWindow({ limit: 600, remaining: 344, reset: Duration.millis(25_600) })
+          })
+        }))
+        // the refused call took nothing: after its retryAfter it fits
+        yield* TestClock.adjust("3699 millis")
+        expect((yield* Effect.flip(model.generate(request(article, 300))))._tag).toBe("RateLimited")
+        yield* TestClock.adjust("1 millis")
+        expect((yield* model.generate(request(article, 300))).text).toBe(summary)
+      }))
+
+    it.effect("a call that could never fit is an InvalidRequest (sending it again cannot help)", () =>
+      Effect.gen(function* () {
+        const model = yield* tpmModel(100)
+        expect(yield* Effect.flip(model.generate(request(article, 20)))).toEqual(new AiModel.InvalidRequest({
+          model: "embedded",
+          reason: "prompt (81 tokens) + maxTokens (20) = 101 tokens, more than the limit of 100 tokens per minute"
+        }))
+      }))
+
+    it.effect("a call refused by the token limit takes no request slot, and one refused for requests no tokens", () =>
+      Effect.gen(function* () {
+        const model = yield* tpmModel(300, { requestsPerMinute: 2 })
+        yield* model.generate(request(article, 100)) // 181 charged, 53 refunded: 172 left
+        const byTokens = yield* Effect.flip(model.generate(request(article, 100)))
+        expect(byTokens._tag === "RateLimited" && byTokens.limit).toBe("tokens")
+        const report = (yield* model.generate(request("one thing.", 10))).rateLimits!
+        // two starts in the window (the refused one not counted)
+        expect(report.requests).toEqual(new AiModel.RateLimitWindow({ limit: 2, remaining: 0, reset: Duration.millis(60_000) }))
+        const refused = yield* Effect.flip(model.generate(request("one thing.", 10)))
+        expect([refused._tag, refused._tag === "RateLimited" && refused.limit]).toEqual(["RateLimited", "requests"])
+        expect(refused._tag === "RateLimited" && refused.rateLimits?.tokens?.remaining).toBe(report.tokens?.remaining)
+      }))
+
+    it.effect("the last chunk of a stream carries the report, after the refund", () =>
+      Effect.gen(function* () {
+        const model = yield* tpmModel(600)
+        const chunks = yield* collect(model.stream(request(article, 200)))
+        expect(chunks.slice(0, -1).every((chunk) => chunk.rateLimits === undefined)).toBe(true)
+        expect(chunks[chunks.length - 1]!.rateLimits?.tokens?.remaining).toBe(472)
+      }))
+
+    it.effect("an injected RateLimited or Overloaded gives the tokens back; without limits nothing carries a report", () =>
+      Effect.gen(function* () {
+        const faulty = yield* tpmModel(600, { failureRate: 1, faults: { overloaded: 1 } })
+        expect((yield* Effect.flip(faulty.generate(request(article, 200))))._tag).toBe("Overloaded")
+        const fine = yield* tpmModel(600)
+        const limited = yield* EmbeddedModel.make({ ...instant, seed: 1, tokensPerMinute: 600, failureRate: 1, faults: { rateLimited: 1 } })
+        const error = yield* Effect.flip(limited.generate(request(article, 200)))
+        expect(error._tag === "RateLimited" && error.rateLimits?.tokens?.remaining).toBe(600)
+        expect((yield* fine.generate(request(article, 200))).rateLimits?.tokens?.remaining).toBe(472)
+        const plain = yield* EmbeddedModel.make({ ...instant, seed: 1 })
+        expect((yield* plain.generate(request(article))).rateLimits).toBeUndefined()
+      }))
+  })
+
+  describe("tokensPerMinute with continuations and mid-stream faults", () => {
+    const tpmModel = (tokensPerMinute: number, extra: EmbeddedModel.Options = {}) =>
+      EmbeddedModel.make({ ...instant, seed: 1, tokensPerMinute, ...extra })
+    const continued = (continuation: string, maxTokens = 200) =>
+      new AiModel.CompletionRequest({ prompt: article, maxTokens, continuation })
+    const tokensLeft = (model: AiModel.AiModel.Service) =>
+      Effect.map(model.generate(request("one thing.", 10)), (completion) =>
+        completion.rateLimits!.tokens!.remaining! + completion.usage.promptTokens + completion.usage.completionTokens)
+
+    it.effect("a continuation's tokens are charged as prompt: admitted at prompt + continuation + maxTokens, settled at what it used", () =>
+      Effect.gen(function* () {
+        const delivered = summary.slice(0, 60)
+        const extra = Tokenizer.count(delivered)
+        // 81 + 200 fits in 290 without the continuation, not with its 17 tokens
+        expect(extra).toBe(17)
+        const tight = yield* tpmModel(290)
+        expect((yield* tight.generate(request(article, 200))).text).toBe(summary)
+        expect(yield* Effect.flip(tight.generate(continued(delivered)))).toEqual(new AiModel.InvalidRequest({
+          model: "embedded",
+          reason: "prompt (98 tokens) + maxTokens (200) = 298 tokens, more than the limit of 290 tokens per minute"
+        }))
+        const model = yield* tpmModel(600)
+        const completion = yield* model.generate(continued(delivered))
+        expect(delivered + completion.text).toBe(summary)
+        expect(completion.usage.promptTokens).toBe(81 + extra)
+        expect(completion.rateLimits?.tokens?.remaining).toBe(600 - completion.usage.promptTokens - completion.usage.completionTokens)
+        // a continuation that is not the answer's start gives back all it was charged
+        const fresh = yield* tpmModel(600)
+        expect((yield* Effect.flip(fresh.generate(continued("Something else"))))._tag).toBe("InvalidRequest")
+        expect(yield* tokensLeft(fresh)).toBe(600)
+      }))
+
+    it.effect("a stream that breaks mid-way is charged the tokens it delivered and refunded the rest (error and early end alike)", () =>
+      Effect.gen(function* () {
+        for (const midStreamFailure of ["error", "end"] as const) {
+          const model = yield* tpmModel(600, { seed: 3, midStreamFailureRate: 1, midStreamFailure })
+          const seen: Array<AiModel.CompletionChunk> = []
+          yield* Effect.exit(Stream.runForEach(model.stream(request(article, 200)), (chunk) => Effect.sync(() => void seen.push(chunk))))
+          const delivered = seen.reduce((sum, chunk) => sum + Tokenizer.count(chunk.delta), 0)
+          expect(delivered).toBeGreaterThan(0)
+          expect(yield* tokensLeft(model)).toBe(600 - 81 - delivered)
+        }
+      }))
+  })
+
+  describe("capacity", () => {
+    // jitter 0: 100 ms to the first token, 10 ms a token; "Alpha beta." answers 11 tokens: 210 ms
+    const slow = { seed: 1, jitter: 0, timeToFirstToken: "100 millis", perToken: "10 millis" } as const
+    const prompt = "Alpha beta."
+
+    it.effect("up to capacity at full speed; beyond it latency grows with the load; beyond overloadAt × capacity, Overloaded at once", () =>
+      Effect.gen(function* () {
+        const model = yield* EmbeddedModel.make({ ...slow, capacity: 2, overloadAt: 2 })
+        const fibers = yield* Effect.forEach(
+          Array.from({ length: 5 }),
+          () => Effect.fork(timed(model.generate(request(prompt)))),
+          { concurrency: "unbounded" }
+        )
+        yield* TestClock.adjust("1 second")
+        const results = yield* Effect.forEach(fibers, Fiber.join)
+        expect(results.map(({ ms, result }) => [Either.isRight(result) ? "answered" : result.left._tag, ms])).toEqual([
+          ["answered", 210],
+          ["answered", 210],
+          ["answered", 315], // third in flight: × 3/2
+          ["answered", 420], // fourth: × 2
+          ["Overloaded", 0] // fifth: more than 2 × 2
+        ])
+        // all have left: full speed again
+        expect((yield* inVirtualTime(timed(model.generate(request(prompt))))).ms).toBe(210)
+      }))
+
+    it.effect("a capacity in a Ref can change mid-run: halving it slows the calls admitted after", () =>
+      Effect.gen(function* () {
+        const capacity = yield* Ref.make(4)
+        const model = yield* EmbeddedModel.make({ ...slow, capacity })
+        const wave = Effect.forEach(Array.from({ length: 4 }), () => timed(model.generate(request(prompt))), { concurrency: "unbounded" })
+        expect((yield* inVirtualTime(wave)).map((r) => r.ms)).toEqual([210, 210, 210, 210])
+        yield* Ref.set(capacity, 2)
+        expect((yield* inVirtualTime(wave)).map((r) => r.ms)).toEqual([210, 210, 315, 420])
+      }))
+
+    it.effect("a stream holds its place until it ends; an interrupted hang gives its place back", () =>
+      Effect.gen(function* () {
+        const model = yield* EmbeddedModel.make({ ...slow, capacity: 1 })
+        const streaming = yield* Effect.fork(collect(model.stream(request(prompt))))
+        yield* settle
+        // second in flight on a capacity of 1: twice as slow
+        expect((yield* inVirtualTime(timed(model.generate(request(prompt))))).ms).toBe(420)
+        yield* Fiber.join(streaming)
+        const hanging = yield* EmbeddedModel.make({ ...slow, capacity: 1, failureRate: 1, faults: { hang: 1 } })
+        const stuck = yield* Effect.fork(hanging.generate(request(prompt)))
+        yield* settle
+        yield* Fiber.interrupt(stuck)
+        const after = yield* Effect.fork(hanging.generate(request(prompt)))
+        yield* settle
+        yield* Fiber.interrupt(after) // would be Overloaded (more than 2 × 1) had the first not left
+        expect(Exit.isInterrupted(yield* Fiber.await(after))).toBe(true)
+      }))
+  })
 
   describe("continuation and mid-stream faults (for streaming answers)", () => {
     const deltas = (chunks: ReadonlyArray<AiModel.CompletionChunk>) => chunks.map((chunk) => chunk.delta).join("")

@@ -1,0 +1,312 @@
+/**
+ * The options `wiz run` and `wiz ask` share, parsed once here: which model answers (the
+ * embedded simulator with its latencies and injected faults, or an OpenAI-compatible API with
+ * its key read from the environment) and the agent's policies around it (retries, the timeout
+ * of an attempt, the deadline of a task, how long the circuit breaker stays open). {@link layer}
+ * checks that they go together and turns them into the `AgentService` both commands run on.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { AgentService, AgentTask } from "wiz-effect"
+ * import * as ModelOptions from "wiz-effect/cli/ModelOptions"
+ *
+ * // the agent of `wiz run --retries 2 --failure-rate 0.1`
+ * const program = Effect.gen(function*() {
+ *   const agent = yield* ModelOptions.layer({ ...ModelOptions.defaults, retries: 2, failureRate: 0.1 }, { concurrency: 4 })
+ *   const task = new AgentTask.AgentTask({ id: "t1", prompt: "Summarise: ..." })
+ *   return yield* Effect.flatMap(AgentService.AgentService, (service) => service.process(task)).pipe(Effect.provide(agent))
+ * })
+ * ```
+ *
+ * @since 0.1.0
+ */
+import { Options } from "@effect/cli"
+import { FetchHttpClient } from "@effect/platform"
+import { Config, Duration, Effect, Layer, Option, Redacted } from "effect"
+import * as AgentService from "../agent/AgentService.js"
+import type * as AiModel from "../model/AiModel.js"
+import * as EmbeddedModel from "../model/EmbeddedModel.js"
+import * as OpenAiCompatible from "../model/OpenAiCompatible.js"
+import * as CircuitBreaker from "../policy/CircuitBreaker.js"
+import * as Retry from "../policy/Retry.js"
+import * as OptionValue from "./OptionValue.js"
+import { usage, type UsageError } from "./UsageError.js"
+
+/**
+ * The models `--model` names.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Model = "embedded" | "openai-compatible"
+
+/**
+ * Which model answers, and how.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ModelOptions {
+  readonly model: Model
+  /** OpenAI-compatible model: the API's base URL, up to `/chat/completions`. */
+  readonly baseUrl: Option.Option<string>
+  /** OpenAI-compatible model: the model to ask for. */
+  readonly modelName?: Option.Option<string>
+  /** OpenAI-compatible model: the environment variable holding the API key; none for no key. */
+  readonly apiKeyEnv: Option.Option<string>
+  /** Embedded model: probability that a call fails. */
+  readonly failureRate: number
+  /** Embedded model: seed of its draws; none for a random one. */
+  readonly seed: Option.Option<number>
+  /** Embedded model: time before the first token. */
+  readonly timeToFirstToken: Option.Option<Duration.Duration>
+  /** Embedded model: time per completion token. */
+  readonly perToken: Option.Option<Duration.Duration>
+  /** Embedded model: when a simulated outage starts, from the start of the run (with `outageFor`). */
+  readonly outageAfter: Option.Option<Duration.Duration>
+  /** Embedded model: how long the simulated outage lasts (with `outageAfter`). */
+  readonly outageFor: Option.Option<Duration.Duration>
+  /** Embedded model: probability that a streamed answer breaks after its first chunk; 0 when absent. */
+  readonly midStreamFailureRate?: number
+  /** Embedded model: how a stream breaks: `error` (Unavailable) or `end` (no final chunk). */
+  readonly midStreamFailure?: "error" | "end"
+}
+
+/**
+ * The agent's policies around the model.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface PolicyOptions {
+  /** Retries after the first attempt. */
+  readonly retries: number
+  /** Time one attempt may take (a streamed answer: until its first chunk). */
+  readonly timeout: Duration.Duration
+  /** Time one task may take in all: calls, backoffs, Retry-After waits and open circuits. */
+  readonly deadline: Duration.Duration
+  /** How long the circuit breaker stays open; none for `CircuitBreaker.defaults.openDuration`. */
+  readonly breakerOpen: Option.Option<Duration.Duration>
+}
+
+/**
+ * Everything the agent of a command is built from.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface AgentOptions extends ModelOptions, PolicyOptions {}
+
+/**
+ * The embedded model with its own defaults and no outage, `retries` one less than
+ * `Retry.defaults.maxAttempts`, `timeout` and `deadline` per `AgentService.defaults`, the
+ * breaker per `CircuitBreaker.defaults`.
+ *
+ * @since 0.1.0
+ * @category defaults
+ */
+export const defaults: AgentOptions = {
+  model: "embedded",
+  baseUrl: Option.none(),
+  modelName: Option.none(),
+  apiKeyEnv: Option.none(),
+  failureRate: EmbeddedModel.defaults.failureRate,
+  seed: Option.none(),
+  timeToFirstToken: Option.none(),
+  perToken: Option.none(),
+  outageAfter: Option.none(),
+  outageFor: Option.none(),
+  retries: Retry.defaults.maxAttempts - 1,
+  timeout: AgentService.defaults.timeout,
+  deadline: AgentService.defaults.deadline,
+  breakerOpen: Option.none()
+}
+
+/**
+ * The OpenAI-compatible model on the runtime's `fetch` (Node's own undici, with keep-alive), so
+ * the bundled `wiz` carries no HTTP client of its own.
+ */
+const httpModelLayer = (
+  options: { readonly baseUrl: string; readonly model: string; readonly apiKey: Redacted.Redacted<string> | undefined }
+) =>
+  OpenAiCompatible.layer({ baseUrl: options.baseUrl, model: options.model, apiKey: options.apiKey }).pipe(
+    Layer.provide(FetchHttpClient.layer),
+    Layer.catchAll((error) => Layer.fail(usage(`--model openai-compatible: ${error.message}`)))
+  )
+
+/**
+ * The OpenAI-compatible model the options name, its key read from the environment variable
+ * `--api-key-env` names (a key is never a flag: flags end up in shell history and `ps`).
+ */
+const httpModel = Effect.fnUntraced(function*(options: ModelOptions, modelName: Option.Option<string>) {
+  if (Option.isNone(options.baseUrl) || Option.isNone(modelName)) {
+    return yield* usage("--model openai-compatible needs --base-url URL and --model-name NAME (and --api-key-env VAR if the API wants a key)")
+  }
+  const keyVariable = Option.getOrUndefined(options.apiKeyEnv)
+  const apiKey = keyVariable === undefined ? undefined : yield* Config.redacted(keyVariable).pipe(
+    Effect.filterOrFail((key) => Redacted.value(key).trim() !== "", () => undefined),
+    Effect.mapError(() => usage(`--api-key-env ${keyVariable}: that environment variable is not set`))
+  )
+  return httpModelLayer({ baseUrl: options.baseUrl.value, model: modelName.value, apiKey })
+})
+
+const embeddedLayer = (options: ModelOptions): Layer.Layer<AiModel.AiModel> =>
+  EmbeddedModel.layer({
+    failureRate: options.failureRate,
+    ...Option.match(options.seed, { onNone: () => ({}), onSome: (seed) => ({ seed }) }),
+    ...Option.match(options.timeToFirstToken, { onNone: () => ({}), onSome: (timeToFirstToken) => ({ timeToFirstToken }) }),
+    ...Option.match(options.perToken, { onNone: () => ({}), onSome: (perToken) => ({ perToken }) }),
+    ...Option.match(Option.all({ after: options.outageAfter, lasting: options.outageFor }), {
+      onNone: () => ({}),
+      onSome: (outage) => ({ outage })
+    }),
+    ...(options.midStreamFailureRate === undefined ? {} : { midStreamFailureRate: options.midStreamFailureRate }),
+    ...(options.midStreamFailure === undefined ? {} : { midStreamFailure: options.midStreamFailure })
+  })
+
+/**
+ * The agent the options describe, over the model they name, with `service` for what only one
+ * command sets (`concurrency`, `coalesce`, `stream`, ...). Options that do not go together are
+ * a {@link UsageError}, found here before anything is opened: `--base-url`, `--api-key-env` or
+ * `--model-name` with the embedded model, an OpenAI-compatible model without its URL or name,
+ * an `--api-key-env` variable that is not set, `--outage-after` without `--outage-for`.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = Effect.fnUntraced(function*(
+  options: AgentOptions,
+  service: Omit<AgentService.Options, "timeout" | "deadline" | "retry" | "breaker"> = {}
+) {
+  const modelName = options.modelName ?? Option.none()
+  if (options.model === "embedded" && (Option.isSome(options.baseUrl) || Option.isSome(options.apiKeyEnv))) {
+    return yield* usage("--base-url and --api-key-env apply only to --model openai-compatible")
+  }
+  if (options.model === "embedded" && Option.isSome(modelName)) {
+    return yield* usage("--model-name applies only to --model openai-compatible")
+  }
+  const model: Layer.Layer<AiModel.AiModel, UsageError> = options.model === "embedded"
+    ? embeddedLayer(options)
+    : yield* httpModel(options, modelName)
+  if (Option.isSome(options.outageAfter) !== Option.isSome(options.outageFor)) {
+    return yield* usage("--outage-after and --outage-for go together: when the simulated outage starts and how long it lasts")
+  }
+  const agent: Layer.Layer<AgentService.AgentService, UsageError> = AgentService.layer({
+    ...service,
+    timeout: options.timeout,
+    deadline: options.deadline,
+    retry: options.retries === 0 ? false : { maxAttempts: options.retries + 1 },
+    ...Option.match(options.breakerOpen, {
+      onNone: () => ({}),
+      onSome: (openDuration) => ({ breaker: { openDuration } })
+    })
+  }).pipe(Layer.provide(model))
+  return agent
+})
+
+// -----------------------------------------------------------------------------
+// command line
+// -----------------------------------------------------------------------------
+
+/**
+ * `--model`, `--base-url`, `--model-name`, `--api-key-env`, and the embedded model's
+ * `--failure-rate`, `--seed`, `--time-to-first-token`, `--per-token`, `--outage-after`,
+ * `--outage-for`: spread them into a command's options.
+ *
+ * @since 0.1.0
+ * @category commands
+ */
+export const modelOptions = {
+  model: Options.choice("model", ["embedded", "openai-compatible"]).pipe(
+    Options.withDescription(
+      "The model: the embedded simulator (default), or an OpenAI-compatible HTTP API (OpenAI, Ollama, llama.cpp, vLLM, ...; " +
+        "with --base-url and --model-name)."
+    ),
+    Options.withDefault(defaults.model)
+  ),
+  baseUrl: Options.text("base-url").pipe(
+    Options.withPseudoName("URL"),
+    Options.withDescription(
+      "Base URL of the OpenAI-compatible API, up to /chat/completions: https://api.openai.com/v1, http://localhost:11434/v1 " +
+        "(--model openai-compatible only)."
+    ),
+    Options.optional
+  ),
+  modelName: Options.text("model-name").pipe(
+    Options.withPseudoName("NAME"),
+    Options.withDescription("The model the API is asked for: gpt-4o-mini, llama3.2 (--model openai-compatible only)."),
+    Options.optional
+  ),
+  apiKeyEnv: Options.text("api-key-env").pipe(
+    Options.withPseudoName("NAME"),
+    Options.withDescription(
+      "Environment variable holding the API key, e.g. OPENAI_API_KEY; the key itself is never a flag " +
+        "(--model openai-compatible only; none for a local server)."
+    ),
+    Options.optional
+  ),
+  failureRate: OptionValue.number("failure-rate", 0, 1).pipe(
+    Options.withDescription(
+      `Embedded model: probability (0..1) that a call fails: a rate limit, an overload or a hang (default ${defaults.failureRate}).`
+    ),
+    Options.withDefault(defaults.failureRate)
+  ),
+  seed: OptionValue.integer("seed", Number.MIN_SAFE_INTEGER).pipe(
+    Options.withDescription("Embedded model: seed of its draws, for a reproducible run."),
+    Options.optional
+  ),
+  timeToFirstToken: OptionValue.duration(
+    "time-to-first-token",
+    "zero",
+    `Embedded model: time before the first token (default ${Duration.format(EmbeddedModel.defaults.timeToFirstToken)}).`
+  ),
+  perToken: OptionValue.duration(
+    "per-token",
+    "zero",
+    `Embedded model: time per completion token (default ${Duration.format(EmbeddedModel.defaults.perToken)}).`
+  ),
+  outageAfter: OptionValue.duration(
+    "outage-after",
+    "zero",
+    "Embedded model: start a simulated outage this long after the start; every call fails at once " +
+      "(Unavailable) until it ends. Needs --outage-for."
+  ),
+  outageFor: OptionValue.duration(
+    "outage-for",
+    "positive",
+    "Embedded model: how long the simulated outage lasts. Needs --outage-after."
+  )
+}
+
+/**
+ * `--retries`, `--timeout`, `--deadline`, `--breaker-open`: spread them into a command's
+ * options. `--timeout` and `--deadline` come with their defaults applied.
+ *
+ * @since 0.1.0
+ * @category commands
+ */
+export const policyOptions = {
+  retries: OptionValue.integer("retries", 0).pipe(
+    Options.withDescription(`Retries of a failed attempt, after the first attempt (default ${defaults.retries}).`),
+    Options.withDefault(defaults.retries)
+  ),
+  timeout: OptionValue.duration(
+    "timeout",
+    "positive",
+    `Time one attempt may take (a streamed answer: until its first chunk), e.g. 10s or 500ms ` +
+      `(default ${Duration.format(defaults.timeout)}).`
+  ).pipe(Options.map(Option.getOrElse(() => defaults.timeout))),
+  deadline: OptionValue.duration(
+    "deadline",
+    "positive",
+    `Time one task may take in all — calls, backoffs, Retry-After waits, an open circuit — before it fails ` +
+      `with DeadlineExceeded saying what it waited for (default ${Duration.format(defaults.deadline)}).`
+  ).pipe(Options.map(Option.getOrElse(() => defaults.deadline))),
+  breakerOpen: OptionValue.duration(
+    "breaker-open",
+    "positive",
+    `How long the circuit breaker stays open before a probe call may test the model again ` +
+      `(default ${Duration.format(CircuitBreaker.defaults.openDuration)}).`
+  )
+}
