@@ -24,6 +24,9 @@
  *   an `https` to `http` downgrade), so the `Authorization` header never travels to another host.
  * - The API key is a `Redacted`: it is sent only in the `Authorization` header (which
  *   `@effect/platform` redacts from its spans), and is scrubbed from every error's text.
+ * - The HTTP client's span, and the `traceparent` header it sends, only under a tracer that
+ *   records spans (`Effect.withTracer`, an OpenTelemetry layer): Effect's default tracer keeps
+ *   them nowhere, and the span is a sizeable part of a request's cost on a fast network.
  *
  * Options that are durations accept any `Duration.DurationInput`; a timeout of
  * `Duration.infinity` turns that timeout off. With `FetchHttpClient`, `fetch` follows redirects
@@ -55,7 +58,7 @@ import * as HttpClient from "@effect/platform/HttpClient"
 import type * as HttpClientError from "@effect/platform/HttpClientError"
 import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import type * as HttpClientResponse from "@effect/platform/HttpClientResponse"
-import { Chunk, Clock, Config, ConfigError, Duration, Effect, Exit, Layer, Option, Redacted, Scope, Stream } from "effect"
+import { Cause, Channel, Chunk, Clock, Config, ConfigError, Duration, Effect, Exit, identity, Layer, Option, Redacted, Scope, Stream } from "effect"
 import type { Fiber } from "effect"
 import * as Sse from "../internal/sse.js"
 import { attempt as attemptTimeout } from "../policy/Timeout.js"
@@ -205,6 +208,9 @@ const maxErrorBodyBytes = 64 * 1024
 
 const utf8 = new TextDecoder("utf-8")
 
+/** Effect's default tracer, which records no span. */
+const nativeTracer = Effect.runSync(Effect.tracer)
+
 const build = (client: HttpClient.HttpClient, options: Options): AiModel.AiModel.Service => {
   const name = options.name ?? options.model
   const endpoint = new URL(`${options.baseUrl.replace(/\/+$/, "")}/chat/completions`)
@@ -306,9 +312,14 @@ const build = (client: HttpClient.HttpClient, options: Options): AiModel.AiModel
         return Effect.zipRight(discard(response), go(HttpClientRequest.setUrl(current, target), hops + 1))
       })
     const sent = go(request, 0)
-    return secretHeaders.length === 0
+    const redacted = secretHeaders.length === 0
       ? sent
       : Effect.locallyWith(sent, Headers.currentRedactedNames, (names) => [...names, ...secretHeaders])
+    // The client's span (and its trace headers) only when a tracer records spans: Effect's
+    // default tracer records nothing, and the span costs ~50 µs of a request.
+    return Effect.withFiberRuntime((fiber) =>
+      fiber.currentTracer === nativeTracer ? Effect.withTracerEnabled(redacted, false) : redacted
+    )
   }
 
   /** The typed error of a response whose status is not 2xx. */
@@ -381,49 +392,50 @@ const build = (client: HttpClient.HttpClient, options: Options): AiModel.AiModel
   // scope aborts the request) without a fiber per pull.
   const scopedClient = HttpClient.withScope(client)
 
-  type ChunkPull = Effect.Effect<Chunk.Chunk<AiModel.CompletionChunk>, Option.Option<AiModel.ModelError>>
+  type Out = Channel.Channel<Chunk.Chunk<AiModel.CompletionChunk>, unknown, AiModel.ModelError, unknown, unknown, unknown>
 
-  /** A pull that fails with `error` once. */
-  const failing = (error: AiModel.ModelError): ChunkPull => Effect.fail(Option.some(error))
+  // One channel: the set-up, then the body's own channel piped into the decoder, in the
+  // consumer's executor (no second executor as `Stream.toPull` + `Stream.fromPull` make).
+  const stream = (request: AiModel.CompletionRequest): Stream.Stream<AiModel.CompletionChunk, AiModel.ModelError> =>
+    Stream.fromChannel(Channel.unwrap(Effect.map(Scope.make(), (requestScope) => {
+      const close = Scope.close(requestScope, Exit.void)
+      const call: Call = { watch: undefined, requestScope, close }
+      return Channel.ensuring(
+        Channel.flatMap(Channel.fromEffect(setUp(request, call)), identity),
+        Effect.zipRight(Effect.sync(() => call.watch?.finish()), close)
+      )
+    })))
 
-  /** A pull that gives `chunk` once, then ends. */
-  const once = (chunk: AiModel.CompletionChunk): ChunkPull => {
-    let given = false
-    return Effect.suspend(() => {
-      if (given) return Effect.fail(Option.none())
-      given = true
-      return Effect.succeed(Chunk.of(chunk))
-    })
+  /** One streamed call's request scope (closing it aborts the request) and its watchdog, once set up. */
+  interface Call {
+    watch: Watch | undefined
+    readonly requestScope: Scope.CloseableScope
+    readonly close: Effect.Effect<void>
   }
 
-  // One `Stream.fromPull` over the set-up (measured ~200 µs of CPU a stream less than
-  // `Stream.unwrapScoped` around a second `Stream.fromPull`).
-  const stream = (request: AiModel.CompletionRequest): Stream.Stream<AiModel.CompletionChunk, AiModel.ModelError> =>
-    Stream.fromPull(Effect.catchAll(setUp(request), (error) => Effect.succeed(failing(error))))
-
-  const setUp = (request: AiModel.CompletionRequest): Effect.Effect<ChunkPull, AiModel.ModelError, Scope.Scope> =>
+  const setUp = (request: AiModel.CompletionRequest, call: Call): Effect.Effect<Out, AiModel.ModelError> =>
     Effect.gen(function*() {
       const clock = yield* Effect.clock
       const startedAt = clock.unsafeCurrentTimeMillis()
-      const requestScope = yield* Scope.make()
-      yield* Effect.addFinalizer(() => Scope.close(requestScope, Exit.void))
-      const watch = new Watch(clock, limits, Scope.close(requestScope, Exit.void))
-      yield* Effect.addFinalizer(() => Effect.sync(() => watch.finish()))
+      const watch = new Watch(clock, limits, call.close)
+      call.watch = watch
       const timedOut = (error: AiModel.ModelError): AiModel.ModelError =>
         watch.fired === undefined ? error : new AiModel.ModelTimeout({ model: name, timeout: watch.fired })
       yield* watch.begin("head")
       const response = yield* send(scopedClient, HttpClientRequest.setBody(streamBase, body(request, true))).pipe(
-        Scope.extend(requestScope),
+        Scope.extend(call.requestScope),
         Effect.mapError(timedOut)
       )
       yield* watch.begin("first")
       if (response.status < 200 || response.status >= 300) return yield* Effect.mapError(failure(response, startedAt), timedOut)
-      const contentType = response.headers["content-type"] ?? ""
+      // The client may build its headers object on each read (undici's does): read them once.
+      const headers = response.headers
+      const contentType = headers["content-type"] ?? ""
       // A server that ignored `stream: true` answers with the whole completion.
       if (contentType.includes("application/json")) {
         const completion = yield* Effect.mapError(readCompletion(response, request), timedOut)
         watch.finish()
-        return once(toChunk(completion))
+        return Channel.write(Chunk.of(toChunk(completion)))
       }
       if (contentType.includes("text/html")) {
         const text = yield* Effect.orElseSucceed(readText(response, maxErrorBodyBytes, "truncate"), () => "")
@@ -431,32 +443,23 @@ const build = (client: HttpClient.HttpClient, options: Options): AiModel.AiModel
           new AiModel.MalformedResponse({ model: name, reason: `expected an event stream, got ${HttpErrors.readErrorBody(text, secrets).message}` })
         )
       }
-      // The body's pull lives in the stream's scope and the request's abort runs before its
-      // finalizer (finalizers run last-added first), so an abort never waits on a pending read.
-      const pull = yield* Stream.toPull(response.stream)
-      yield* Effect.addFinalizer(() => Scope.close(requestScope, Exit.void))
-      return events(pull, response, request, watch, clock.unsafeCurrentTimeMillis())
+      return Channel.pipeTo(Stream.toChannel(response.stream), decoder(headers, request, watch, clock.unsafeCurrentTimeMillis()))
     })
 
   /**
-   * The pull of a streamed answer's chunks, from the pull of its body's bytes. After `[DONE]`
-   * it reads the body to its end (within the idle limit), so the connection can be reused.
+   * The channel from a streamed answer's body bytes to its chunks. After `[DONE]` it reads the
+   * body to its end (within the idle limit), so the connection can be reused.
    */
-  const events = (
-    pull: Effect.Effect<Chunk.Chunk<Uint8Array>, Option.Option<HttpClientError.ResponseError>>,
-    response: HttpClientResponse.HttpClientResponse,
+  const decoder = (
+    headers: Headers.Headers,
     request: AiModel.CompletionRequest,
     watch: Watch,
     receivedAt: number
-  ): Effect.Effect<Chunk.Chunk<AiModel.CompletionChunk>, Option.Option<AiModel.ModelError>> => {
-    type Pull = Effect.Effect<Chunk.Chunk<AiModel.CompletionChunk>, Option.Option<AiModel.ModelError>>
+  ): Channel.Channel<Chunk.Chunk<AiModel.CompletionChunk>, Chunk.Chunk<Uint8Array>, AiModel.ModelError, HttpClientError.ResponseError, unknown, unknown> => {
+    type Step = Channel.Channel<Chunk.Chunk<AiModel.CompletionChunk>, Chunk.Chunk<Uint8Array>, AiModel.ModelError, HttpClientError.ResponseError, unknown, unknown>
     const state = new StreamState(name, maxLineLength, maxResponseBytes, secrets)
-    const rateLimits = RateLimitHeaders.rateLimits(response.headers, receivedAt)
-    let started = false
+    const rateLimits = RateLimitHeaders.rateLimits(headers, receivedAt)
     let emitted = false
-    let ended = false
-    /** An error to fail with on the next pull, once the chunks decoded before it have gone out. */
-    let pending: AiModel.ModelError | undefined
 
     const final = (): AiModel.CompletionChunk => {
       emitted = true
@@ -467,61 +470,59 @@ const build = (client: HttpClient.HttpClient, options: Options): AiModel.AiModel
         ...(rateLimits === undefined ? {} : { rateLimits })
       }, true)
     }
-    const stop = (error?: AiModel.ModelError): Pull => {
-      ended = true
+    const stop = (error?: AiModel.ModelError): Step => {
       watch.finish()
-      return Effect.fail(error === undefined ? Option.none() : Option.some(error))
+      return error === undefined ? Channel.void : Channel.fail(error)
     }
-    const emit = (out: Array<AiModel.CompletionChunk>): Pull => Effect.succeed(Chunk.unsafeFromArray(out))
+    const then = (out: Array<AiModel.CompletionChunk>, next: Step): Step =>
+      out.length === 0 ? next : Channel.flatMap(Channel.write(Chunk.unsafeFromArray(out)), () => next)
 
-    /** The body ended: the bytes left decode to the last chunks, or the stream was cut short. */
-    const atEnd = (): Pull => {
-      if (emitted) return stop()
-      if (watch.fired !== undefined) return stop(new AiModel.ModelTimeout({ model: name, timeout: watch.fired }))
-      const out: Array<AiModel.CompletionChunk> = []
-      const error = state.end(out)
-      if (error !== undefined) return stop(error)
-      if (state.done) out.push(final())
-      else pending = new AiModel.IncompleteStream({ model: name, partial: state.text, reason: "the event stream ended without [DONE]" })
-      ended = true
-      return out.length > 0 ? emit(out) : next
+    /** Reads the next piece of the body, once the wait for it is timed. */
+    const next = (phase: Phase): Step => {
+      const timing = watch.begin(phase)
+      return timing === Effect.void ? read : Channel.flatMap(Channel.fromEffect(timing), () => read)
     }
-    const onBytes = (bytes: Chunk.Chunk<Uint8Array>): Pull => {
+    const onInput = (bytes: Chunk.Chunk<Uint8Array>): Step => {
       watch.arrived()
-      started = true
-      if (emitted) return next
+      if (emitted) return next("drain")
       const out: Array<AiModel.CompletionChunk> = []
       for (const piece of bytes) {
         const error = state.push(piece, out)
-        if (error !== undefined) return stop(error)
+        if (error !== undefined) return then(out, stop(error))
         if (state.done) {
           out.push(final())
-          break
+          return then(out, next("drain"))
         }
       }
-      return out.length === 0 ? next : emit(out)
+      return then(out, next("idle"))
     }
-    const onFailure = (cause: Option.Option<HttpClientError.ResponseError>): Pull => {
+    const onFailure = (cause: Cause.Cause<HttpClientError.ResponseError>): Step => {
       watch.arrived()
-      if (Option.isNone(cause)) return atEnd()
+      const failure = Cause.failureOption(cause)
+      if (Option.isNone(failure)) return Channel.failCause(cause as Cause.Cause<never>)
       // Past [DONE], an error (the watchdog's abort included) only ends the reading.
       if (emitted) return stop()
       if (watch.fired !== undefined) return stop(new AiModel.ModelTimeout({ model: name, timeout: watch.fired }))
       return stop(
-        new AiModel.IncompleteStream({ model: name, partial: state.text, reason: scrub(`the connection broke: ${describe(cause.value)}`) })
+        new AiModel.IncompleteStream({ model: name, partial: state.text, reason: scrub(`the connection broke: ${describe(failure.value)}`) })
       )
     }
-    const read = Effect.matchEffect(pull, { onFailure, onSuccess: onBytes })
-    const next: Pull = Effect.suspend(() => {
-      if (pending !== undefined) {
-        const error = pending
-        pending = undefined
-        return stop(error)
+    /** The body ended: the bytes left decode to the last chunks, or the stream was cut short. */
+    const onDone = (): Step => {
+      watch.arrived()
+      if (emitted) return stop()
+      if (watch.fired !== undefined) return stop(new AiModel.ModelTimeout({ model: name, timeout: watch.fired }))
+      const out: Array<AiModel.CompletionChunk> = []
+      const error = state.end(out)
+      if (error !== undefined) return then(out, stop(error))
+      if (state.done) {
+        out.push(final())
+        return then(out, stop())
       }
-      if (ended) return stop()
-      return Effect.zipRight(watch.begin(emitted ? "drain" : started ? "idle" : "first"), read)
-    })
-    return next
+      return then(out, stop(new AiModel.IncompleteStream({ model: name, partial: state.text, reason: "the event stream ended without [DONE]" })))
+    }
+    const read: Step = Channel.readWithCause({ onInput, onFailure, onDone })
+    return read
   }
 
   return { name, generate, stream }
@@ -613,9 +614,10 @@ type Phase = "head" | "first" | "idle" | "drain"
  * each wait (`begin`, then `arrived`); the watchdog sleeps on the `Clock` until the current
  * wait's deadline and, if it is still waiting then, records the limit in `fired` and runs
  * `abort` (closing the request's scope, which aborts it), so the pending read fails and the
- * reader reports `ModelTimeout`. Within a phase, deadlines only move later, so the watchdog
- * just sleeps again on waking early; a new phase restarts it, so it wakes exactly on the new
- * deadline. The stream's finalizer ends it.
+ * reader reports `ModelTimeout`. A watchdog that wakes before the current deadline (a later
+ * wait moved it) just sleeps again, so it is restarted only when a wait's deadline comes
+ * before the one it sleeps to (a first-byte limit shorter than the head's, say): with the
+ * defaults, one fiber times the whole call. The stream's finalizer ends it.
  */
 class Watch {
   phase: Phase = "head"
@@ -623,6 +625,8 @@ class Watch {
   fired: Duration.Duration | undefined = undefined
   private waiting = false
   private since = 0
+  /** When the running watchdog wakes next (its sleep's end), in Clock milliseconds. */
+  private wakeAt = 0
   private finished = false
   private fiber: Fiber.RuntimeFiber<void> | undefined = undefined
 
@@ -633,21 +637,23 @@ class Watch {
   ) {}
 
   /**
-   * A wait starts now. The watchdog is (re)started only when none runs or the limit changes
-   * (head to first byte, say): within one limit, deadlines only move later.
+   * A wait starts now. The watchdog is (re)started only when none runs, or when this wait's
+   * deadline comes before the running one wakes.
    */
   begin(phase: Phase): Effect.Effect<void> {
     if (this.finished) return Effect.void
-    const before = this.limit()
     this.phase = phase
     this.waiting = true
     this.since = this.clock.unsafeCurrentTimeMillis()
     const limit = this.limit()
-    if (this.fiber !== undefined && Duration.equals(before, limit)) return Effect.void
+    const finite = Duration.isFinite(limit)
+    const due = finite ? this.since + Duration.toMillis(limit) : Infinity
+    if (this.fiber !== undefined && due >= this.wakeAt) return Effect.void
     const running = this.fiber
     this.fiber = undefined
     running?.unsafeInterruptAsFork(running.id())
-    if (!Duration.isFinite(limit)) return Effect.void
+    if (!finite) return Effect.void
+    this.wakeAt = due
     // A daemon (cheaper than forking into a scope); `finish`, which the stream's finalizer
     // runs, interrupts it.
     return Effect.map(Effect.forkDaemon(this.loop), (fiber) => {
@@ -680,6 +686,10 @@ class Watch {
       return Effect.void
     }
     const limit = this.limit()
+    if (!Duration.isFinite(limit)) {
+      this.fiber = undefined
+      return Effect.void
+    }
     const due = this.since + Duration.toMillis(limit)
     const now = this.clock.unsafeCurrentTimeMillis()
     if (now >= due) {
@@ -687,6 +697,7 @@ class Watch {
       this.fiber = undefined
       return this.abort
     }
+    this.wakeAt = due
     return Effect.zipRight(this.clock.sleep(Duration.millis(due - now)), this.loop)
   })
 }

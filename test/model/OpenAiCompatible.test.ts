@@ -1,7 +1,7 @@
 import { FetchHttpClient } from "@effect/platform"
 import { NodeHttpClient } from "@effect/platform-node"
 import { describe, expect, it, layer } from "@effect/vitest"
-import { Chunk, Config, ConfigProvider, Duration, Effect, Exit, Fiber, Layer, Redacted, Stream, TestClock } from "effect"
+import { Chunk, Config, ConfigProvider, Duration, Effect, Exit, Fiber, Layer, Option, Redacted, Stream, TestClock, Tracer } from "effect"
 import * as Http from "node:http"
 import * as AiModel from "../../src/model/AiModel.js"
 import * as OpenAiCompatible from "../../src/model/OpenAiCompatible.js"
@@ -444,6 +444,18 @@ layer(NodeHttpClient.layerUndici)("OpenAiCompatible", (it) => {
         const error = yield* Effect.flip(collect(model.stream(request)))
         expect(error).toMatchObject({ _tag: "IncompleteStream", partial: "alpha beta" })
       }))
+
+    it.scoped("a consumer that stops early (take, interruption) ends the call at once, though the server would go on for an hour", () =>
+      Effect.gen(function*() {
+        const { fake, model } = yield* setup()
+        const slow = Fake.answer({ text: "alpha beta gamma", between: "1 hour" })
+        yield* fake.script(slow, slow, Fake.answer({ text: "after" }))
+        expect(text(yield* collect(Stream.take(model.stream(request), 1)))).toBe("alpha")
+        const reader = yield* Effect.fork(collect(model.stream(request)))
+        yield* fake.received(2)
+        yield* Fiber.interrupt(reader)
+        expect(text(yield* collect(model.stream(request)))).toBe("after")
+      }))
   })
 
   describe("limits against a hostile or broken server", () => {
@@ -519,10 +531,26 @@ layer(NodeHttpClient.layerUndici)("OpenAiCompatible", (it) => {
         yield* awaitTimer("5 seconds")
         yield* TestClock.adjust("5 seconds")
         expect(yield* Fiber.await(beforeHead)).toStrictEqual(Exit.fail(new AiModel.ModelTimeout({ model: "test-model", timeout: Duration.seconds(5) })))
+        // One watchdog times the whole call: it wakes at the head's deadline, finds the head in
+        // and the first byte awaited, and sleeps on to the first byte's.
         const afterHead = yield* Effect.fork(collect(model.stream(request)))
-        yield* awaitTimer("20 seconds")
-        yield* TestClock.adjust("20 seconds")
+        yield* fake.received(2)
+        yield* awaitTimer("5 seconds")
+        yield* TestClock.adjust("5 seconds")
+        yield* awaitTimer("15 seconds")
+        expect(Option.isNone(yield* Fiber.poll(afterHead))).toBe(true)
+        yield* TestClock.adjust("15 seconds")
         expect(yield* Fiber.await(afterHead)).toStrictEqual(Exit.fail(new AiModel.ModelTimeout({ model: "test-model", timeout: Duration.seconds(20) })))
+      }))
+
+    it.scoped("a firstByteTimeout shorter than connectTimeout still fires on time", () =>
+      Effect.gen(function*() {
+        const { fake, model } = yield* setup({ connectTimeout: "30 seconds", firstByteTimeout: "2 seconds" })
+        yield* fake.script(Fake.stall(true))
+        const afterHead = yield* Effect.fork(collect(model.stream(request)))
+        yield* awaitTimer("2 seconds")
+        yield* TestClock.adjust("2 seconds")
+        expect(yield* Fiber.await(afterHead)).toStrictEqual(Exit.fail(new AiModel.ModelTimeout({ model: "test-model", timeout: Duration.seconds(2) })))
       }))
 
     it.scoped("a slow first token within firstByteTimeout is fine; beyond it, ModelTimeout; then a silence past idleTimeout", () =>
@@ -548,6 +576,31 @@ layer(NodeHttpClient.layerUndici)("OpenAiCompatible", (it) => {
         yield* awaitTimer("3 seconds")
         yield* TestClock.adjust("3 seconds")
         expect(yield* Fiber.await(silent)).toStrictEqual(Exit.fail(new AiModel.ModelTimeout({ model: "test-model", timeout: Duration.seconds(3) })))
+      }))
+  })
+
+  describe("tracing", () => {
+    // A span of Effect's default tracer is recorded nowhere, so the client's span (and the
+    // `traceparent` header it sends) is made only under a tracer that records spans.
+    it.scoped("the client's span and traceparent header only under a tracer that records spans", () =>
+      Effect.gen(function*() {
+        const { fake, model } = yield* setup()
+        const names: Array<string> = []
+        const native = yield* Effect.tracer
+        const recording = Tracer.make({
+          span: (name, parent, context, links, startTime, kind) => {
+            names.push(name)
+            return native.span(name, parent, context, links, startTime, kind)
+          },
+          context: (f) => f()
+        })
+        yield* model.generate(request)
+        yield* collect(model.stream(request))
+        yield* model.generate(request).pipe(Effect.withTracer(recording))
+        yield* collect(model.stream(request)).pipe(Effect.withTracer(recording))
+        const sent = yield* fake.requests
+        expect(sent.map((r) => r.headers["traceparent"] !== undefined)).toStrictEqual([false, false, true, true])
+        expect(names.filter((name) => name.startsWith("http.client")).length).toBe(2)
       }))
   })
 
