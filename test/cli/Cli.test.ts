@@ -2,18 +2,13 @@ import { FileSystem } from "@effect/platform"
 import { SystemError } from "@effect/platform/Error"
 import { NodeContext } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
-import { Cause, ConfigProvider, Effect, Exit, Fiber, FiberId, Layer, Option, TestClock } from "effect"
+import { Cause, ConfigProvider, Effect, Exit, Fiber, FiberId, Option, TestClock } from "effect"
 import * as Cli from "../../src/cli/Cli.js"
 import * as TestStdio from "./TestStdio.js"
+import * as Wiz from "./Wiz.js"
 
 /** Run `wiz <args>` as main.ts does (report on failure), returning the exit code. */
-const wiz = (stdio: TestStdio.TestStdio, ...args: ReadonlyArray<string>) =>
-  Cli.run(["node", "wiz", ...args]).pipe(
-    Effect.tapErrorCause(Cli.report),
-    Effect.exit,
-    Effect.map(Cli.exitCode),
-    Effect.provide(Layer.merge(NodeContext.layer, stdio.layer))
-  )
+const wiz = Wiz.exitCode
 
 const instant = ["--time-to-first-token", "0 millis", "--per-token", "0 millis", "--no-progress"]
 

@@ -5,19 +5,13 @@
 import { FileSystem } from "@effect/platform"
 import { NodeContext } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Layer } from "effect"
-import * as Cli from "../../src/cli/Cli.js"
+import { Effect } from "effect"
 import * as Fake from "../support/FakeProvider.js"
 import * as TestStdio from "./TestStdio.js"
+import * as Wiz from "./Wiz.js"
 
 /** Run `wiz <args>` as main.ts does (report on failure), returning the exit code. */
-const wiz = (stdio: TestStdio.TestStdio, ...args: ReadonlyArray<string>) =>
-  Cli.run(["node", "wiz", ...args]).pipe(
-    Effect.tapErrorCause(Cli.report),
-    Effect.exit,
-    Effect.map(Cli.exitCode),
-    Effect.provide(Layer.merge(NodeContext.layer, stdio.layer))
-  )
+const wiz = Wiz.exitCode
 
 const tasks = ["a", "b", "c"].map((id) => `{"id":"${id}","prompt":"Summarise: task ${id} is about typed errors."}`).join("\n") + "\n"
 const key = "sk-wiz-cli-test-0123456789abcdef"
