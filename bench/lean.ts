@@ -43,6 +43,8 @@ const promiseModel = (never = false): AiModel.AiModel.Service => ({
 })
 
 const tasks = Array.from({ length: calls }, (_, i) => new AgentTask.AgentTask({ id: `t${i}`, prompt: "p" }))
+/** Each its own prompt: with coalescing on, every task is a miss. */
+const distinct = tasks.map((task, i) => new AgentTask.AgentTask({ id: task.id, prompt: `p${i}` }))
 
 const service = (options: AgentService.Options, never = false) =>
   Effect.runPromise(
@@ -68,8 +70,11 @@ const cockatielStack = (limit = permits) =>
     cockatielTimeout(30_000, TimeoutStrategy.Aggressive)
   )
 
-const effectRun = (run: (task: AgentTask.AgentTask) => Effect.Effect<unknown, unknown>, concurrency: number) =>
-  perCall(calls, () => Effect.runPromise(Effect.forEach(tasks, run, { concurrency, discard: true })))
+const effectRun = (
+  run: (task: AgentTask.AgentTask) => Effect.Effect<unknown, unknown>,
+  concurrency: number,
+  batch: ReadonlyArray<AgentTask.AgentTask> = tasks
+) => perCall(calls, () => Effect.runPromise(Effect.forEach(batch, run, { concurrency, discard: true })))
 
 const promiseRun = (run: () => Promise<unknown>, concurrency: number) =>
   perCall(calls, async () => {
@@ -186,8 +191,8 @@ const main = async () => {
   const coalescing = await service({ coalesce: true })
   report(
     "AgentService.process, default policies + coalesce, every task a miss (vs cockatiel)",
-    await effectRun(coalescing.process, 1),
-    await effectRun(coalescing.process, inFlight),
+    await effectRun(coalescing.process, 1, distinct),
+    await effectRun(coalescing.process, inFlight, distinct),
     cockatiel
   )
   const shellTimes = [await effectRun(shell.process, 1), await effectRun(shell.process, inFlight)] as const
