@@ -170,7 +170,10 @@ export const requestKey = (request: AiModel.CompletionRequest): string =>
  * fit with their backoffs; a provider that is down ends every task within it, with a typed
  * error, instead of a run that crawls); retries per `Retry.defaults`; a retry budget per
  * `Budget.defaults` (Linkerd's 20% + 10/s); a breaker per model per `CircuitBreaker.defaults`
- * (50% of the last 100 calls, 5 s open; a 429 is flow control, not a failure); no hedging, no
+ * (50% of the last 100 calls, 5 s open; a 429 is flow control, not a failure); a token budget
+ * per model that learns the provider's limits from its rate-limit reports (`tokenBudget: {
+ * probe: false, holdUnknown: false }`: nothing is limited, and nothing waits, until a report
+ * says what the limits are; a 429 without one holds only its own task); no hedging, no
  * fallback.
  *
  * @since 0.1.0
