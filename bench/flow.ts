@@ -135,6 +135,7 @@ const goodputTable = async () => {
   runs.push(await goodputAgent("AgentService, tokenBudget: { limits: { tokens: TPM } }", { tokenBudget: { limits: { tokens: TPM } } }))
   runs.push(await goodputAgent("AgentService, tokenBudget: {} (learned, probing first)", { tokenBudget: {} }))
   runs.push(await goodputAgent("AgentService, its defaults (learned from the first report)", {}))
+  runs.push(await goodputAgent("AgentService, concurrency: \"adaptive\" (budget learned)", { concurrency: "adaptive" }))
   runs.push(await goodputAgent("AgentService, tokenBudget: false", { tokenBudget: false }))
   runs.push(await goodput("today's stack: Retry + Bulkhead 64, no budget", Effect.gen(function* () {
     const bulkhead = yield* Bulkhead.make({ permits: CONCURRENCY })

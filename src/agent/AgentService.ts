@@ -57,8 +57,8 @@ export interface Options {
    * Model calls on the wire at once (the permit), and how many tasks `processAll` keeps awake
    * at once: a task asleep in a backoff or waiting on an open circuit holds no permit and no
    * place, so new tasks start meanwhile. `"adaptive"`: an {@link AdaptiveLimit} finds the
-   * provider's knee by itself (tuned by `adaptive`), and `processAll` keeps up to its `max`
-   * (at most `maxTasks`) awake in its FIFO queue.
+   * provider's knee by itself (tuned by `adaptive`), and `processAll` keeps twice the limit in
+   * force awake.
    */
   readonly concurrency?: number | "adaptive"
   /** The adaptive limit's options, with `concurrency: "adaptive"`. */
@@ -459,10 +459,16 @@ export const make = (
       : undefined
     const fixed = typeof options.concurrency === "number" ? options.concurrency : defaults.concurrency
     const maxTasks = Math.max(options.maxTasks ?? defaults.maxTasks, adaptive === undefined ? fixed : 1)
-    // Under an adaptive limit the limiter's own FIFO queue decides who goes next.
+    // Under an adaptive limit, permits up to its max (streams take plain ones), and twice the
+    // limit in force awake: enough queued at the limiter to fill each freed permit at once,
+    // and few enough that calls admitted before the provider's first report (which the token
+    // budget has nothing to charge against yet) cannot pile up behind the limiter.
     const concurrency = adaptive === undefined
       ? fixed
       : Math.min(maxTasks, options.adaptive?.max ?? AdaptiveLimit.defaults.max)
+    const awake: number | (() => number) = adaptive === undefined
+      ? fixed
+      : () => Math.min(maxTasks, 2 * adaptive.unsafeLimit())
     const maxTokens = options.maxTokens ?? defaults.maxTokens
     const timeout = Duration.decode(options.timeout ?? defaults.timeout)
     const timeoutMillis = Duration.toMillis(timeout)
@@ -744,7 +750,7 @@ export const make = (
       const stream = Stream.StreamTypeId in tasks ? tasks : Stream.fromIterable(tasks)
       return Stream.suspend(() => {
         // Up to `maxTasks` held at once; of those, `concurrency` awake when a new one starts.
-        const window = new TaskWindow(concurrency)
+        const window = new TaskWindow(awake)
         const settle = (task: AgentTask): Effect.Effect<TaskResult> =>
           window.admit(Effect.catchAll(runTask(task, window), (failed) => Effect.succeed(failed)))
         return Stream.mapEffect(stream, settle, { concurrency: maxTasks, unordered: true })

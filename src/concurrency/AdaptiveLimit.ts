@@ -136,6 +136,8 @@ export interface AdaptiveLimit {
   readonly withPermit: <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
   /** The limit in force. */
   readonly limit: Effect.Effect<number>
+  /** The limit in force, read synchronously (for a caller that sizes its own queue by it). */
+  readonly unsafeLimit: () => number
   /** The limit now, then each change. */
   readonly changes: Stream.Stream<number>
   /** The live figures. */
@@ -322,6 +324,7 @@ const build = (ref: SubscriptionRef.SubscriptionRef<number>, config: Config): Ad
   return {
     withPermit,
     limit: Effect.sync(() => limit),
+    unsafeLimit: () => limit,
     changes: ref.changes,
     stats: Effect.sync(() => ({
       limit,

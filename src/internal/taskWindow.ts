@@ -29,7 +29,12 @@ export class TaskWindow {
   private head: Waiter | undefined = undefined
   private tail: Waiter | undefined = undefined
 
-  constructor(readonly awake: number) {}
+  /** `awake`: how many may be awake, a number or read at each admission (a limit that moves). */
+  constructor(awake: number | (() => number)) {
+    this.awake = typeof awake === "number" ? () => awake : awake
+  }
+
+  private readonly awake: () => number
 
   /** Tasks awake right now (it may exceed `awake` while woken tasks catch up). */
   get awakeCount(): number {
@@ -39,7 +44,7 @@ export class TaskWindow {
   /** Runs `task` once fewer than `awake` tasks are awake, counting it awake until it ends. */
   admit<A, E, R>(task: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> {
     return Effect.uninterruptibleMask((restore) => {
-      if (this.head === undefined && this.awakeNow < this.awake) {
+      if (this.head === undefined && this.awakeNow < this.awake()) {
         this.awakeNow++
         return Effect.ensuring(restore(task), this.leave)
       }
@@ -80,7 +85,7 @@ export class TaskWindow {
   /** One task fewer awake: admit the head of the queue if there is room. */
   private release(): void {
     this.awakeNow--
-    while (this.head !== undefined && this.awakeNow < this.awake) {
+    while (this.head !== undefined && this.awakeNow < this.awake()) {
       const waiter = this.head
       this.unlink(waiter)
       this.awakeNow++

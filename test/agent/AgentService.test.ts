@@ -903,6 +903,13 @@ describe("AgentService, flow control (issue 11)", () => {
       }
     }))
 
+  it.effect("adaptive concurrency beside a learning budget: tasks wait awake in no queue the budget cannot see, so at most 2% of calls are refused", () =>
+    Effect.gen(function*() {
+      const adaptive = yield* runFlow({ tokensPerMinute: tpm }, { concurrency: "adaptive" })
+      expect(adaptive.succeeded).toHaveLength(batch.length)
+      expect(adaptive.refusals.rateLimited).toBeLessThanOrEqual(Math.ceil(adaptive.refusals.calls * 0.02))
+    }))
+
   it.effect("a task that can never fit the budget fails at once with BudgetExceeded: not retried, no call made", () =>
     Effect.gen(function*() {
       let calls = 0
