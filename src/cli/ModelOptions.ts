@@ -311,17 +311,20 @@ export const modelOptions = {
     "positive",
     "Embedded model: how long the simulated outage lasts. Needs --outage-after."
   ),
-  providerRpm: OptionValue.integer("provider-rpm", 1).pipe(
-    Options.withDescription("Embedded model: its own limit on requests per minute; beyond it, a 429 (and a rate-limit report on every answer)."),
-    Options.optional
+  providerRpm: OptionValue.optionalInteger(
+    "provider-rpm",
+    1,
+    "Embedded model: its own limit on requests per minute; beyond it, a 429 (and a rate-limit report on every answer)."
   ),
-  providerTpm: OptionValue.integer("provider-tpm", 1).pipe(
-    Options.withDescription("Embedded model: its own limit on tokens per minute (prompt + maxTokens charged per call); beyond it, a 429."),
-    Options.optional
+  providerTpm: OptionValue.optionalInteger(
+    "provider-tpm",
+    1,
+    "Embedded model: its own limit on tokens per minute (prompt + maxTokens charged per call); beyond it, a 429."
   ),
-  providerCapacity: OptionValue.integer("provider-capacity", 1).pipe(
-    Options.withDescription("Embedded model: calls served at full speed at once; beyond it each is slower, and past twice it, Overloaded."),
-    Options.optional
+  providerCapacity: OptionValue.optionalInteger(
+    "provider-capacity",
+    1,
+    "Embedded model: calls served at full speed at once; beyond it each is slower, and past twice it, Overloaded."
   )
 }
 
@@ -355,12 +358,14 @@ export const policyOptions = {
     `How long the circuit breaker stays open before a probe call may test the model again ` +
       `(default ${Duration.format(CircuitBreaker.defaults.openDuration)}).`
   ),
-  rpm: OptionValue.integer("rpm", 1).pipe(
-    Options.withDescription("Our budget: at most N requests per minute (by default the budget learns the limit from the provider's rate-limit reports)."),
-    Options.optional
+  rpm: OptionValue.optionalInteger(
+    "rpm",
+    1,
+    "Our budget: at most N requests per minute (by default the budget learns the limit from the provider's rate-limit reports)."
   ),
-  tpm: OptionValue.integer("tpm", 1).pipe(
-    Options.withDescription("Our budget: at most N tokens per minute, each call reserving prompt + maxTokens and settling with its usage."),
-    Options.optional
+  tpm: OptionValue.optionalInteger(
+    "tpm",
+    1,
+    "Our budget: at most N tokens per minute, each call reserving prompt + maxTokens and settling with its usage."
   )
 }

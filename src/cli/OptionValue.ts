@@ -92,6 +92,15 @@ export const integer = (name: string, min: number) =>
   )
 
 /**
+ * `--NAME N`, a whole number of at least `min`, optional, with its help text.
+ *
+ * @since 0.1.0
+ * @category options
+ */
+export const optionalInteger = (name: string, min: number, description: string) =>
+  integer(name, min).pipe(Options.withDescription(description), Options.optional)
+
+/**
  * `--NAME N` or `--NAME WORD`: a whole number of at least `min`, or the one word `word`.
  *
  * @since 0.1.0
