@@ -274,7 +274,10 @@ export declare namespace AgentService {
      * Answer one task as the model produces it, through the same policies: retried, or handed to
      * the next tier, only before its first chunk (or continued after a break, with `continue`);
      * a stream that ends without its final chunk fails with `IncompleteStream` and its text.
-     * A permit is held while an attempt's stream is open; the reader's pace paces the model.
+     * A permit is held while an attempt's stream is open (under `concurrency: "adaptive"`, a
+     * plain one up to the limit's `max`: a stream's open time is no latency to learn from); the
+     * reader's pace paces the model. The token budget is charged as for `process`, and settled
+     * with the usage of the final chunk.
      */
     readonly stream: (task: AgentTask) => Stream.Stream<AiModel.CompletionChunk, StreamError>
     /**
