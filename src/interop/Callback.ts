@@ -221,29 +221,35 @@ const squash = <A, E>(exit: Exit.Exit<A, E>): unknown => Exit.isFailure(exit) ? 
  */
 export const runner = <R = never>(): Effect.Effect<Runner<R>, never, R> =>
   Effect.map(Effect.runtime<R>(), (runtime) => {
-    const runCallback = <A, E>(effect: Effect.Effect<A, E, R>, callback: NodeCallback<A>): () => void => {
+    /** Runs `effect`, handing its `Exit` to `onExit`; returns the canceler. */
+    const start = <A, E>(effect: Effect.Effect<A, E, R>, onExit: (exit: Exit.Exit<A, E>) => void): () => void => {
       const fiber = Runtime.runFork(runtime)(effect)
-      fiber.addObserver((exit) => Exit.isSuccess(exit) ? callback(null, exit.value) : callback(squash(exit)))
+      fiber.addObserver(onExit)
       return () => fiber.unsafeInterruptAsFork(FiberId.none)
     }
+    const runCallback = <A, E>(effect: Effect.Effect<A, E, R>, callback: NodeCallback<A>): () => void =>
+      start(effect, (exit) => Exit.isSuccess(exit) ? callback(null, exit.value) : callback(squash(exit)))
     const run: Runner<R> = {
       runPromise: (effect, options) =>
         new Promise((resolve, reject) => {
           const signal = options?.signal
           const onAbort = () => cancel()
-          const cancel = runCallback(effect, (error, value) => {
+          const cancel = start(effect, (exit) => {
             signal?.removeEventListener("abort", onAbort)
-            if (error === null) resolve(value as any)
-            else reject(error)
+            if (Exit.isSuccess(exit)) resolve(exit.value)
+            else reject(squash(exit))
           })
           if (signal === undefined) return
           if (signal.aborted) cancel()
           else signal.addEventListener("abort", onAbort, { once: true })
         }),
       runCallback,
-      toNode: (f) => (...args) => {
-        const callback = args[args.length - 1] as NodeCallback<any>
-        return runCallback(f(...(args.slice(0, -1) as any)), callback)
+      toNode: <Args extends ReadonlyArray<unknown>, A, E>(f: (...args: Args) => Effect.Effect<A, E, R>) =>
+      (...args: [...Args, NodeCallback<A>]) => {
+        const callback = args[args.length - 1] as NodeCallback<A>
+        // the arguments before the callback: TypeScript cannot type a tuple's slice
+        const rest = args.slice(0, -1) as unknown as Args
+        return runCallback(f(...rest), callback)
       }
     }
     return run
