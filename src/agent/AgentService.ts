@@ -765,7 +765,7 @@ export const make = (
     // -------------------------------------------------------------------------
 
     const streamOptions = options.stream ?? {}
-    const sourceModels = [primary, ...extraModels]
+    const sourceModels: Arr.NonEmptyReadonlyArray<AiModel.AiModel.Service> = [primary, ...extraModels]
     const modelBreakers = new Map<string, CircuitBreaker.CircuitBreaker>()
     if (breakers !== undefined) {
       for (const model of sourceModels) modelBreakers.set(model.name, yield* breakers.get(model.name))
@@ -816,7 +816,8 @@ export const make = (
       Stream.unwrap(Effect.map(Clock.currentTimeMillis, (start) => {
         const run = new TaskRun(task, undefined, shared, start + deadlineMillis)
         const request = unsafeConstruct(AiModel.CompletionRequest, { prompt: task.prompt, maxTokens: task.maxTokens ?? maxTokens })
-        const sources: Array<StreamingAnswer.Source> = sourceModels.map((model) => permitted(request)(StreamingAnswer.fromModel(model, request)))
+        const source = (model: AiModel.AiModel.Service) => permitted(request)(StreamingAnswer.fromModel(model, request))
+        const sources: Arr.NonEmptyArray<StreamingAnswer.Source> = [source(sourceModels[0]), ...sourceModels.slice(1).map(source)]
         if (fallback?.staticAnswer !== undefined) {
           const text = fallback.staticAnswer(task)
           const usage = new AiModel.Usage({ promptTokens: 0, completionTokens: 0 })
@@ -859,7 +860,7 @@ export const make = (
         })
         const started = emit(bus, "TaskStarted", () => new AgentEvent.TaskStarted({ taskId: task.id }, true))
         return Stream.ensuringWith(
-          Stream.concat(Stream.drain(Stream.fromEffect(started)), answer(sources as unknown as Arr.NonEmptyReadonlyArray<StreamingAnswer.Source>)),
+          Stream.concat(Stream.drain(Stream.fromEffect(started)), answer(sources)),
           (exit) =>
             Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause) ? Effect.void : Effect.flatMap(Clock.currentTimeMillis, (now) =>
               emit(bus, "TaskFinished", () =>
