@@ -201,6 +201,29 @@ describe("AdaptiveLimit", () => {
       expect(yield* limit.limit).toBe(5)
     }))
 
+  it.effect("faults at a steady rate whatever the load (a fifth of the calls) do not collapse the limit; a provider shedding most calls still shrinks it", () =>
+    Effect.gen(function* () {
+      // a provider with flat latency: every fifth call, spread at random, fails Overloaded
+      const run = (failing: (n: number) => boolean) =>
+        Effect.gen(function* () {
+          const limit = yield* AdaptiveLimit.make({ initial: 4, max: 64 })
+          let n = 0
+          const call = Effect.suspend(() => {
+            const failed = failing(n++)
+            return Effect.zipRight(Effect.sleep(100), failed ? Effect.fail(new AiModel.Overloaded({ model: "m" })) : Effect.void)
+          })
+          const caller = Effect.forever(Effect.exit(limit.withPermit(call)))
+          const callers = yield* Effect.fork(Effect.forEach(Array.from({ length: 32 }), () => caller, { concurrency: "unbounded", discard: true }))
+          yield* TestClock.adjust("20 seconds")
+          yield* Fiber.interrupt(callers)
+          return yield* limit.limit
+        })
+      // a fixed pseudo-random fifth: (n × 7919) mod 100 < 20
+      expect(yield* run((n) => (n * 7919) % 100 < 20)).toBeGreaterThanOrEqual(16)
+      // nine calls in ten shed: the limit goes to its floor
+      expect(yield* run((n) => (n * 7919) % 100 < 90)).toBeLessThanOrEqual(4)
+    }))
+
   it.effect("changes streams the limit now and each change; stats read it with the calls active and waiting", () =>
     Effect.gen(function* () {
       const limit = yield* AdaptiveLimit.make({ initial: 4, backoff: 0.5, min: 1 })
