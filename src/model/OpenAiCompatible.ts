@@ -109,6 +109,13 @@ export interface Options {
    * as it inflates); beyond it the call fails with `MalformedResponse`.
    */
   readonly maxResponseBytes?: number | undefined
+  /**
+   * The largest whole answer (`generate`, or a server that answers a stream with the whole
+   * JSON), in bytes as decoded, never more than `maxResponseBytes`. A whole answer is held in
+   * memory while it is read (a stream's events are not), so calls in flight × this bounds what
+   * a batch can be made to hold; beyond it the call fails with `MalformedResponse`.
+   */
+  readonly maxAnswerBytes?: number | undefined
   /** The longest event-stream line, in characters; beyond it the stream fails with `MalformedResponse`. */
   readonly maxLineLength?: number | undefined
   /** Redirects followed (307 and 308 to the same origin only) before the call fails. */
@@ -136,6 +143,8 @@ export interface Options {
  *   stream's usage is estimated with {@link Tokenizer.count}.
  * - `maxResponseBytes: 8 MiB`: a long answer streamed is ~1 MiB of events; a body past 8 MiB is
  *   a broken or hostile server.
+ * - `maxAnswerBytes: 2 MiB`: a whole answer carries no per-token envelope, so 2 MiB is hundreds
+ *   of thousands of tokens; eight answers in flight (`wiz run`'s default) hold 16 MiB at most.
  * - `maxLineLength: 1 Mi` characters: one event is one line of JSON, a few hundred bytes.
  * - `maxRedirects: 5`.
  * - `maxTokensOverrun: 4`: an answer is cut at `maxTokens` by any server that honours it; the
@@ -155,6 +164,7 @@ export const defaults = {
   maxTokensField: "max_tokens",
   streamUsage: true,
   maxResponseBytes: 8 * 1024 * 1024,
+  maxAnswerBytes: 2 * 1024 * 1024,
   maxLineLength: 1024 * 1024,
   maxRedirects: 5,
   maxTokensOverrun: 4,
@@ -215,7 +225,7 @@ const validate = (options: Options): ConfigError.ConfigError | undefined => {
     return ConfigError.InvalidData(["baseUrl"], `baseUrl is not an http(s) URL: ${JSON.stringify(options.baseUrl)}`)
   }
   if (options.model.trim() === "") return ConfigError.InvalidData(["model"], "model is empty")
-  for (const key of ["maxResponseBytes", "maxLineLength"] as const) {
+  for (const key of ["maxResponseBytes", "maxAnswerBytes", "maxLineLength"] as const) {
     const value = options[key]
     if (value !== undefined && !(Number.isInteger(value) && value > 0)) {
       return ConfigError.InvalidData([key], `${key} must be a positive integer (got ${value})`)
@@ -252,6 +262,7 @@ const build = (
   const name = options.name ?? options.model
   const endpoint = new URL(`${options.baseUrl.replace(/\/+$/, "")}/chat/completions`)
   const maxResponseBytes = options.maxResponseBytes ?? defaults.maxResponseBytes
+  const maxAnswerBytes = Math.min(options.maxAnswerBytes ?? defaults.maxAnswerBytes, maxResponseBytes)
   const maxLineLength = options.maxLineLength ?? defaults.maxLineLength
   const maxRedirects = options.maxRedirects ?? defaults.maxRedirects
   const maxTokensOverrun = options.maxTokensOverrun ?? defaults.maxTokensOverrun
@@ -394,7 +405,7 @@ const build = (
     )
 
   const tooLarge = () =>
-    new AiModel.MalformedResponse({ model: name, reason: `the response body is larger than ${maxResponseBytes} bytes` })
+    new AiModel.MalformedResponse({ model: name, reason: `the response body is larger than ${maxAnswerBytes} bytes` })
 
   /** Reads a whole 2xx body and turns it into a completion. */
   const readCompletion = (
@@ -402,7 +413,7 @@ const build = (
     request: AiModel.CompletionRequest
   ): Effect.Effect<AiModel.Completion, AiModel.ModelError> => {
     const headers = response.headers
-    return readText(response, maxResponseBytes, "fail").pipe(
+    return readText(response, maxAnswerBytes, "fail").pipe(
       Effect.mapError((error) => {
         if (error === "too-large") return tooLarge()
         const cause = describe(error)

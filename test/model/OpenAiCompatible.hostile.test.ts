@@ -124,6 +124,12 @@ layer(Layer.merge(FetchHttpClient.layer, captureLogs))("OpenAiCompatible against
           )
           expect((yield* model.generate(request)).text).toBe("fits")
         }
+        // a whole answer is held while it is read: by default it may take 2 MiB of the 8 a stream may
+        const { fake: plain, model: defaults } = yield* setup()
+        yield* plain.script(Fake.raw(200, completion("x".repeat(3 * 1024 * 1024)), { headers: json, encoding: "gzip" }))
+        expect(yield* generateFails(defaults)).toStrictEqual(
+          new AiModel.MalformedResponse({ model: "hostile", reason: "the response body is larger than 2097152 bytes" })
+        )
       }))
 
     it.scoped("issue 18.1: a compressed answer that never ends inflating is stopped at the limit: the server never gets to send it all", () =>
