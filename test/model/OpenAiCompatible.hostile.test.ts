@@ -26,7 +26,6 @@ import {
   Stream,
   TestClock
 } from "effect"
-import * as Http from "node:http"
 import * as AiModel from "../../src/model/AiModel.js"
 import * as OpenAiCompatible from "../../src/model/OpenAiCompatible.js"
 import * as RateLimitHeaders from "../../src/model/RateLimitHeaders.js"
@@ -92,15 +91,6 @@ const watchedBomb = (options: Omit<Fake.BombOptions, "onEnd">) =>
     reply: Fake.bomb({ ...options, onEnd: (wire, finished) => Deferred.unsafeDone(ended, Effect.succeed({ wire, finished })) }),
     ended: Deferred.await(ended)
   }))
-
-/** A port nothing listens on: bound, then closed. */
-const closedPort = Effect.async<number>((resume) => {
-  const server = Http.createServer()
-  server.listen(0, "127.0.0.1", () => {
-    const address = server.address()
-    server.close(() => resume(Effect.succeed(typeof address === "object" && address !== null ? address.port : 1)))
-  })
-})
 
 /** The clients a user can give the model, and the transport codes each reports. */
 const clients = [
@@ -408,7 +398,7 @@ describe("OpenAiCompatible against a hostile server: the cause of a transport fa
     const expected = codes[client.name]
     it.scoped(`issue 18.5: ${client.name}: a refused connection says ECONNREFUSED, in its reason and its code`, () =>
       Effect.gen(function*() {
-        expectCause(yield* fails(`http://127.0.0.1:${yield* closedPort}/v1`), "ECONNREFUSED")
+        expectCause(yield* fails(`http://127.0.0.1:${yield* Fake.closedPort}/v1`), "ECONNREFUSED")
       }).pipe(Effect.provide(client.layer)))
 
     it.scoped(`issue 18.5: ${client.name}: a socket closed before the head says ${expected.socket}`, () =>

@@ -320,6 +320,15 @@ export const make = (options: Options = {}): Effect.Effect<FakeProvider, unknown
     } satisfies FakeProvider
   })
 
+/** A port nothing listens on (bound, then closed): a connection to it is refused. */
+export const closedPort: Effect.Effect<number> = Effect.async<number>((resume) => {
+  const server = Http.createServer()
+  server.listen(0, "127.0.0.1", () => {
+    const address = server.address()
+    server.close(() => resume(Effect.succeed(typeof address === "object" && address !== null ? address.port : 1)))
+  })
+})
+
 // -----------------------------------------------------------------------------
 // writing replies
 // -----------------------------------------------------------------------------
