@@ -156,10 +156,12 @@ const follow = <E>(
   })
 
 /**
- * What the progress line shows of the agent's flow control: the limit when it moves (adaptive),
- * and the tightest limited budget dimension with the calls waiting for it, once one is known.
+ * What the progress line shows of the agent's flow control: the calls on the wire (so the tasks
+ * taken up read `32 calling, 968 waiting`, not `1000 in flight` at `--concurrency 32`), the
+ * limit when it moves (adaptive), and the tightest limited budget dimension with the calls
+ * waiting for it, once one is known.
  */
-const flowOf = (flow: AgentService.FlowState, adaptive: boolean): Progress.Flow | undefined => {
+const flowOf = (flow: AgentService.FlowState, adaptive: boolean): Progress.Flow => {
   let left: number | undefined
   let waiting = 0
   for (const budget of Object.values(flow.budgets)) {
@@ -170,8 +172,8 @@ const flowOf = (flow: AgentService.FlowState, adaptive: boolean): Progress.Flow 
       left = left === undefined ? share : Math.min(left, share)
     }
   }
-  if (!adaptive && left === undefined) return undefined
   return {
+    calls: flow.active,
     ...(adaptive ? { limit: flow.limit } : {}),
     ...(left === undefined ? {} : { budgetLeft: Math.round(left * 100) / 100, budgetWaiting: waiting })
   }
@@ -248,13 +250,9 @@ export const run = Effect.fn("RunCommand.run")(function*(options: RunOptions) {
         Option.match(events, { onNone: () => Effect.void, onSome: (file) => file.write(Chunk.toReadonlyArray(chunk)) })
       ))
     const screen = options.progress ? Option.some(yield* drawProgress(progress)) : Option.none()
-    if (options.progress) {
-      const adaptive = options.concurrency === "adaptive"
-      yield* Effect.forkScoped(Effect.repeat(
-        Effect.flatMap(agent.flow, (flow) => progress.setFlow(flowOf(flow, adaptive))),
-        Schedule.spaced("250 millis")
-      ))
-    }
+    const adaptive = options.concurrency === "adaptive"
+    const reportFlow = Effect.flatMap(agent.flow, (flow) => progress.setFlow(flowOf(flow, adaptive)))
+    if (options.progress) yield* Effect.forkScoped(Effect.repeat(reportFlow, Schedule.spaced("250 millis")))
     // records on the terminal the progress line is drawn on go above it, never into it (the
     // line's terminal is stderr, whose writes cannot fail)
     const onScreen = Option.filter(screen, () => Option.isNone(options.output) && stdio.stdoutIsTTY)
@@ -290,6 +288,8 @@ export const run = Effect.fn("RunCommand.run")(function*(options: RunOptions) {
       follower.guard
     )
     yield* follower.settle(finished)
+    // the last line drawn says what the end is: no call on the wire
+    if (options.progress) yield* reportFlow
     if (Option.isSome(events)) yield* events.value.commit
     yield* output.commit
   }).pipe(Effect.scoped, Effect.provide(agentLayer), Effect.onExit(finish))

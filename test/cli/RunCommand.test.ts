@@ -162,7 +162,7 @@ describe("wiz run", () => {
       for (const row of recordRows) expect(JSON.parse(row)).toMatchObject({ status: "succeeded" })
       // the progress line was drawn between records, and ends as the last row before the summary
       expect(stdio.stderrWrites.filter((text) => text.includes(" retries, ")).length).toBeGreaterThan(12)
-      expect(rows[12]).toMatch(/^\[█{20}\] 12\/12, 0 failed, 0 retries, 0 in flight, [\d.]+\/s, ETA 0s$/)
+      expect(rows[12]).toMatch(/^\[█{20}\] 12\/12, 0 failed, 0 retries, 0 calling, 0 waiting, [\d.]+\/s, ETA 0s$/)
       expect(rows[13]).toBe("succeeded   12")
     }))
 
@@ -184,7 +184,7 @@ describe("wiz run", () => {
         // the first plain line, 5 s in: some tasks run at about 1/s (done also counts the skipped
         // lines already read), and ten minus those are left to run; counting the skipped lines not
         // reached yet as work left would say ten seconds more
-        const [, shown, rate, eta] = (/^(\d+)\/20 done(?: \(10 resumed\))?, 0 failed, 0 retries, 1 in flight, ([\d.]+)\/s, ETA (\d+)s\n$/.exec(stdio.stderrWrites[0]!) ?? [])
+        const [, shown, rate, eta] = (/^(\d+)\/20 done(?: \(10 resumed\))?, 0 failed, 0 retries, \d+ calling, \d+ waiting, ([\d.]+)\/s, ETA (\d+)s\n$/.exec(stdio.stderrWrites[0]!) ?? [])
           .map(Number)
         const ran = Math.round(rate! * 5)
         expect(ran).toBeGreaterThanOrEqual(1)

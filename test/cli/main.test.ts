@@ -256,7 +256,7 @@ describe("wiz (the executable)", { timeout: 180_000 }, () => {
           expect(recordRows.map((row) => JSON.parse(row).id).sort()).toEqual(ids(15))
           // the progress line was drawn (a bar), and is the row just above the summary
           const summaryAt = rows.findIndex((row) => row.startsWith("succeeded "))
-          expect(rows[summaryAt - 1]).toMatch(/^\[█{20}\] 15\/15, 0 failed, 0 retries, 0 in flight, [\d.]+\/s, ETA 0s$/)
+          expect(rows[summaryAt - 1]).toMatch(/^\[█{20}\] 15\/15, 0 failed, 0 retries, 0 calling, 0 waiting, [\d.]+\/s, ETA 0s$/)
           expect(run.stdout).toContain("\r\x1b[K{")
         })
       )
