@@ -67,6 +67,11 @@ export interface Existing {
   readonly failed: ReadonlySet<string>
   /** Input lines with an invalid-line record. */
   readonly lines: ReadonlySet<number>
+  /**
+   * The models that answered, each with its count of answers: the `model` of the succeeded
+   * records no fallback answered (failed records name no model).
+   */
+  readonly models: ReadonlyMap<string, number>
   /** A last line torn by a crash, cut off before anything is written: its number and length. */
   readonly torn: Option.Option<{ readonly line: number; readonly bytes: number }>
   /** The bytes kept: all of the file but a torn last line. */
@@ -85,13 +90,19 @@ export const none: Existing = {
   ids: new Set(),
   failed: new Set(),
   lines: new Set(),
+  models: new Map(),
   torn: Option.none(),
   keep: 0,
   missingNewline: false
 }
 
 const RecordKey = Schema.Union(
-  Schema.Struct({ status: Schema.Literal("succeeded", "failed"), id: Schema.String }),
+  Schema.Struct({
+    status: Schema.Literal("succeeded", "failed"),
+    id: Schema.String,
+    model: Schema.optional(Schema.String),
+    degraded: Schema.optional(Schema.Boolean)
+  }),
   Schema.Struct({ status: Schema.Literal("invalid"), line: Schema.Int })
 )
 const decodeRecordKey = Schema.decodeUnknownOption(RecordKey)
@@ -124,6 +135,7 @@ export const scan = (path: string): Effect.Effect<Existing, RecordSink.OutputFai
     const ids = new Set<string>()
     const failed = new Set<string>()
     const lines = new Set<number>()
+    const models = new Map<string, number>()
     let size = 0
     let afterLastNewline = 0
     let count = 0
@@ -152,6 +164,9 @@ export const scan = (path: string): Effect.Effect<Existing, RecordSink.OutputFai
             ids.add(key.id)
             if (key.status === "failed") failed.add(key.id)
             else failed.delete(key.id)
+            if (key.status === "succeeded" && key.model !== undefined && key.degraded !== true) {
+              models.set(key.model, (models.get(key.model) ?? 0) + 1)
+            }
           }
           return Effect.void
         })
@@ -160,9 +175,9 @@ export const scan = (path: string): Effect.Effect<Existing, RecordSink.OutputFai
     const unterminated = size > afterLastNewline
     if (Option.isSome(bad)) {
       if (!unterminated) return yield* new OutputCorrupt({ path, ...bad.value })
-      return { ids, failed, lines, torn: Option.some({ line: bad.value.line, bytes: size - afterLastNewline }), keep: afterLastNewline, missingNewline: false }
+      return { ids, failed, lines, models, torn: Option.some({ line: bad.value.line, bytes: size - afterLastNewline }), keep: afterLastNewline, missingNewline: false }
     }
-    return { ids, failed, lines, torn: Option.none(), keep: size, missingNewline: unterminated }
+    return { ids, failed, lines, models, torn: Option.none(), keep: size, missingNewline: unterminated }
   })
 
 /**
