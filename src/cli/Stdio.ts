@@ -28,6 +28,7 @@ import * as NodeStream from "@effect/platform-node/NodeStream"
 import { Context, Effect, Layer, Option } from "effect"
 import type { Stream } from "effect"
 import { readFileSync, readlinkSync } from "node:fs"
+import { isatty } from "node:tty"
 import * as FileId from "./FileId.js"
 
 /**
@@ -129,7 +130,8 @@ export const layer: Layer.Layer<Stdio> = Layer.scoped(
       Effect.sync(() => {
         process.stderr.write(text)
       }),
-    stdinIsTTY: process.stdin.isTTY === true,
+    // asked of the descriptor: touching `process.stdin` would open the stream
+    stdinIsTTY: isatty(0),
     stdoutIsTTY: process.stdout.isTTY === true,
     stderrIsTTY: process.stderr.isTTY === true,
     stderrColumns: Effect.sync(() => process.stderr.columns ?? 0),
