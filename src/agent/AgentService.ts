@@ -132,14 +132,17 @@ export interface Options {
   /**
    * Identical tasks in flight share one answer (the seed's `RequestCoalescer`): one model call,
    * every task its own record, which says it `led` or `joined` the call and how many tasks the
-   * call served. `true`, or `{ key }` to say what "identical" means (by default the request's
+   * call served (a call that served only its own task was not shared: no `coalesced`). A task
+   * waiting on another task's call is asleep in `processAll`, like one in a backoff, so it holds
+   * no place. `true`, or `{ key }` to say what "identical" means (by default the request's
    * prompt, `maxTokens`, `system` and `temperature`). Off unless given.
    */
   readonly coalesce?: boolean | { readonly key?: (request: AiModel.CompletionRequest) => string }
   /**
    * Keep answers for repeated requests (the seed's `LazyAIProcessor`, on `Memo`): a request
-   * answered within `timeToLive` is answered again without a call (its record says `memoized`);
-   * failures are never kept. Off unless given.
+   * answered within `timeToLive` is answered again without a call (its record says `memoized`),
+   * and so is one asked while an identical request is being answered: it waits for that answer,
+   * asleep, with no call of its own (`attempts: 0`). Failures are never kept. Off unless given.
    */
   readonly memo?: {
     readonly timeToLive?: Duration.DurationInput

@@ -118,27 +118,37 @@ export const make = (options: Pick<Options, "coalesce" | "memo">, bus: EventBus.
       ...(memoOptions.timeToLive === undefined ? {} : { timeToLive: memoOptions.timeToLive })
     })
 
+    /**
+     * The answer through the memo: stored (`memoized`), computed by this task, or computed by
+     * an identical task this one waited for asleep (`memoized` too: the memo kept the call in
+     * flight, like the seed's promise; this task made no call of its own).
+     */
     const recall = (request: AiModel.CompletionRequest, run: TaskRun, compute: Effect.Effect<Computed>): Effect.Effect<Recalled> => {
       if (memo === undefined) return Effect.map(compute, (computed) => ({ computed, memoized: false }))
       const key = memoKey(request)
-      const stored = Effect.flatMap(compute, (computed) => Exit.isSuccess(computed.exit) ? Effect.succeed(computed) : Effect.fail(computed))
-      return Effect.matchEffect(memo.getEither(new MemoKey(key, stored)), {
+      let computedHere = false
+      const stored = Effect.flatMap(compute, (computed) => {
+        computedHere = true
+        return Exit.isSuccess(computed.exit) ? Effect.succeed(computed) : Effect.fail(computed)
+      })
+      return Effect.matchEffect(memo.getEither(new MemoKey(key, stored), run.window?.asleep), {
         onFailure: (computed) => Effect.succeed<Recalled>({ computed, memoized: false }),
         onSuccess: (either): Effect.Effect<Recalled> =>
-          Either.isRight(either)
+          Either.isRight(either) && computedHere
             ? Effect.succeed({ computed: either.right, memoized: false })
             : Effect.as(
               emit(bus, "Memoized", () => new AgentEvent.Memoized({ taskId: run.task.id, key }, true)),
-              { computed: either.left, memoized: true }
+              { computed: Either.isRight(either) ? either.right : either.left, memoized: true }
             )
       })
     }
 
+    /** A call served only its own task was not shared: no `coalesced` on the record. */
     const asSharing = ({ computed, memoized }: Recalled, coalesced?: Coalesced): Sharing => ({
       exit: computed.exit,
       attempts: memoized ? 0 : computed.attempts,
       ...(memoized ? { memoized } : {}),
-      ...(coalesced === undefined ? {} : { coalesced })
+      ...(coalesced === undefined || coalesced.callers < 2 ? {} : { coalesced })
     })
 
     const share: Share = (request, run, answer) => {
@@ -146,7 +156,8 @@ export const make = (options: Pick<Options, "coalesce" | "memo">, bus: EventBus.
       const recalled = recall(request, run, compute)
       if (coalesce === undefined || coalesceKey === undefined) return Effect.map(recalled, (r) => asSharing(r))
       const key = coalesceKey(request)
-      return Effect.flatMap(coalesce.share(key, recalled), ({ callers, exit, role }) => {
+      // a task waiting for an identical task's call is asleep, like one in a backoff
+      return Effect.flatMap(coalesce.share(key, recalled, run.window?.asleep), ({ callers, exit, role }) => {
         // the shared call ends only by answering; a defect in it is every sharer's defect
         if (Exit.isFailure(exit)) return Effect.succeed<Sharing>({ exit: Exit.failCause(exit.cause), attempts: run.attempts })
         const sharing = asSharing(exit.value, { role, callers })

@@ -678,7 +678,9 @@ describe("AgentService, coalescing and memo (issue 8)", () => {
           return { first, again }
         }))
       expect(result.first.map((r) => r._tag)).toStrictEqual(["Left", "Left"])
-      expect(result.again).toMatchObject({ id: "v", output: "m answers p0", coalesced: { role: "led", callers: 1 } })
+      expect(result.again).toMatchObject({ id: "v", output: "m answers p0" })
+      // issue 17.4: a call that served only its own task was not shared
+      expect(result.again).not.toHaveProperty("coalesced")
       expect(calls).toHaveLength(2)
     }))
 
@@ -710,6 +712,42 @@ describe("AgentService, coalescing and memo (issue 8)", () => {
       })).pipe(
         Effect.provide(AgentService.layer({ memo: { timeToLive: "30 seconds" }, retry: false }).pipe(Layer.provide(Layer.succeed(AiModel.AiModel, model))))
       )
+    }))
+})
+
+describe("AgentService, sharing that shares (issue 17.4)", () => {
+  /** `n` tasks over `distinct` prompts, through processAll with `options`; the calls made and the records. */
+  const shareRun = (options: AgentService.Options, n: number, distinct: number) =>
+    Effect.gen(function*() {
+      const { calls, model } = scriptedModel("m", () => ({ latency: 500 }))
+      const list = Array.from({ length: n }, (_, i) => new AgentTask({ id: `t${i}`, prompt: `prompt ${i % distinct}` }))
+      const { results } = yield* runAll(model, options, list)
+      const records = results.filter((r): r is TaskSucceeded => r._tag === "TaskSucceeded")
+      expect(records).toHaveLength(n)
+      return { calls: calls.length, records }
+    })
+
+  it.effect("issue 17.4: memo, 500 tasks over 5 prompts at concurrency 64: 5 model calls, and the records' attempts add up to 5", () =>
+    Effect.gen(function*() {
+      const { calls, records } = yield* shareRun({ concurrency: 64, memo: { timeToLive: "1 minute" } }, 500, 5)
+      expect(calls).toBe(5)
+      expect(records.reduce((sum, r) => sum + r.attempts, 0)).toBe(5)
+      expect(records.filter((r) => r.memoized === true)).toHaveLength(495)
+    }))
+
+  it.effect("issue 17.4: coalesce, 500 tasks over 5 prompts at concurrency 64: 5 model calls (a task waiting on a shared call is asleep)", () =>
+    Effect.gen(function*() {
+      const { calls, records } = yield* shareRun({ concurrency: 64, coalesce: true }, 500, 5)
+      expect(calls).toBe(5)
+      expect(records.filter((r) => r.coalesced?.role === "led")).toHaveLength(5)
+    }))
+
+  it.effect("issue 17.4: 100 identical tasks with coalesce and the default concurrency: one call, every record within that call's time", () =>
+    Effect.gen(function*() {
+      const { calls, records } = yield* shareRun({ coalesce: true }, 100, 1)
+      expect(calls).toBe(1)
+      expect(Math.max(...records.map((r) => r.durationMs))).toBe(500)
+      expect(records.every((r) => r.coalesced?.callers === 100)).toBe(true)
     }))
 })
 
