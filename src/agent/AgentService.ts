@@ -270,7 +270,8 @@ export declare namespace AgentService {
     /**
      * Answer one task as the model produces it, through the same policies: retried, or handed to
      * the next tier, only before its first chunk (or continued after a break, with `continue`);
-     * a stream that ends without its final chunk fails with `IncompleteStream` and its text.
+     * a stream that ends without its final chunk, or breaks after it, fails with
+     * `IncompleteStream`: the text delivered, and the error that broke it as its `cause`.
      * A permit is held while an attempt's stream is open (under `concurrency: "adaptive"`, a
      * plain one up to the limit's `max`: a stream's open time is no latency to learn from); the
      * reader's pace paces the model. The token budget is charged as for `process`, and settled

@@ -30,6 +30,18 @@ import type { Policies } from "./Policies.js"
 import * as TaskRun from "./TaskRun.js"
 
 /**
+ * An error after the reader got text, as the break it is: `IncompleteStream` with the text
+ * delivered and the error that broke it (an `IncompleteStream` already is one).
+ */
+const broken = (error: StreamError, delivered: string, model: string): StreamError =>
+  error._tag === "IncompleteStream" ? error : new AiModel.IncompleteStream({
+    model,
+    partial: delivered,
+    reason: error.message,
+    cause: ErrorInfo.fromError(error)
+  })
+
+/**
  * The streaming path of one service: `stream(task)`.
  *
  * @since 0.1.0
@@ -134,8 +146,9 @@ export const make = Effect.fnUntraced(function*(
           const retryPolicy = policies.retryFor(index === last)
           return retryPolicy === undefined || index < 0 ? guarded : retryPolicy.apply(guarded, run)
         },
-        onStarted: ({ failures, index, source }) =>
-          index === 0 ? Effect.void : Effect.zipRight(
+        onStarted: ({ failures, index, source }) => {
+          from = source
+          return index === 0 ? Effect.void : Effect.zipRight(
             Metric.increment(metrics.fallbacks),
             TaskRun.emit(bus, "FallbackUsed", () =>
               new AgentEvent.FallbackUsed({
@@ -143,14 +156,26 @@ export const make = Effect.fnUntraced(function*(
                 tier: source,
                 failures: failures.map(({ error, tier }) => ({ tier, error: ErrorInfo.fromError(error) }))
               }, true))
-          ),
+          )
+        },
         onContinued: ({ deliveredChars, error, source }) =>
           TaskRun.emit(bus, "StreamContinued", () =>
             new AgentEvent.StreamContinued({ taskId: task.id, model: source, deliveredChars, error: ErrorInfo.fromError(error) }, true))
       })
       const started = TaskRun.emit(bus, "TaskStarted", () => new AgentEvent.TaskStarted({ taskId: task.id }, true))
+      // The text the reader has and the tier it came from, so a break after it reaches the
+      // reader as one (issue 17.5).
+      let delivered = ""
+      let from = models[0].name
+      const answered = Stream.catchAll(
+        Stream.mapChunks(answer(sourcesOf(task, request)), (chunks) => {
+          for (const chunk of chunks) delivered += chunk.delta
+          return chunks
+        }),
+        (error) => Stream.fail(delivered === "" ? error : broken(error, delivered, from))
+      )
       return Stream.ensuringWith(
-        Stream.concat(Stream.drain(Stream.fromEffect(started)), answer(sourcesOf(task, request))),
+        Stream.concat(Stream.drain(Stream.fromEffect(started)), answered),
         (exit) =>
           Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause) ? Effect.void : Effect.flatMap(Clock.currentTimeMillis, (now) =>
             TaskRun.emit(bus, "TaskFinished", () =>

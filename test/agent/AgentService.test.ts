@@ -789,6 +789,31 @@ describe("AgentService.stream (issue 9)", () => {
       expect(opened).toBe(3)
     }))
 
+  it.effect("issue 17.5: a break after the first chunk is an IncompleteStream with the text delivered and its cause; before it, the bare error", () =>
+    Effect.gen(function*() {
+      let opened = 0
+      const model: AiModel.AiModel.Service = AiModel.make({
+        name: "m",
+        stream: () =>
+          Stream.suspend(() =>
+            ++opened === 1
+              ? Stream.concat(Stream.make(chunk("Hello")), Stream.fail(new AiModel.Unavailable({ model: "m", reason: "connection reset" })))
+              : Stream.fail(new AiModel.Unavailable({ model: "m", reason: "connection refused" }))
+          )
+      })
+      const result = yield* Effect.scoped(Effect.gen(function*() {
+        const agent = yield* AgentService.AgentService
+        const mid = yield* collect(agent.stream(new AgentTask({ id: "a", prompt: "p" })))
+        const before = yield* collect(agent.stream(new AgentTask({ id: "b", prompt: "p" })))
+        return { mid, before }
+      })).pipe(Effect.provide(AgentService.layer({ retry: false }).pipe(Layer.provide(Layer.succeed(AiModel.AiModel, model)))))
+      expect(result.mid).toMatchObject({
+        _tag: "Left",
+        left: { _tag: "IncompleteStream", model: "m", partial: "Hello", cause: { _tag: "Unavailable", message: "m: unavailable: connection reset" } }
+      })
+      expect(result.before).toMatchObject({ _tag: "Left", left: { _tag: "Unavailable", reason: "connection refused" } })
+    }))
+
   it.effect("with continue, a mid-stream failure is continued by the next attempt: one answer, no repeated words", () =>
     Effect.gen(function*() {
       const model = yield* EmbeddedModel.make({ seed: 3, timeToFirstToken: "10 millis", perToken: "1 millis", midStreamFailureRate: 1 })
