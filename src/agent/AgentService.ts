@@ -31,7 +31,7 @@
  *
  * @since 0.1.0
  */
-import { Clock, Config, Context, Duration, Effect, FiberRef, Layer, Option, Stream, Tracer } from "effect"
+import { Clock, Config, Context, Duration, Effect, Exit, FiberRef, Layer, Option, Stream, Tracer } from "effect"
 import type { ConfigError, Scope } from "effect"
 import type * as AdaptiveLimit from "../concurrency/AdaptiveLimit.js"
 import * as AgentEvent from "../events/AgentEvent.js"
@@ -48,6 +48,7 @@ import { TaskWindow } from "../internal/taskWindow.js"
 import { unsafeConstruct } from "../internal/unsafeConstruct.js"
 import type { AgentTask, TaskFailed, TaskResult, TaskSucceeded } from "./AgentTask.js"
 import * as AnswerStream from "./AnswerStream.js"
+import * as BatchStop from "./BatchStop.js"
 import * as FallbackChain from "./FallbackChain.js"
 import * as Policies from "./Policies.js"
 import * as Sharing from "./Sharing.js"
@@ -99,6 +100,13 @@ export interface Options {
    * finish before it. `Duration.infinity` turns it off.
    */
   readonly deadline?: Duration.DurationInput
+  /**
+   * Stop after this many tasks in a row fail with `AuthenticationFailed` (the provider refused
+   * the credentials: HTTP 401/403, not a quota): every task that starts after gets a
+   * `BatchStopped` record at once, without a call (see `BatchStop`). Off (`false`) by default;
+   * `wiz run` stops after 3.
+   */
+  readonly stopOnAuthFailures?: number | false
   /** The one retry policy; `false` makes one attempt per tier. */
   readonly retry?: Omit<Retry.Options<AgentError>, "budget" | "attemptTimeout" | "deadline"> | false
   /** The retry budget shared by every task; `false` for none. */
@@ -321,7 +329,10 @@ export const make = (
       onNone: () => EventBus.make(),
       onSome: Effect.succeed
     })
-    const context = TaskRun.context(bus, options.deadline ?? defaults.deadline)
+    const stop = options.stopOnAuthFailures === undefined || options.stopOnAuthFailures === false
+      ? undefined
+      : yield* BatchStop.make(options.stopOnAuthFailures)
+    const context = TaskRun.context(bus, options.deadline ?? defaults.deadline, stop)
     const maxTokens = options.maxTokens ?? defaults.maxTokens
     const policies = yield* Policies.make(options, bus)
     const chain = yield* FallbackChain.make(policies, primary, options)
@@ -333,6 +344,7 @@ export const make = (
         const services = fiber.currentDefaultServices
         const start = Context.get(services, Clock.Clock).unsafeCurrentTimeMillis()
         const run = TaskRun.make(task, context, start, window)
+        if (stop?.stopped !== undefined) return TaskRecord.finish(run, start, Exit.fail(stop.stopped))
         // The task was validated when it was decoded; don't validate its parts again per call.
         const request = unsafeConstruct(AiModel.CompletionRequest, { prompt: task.prompt, maxTokens: task.maxTokens ?? maxTokens })
         const answer = chain.answer(request, run)

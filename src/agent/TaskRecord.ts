@@ -18,8 +18,9 @@ import * as AiModel from "../model/AiModel.js"
 import { unsafeConstruct } from "../internal/unsafeConstruct.js"
 import { failedTasks, metrics, succeededTasks } from "./AgentMetrics.js"
 import { TaskFailed, TaskSucceeded } from "./AgentTask.js"
-import type { AnswerError } from "./FallbackChain.js"
-import type { AnswerExit, Sharing } from "./Sharing.js"
+import type { BatchStopped } from "./BatchStop.js"
+import type { Answer, AnswerError } from "./FallbackChain.js"
+import type { Sharing } from "./Sharing.js"
 import type { TaskRun } from "./TaskRun.js"
 
 /**
@@ -33,13 +34,14 @@ import type { TaskRun } from "./TaskRun.js"
 export const finish = (
   run: TaskRun,
   start: number,
-  outcome: AnswerExit,
+  outcome: Exit.Exit<Answer, AnswerError | BatchStopped>,
   shared?: Sharing
 ): Effect.Effect<TaskSucceeded, TaskFailed> =>
   // Interrupting the caller ends the task without a record; anything else gives one.
   Exit.isFailure(outcome) && Cause.isInterruptedOnly(outcome.cause)
     ? Effect.interrupt
     : Effect.withFiberRuntime((fiber) => {
+      run.context.stop?.observe(outcome)
       const durationMs = Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeMillis() - start
       const labels = fiber.getFiberRef(FiberRef.currentMetricLabels)
       const succeeded = Exit.isSuccess(outcome)
@@ -90,7 +92,7 @@ export const finish = (
  * @since 0.1.0
  * @category constructors
  */
-export const causeInfo = (cause: Cause.Cause<AnswerError>): ErrorInfo.ErrorInfo =>
+export const causeInfo = (cause: Cause.Cause<AnswerError | BatchStopped>): ErrorInfo.ErrorInfo =>
   Option.match(Cause.failureOption(cause), {
     onSome: ErrorInfo.fromError,
     onNone: () => {

@@ -23,11 +23,12 @@ import type * as TokenBudget from "../policy/TokenBudget.js"
 import type { TaskWindow } from "../internal/taskWindow.js"
 import { metrics } from "./AgentMetrics.js"
 import type { AgentTask } from "./AgentTask.js"
+import type { BatchStop } from "./BatchStop.js"
 import type { AgentError } from "./AgentService.js"
 
 /**
- * What every task of one service shares: the bus its events go to and its deadline (one object
- * per service, so a run holds one reference for both).
+ * What every task of one service shares: the bus its events go to, its deadline and its stop on
+ * refused credentials (one object per service, so a run holds one reference for all).
  *
  * @since 0.1.0
  * @category models
@@ -37,6 +38,8 @@ export interface Context {
   readonly deadline: Duration.Duration
   /** `deadline` in milliseconds. */
   readonly deadlineMillis: number
+  /** The service's stop on refused credentials, when it has one. */
+  readonly stop?: BatchStop | undefined
 }
 
 /**
@@ -149,14 +152,14 @@ export class TaskRun implements Retry.CallOptions<AgentError> {
 }
 
 /**
- * The context of every run of one service: its bus and its tasks' deadline.
+ * The context of every run of one service: its bus, its tasks' deadline and its stop, if any.
  *
  * @since 0.1.0
  * @category constructors
  */
-export const context = (bus: EventBus.EventBus.Service, deadline: Duration.DurationInput): Context => {
+export const context = (bus: EventBus.EventBus.Service, deadline: Duration.DurationInput, stop?: BatchStop): Context => {
   const decoded = Duration.decode(deadline)
-  return { bus, deadline: decoded, deadlineMillis: Duration.toMillis(decoded) }
+  return { bus, deadline: decoded, deadlineMillis: Duration.toMillis(decoded), stop }
 }
 
 /**

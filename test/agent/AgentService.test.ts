@@ -751,6 +751,37 @@ describe("AgentService, sharing that shares (issue 17.4)", () => {
     }))
 })
 
+describe("AgentService, a key the provider refuses (issue 18.7)", () => {
+  it.effect("issue 18.7: after 3 tasks in a row fail AuthenticationFailed, every task that starts later gets BatchStopped without a call", () =>
+    Effect.gen(function*() {
+      const { calls, model } = scriptedModel("m", () => ({
+        latency: 10,
+        error: new AiModel.AuthenticationFailed({ model: "m", status: 401, reason: "the API key was not accepted" })
+      }))
+      const { results } = yield* runAll(model, { concurrency: 1, stopOnAuthFailures: 3 }, tasks(50))
+      expect(calls).toHaveLength(3)
+      expect(results).toHaveLength(50)
+      const tags = results.map((r) => r._tag === "TaskFailed" ? r.error._tag : r._tag)
+      expect(tags.filter((t) => t === "AuthenticationFailed")).toHaveLength(3)
+      expect(tags.filter((t) => t === "BatchStopped")).toHaveLength(47)
+      const stopped = results.find((r) => r._tag === "TaskFailed" && r.error._tag === "BatchStopped")
+      expect(stopped).toMatchObject({ attempts: 0, error: { message: expect.stringContaining("refused the credentials 3 tasks in a row") } })
+    }))
+
+  it.effect("issue 18.7: a success starts the count again; off by default in the library", () =>
+    Effect.gen(function*() {
+      const refused = new AiModel.AuthenticationFailed({ model: "m", status: 403, reason: "access denied" })
+      // every third call succeeds: never 3 refusals in a row
+      const { calls, model } = scriptedModel("m", (prompt) => ({ latency: 10, ...(Number(prompt.slice(1)) % 3 === 2 ? {} : { error: refused }) }))
+      const { results } = yield* runAll(model, { concurrency: 1, stopOnAuthFailures: 3, retry: false }, tasks(30))
+      expect(calls).toHaveLength(30)
+      expect(results.filter((r) => r._tag === "TaskFailed" && r.error._tag === "BatchStopped")).toHaveLength(0)
+      const { calls: all, model: alwaysRefused } = scriptedModel("m", () => ({ latency: 10, error: refused }))
+      yield* runAll(alwaysRefused, { concurrency: 1 }, tasks(30))
+      expect(all).toHaveLength(30)
+    }))
+})
+
 describe("AgentService.stream (issue 9)", () => {
   const chunk = (delta: string, last = false) =>
     last
