@@ -255,7 +255,13 @@ export const layer = Effect.fnUntraced(function*(
 // command line
 // -----------------------------------------------------------------------------
 
-const policy = (description: string) => CommandSpec.grouped("Policies", description)
+/**
+ * A description in the "Policies" group of `--help`.
+ *
+ * @since 0.1.0
+ * @category commands
+ */
+export const policy = (description: string) => CommandSpec.grouped("Policies", description)
 
 /**
  * A description in the "Embedded model (the simulator)" group of `--help`.

@@ -101,6 +101,11 @@ export interface RunOptions extends ModelOptions.AgentOptions {
   readonly coalesce: boolean
   /** Answer a repeated task from the memo within this time; none for no memo. */
   readonly memoTtl: Option.Option<Duration.Duration>
+  /**
+   * Stop the batch after this many tasks in a row fail `AuthenticationFailed` (a refused key):
+   * the tasks not run get a `BatchStopped` record, and `--resume` runs them; 0 never stops.
+   */
+  readonly stopAfterAuthFailures: number
 }
 
 /**
@@ -120,7 +125,8 @@ export const defaults: Omit<RunOptions, "input"> = {
   progress: true,
   events: Option.none(),
   coalesce: false,
-  memoTtl: Option.none()
+  memoTtl: Option.none(),
+  stopAfterAuthFailures: 3
 }
 
 /**
@@ -210,6 +216,7 @@ const drawProgress = (progress: Progress.Progress.Service) =>
 export const run = Effect.fn("RunCommand.run")(function*(options: RunOptions) {
   const agentLayer = yield* ModelOptions.layer(options, {
     concurrency: options.concurrency,
+    stopOnAuthFailures: options.stopAfterAuthFailures > 0 ? options.stopAfterAuthFailures : false,
     ...(options.coalesce ? { coalesce: true } : {}),
     ...Option.match(options.memoTtl, { onNone: () => ({}), onSome: (timeToLive) => ({ memo: { timeToLive } }) })
   })
@@ -247,8 +254,9 @@ export const run = Effect.fn("RunCommand.run")(function*(options: RunOptions) {
     const { existing, output } = yield* openOutput(options)
     const events = Option.isSome(options.events) ? Option.some(yield* EventsFile.open(options.events.value)) : Option.none()
     started = true
+    const again = runsAgain(options, existing)
     const resume: TaskSource.ResumeSet = {
-      ids: options.retryFailed ? new Set([...existing.ids].filter((id) => !existing.failed.has(id))) : existing.ids,
+      ids: again.size === 0 ? existing.ids : new Set([...existing.ids].filter((id) => !again.has(id))),
       lines: existing.lines
     }
     const progress = yield* Progress.make()
@@ -359,6 +367,13 @@ const checkModel = (options: RunOptions, existing: OutputFile.Existing, path: st
 }
 
 /**
+ * The tasks the output records that run again: the failed ones with `--retry-failed`; with
+ * `--resume`, those never run (`BatchStopped`: the batch stopped on a refused key).
+ */
+const runsAgain = (options: RunOptions, existing: OutputFile.Existing): ReadonlySet<string> =>
+  options.retryFailed ? existing.failed : options.resume ? existing.notRun : new Set()
+
+/**
  * The output, opened as the options say, and what it already recorded; a torn last line is
  * reported before it is cut off.
  */
@@ -379,8 +394,9 @@ const openOutput = (options: RunOptions) =>
             "it is cut off and its task runs again\n"
         ))
     }
-    const mode = options.retryFailed ? "rewrite" : keeps ? "append" : "truncate"
-    return { existing, output: yield* OutputFile.open(path, mode, existing) }
+    const again = runsAgain(options, existing)
+    const mode = again.size > 0 ? "rewrite" : keeps ? "append" : "truncate"
+    return { existing, output: yield* OutputFile.open(path, mode, existing, again) }
   })
 
 // -----------------------------------------------------------------------------
@@ -423,6 +439,12 @@ const runOptions = {
     "memo-ttl",
     "positive",
     ModelOptions.flow("Answer a task asked again within DURATION from the memo")
+  ),
+  stopAfterAuthFailures: OptionValue.integer("stop-after-auth-failures", 0).pipe(
+    Options.withDescription(
+      ModelOptions.policy(`Stop after N refused keys in a row (0: never; default ${defaults.stopAfterAuthFailures})`)
+    ),
+    Options.withDefault(defaults.stopAfterAuthFailures)
   ),
   retries: ModelOptions.policyOptions.retries,
   timeout: ModelOptions.policyOptions.timeout,

@@ -83,6 +83,31 @@ describe("wiz run --model openai-compatible", () => {
       expect(bad.stderr()).toMatch(/^wiz: --model openai-compatible: .*baseUrl/)
     }))
 
+  it.scoped("issue 18.7: a refused key stops the batch after 3 tasks; the rest get BatchStopped records, and --resume runs them once the key works", () =>
+    Effect.gen(function*() {
+      const { dir, fake, fs } = yield* withApi
+      const many = Array.from({ length: 30 }, (_, i) => `{"id":"t${i}","prompt":"Summarise: task ${i} is about keys."}`).join("\n") + "\n"
+      yield* fs.writeFileString(`${dir}/many.jsonl`, many)
+      const refused = Fake.error(401, { message: "Incorrect API key provided", type: "invalid_request_error", code: "invalid_api_key" })
+      yield* fake.script(refused, refused, refused)
+      const out = `${dir}/out.jsonl`
+      const args = ["run", `${dir}/many.jsonl`, ...api(fake.url), "--concurrency", "1", "--no-progress", "--output", out]
+      expect(yield* wiz(TestStdio.make(), ...args)).toBe(0)
+      const first = (yield* fs.readFileString(out)).trim().split("\n").map((line) => JSON.parse(line))
+      expect(first).toHaveLength(30)
+      expect(first.filter((r) => r.error?._tag === "AuthenticationFailed")).toHaveLength(3)
+      expect(first.filter((r) => r.error?._tag === "BatchStopped" && r.attempts === 0)).toHaveLength(27)
+      expect((yield* fake.requests).length).toBe(3)
+      // the key works again: --resume runs the 27 never run, and only those
+      expect(yield* wiz(TestStdio.make(), ...args, "--resume")).toBe(0)
+      const after = (yield* fs.readFileString(out)).trim().split("\n").map((line) => JSON.parse(line))
+      expect(after).toHaveLength(30)
+      expect(new Set(after.map((r) => r.id)).size).toBe(30)
+      expect(after.filter((r) => r.status === "succeeded")).toHaveLength(27)
+      expect(after.filter((r) => r.error?._tag === "AuthenticationFailed")).toHaveLength(3)
+      expect((yield* fake.requests).length).toBe(30)
+    }).pipe(Effect.provide(NodeContext.layer)))
+
   it.scoped("issue 17.2: after an interruption, the command to continue is the whole command as given: the key's variable, never the key", () =>
     Effect.gen(function*() {
       const { dir, fake, fs } = yield* withApi
