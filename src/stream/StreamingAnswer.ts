@@ -59,6 +59,7 @@
 import { Chunk, Duration, Effect, Exit, ExecutionStrategy, Option, Scope, Stream } from "effect"
 import type { Clock, Fiber } from "effect"
 import type { Array as Arr } from "effect"
+import { durationUntil } from "../internal/sleepUntil.js"
 import * as AiModel from "../model/AiModel.js"
 import * as Fallback from "../policy/Fallback.js"
 import * as Timeout from "../policy/Timeout.js"
@@ -469,8 +470,9 @@ class Idle<E, R> {
     const watch: Effect.Effect<void> = Effect.suspend(() => {
       if (this.timedOut) return Effect.void
       if (!this.pulling) return Effect.zipRight(park, watch)
-      const left = this.pullStartedAt + this.idleMillis - this.now()
-      if (left > 0) return Effect.zipRight(this.clock.sleep(Duration.millis(left)), watch)
+      const now = this.now()
+      const due = this.pullStartedAt + this.idleMillis
+      if (now < due) return Effect.zipRight(this.clock.sleep(durationUntil(now, due, this.clock.unsafeCurrentTimeMillis())), watch)
       this.timedOut = true
       this.producer?.unsafeInterruptAsFork(this.producer.id())
       this.deliver(Exit.fail(this.timeout))
