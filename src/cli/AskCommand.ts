@@ -40,6 +40,7 @@ import type { AgentEvent } from "../events/AgentEvent.js"
 import { ErrorInfo } from "../events/ErrorInfo.js"
 import * as Retry from "../policy/Retry.js"
 import * as Timeout from "../policy/Timeout.js"
+import * as CommandSpec from "./CommandSpec.js"
 import * as ModelOptions from "./ModelOptions.js"
 import * as OptionValue from "./OptionValue.js"
 import * as RecordSink from "./RecordSink.js"
@@ -195,30 +196,23 @@ export const ask = Effect.fn("AskCommand.ask")(function*(options: AskOptions) {
 // command line
 // -----------------------------------------------------------------------------
 
+const answer = (description: string) => CommandSpec.grouped("The answer", description)
+
 const askOptions = {
-  prompt: Args.text({ name: "prompt" }).pipe(Args.withDescription("What to ask the model (quote it).")),
+  prompt: Args.text({ name: "prompt" }).pipe(Args.withDescription("What to ask the model (quote it)")),
   maxTokens: OptionValue.integer("max-tokens", 1).pipe(
-    Options.withDescription(`The longest answer, in tokens (default ${AgentService.defaults.maxTokens}).`),
+    Options.withDescription(answer(`The longest answer, in tokens (default ${AgentService.defaults.maxTokens})`)),
     Options.optional
   ),
-  continue: OptionValue.flag(
-    "continue",
-    "If the stream breaks mid-answer, ask the model to continue from the text already printed, " +
-      "so the answer reads as one with no repeated words (up to 3 times)."
-  ),
+  continue: OptionValue.flag("continue", answer("If the stream breaks, have the model go on from the text printed")),
   ...ModelOptions.policyOptions,
   ...ModelOptions.modelOptions,
   midStreamFailureRate: OptionValue.number("mid-stream-failure-rate", 0, 1).pipe(
-    Options.withDescription(
-      "Embedded model: probability (0..1) that the stream breaks after its first chunk and before its last (default 0)."
-    ),
+    Options.withDescription(ModelOptions.simulator("Share of streams that break mid-answer, 0 to 1 (default 0)")),
     Options.withDefault(defaults.midStreamFailureRate)
   ),
-  midStreamFailure: Options.choice("mid-stream-failure", ["error", "end"]).pipe(
-    Options.withDescription(
-      "Embedded model: how a stream breaks: error (the connection fails: Unavailable) or end (it just stops, " +
-        "without its final chunk: IncompleteStream) (default error)."
-    ),
+  midStreamFailure: OptionValue.choice("mid-stream-failure", ["error", "end"]).pipe(
+    Options.withDescription(ModelOptions.simulator(`How a stream breaks: an error, or an end too soon (default ${defaults.midStreamFailure})`)),
     Options.withDefault(defaults.midStreamFailure)
   )
 }
@@ -231,7 +225,7 @@ const askOptions = {
  */
 export const command = Command.make("ask", askOptions, (options) => ask(options)).pipe(
   Command.withDescription(
-    "Ask the model one question and stream its answer to stdout as it arrives, through the same retries, " +
-      "timeouts and circuit breaker as wiz run."
+    "Ask the model one question and stream the answer to stdout. " +
+      "It goes through the same retries, timeouts and circuit breaker as wiz run."
   )
 )

@@ -8,8 +8,10 @@
  * signal's number when a signal stopped it (130 for SIGINT, 143 for SIGTERM), 1 for anything
  * else (an unreadable input, an unwritable output).
  *
- * Help and parse errors are written through {@link Stdio.Stdio} like everything else, without
- * ANSI colours unless the stream is a terminal and `NO_COLOR` is unset.
+ * Help is rendered from the command definitions ({@link Help}), and the arguments are checked
+ * against them before `@effect/cli` parses them ({@link Argv}), so a new subcommand added to
+ * {@link command} gets both. Help and errors are written through {@link Stdio.Stdio} like
+ * everything else, without ANSI colours unless the stream is a terminal and `NO_COLOR` is unset.
  *
  * @example
  * ```ts
@@ -25,11 +27,13 @@
  *
  * @since 0.1.0
  */
-import { Command, ValidationError } from "@effect/cli"
+import { Command, HelpDoc, ValidationError } from "@effect/cli"
 import { Cause, Config, Console, Effect, Exit, Option } from "effect"
 import { format } from "node:util"
+import * as Argv from "./Argv.js"
 import * as AskCommand from "./AskCommand.js"
-import * as OptionValue from "./OptionValue.js"
+import * as CommandSpec from "./CommandSpec.js"
+import * as Help from "./Help.js"
 import * as RunCommand from "./RunCommand.js"
 import { Stdio } from "./Stdio.js"
 import { UsageError } from "./UsageError.js"
@@ -53,77 +57,98 @@ export const command = Command.make("wiz").pipe(
   Command.withSubcommands([RunCommand.command, AskCommand.command])
 )
 
-const subcommands: ReadonlyArray<string> = ["run", "ask"]
-
 /**
- * The argument vector as `@effect/cli` 0.77 needs it to do what a user means:
- * - `wiz run ... --help`: the parser prints the subcommand's usage as `$ run ...`; asked as
- *   `wiz --help run --help` it prints `$ wiz run ...` (the other arguments do not change help).
- * - `wiz run - -o x`: the parser takes a lone `-` for an unknown flag and refuses what follows;
- *   moved behind `--` it is the input argument. A `-` that is the value of an option
- *   (`-o -`) stays where it is.
+ * The options of the top command that `@effect/cli` answers (`-h` and `--help`, answered by
+ * {@link Help}, are on every command).
  *
  * @since 0.1.0
- * @category running
+ * @category commands
  */
-export const normalizeArgs = (argv: ReadonlyArray<string>): ReadonlyArray<string> => {
-  const [runtime = "node", script = "wiz", ...args] = argv
-  const end = args.indexOf("--")
-  const options = end === -1 ? args : args.slice(0, end)
-  const forced = end === -1 ? [] : args.slice(end + 1)
-  if (!subcommands.includes(options[0] ?? "")) return argv
-  if (options.includes("--help") || options.includes("-h")) return [runtime, script, "--help", options[0]!, "--help"]
-  let stdin = -1
-  for (let i = 1; i < options.length; i++) {
-    const arg = options[i]!
-    if (arg === "-") {
-      stdin = i
-      break
-    }
-    const takesValue = arg.startsWith("-") && !arg.includes("=") && !OptionValue.flags.includes(arg)
-    if (takesValue) i++
+export const topOptions: ReadonlyArray<CommandSpec.OptionSpec> = [
+  { long: "--version", short: Option.none(), value: Option.none(), description: "Print the version", group: Option.none() },
+  {
+    long: "--completions",
+    short: Option.none(),
+    value: Option.some("SHELL"),
+    description: "Print a completion script for sh, bash, fish or zsh",
+    group: Option.none()
   }
-  if (stdin === -1) return argv
-  return [runtime, script, ...options.slice(0, stdin), ...options.slice(stdin + 1), "--", "-", ...forced]
-}
+]
+
+/**
+ * What `wiz`'s command definitions say, for {@link Help} and {@link Argv}.
+ *
+ * @since 0.1.0
+ * @category commands
+ */
+export const spec: CommandSpec.CommandSpec = CommandSpec.fromCommand(command)
 
 const ansi = /\x1b\[[0-9;]*m/g
 
 /**
- * `Console.log` on stdout and `Console.error` on stderr through {@link Stdio.Stdio}, which is
- * where `@effect/cli` prints help and parse errors; colours only on a terminal without
- * `NO_COLOR` (https://no-color.org: set and not empty).
+ * Text for a stream: colours only on a terminal without `NO_COLOR` (https://no-color.org:
+ * set and not empty).
+ */
+const colorFor = Effect.gen(function*() {
+  const noColor = (yield* Config.string("NO_COLOR").pipe(Config.withDefault(""), Effect.orDie)) !== ""
+  return (isTTY: boolean) => isTTY && !noColor
+})
+
+/**
+ * The console `@effect/cli` prints on: `Console.log` (`--version`, `--completions`) on stdout
+ * through {@link Stdio.Stdio}, plain unless it is a terminal. Its parse errors are not printed
+ * here: the run fails with them and {@link report} says them, like every other error.
  */
 const stdioConsole = Effect.gen(function*() {
   const stdio = yield* Stdio
   const base = yield* Console.consoleWith(Effect.succeed)
-  const noColor = (yield* Config.string("NO_COLOR").pipe(Config.withDefault(""), Effect.orDie)) !== ""
-  const text = (args: ReadonlyArray<unknown>, color: boolean) => {
-    const line = `${format(...args)}\n`
-    return color && !noColor ? line : line.replace(ansi, "")
-  }
+  const color = (yield* colorFor)(stdio.stdoutIsTTY)
   return {
     ...base,
-    log: (...args: ReadonlyArray<unknown>) =>
-      stdio.stdout(text(args, stdio.stdoutIsTTY)).pipe(
-        // help for a reader that went away (`wiz --help | head -1`): say so where it can be read
-        Effect.catchAll((error) => stdio.stderr(`wiz: cannot write on stdout: ${error.message}\n`))
-      ),
-    error: (...args: ReadonlyArray<unknown>) => stdio.stderr(text(args, stdio.stderrIsTTY))
+    log: (...args: ReadonlyArray<unknown>) => writeOut(stdio, `${format(...args)}\n`, color),
+    error: () => Effect.void
   } satisfies Console.Console
 })
+
+/** Write on stdout; a reader that went away (`wiz --help | head -1`) is said where it can be read. */
+const writeOut = (stdio: Stdio.Service, text: string, color: boolean) =>
+  stdio.stdout(color ? text : text.replace(ansi, "")).pipe(
+    Effect.catchAll((error) => stdio.stderr(`wiz: cannot write on stdout: ${error.message}\n`))
+  )
 
 const runCommand = Command.run(command, { name: "wiz", version })
 
 /**
  * Parse an argument vector (`process.argv`: the first two entries are the runtime and the
- * script) and run the command it names.
+ * script) and run the command it names: the arguments are checked against the command
+ * definitions first ({@link Argv.parse}: a mistake is a {@link UsageError} naming it), `--help`
+ * prints {@link Help} on stdout, and the command runs with {@link Argv.Given} holding the
+ * arguments as given.
  *
  * @since 0.1.0
  * @category running
  */
 export const run = (argv: ReadonlyArray<string>) =>
-  Effect.flatMap(stdioConsole, (console) => runCommand(normalizeArgs(argv)).pipe(Effect.withConsole(console)))
+  Effect.gen(function*() {
+    const [runtime = "node", script = "wiz", ...args] = argv
+    const parsed = yield* Argv.parse(spec, args, topOptions)
+    if (parsed._tag === "Help") {
+      const stdio = yield* Stdio
+      const color = (yield* colorFor)(stdio.stdoutIsTTY)
+      const command = parsed.path.reduce((at, name) => at.subcommands.find((sub) => sub.name === name) ?? at, spec)
+      const text = Help.render(command, {
+        program: [spec.name, ...parsed.path].join(" "),
+        color,
+        ...(parsed.path.length === 0 ? { version, extra: topOptions } : {})
+      })
+      return yield* writeOut(stdio, text, color)
+    }
+    const console = yield* stdioConsole
+    return yield* runCommand([runtime, script, ...parsed.args]).pipe(
+      Effect.withConsole(console),
+      Effect.provideService(Argv.Given, args)
+    )
+  })
 
 /**
  * The signals that stop a run, and their numbers.
@@ -149,10 +174,14 @@ export const exitCode = <E, A>(exit: Exit.Exit<A, E>, signal: keyof typeof signa
   })
 }
 
+const messageOf = (error: unknown): string => {
+  if (ValidationError.isValidationError(error)) return HelpDoc.toAnsiText(error.error).replace(ansi, "").trim()
+  return error instanceof Error ? error.message : String(error)
+}
+
 /**
- * Say on stderr why a run failed: `wiz: <message>` for a typed error, the whole cause for a
- * defect. A parse error was already printed with its help by the command line itself, and an
- * interruption needs no words.
+ * Say on stderr why a run failed: `wiz: <message>` for a typed error (an option value
+ * `@effect/cli` refused included), the whole cause for a defect. An interruption needs no words.
  *
  * @since 0.1.0
  * @category running
@@ -162,9 +191,6 @@ export const report = <E>(cause: Cause.Cause<E>): Effect.Effect<void, never, Std
     if (Cause.isInterruptedOnly(cause)) return Effect.void
     return Option.match(Cause.failureOption(cause), {
       onNone: () => stdio.stderr(`wiz: ${Cause.pretty(cause)}\n`),
-      onSome: (error) =>
-        ValidationError.isValidationError(error)
-          ? Effect.void
-          : stdio.stderr(`wiz: ${error instanceof Error ? error.message : String(error)}\n`)
+      onSome: (error) => stdio.stderr(`wiz: ${messageOf(error)}\n`)
     })
   })

@@ -30,6 +30,7 @@ import * as EmbeddedModel from "../model/EmbeddedModel.js"
 import * as OpenAiCompatible from "../model/OpenAiCompatible.js"
 import * as CircuitBreaker from "../policy/CircuitBreaker.js"
 import * as Retry from "../policy/Retry.js"
+import * as CommandSpec from "./CommandSpec.js"
 import * as OptionValue from "./OptionValue.js"
 import { usage, type UsageError } from "./UsageError.js"
 
@@ -132,6 +133,18 @@ export const defaults: AgentOptions = {
   deadline: AgentService.defaults.deadline,
   breakerOpen: Option.none()
 }
+
+/**
+ * The model a record names when the model these options choose answers it: `embedded` for the
+ * simulator, the `--model-name` asked of an OpenAI-compatible API.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const answeredBy = (options: ModelOptions): string =>
+  options.model === "embedded"
+    ? EmbeddedModel.defaults.name
+    : Option.getOrElse(options.modelName ?? Option.none(), () => options.model)
 
 /**
  * The OpenAI-compatible model on the runtime's `fetch` (Node's own undici, with keep-alive), so
@@ -245,6 +258,30 @@ export const layer = Effect.fnUntraced(function*(
 // -----------------------------------------------------------------------------
 
 /**
+ * A description in the "Policies" group of `--help`.
+ *
+ * @since 0.1.0
+ * @category commands
+ */
+export const policy = (description: string) => CommandSpec.grouped("Policies", description)
+
+/**
+ * A description in the "Embedded model (the simulator)" group of `--help`.
+ *
+ * @since 0.1.0
+ * @category commands
+ */
+export const simulator = (description: string) => CommandSpec.grouped("Embedded model (the simulator)", description)
+
+/**
+ * A description in the "Flow control" group of `--help`: how many calls, how fast, how shared.
+ *
+ * @since 0.1.0
+ * @category commands
+ */
+export const flow = (description: string) => CommandSpec.grouped("Flow control", description)
+
+/**
  * `--model`, `--base-url`, `--model-name`, `--api-key-env`, and the embedded model's
  * `--failure-rate`, `--seed`, `--time-to-first-token`, `--per-token`, `--outage-after`,
  * `--outage-for`, `--provider-rpm`, `--provider-tpm`, `--provider-capacity`: spread them into a
@@ -254,79 +291,51 @@ export const layer = Effect.fnUntraced(function*(
  * @category commands
  */
 export const modelOptions = {
-  model: Options.choice("model", ["embedded", "openai-compatible"]).pipe(
-    Options.withDescription(
-      "The model: the embedded simulator (default), or an OpenAI-compatible HTTP API (OpenAI, Ollama, llama.cpp, vLLM, ...; " +
-        "with --base-url and --model-name)."
-    ),
+  model: OptionValue.choice("model", ["embedded", "openai-compatible"]).pipe(
+    Options.withDescription(CommandSpec.grouped("Model", "The simulator, or an OpenAI-compatible API (default embedded)")),
     Options.withDefault(defaults.model)
   ),
   baseUrl: Options.text("base-url").pipe(
     Options.withPseudoName("URL"),
-    Options.withDescription(
-      "Base URL of the OpenAI-compatible API, up to /chat/completions: https://api.openai.com/v1, http://localhost:11434/v1 " +
-        "(--model openai-compatible only)."
-    ),
+    Options.withDescription(CommandSpec.grouped("Model", "The API's base URL, e.g. https://api.openai.com/v1")),
     Options.optional
   ),
   modelName: Options.text("model-name").pipe(
     Options.withPseudoName("NAME"),
-    Options.withDescription("The model the API is asked for: gpt-4o-mini, llama3.2 (--model openai-compatible only)."),
+    Options.withDescription(CommandSpec.grouped("Model", "The model the API is asked for, e.g. gpt-4o-mini")),
     Options.optional
   ),
   apiKeyEnv: Options.text("api-key-env").pipe(
-    Options.withPseudoName("NAME"),
-    Options.withDescription(
-      "Environment variable holding the API key, e.g. OPENAI_API_KEY; the key itself is never a flag " +
-        "(--model openai-compatible only; none for a local server)."
-    ),
+    Options.withPseudoName("VAR"),
+    Options.withDescription(CommandSpec.grouped("Model", "The environment variable holding the API key")),
     Options.optional
   ),
   failureRate: OptionValue.number("failure-rate", 0, 1).pipe(
-    Options.withDescription(
-      `Embedded model: probability (0..1) that a call fails: a rate limit, an overload or a hang (default ${defaults.failureRate}).`
-    ),
+    Options.withDescription(simulator(`Share of calls that fail, 0 to 1 (default ${defaults.failureRate})`)),
     Options.withDefault(defaults.failureRate)
   ),
   seed: OptionValue.integer("seed", Number.MIN_SAFE_INTEGER).pipe(
-    Options.withDescription("Embedded model: seed of its draws, for a reproducible run."),
+    Options.withDescription(simulator("Seed of its draws, for a run that repeats")),
     Options.optional
   ),
   timeToFirstToken: OptionValue.duration(
     "time-to-first-token",
     "zero",
-    `Embedded model: time before the first token (default ${Duration.format(EmbeddedModel.defaults.timeToFirstToken)}).`
+    simulator(`Time before the first token (default ${Duration.format(EmbeddedModel.defaults.timeToFirstToken)})`)
   ),
   perToken: OptionValue.duration(
     "per-token",
     "zero",
-    `Embedded model: time per completion token (default ${Duration.format(EmbeddedModel.defaults.perToken)}).`
+    simulator(`Time per completion token (default ${Duration.format(EmbeddedModel.defaults.perToken)})`)
   ),
-  outageAfter: OptionValue.duration(
-    "outage-after",
-    "zero",
-    "Embedded model: start a simulated outage this long after the start; every call fails at once " +
-      "(Unavailable) until it ends. Needs --outage-for."
-  ),
-  outageFor: OptionValue.duration(
-    "outage-for",
-    "positive",
-    "Embedded model: how long the simulated outage lasts. Needs --outage-after."
-  ),
-  providerRpm: OptionValue.optionalInteger(
-    "provider-rpm",
-    1,
-    "Embedded model: its own limit on requests per minute; beyond it, a 429 (and a rate-limit report on every answer)."
-  ),
-  providerTpm: OptionValue.optionalInteger(
-    "provider-tpm",
-    1,
-    "Embedded model: its own limit on tokens per minute (prompt + maxTokens charged per call); beyond it, a 429."
-  ),
+  outageAfter: OptionValue.duration("outage-after", "zero", simulator("Start an outage this long after the start")),
+  outageFor: OptionValue.duration("outage-for", "positive", simulator("How long the outage lasts: every call fails")),
+  providerRpm: OptionValue.optionalInteger("provider-rpm", 1, simulator("Its own limit on requests a minute (a 429 beyond)")),
+  providerTpm: OptionValue.optionalInteger("provider-tpm", 1, simulator("Its own limit on tokens a minute (a 429 beyond)")),
   providerCapacity: OptionValue.optionalInteger(
     "provider-capacity",
     1,
-    "Embedded model: calls served at full speed at once; beyond it each is slower, and past twice it, Overloaded."
+    simulator("Calls it serves at full speed (slower beyond, Overloaded past 2x)")
   )
 }
 
@@ -339,35 +348,24 @@ export const modelOptions = {
  */
 export const policyOptions = {
   retries: OptionValue.integer("retries", 0).pipe(
-    Options.withDescription(`Retries of a failed attempt, after the first attempt (default ${defaults.retries}).`),
+    Options.withDescription(policy(`Retries after the first attempt (default ${defaults.retries})`)),
     Options.withDefault(defaults.retries)
   ),
   timeout: OptionValue.duration(
     "timeout",
     "positive",
-    `Time one attempt may take (a streamed answer: until its first chunk), e.g. 10s or 500ms ` +
-      `(default ${Duration.format(defaults.timeout)}).`
+    policy(`Time one attempt may take, e.g. 10s or 500ms (default ${Duration.format(defaults.timeout)})`)
   ).pipe(Options.map(Option.getOrElse(() => defaults.timeout))),
   deadline: OptionValue.duration(
     "deadline",
     "positive",
-    `Time one task may take in all — calls, backoffs, Retry-After waits, an open circuit — before it fails ` +
-      `with DeadlineExceeded saying what it waited for (default ${Duration.format(defaults.deadline)}).`
+    policy(`Time one task may take in all, waits included (default ${Duration.format(defaults.deadline)})`)
   ).pipe(Options.map(Option.getOrElse(() => defaults.deadline))),
   breakerOpen: OptionValue.duration(
     "breaker-open",
     "positive",
-    `How long the circuit breaker stays open before a probe call may test the model again ` +
-      `(default ${Duration.format(CircuitBreaker.defaults.openDuration)}).`
+    policy(`How long a tripped circuit breaker stays open (default ${Duration.format(CircuitBreaker.defaults.openDuration)})`)
   ),
-  rpm: OptionValue.optionalInteger(
-    "rpm",
-    1,
-    "Our budget: at most N requests per minute (by default the budget learns the limit from the provider's rate-limit reports)."
-  ),
-  tpm: OptionValue.optionalInteger(
-    "tpm",
-    1,
-    "Our budget: at most N tokens per minute, each call reserving prompt + maxTokens and settling with its usage."
-  )
+  rpm: OptionValue.optionalInteger("rpm", 1, flow("At most N requests a minute (default: learnt from the provider)")),
+  tpm: OptionValue.optionalInteger("tpm", 1, flow("At most N tokens a minute (default: learnt from the provider)"))
 }

@@ -3,8 +3,7 @@
  * that name the option: `--timeout 30s` (help prints defaults with `Duration.format`, so
  * `30s`, `1m 30s`, `500ms` are accepted, as is Effect's own `30 seconds`), and whole numbers
  * that say which option wanted one (`--concurrency: "1.5" is not a whole number` instead of
- * the parser's `'1.5' is not a integer`). Every flag (an option that takes no value) is defined
- * with {@link flag}, so the command line knows which arguments take a value.
+ * the parser's `'1.5' is not a integer`), and choices that say which option wanted one.
  *
  * @example
  * ```ts
@@ -134,21 +133,27 @@ export const number = (name: string, min: number, max: number) =>
   )
 
 /**
- * The options of every `wiz` command that take no value, as `--name`. The command line needs
- * them to tell `wiz run - --resume` (stdin, then a flag) from `wiz run -o - ...`.
+ * `--NAME`, a flag (false when absent).
  *
  * @since 0.1.0
  * @category options
  */
-export const flags: ReadonlyArray<string> = []
+export const flag = (name: string, description: string) => Options.boolean(name).pipe(Options.withDescription(description))
 
 /**
- * `--NAME`, a flag (false when absent), listed in {@link flags} as it is defined.
+ * `--NAME WORD`, one of `choices`; anything else is refused naming the option and the choices
+ * (the parser's own message names neither the option nor what was given).
  *
  * @since 0.1.0
  * @category options
  */
-export const flag = (name: string, description: string) => {
-  ;(flags as Array<string>).push(`--${name}`)
-  return Options.boolean(name).pipe(Options.withDescription(description))
-}
+export const choice = <const C extends ReadonlyArray<string>>(name: string, choices: C) =>
+  Options.text(name).pipe(
+    Options.withPseudoName(choices.join(" | ")),
+    Options.mapEffect((text): Effect.Effect<C[number], ValidationError.ValidationError> => {
+      const chosen = choices.find((c) => c === text.trim())
+      return chosen !== undefined
+        ? Effect.succeed(chosen)
+        : invalid(`--${name}: "${text}" is not ${choices.slice(0, -1).join(", ")}${choices.length > 1 ? " or " : ""}${choices.at(-1)}`)
+    })
+  )

@@ -65,8 +65,18 @@ export interface Existing {
   readonly ids: ReadonlySet<string>
   /** Ids whose record says the task failed. */
   readonly failed: ReadonlySet<string>
+  /**
+   * Ids whose record says the task was never run (`BatchStopped`: the batch stopped when the
+   * provider kept refusing the key): `--resume` runs them again.
+   */
+  readonly notRun: ReadonlySet<string>
   /** Input lines with an invalid-line record. */
   readonly lines: ReadonlySet<number>
+  /**
+   * The models that answered, each with its count of answers: the `model` of the succeeded
+   * records no fallback answered (failed records name no model).
+   */
+  readonly models: ReadonlyMap<string, number>
   /** A last line torn by a crash, cut off before anything is written: its number and length. */
   readonly torn: Option.Option<{ readonly line: number; readonly bytes: number }>
   /** The bytes kept: all of the file but a torn last line. */
@@ -84,14 +94,22 @@ export interface Existing {
 export const none: Existing = {
   ids: new Set(),
   failed: new Set(),
+  notRun: new Set(),
   lines: new Set(),
+  models: new Map(),
   torn: Option.none(),
   keep: 0,
   missingNewline: false
 }
 
 const RecordKey = Schema.Union(
-  Schema.Struct({ status: Schema.Literal("succeeded", "failed"), id: Schema.String }),
+  Schema.Struct({
+    status: Schema.Literal("succeeded", "failed"),
+    id: Schema.String,
+    model: Schema.optional(Schema.String),
+    degraded: Schema.optional(Schema.Boolean),
+    error: Schema.optional(Schema.Struct({ _tag: Schema.String }))
+  }),
   Schema.Struct({ status: Schema.Literal("invalid"), line: Schema.Int })
 )
 const decodeRecordKey = Schema.decodeUnknownOption(RecordKey)
@@ -123,7 +141,9 @@ export const scan = (path: string): Effect.Effect<Existing, RecordSink.OutputFai
     if (!(yield* Effect.mapError(fs.exists(path), RecordSink.failure(path, "read")))) return none
     const ids = new Set<string>()
     const failed = new Set<string>()
+    const notRun = new Set<string>()
     const lines = new Set<number>()
+    const models = new Map<string, number>()
     let size = 0
     let afterLastNewline = 0
     let count = 0
@@ -152,6 +172,11 @@ export const scan = (path: string): Effect.Effect<Existing, RecordSink.OutputFai
             ids.add(key.id)
             if (key.status === "failed") failed.add(key.id)
             else failed.delete(key.id)
+            if (key.status === "failed" && key.error?._tag === "BatchStopped") notRun.add(key.id)
+            else notRun.delete(key.id)
+            if (key.status === "succeeded" && key.model !== undefined && key.degraded !== true) {
+              models.set(key.model, (models.get(key.model) ?? 0) + 1)
+            }
           }
           return Effect.void
         })
@@ -160,9 +185,9 @@ export const scan = (path: string): Effect.Effect<Existing, RecordSink.OutputFai
     const unterminated = size > afterLastNewline
     if (Option.isSome(bad)) {
       if (!unterminated) return yield* new OutputCorrupt({ path, ...bad.value })
-      return { ids, failed, lines, torn: Option.some({ line: bad.value.line, bytes: size - afterLastNewline }), keep: afterLastNewline, missingNewline: false }
+      return { ids, failed, notRun, lines, models, torn: Option.some({ line: bad.value.line, bytes: size - afterLastNewline }), keep: afterLastNewline, missingNewline: false }
     }
-    return { ids, failed, lines, torn: Option.none(), keep: size, missingNewline: unterminated }
+    return { ids, failed, notRun, lines, models, torn: Option.none(), keep: size, missingNewline: unterminated }
   })
 
 /**
@@ -230,7 +255,9 @@ export const openWritable = (path: string, flag: "w" | "a") =>
 
 /**
  * Open the output file at `path` for the scope, as `mode` says (see the module doc), given
- * what {@link scan} found in it. Missing parent directories are created.
+ * what {@link scan} found in it; a rewrite drops the records of the tasks in `again` (they run
+ * again), keeping the old record of one that does not get a new one. Missing parent
+ * directories are created.
  *
  * @since 0.1.0
  * @category constructors
@@ -238,7 +265,8 @@ export const openWritable = (path: string, flag: "w" | "a") =>
 export const open = (
   path: string,
   mode: Mode,
-  existing: Existing
+  existing: Existing,
+  again: ReadonlySet<string> = existing.failed
 ): Effect.Effect<Output, RecordSink.OutputFailed, FileSystem.FileSystem | Path.Path | Stdio | Scope.Scope> =>
   Effect.gen(function*() {
     const fs = yield* FileSystem.FileSystem
@@ -253,13 +281,13 @@ export const open = (
       const sink = yield* RecordSink.make(path, (text) => handle.writeAll(encoder.encode(text)))
       return { sink, commit: Effect.mapError(sync, RecordSink.failure(path, "write")) }
     }
-    return yield* rewrite(path, existing)
+    return yield* rewrite(path, existing, again)
   }).pipe(Effect.catchTags({
     SystemError: RecordSink.failure(path, "write"),
     BadArgument: RecordSink.failure(path, "write")
   }))
 
-const rewrite = (path: string, existing: Existing) =>
+const rewrite = (path: string, existing: Existing, again: ReadonlySet<string>) =>
   Effect.gen(function*() {
     const fs = yield* FileSystem.FileSystem
     const paths = yield* Path.Path
@@ -272,7 +300,7 @@ const rewrite = (path: string, existing: Existing) =>
     const handle = yield* fs.open(temp, { flag: "w" })
     const writeText = (text: string) => handle.writeAll(encoder.encode(text))
 
-    // the old records that stay as they are, and (at commit) the failed ones not run again
+    // the old records that stay as they are, and (at commit) those of tasks run again that got no new one
     const copy = (keep: (key: typeof RecordKey.Type) => boolean) =>
       exists
         ? fs.stream(target).pipe(
@@ -285,7 +313,8 @@ const rewrite = (path: string, existing: Existing) =>
           })
         )
         : Effect.void
-    yield* copy((key) => key.status !== "failed")
+    // a failed record goes if its task runs again, or if a later record of its task succeeded
+    yield* copy((key) => key.status !== "failed" || !(again.has(key.id) || !existing.failed.has(key.id)))
 
     const written = new Set<string>()
     const sink = yield* RecordSink.make(temp, writeText)
@@ -294,7 +323,7 @@ const rewrite = (path: string, existing: Existing) =>
       if (committed) return Effect.void
       committed = true
       return Effect.gen(function*() {
-        yield* copy((key) => key.status === "failed" && existing.failed.has(key.id) && !written.has(key.id))
+        yield* copy((key) => key.status === "failed" && again.has(key.id) && !written.has(key.id))
         yield* handle.sync
         if (mode !== undefined) yield* fs.chmod(temp, mode & 0o7777)
         yield* fs.rename(temp, target)

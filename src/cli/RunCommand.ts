@@ -11,11 +11,14 @@
  * - the output is never the input (a usage error, checked before either is opened); `--resume`
  *   appends to `--output`, skipping the tasks and invalid lines it already records, and
  *   `--retry-failed` also runs the failed tasks again, rewriting the file safely (`OutputFile`).
+ *   Neither adds answers from one model to an output whose answers came from another (a usage
+ *   error naming both) unless `--allow-model-change` says to.
  * - progress and the final summary go to stderr. The progress line is the library's `Progress`
  *   (redrawn on a terminal, plain lines otherwise), fed from the entries read and the agent's
  *   events; the summary counts only records really written, and is printed however the run
  *   ends: a write error (a closed pipe, a full disk) fails the run after it, and an
- *   interruption (SIGINT, SIGTERM) adds the command that continues the run.
+ *   interruption (SIGINT, SIGTERM) adds the command that continues the run: the command as it
+ *   was given (`Argv.Given`: every option, so the same model answers), with `--resume`.
  * - `--events FILE` writes every event the agent publishes as JSON Lines (`EventsFile`): read
  *   losslessly (a reader that falls behind makes the agent wait, it never drops one).
  * - `--coalesce` makes identical tasks in flight share one model call, and `--memo-ttl D`
@@ -53,6 +56,8 @@ import { TaskInvalid, type TaskRecord } from "../agent/AgentTask.js"
 import * as ErrorInfo from "../events/ErrorInfo.js"
 import type { AgentEvent } from "../events/AgentEvent.js"
 import * as Progress from "../events/Progress.js"
+import * as Argv from "./Argv.js"
+import * as CommandSpec from "./CommandSpec.js"
 import * as EventsFile from "./EventsFile.js"
 import * as ModelOptions from "./ModelOptions.js"
 import * as OptionValue from "./OptionValue.js"
@@ -83,6 +88,11 @@ export interface RunOptions extends ModelOptions.AgentOptions {
   readonly resume: boolean
   /** Like `resume`, and run again the tasks whose record says they failed (rewriting `output`). */
   readonly retryFailed: boolean
+  /**
+   * Let `resume` / `retryFailed` add answers to an output whose answers came from another
+   * model; without it that is a usage error.
+   */
+  readonly allowModelChange: boolean
   /** Draw the progress line on stderr. */
   readonly progress: boolean
   /** Write every agent event to this file as JSON Lines; none for no events file. */
@@ -91,6 +101,11 @@ export interface RunOptions extends ModelOptions.AgentOptions {
   readonly coalesce: boolean
   /** Answer a repeated task from the memo within this time; none for no memo. */
   readonly memoTtl: Option.Option<Duration.Duration>
+  /**
+   * Stop the batch after this many tasks in a row fail `AuthenticationFailed` (a refused key):
+   * the tasks not run get a `BatchStopped` record, and `--resume` runs them; 0 never stops.
+   */
+  readonly stopAfterAuthFailures: number
 }
 
 /**
@@ -106,10 +121,12 @@ export const defaults: Omit<RunOptions, "input"> = {
   concurrency: AgentService.defaults.concurrency,
   resume: false,
   retryFailed: false,
+  allowModelChange: false,
   progress: true,
   events: Option.none(),
   coalesce: false,
-  memoTtl: Option.none()
+  memoTtl: Option.none(),
+  stopAfterAuthFailures: 3
 }
 
 /**
@@ -156,10 +173,12 @@ const follow = <E>(
   })
 
 /**
- * What the progress line shows of the agent's flow control: the limit when it moves (adaptive),
- * and the tightest limited budget dimension with the calls waiting for it, once one is known.
+ * What the progress line shows of the agent's flow control: the calls on the wire (so the tasks
+ * taken up read `32 calling, 968 waiting`, not `1000 in flight` at `--concurrency 32`), the
+ * limit when it moves (adaptive), and the tightest limited budget dimension with the calls
+ * waiting for it, once one is known.
  */
-const flowOf = (flow: AgentService.FlowState, adaptive: boolean): Progress.Flow | undefined => {
+const flowOf = (flow: AgentService.FlowState, adaptive: boolean): Progress.Flow => {
   let left: number | undefined
   let waiting = 0
   for (const budget of Object.values(flow.budgets)) {
@@ -170,8 +189,8 @@ const flowOf = (flow: AgentService.FlowState, adaptive: boolean): Progress.Flow 
       left = left === undefined ? share : Math.min(left, share)
     }
   }
-  if (!adaptive && left === undefined) return undefined
   return {
+    calls: flow.active,
     ...(adaptive ? { limit: flow.limit } : {}),
     ...(left === undefined ? {} : { budgetLeft: Math.round(left * 100) / 100, budgetWaiting: waiting })
   }
@@ -197,6 +216,7 @@ const drawProgress = (progress: Progress.Progress.Service) =>
 export const run = Effect.fn("RunCommand.run")(function*(options: RunOptions) {
   const agentLayer = yield* ModelOptions.layer(options, {
     concurrency: options.concurrency,
+    stopOnAuthFailures: options.stopAfterAuthFailures > 0 ? options.stopAfterAuthFailures : false,
     ...(options.coalesce ? { coalesce: true } : {}),
     ...Option.match(options.memoTtl, { onNone: () => ({}), onSome: (timeToLive) => ({ memo: { timeToLive } }) })
   })
@@ -225,7 +245,8 @@ export const run = Effect.fn("RunCommand.run")(function*(options: RunOptions) {
       summary = yield* stats.summary((yield* Clock.currentTimeMillis) - startedAt)
       const interrupted = Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause)
       const shared = options.coalesce || Option.isSome(options.memoTtl)
-      yield* stdio.stderr(Summary.render(summary, { shared }) + (interrupted ? howToContinue(options) : ""))
+      const again = interrupted ? howToContinue(options, yield* givenArguments(options)) : ""
+      yield* stdio.stderr(Summary.render(summary, { shared }) + again)
     })
 
   yield* Effect.gen(function*() {
@@ -233,8 +254,9 @@ export const run = Effect.fn("RunCommand.run")(function*(options: RunOptions) {
     const { existing, output } = yield* openOutput(options)
     const events = Option.isSome(options.events) ? Option.some(yield* EventsFile.open(options.events.value)) : Option.none()
     started = true
+    const again = runsAgain(options, existing)
     const resume: TaskSource.ResumeSet = {
-      ids: options.retryFailed ? new Set([...existing.ids].filter((id) => !existing.failed.has(id))) : existing.ids,
+      ids: again.size === 0 ? existing.ids : new Set([...existing.ids].filter((id) => !again.has(id))),
       lines: existing.lines
     }
     const progress = yield* Progress.make()
@@ -248,13 +270,9 @@ export const run = Effect.fn("RunCommand.run")(function*(options: RunOptions) {
         Option.match(events, { onNone: () => Effect.void, onSome: (file) => file.write(Chunk.toReadonlyArray(chunk)) })
       ))
     const screen = options.progress ? Option.some(yield* drawProgress(progress)) : Option.none()
-    if (options.progress) {
-      const adaptive = options.concurrency === "adaptive"
-      yield* Effect.forkScoped(Effect.repeat(
-        Effect.flatMap(agent.flow, (flow) => progress.setFlow(flowOf(flow, adaptive))),
-        Schedule.spaced("250 millis")
-      ))
-    }
+    const adaptive = options.concurrency === "adaptive"
+    const reportFlow = Effect.flatMap(agent.flow, (flow) => progress.setFlow(flowOf(flow, adaptive)))
+    if (options.progress) yield* Effect.forkScoped(Effect.repeat(reportFlow, Schedule.spaced("250 millis")))
     // records on the terminal the progress line is drawn on go above it, never into it (the
     // line's terminal is stderr, whose writes cannot fail)
     const onScreen = Option.filter(screen, () => Option.isNone(options.output) && stdio.stdoutIsTTY)
@@ -290,27 +308,70 @@ export const run = Effect.fn("RunCommand.run")(function*(options: RunOptions) {
       follower.guard
     )
     yield* follower.settle(finished)
+    // the last line drawn says what the end is: no call on the wire
+    if (options.progress) yield* reportFlow
     if (Option.isSome(events)) yield* events.value.commit
     yield* output.commit
   }).pipe(Effect.scoped, Effect.provide(agentLayer), Effect.onExit(finish))
   return summary!
 })
 
-const shellWord = (word: string): string => (/^[\w@%+=:,./-]+$/.test(word) ? word : `'${word.replaceAll("'", "'\\''")}'`)
-
-/** What to type to pick an interrupted run up where it stopped. */
-const howToContinue = (options: RunOptions): string => {
-  const again = options.retryFailed ? "--retry-failed" : "--resume"
-  const input = options.input === "-" ? "- (with the same tasks on stdin)" : shellWord(options.input)
+/**
+ * What to type to pick an interrupted run up where it stopped: the command as it was given
+ * (`given`: every option, so the same model answers; no flag holds a key, only the name of
+ * the variable that does), with `--resume` added unless it asks for `--resume` or
+ * `--retry-failed` already, and `--output FILE` when the records went to stdout.
+ */
+const howToContinue = (options: RunOptions, given: ReadonlyArray<string>): string => {
+  const again = given.includes("--resume") || given.includes("--retry-failed") ? [] : ["--resume"]
+  const onStdin = options.input === "-" ? " (with the same tasks on standard input)" : ""
   return Option.match(options.output, {
     onNone: () =>
-      "wiz: interrupted; the records so far went to stdout. To continue, keep them in a file and run:\n" +
-      `  wiz run ${input} --output FILE --resume\n`,
+      `wiz: interrupted; the records so far went to stdout. To continue, keep them in a file and run${onStdin}:\n` +
+      `  ${Argv.shellCommand(["wiz", ...given])} --output FILE --resume\n`,
     onSome: (output) =>
-      `wiz: interrupted; what is done is in ${shellWord(output)}. To continue, run:\n` +
-      `  wiz run ${input} --output ${shellWord(output)} ${again}\n`
+      `wiz: interrupted; what is done is in ${Argv.shellCommand([output])}. To continue, run${onStdin}:\n` +
+      `  ${Argv.shellCommand(["wiz", ...given, ...again])}\n`
   })
 }
+
+/**
+ * The arguments a run was given; for a run not started from the command line, the ones that
+ * name its input and output.
+ */
+const givenArguments = (options: RunOptions) =>
+  Effect.map(Effect.serviceOption(Argv.Given), Option.getOrElse(() => [
+    "run",
+    options.input,
+    ...Option.match(options.output, { onNone: () => [], onSome: (output) => ["--output", output] }),
+    ...(options.retryFailed ? ["--retry-failed"] : options.resume ? ["--resume"] : [])
+  ]))
+
+/**
+ * `--resume` and `--retry-failed` add answers to an output; they refuse to mix the answers of
+ * two models in it (pasting a command that left out `--model` would run the simulator into a
+ * file of real answers) unless `--allow-model-change` says to. What answered is read from the
+ * `model` of the succeeded records that no fallback answered (`degraded: false`): failed
+ * records name no model.
+ */
+const checkModel = (options: RunOptions, existing: OutputFile.Existing, path: string) => {
+  const ours = ModelOptions.answeredBy(options)
+  const others = [...existing.models].filter(([model]) => model !== ours)
+  if (others.length === 0 || options.allowModelChange) return Effect.void
+  const theirs = others.map(([model, n]) => `${n} from ${model}`).join(", ")
+  return Effect.fail(usage(
+    `${options.retryFailed ? "--retry-failed" : "--resume"}: "${path}" holds answers from another model (${theirs}) ` +
+      `and this run would answer with ${ours}; give the options of the run that wrote it (--model ...), ` +
+      "or --allow-model-change to mix the two in one file"
+  ))
+}
+
+/**
+ * The tasks the output records that run again: the failed ones with `--retry-failed`; with
+ * `--resume`, those never run (`BatchStopped`: the batch stopped on a refused key).
+ */
+const runsAgain = (options: RunOptions, existing: OutputFile.Existing): ReadonlySet<string> =>
+  options.retryFailed ? existing.failed : options.resume ? existing.notRun : new Set()
 
 /**
  * The output, opened as the options say, and what it already recorded; a torn last line is
@@ -324,6 +385,7 @@ const openOutput = (options: RunOptions) =>
     const path = options.output.value
     const keeps = options.resume || options.retryFailed
     const existing = keeps ? yield* OutputFile.scan(path) : OutputFile.none
+    yield* checkModel(options, existing, path)
     if (Option.isSome(existing.torn)) {
       const { bytes, line } = existing.torn.value
       yield* Effect.flatMap(Stdio, (stdio) =>
@@ -332,71 +394,63 @@ const openOutput = (options: RunOptions) =>
             "it is cut off and its task runs again\n"
         ))
     }
-    const mode = options.retryFailed ? "rewrite" : keeps ? "append" : "truncate"
-    return { existing, output: yield* OutputFile.open(path, mode, existing) }
+    const again = runsAgain(options, existing)
+    const mode = again.size > 0 ? "rewrite" : keeps ? "append" : "truncate"
+    return { existing, output: yield* OutputFile.open(path, mode, existing, again) }
   })
 
 // -----------------------------------------------------------------------------
 // command line
 // -----------------------------------------------------------------------------
 
+const io = (description: string) => CommandSpec.grouped("Input and output", description)
+
 const runOptions = {
   input: Args.text({ name: "input" }).pipe(
-    Args.withDescription(
-      "JSON Lines of tasks, one {\"id\", \"prompt\", \"maxTokens\"?} per line: a file, a pipe " +
-        "(<(...), /dev/stdin, a FIFO), or - or nothing for stdin. Blank lines are skipped; every other line gets exactly one output record."
-    ),
+    Args.withDescription("JSON Lines of tasks: a file, a pipe, or - for standard input (the default)"),
     Args.withDefault("-")
   ),
   output: Options.text("output").pipe(
     Options.withAlias("o"),
     Options.withPseudoName("FILE"),
-    Options.withDescription("Write the records to FILE (truncated unless --resume) instead of stdout."),
+    Options.withDescription(io("Write the records to FILE instead of stdout")),
     Options.optional
   ),
+  resume: OptionValue.flag("resume", io("Append to --output, skipping the tasks it already records")),
+  retryFailed: OptionValue.flag("retry-failed", io("Like --resume, and run the failed tasks again")),
+  allowModelChange: OptionValue.flag(
+    "allow-model-change",
+    io("Let --resume mix answers from another model into --output")
+  ),
+  events: Options.text("events").pipe(
+    Options.withPseudoName("FILE"),
+    Options.withDescription(io("Write every event of the agent to FILE, as JSON Lines")),
+    Options.optional
+  ),
+  noProgress: OptionValue.flag("no-progress", io("No progress line on stderr")),
   concurrency: OptionValue.integerOr("concurrency", 1, "adaptive").pipe(
-    Options.withDescription(
-      `Model calls at once; a task asleep in a backoff or waiting on an open circuit makes room for the next (default ${defaults.concurrency}). ` +
-        "adaptive: a limit that grows while latency stays flat and shrinks on 429, Overloaded, timeouts or rising latency."
-    ),
+    Options.withDescription(ModelOptions.flow(`Model calls at once, or adaptive (default ${defaults.concurrency})`)),
     Options.withDefault(defaults.concurrency)
   ),
   rpm: ModelOptions.policyOptions.rpm,
   tpm: ModelOptions.policyOptions.tpm,
-  retries: ModelOptions.policyOptions.retries,
-  timeout: ModelOptions.policyOptions.timeout,
-  deadline: ModelOptions.policyOptions.deadline,
-  ...ModelOptions.modelOptions,
-  breakerOpen: ModelOptions.policyOptions.breakerOpen,
-  events: Options.text("events").pipe(
-    Options.withPseudoName("FILE"),
-    Options.withDescription(
-      "Write every event of the agent (tasks started and finished, retries, breaker transitions, fallbacks, " +
-        "shared answers) to FILE as JSON Lines, as they happen; FILE is truncated first, and is never the input or the output."
-    ),
-    Options.optional
-  ),
-  coalesce: OptionValue.flag(
-    "coalesce",
-    "Identical tasks in flight (same prompt and maxTokens) share one model call; each still gets its own record, " +
-      "which says it led or joined the call."
-  ),
+  coalesce: OptionValue.flag("coalesce", ModelOptions.flow("Identical tasks in flight share one model call")),
   memoTtl: OptionValue.duration(
     "memo-ttl",
     "positive",
-    "Answer a task whose prompt and maxTokens were answered within this time from the memo, without a call " +
-      "(its record says memoized); failures are never kept. E.g. 10m."
+    ModelOptions.flow("Answer a task asked again within DURATION from the memo")
   ),
-  resume: OptionValue.flag(
-    "resume",
-    "Append to --output, skipping the tasks and invalid lines it already records (a last record cut short by a crash is cut off)."
+  stopAfterAuthFailures: OptionValue.integer("stop-after-auth-failures", 0).pipe(
+    Options.withDescription(
+      ModelOptions.policy(`Stop after N refused keys in a row (0: never; default ${defaults.stopAfterAuthFailures})`)
+    ),
+    Options.withDefault(defaults.stopAfterAuthFailures)
   ),
-  retryFailed: OptionValue.flag(
-    "retry-failed",
-    "Like --resume, and run again the tasks whose record says they failed: each task ends with exactly one record. " +
-      "The file is rewritten beside the old one and renamed over it at the end; a crash midway leaves the old one."
-  ),
-  noProgress: OptionValue.flag("no-progress", "Do not draw the progress line on stderr.")
+  retries: ModelOptions.policyOptions.retries,
+  timeout: ModelOptions.policyOptions.timeout,
+  deadline: ModelOptions.policyOptions.deadline,
+  breakerOpen: ModelOptions.policyOptions.breakerOpen,
+  ...ModelOptions.modelOptions
 }
 
 /**
@@ -408,8 +462,7 @@ const runOptions = {
 export const command = Command.make("run", runOptions, ({ noProgress, ...rest }) =>
   Effect.asVoid(run({ ...rest, progress: !noProgress }))).pipe(
     Command.withDescription(
-      "Run a JSON Lines file of agent tasks and write one JSON record per input line as each finishes: " +
-        "succeeded, failed, or invalid (with the line number and what was wrong). " +
+      "Run a JSON Lines file of agent tasks; one JSON record per line as each finishes. " +
         "Progress and a summary go to stderr."
     )
   )

@@ -7,7 +7,7 @@
  * consumer slows the writer instead of filling memory); progress and the summary go to
  * `stderr`, which is written synchronously because a redrawn line (`\r`) must not interleave.
  * The service also says what the streams are: terminals (a redrawn progress line, colours in
- * help), which files they are (so the input is never also the output), and whether stdout was
+ * help, a word on how to end tasks typed on stdin), which files they are (so the input is never also the output), and whether stdout was
  * closed before the process started (Node.js silently puts `/dev/null` in its place).
  *
  * @example
@@ -28,6 +28,7 @@ import * as NodeStream from "@effect/platform-node/NodeStream"
 import { Context, Effect, Layer, Option } from "effect"
 import type { Stream } from "effect"
 import { readFileSync, readlinkSync } from "node:fs"
+import { isatty } from "node:tty"
 import * as FileId from "./FileId.js"
 
 /**
@@ -53,6 +54,8 @@ export declare namespace Stdio {
     readonly stdout: (text: string) => Effect.Effect<void, PlatformError>
     /** Write text to standard error. */
     readonly stderr: (text: string) => Effect.Effect<void>
+    /** Whether standard input is a terminal (someone would have to type the tasks). */
+    readonly stdinIsTTY: boolean
     /** Whether standard output is a terminal. */
     readonly stdoutIsTTY: boolean
     /** Whether standard error is a terminal (a redrawn progress line) or not (plain lines). */
@@ -127,6 +130,8 @@ export const layer: Layer.Layer<Stdio> = Layer.scoped(
       Effect.sync(() => {
         process.stderr.write(text)
       }),
+    // asked of the descriptor: touching `process.stdin` would open the stream
+    stdinIsTTY: isatty(0),
     stdoutIsTTY: process.stdout.isTTY === true,
     stderrIsTTY: process.stderr.isTTY === true,
     stderrColumns: Effect.sync(() => process.stderr.columns ?? 0),

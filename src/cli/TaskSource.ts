@@ -241,10 +241,14 @@ const counted = (bytes: Stream.Stream<Uint8Array, InputUnreadable>, size: Option
   }
 }
 
+const readingTerminal = "wiz: reading tasks from standard input, one JSON object per line " +
+  "({\"id\": \"t1\", \"prompt\": \"...\"}); Ctrl-D ends them. To run a file: wiz run tasks.jsonl\n"
+
 /**
  * Open the input, `-` for stdin, for the scope: a path that cannot be opened, or a directory,
  * fails here with {@link InputUnreadable}, before anything else is touched. Opening a FIFO waits
- * for its writer.
+ * for its writer; stdin on a terminal is said on stderr to be read (a run waiting for typed
+ * tasks would look hung).
  *
  * @since 0.1.0
  * @category constructors
@@ -252,8 +256,11 @@ const counted = (bytes: Stream.Stream<Uint8Array, InputUnreadable>, size: Option
 export const open = (input: string): Effect.Effect<Input, InputUnreadable, Stdio | Scope.Scope> => {
   const unreadable = (cause: unknown) => new InputUnreadable({ path: input, reason: describe(cause) })
   if (input === "-") {
-    return Effect.map(Stdio, (stdio) =>
-      counted(Stream.mapError(stdio.stdin, (error) => new InputUnreadable({ path: input, reason: reasonOf(error) })), Option.none()))
+    return Effect.gen(function*() {
+      const stdio = yield* Stdio
+      if (stdio.stdinIsTTY) yield* stdio.stderr(readingTerminal)
+      return counted(Stream.mapError(stdio.stdin, (error) => new InputUnreadable({ path: input, reason: reasonOf(error) })), Option.none())
+    })
   }
   return Effect.gen(function*() {
     const handle = yield* Effect.acquireRelease(

@@ -62,7 +62,15 @@
  */
 import { Effect, Equal, MutableHashMap, Option } from "effect"
 import type { Exit } from "effect"
-import { type Done, SharedCall } from "../internal/sharedCall.js"
+import { type Done, SharedCall, type WhileJoined } from "../internal/sharedCall.js"
+
+/**
+ * Wraps the wait of a caller that joined a call in flight.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type { WhileJoined }
 
 /**
  * How a caller took part in a shared call: it `led` it (its call started it) or `joined` one
@@ -94,14 +102,16 @@ export interface Coalesce<A, E, K = string> {
   /**
    * Runs `effect` for `key`, unless a call for an equal key is in flight: then waits for that
    * call's outcome instead. Interrupting this caller leaves the call to the others; interrupting
-   * its last waiter interrupts the call, and waits until it has stopped.
+   * its last waiter interrupts the call, and waits until it has stopped. `whileJoined`, if
+   * given, wraps the wait of a caller that joined a call in flight (a caller that waits for
+   * someone else's call is idle: `AgentService` counts it asleep, so it holds no place).
    */
-  readonly apply: <R>(key: K, effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+  readonly apply: <R>(key: K, effect: Effect.Effect<A, E, R>, whileJoined?: WhileJoined) => Effect.Effect<A, E, R>
   /**
    * As `apply`, but answers with the outcome as an `Exit`, this caller's role and how many
    * callers the call served. Fails only if this caller itself is interrupted.
    */
-  readonly share: <R>(key: K, effect: Effect.Effect<A, E, R>) => Effect.Effect<Shared<A, E>, never, R>
+  readonly share: <R>(key: K, effect: Effect.Effect<A, E, R>, whileJoined?: WhileJoined) => Effect.Effect<Shared<A, E>, never, R>
   /** Keys with a call in flight right now. */
   readonly inFlight: Effect.Effect<number>
 }
@@ -142,17 +152,22 @@ const asShared = <A, E>(exit: Exit.Exit<A, E>, role: Role, callers: number): Eff
 export const make = <A, E = never, K = string>(): Effect.Effect<Coalesce<A, E, K>> =>
   Effect.sync(() => {
     const calls = new Calls<A, E, K>()
-    const run = <X, Y, R>(key: K, effect: Effect.Effect<A, E, R>, done: Done<A, E, X, Y>): Effect.Effect<X, Y, R> =>
+    const run = <X, Y, R>(
+      key: K,
+      effect: Effect.Effect<A, E, R>,
+      done: Done<A, E, X, Y>,
+      whileJoined: WhileJoined | undefined
+    ): Effect.Effect<X, Y, R> =>
       Effect.uninterruptibleMask((restore) => {
         const current = calls.get(key)
-        if (current !== undefined) return current.join(restore, done)
+        if (current !== undefined) return current.join(restore, done, whileJoined)
         const call: SharedCall<A, E> = new SharedCall(() => calls.delete(key, call))
         calls.set(key, call)
         return call.lead(effect, restore, done)
       })
     const coalesce: Coalesce<A, E, K> = {
-      apply: (key, effect) => run(key, effect, asEffect),
-      share: (key, effect) => run(key, effect, asShared),
+      apply: (key, effect, whileJoined) => run(key, effect, asEffect, whileJoined),
+      share: (key, effect, whileJoined) => run(key, effect, asShared, whileJoined),
       inFlight: Effect.sync(() => calls.size)
     }
     return coalesce

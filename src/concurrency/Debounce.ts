@@ -40,6 +40,7 @@
 import { Clock, Duration, Effect } from "effect"
 import type { Exit } from "effect"
 import { SharedCall } from "../internal/sharedCall.js"
+import { durationUntil } from "../internal/sleepUntil.js"
 
 /**
  * @since 0.1.0
@@ -103,7 +104,7 @@ export const make = <Args extends ReadonlyArray<unknown>, A, E = never, R = neve
     const run = (window: Window<Args, A, E>): Effect.Effect<A, E, R> => {
       const wait: Effect.Effect<A, E, R> = Effect.flatMap(Clock.currentTimeMillis, (now) => {
         const due = Math.min(window.lastAt + delay, window.firstAt + maxWait)
-        if (now < due) return Effect.zipRight(Effect.sleep(due - now), wait)
+        if (now < due) return Effect.zipRight(Effect.sleep(durationUntil(now, due)), wait)
         if (open === window) open = undefined
         return f(...window.args)
       })

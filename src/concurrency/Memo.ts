@@ -106,14 +106,15 @@ export interface Memo<K, A, E> {
   /**
    * The value of `key`: stored, or computed now (one computation per key at a time, shared by
    * every caller that asks meanwhile). A failure reaches the callers of that computation and is
-   * not stored.
+   * not stored. `whileJoined`, if given, wraps the wait of a caller that joined another
+   * caller's computation (see `Coalesce`).
    */
-  readonly get: (key: K) => Effect.Effect<A, E>
+  readonly get: (key: K, whileJoined?: Coalesce.WhileJoined) => Effect.Effect<A, E>
   /**
    * As `get`, and says where the value came from: `Left` when it was stored (a hit), `Right`
    * when this call waited for a computation (like `Cache.getEither`).
    */
-  readonly getEither: (key: K) => Effect.Effect<Either.Either<A, A>, E>
+  readonly getEither: (key: K, whileJoined?: Coalesce.WhileJoined) => Effect.Effect<Either.Either<A, A>, E>
   /** Forgets the value of `key` (a computation in flight still stores its result). */
   readonly invalidate: (key: K) => Effect.Effect<void>
   /** Forgets every value. */
@@ -179,10 +180,10 @@ export const make = <K, A, E = never, R = never>(options: Options<K, A, E, R>): 
     const load = (key: K): Effect.Effect<A, E> =>
       Effect.flatMap(Effect.provide(Effect.suspend(() => options.lookup(key)), context), (value) => store(key, value))
 
-    const miss = (key: K): Effect.Effect<A, E> => {
+    const miss = (key: K, whileJoined: Coalesce.WhileJoined | undefined): Effect.Effect<A, E> => {
       misses++
       missesMetric.unsafeUpdate(1, [])
-      return loads.apply(key, load(key))
+      return loads.apply(key, load(key), whileJoined)
     }
 
     // A stored value is read only after `contains`, so that a miss adds no recency key to the cache.
@@ -198,8 +199,9 @@ export const make = <K, A, E = never, R = never>(options: Options<K, A, E, R>): 
           : onMiss(key))
 
     const memo: Memo<K, A, E> = {
-      get: (key) => find(key, identity, miss),
-      getEither: (key) => find<Either.Either<A, A>>(key, Either.left, (key) => Effect.map(miss(key), Either.right)),
+      get: (key, whileJoined) => find(key, identity, (key) => miss(key, whileJoined)),
+      getEither: (key, whileJoined) =>
+        find<Either.Either<A, A>>(key, Either.left, (key) => Effect.map(miss(key, whileJoined), Either.right)),
       invalidate: (key) => cache.invalidate(key),
       invalidateAll: cache.invalidateAll,
       stats: Effect.map(cache.size, (size) => ({ hits, misses, evictions, size }))

@@ -1,7 +1,8 @@
 /**
  * Where a batch run stands, as a service on a `SubscriptionRef`: the total (or unknown, for a
  * stream), tasks succeeded, failed, invalid and skipped (answered by an earlier run), retries,
- * tasks in flight, and the rate and time left derived from the `Clock` — with `changes` as a
+ * tasks in flight (and, reported by the flow control, the model calls on the wire among them),
+ * and the rate and time left derived from the `Clock` — with `changes` as a
  * `Stream` of snapshots. A terminal {@link renderer} on `@effect/platform`'s `Terminal` draws it:
  * one line redrawn at most ten times a second on a TTY, a plain line every few seconds
  * elsewhere, and never interleaved with other output written through {@link Renderer.around}.
@@ -15,10 +16,20 @@
  *   progress was made. Skipped and invalid lines are done but not counted in the rate, so a
  *   resumed run that skips 9,000 lines in its first second does not claim 9,000 tasks a second
  *   (the ETA-on-resume bug of the first `wiz run`).
- * - **ETA** (`etaMillis`): what is left (`total - done`, less the inputs not reached yet that an
- *   earlier run already answered: `setAnsweredAhead`) at that rate; none while the total or the
- *   rate is unknown; zero once everything is done. A total may be an estimate (`setTotal(n, {
- *   estimated: true })`, shown `~n`: a file's lines guessed from the bytes read so far).
+ * - **ETA** (`etaMillis`): the longer of two estimates; none while the total or the rate is
+ *   unknown; zero once everything is done.
+ *   1. What is left (`total - done`, less the inputs not reached yet that an earlier run already
+ *      answered: `setAnsweredAhead`) at that rate. A total may be an estimate (`setTotal(n, {
+ *      estimated: true })`, shown `~n`: a file's lines guessed from the bytes read so far).
+ *   2. What the tasks in flight still need. The rate says nothing about the last few tasks,
+ *      which may be waiting out a 30 s timeout while the rate promises "1s" (issue 17.7). So
+ *      `track` and `record` keep when each task in flight started, and how long the finished
+ *      ones took (a histogram, buckets 10% apart, constant memory); a task that has run `e` is
+ *      expected to need the median of `d - e` over the finished tasks that took `d > e`, and
+ *      when no finished task took that long, `e` again (as long again: an ETA that grows while
+ *      it waits rather than one that says it is about to end). The most any task in flight is
+ *      expected to need is the least the ETA can be. Tasks counted with `started` alone (no
+ *      task id) are not in it.
  * - **circuits**: `record` also follows the breakers' transitions, so a snapshot lists each
  *   circuit that is not closed, and when an open one will let a probe through.
  *
@@ -86,14 +97,20 @@ export interface Counts {
 }
 
 /**
- * What the flow control is doing, as the line shows it: an adaptive concurrency limit, and how
- * much of a token budget is left. Reported by whoever knows (`wiz run` polls
+ * What the flow control is doing, as the line shows it: the calls on the wire, an adaptive
+ * concurrency limit, and how much of a token budget is left. Reported by whoever knows (`wiz run` polls
  * `AgentService.flow`); each part is shown only when present.
  *
  * @since 0.1.0
  * @category models
  */
 export interface Flow {
+  /**
+   * Model calls on the wire now (holding a concurrency permit). With it the line tells the tasks
+   * taken up apart: `32 calling, 968 waiting` (in a backoff, on an open circuit, for a permit or
+   * the budget); without it, `1000 running`.
+   */
+  readonly calls?: number
   /** The concurrency limit in force, when it moves (an adaptive limit). */
   readonly limit?: number
   /** The share (0..1) left of the tightest budget dimension that has a limit. */
@@ -244,12 +261,19 @@ const transitioned = (circuits: ReadonlyArray<Circuit>, event: AgentEvent.Breake
 
 /**
  * The snapshot of `counts` after `elapsedMillis`, at `Clock` time `nowMillis` (by default
- * `elapsedMillis`: a clock started at 0): done, rate and ETA.
+ * `elapsedMillis`: a clock started at 0): done, rate and ETA. `inFlightMillis` is how long the
+ * tasks in flight are expected to take still (see {@link Progress}'s ETA); the ETA is never
+ * less.
  *
  * @since 0.1.0
  * @category constructors
  */
-export const snapshotOf = (counts: Counts, elapsedMillis: number, nowMillis: number = elapsedMillis): Snapshot => {
+export const snapshotOf = (
+  counts: Counts,
+  elapsedMillis: number,
+  nowMillis: number = elapsedMillis,
+  inFlightMillis = 0
+): Snapshot => {
   const done = counts.succeeded + counts.failed + counts.invalid + counts.skipped
   const answeredAhead = counts.answeredAhead ?? 0
   const perSecond = elapsedMillis > 0
@@ -258,7 +282,9 @@ export const snapshotOf = (counts: Counts, elapsedMillis: number, nowMillis: num
   const etaMillis = Option.flatMap(counts.total, (total): Option.Option<number> => {
     const left = total - done - answeredAhead
     if (left <= 0) return Option.some(0)
-    return Option.isSome(perSecond) && perSecond.value > 0 ? Option.some((left / perSecond.value) * 1000) : Option.none()
+    return Option.isSome(perSecond) && perSecond.value > 0
+      ? Option.some(Math.max((left / perSecond.value) * 1000, inFlightMillis))
+      : Option.none()
   })
   return {
     ...counts,
@@ -270,6 +296,47 @@ export const snapshotOf = (counts: Counts, elapsedMillis: number, nowMillis: num
     nowMillis,
     perSecond,
     etaMillis
+  }
+}
+
+/** Buckets 10% apart: a finished task's duration is kept to within 10%, in constant memory. */
+const RATIO = 1.1
+const bucketOf = (millis: number): number => (millis < 1 ? 0 : Math.floor(Math.log(millis) / Math.log(RATIO)) + 1)
+
+/**
+ * The durations of finished tasks, as a histogram, and what they say about a task still
+ * running: how much longer it takes, given how long it has run.
+ */
+const makeDurations = () => {
+  const counts: Array<number> = []
+  const sums: Array<number> = []
+  return {
+    add: (millis: number) => {
+      const b = bucketOf(Math.max(0, millis))
+      for (let i = counts.length; i <= b; i++) {
+        counts.push(0)
+        sums.push(0)
+      }
+      counts[b]!++
+      sums[b]! += millis
+    },
+    /**
+     * The median time left of a task that has run `elapsed`, among the finished tasks that ran
+     * longer; when none did, `elapsed` again (it may take as long again: never "about to end").
+     */
+    left: (elapsed: number): number => {
+      let longer = 0
+      for (let b = 0; b < counts.length; b++) if (counts[b]! > 0 && sums[b]! / counts[b]! > elapsed) longer += counts[b]!
+      if (longer === 0) return elapsed
+      let seen = 0
+      for (let b = 0; b < counts.length; b++) {
+        const mean = counts[b]! > 0 ? sums[b]! / counts[b]! : 0
+        if (counts[b]! === 0 || mean <= elapsed) continue
+        seen += counts[b]!
+        if (seen * 2 >= longer) return mean - elapsed
+      }
+      return elapsed
+    }
   }
 }
 
@@ -308,8 +375,34 @@ export const make = (options: Options = {}): Effect.Effect<Progress.Service> =>
     const ref = yield* SubscriptionRef.make<Counts>({ ...zero, total: Option.fromNullable(total) })
     const startedAt = yield* Clock.currentTimeMillis
     const update = (f: (counts: Counts) => Counts) => SubscriptionRef.update(ref, f)
+    // for the ETA: when each task in flight started (by task id, or a key per `track`), and how
+    // long the finished ones took; beside the counters, so an update never copies them
+    const running = new Map<unknown, number>()
+    const durations = makeDurations()
+    const begin = (key: unknown) => Effect.map(Clock.currentTimeMillis, (now) => void running.set(key, now))
+    /** A task in flight ended, having taken `took` (ms, or the time since it began; none: withdrawn). */
+    const end = (key: unknown, took?: number | "elapsed") =>
+      Effect.map(Clock.currentTimeMillis, (now) => {
+        const start = running.get(key)
+        running.delete(key)
+        const millis = took === "elapsed" ? (start === undefined ? undefined : now - start) : took
+        if (millis !== undefined) durations.add(millis)
+      })
+    /** The longest the tasks in flight are expected to take still: the most of any one of them. */
+    const inFlightMillis = (now: number): number => {
+      // tasks started in the same 10% of age get one answer: the youngest's, the longest
+      const youngest = new Map<number, number>()
+      for (const start of running.values()) {
+        const elapsed = Math.max(0, now - start)
+        const b = bucketOf(elapsed)
+        youngest.set(b, Math.min(youngest.get(b) ?? elapsed, elapsed))
+      }
+      let most = 0
+      for (const elapsed of youngest.values()) most = Math.max(most, durations.left(elapsed))
+      return most
+    }
     const at = (counts: Counts) =>
-      Effect.map(Clock.currentTimeMillis, (now) => snapshotOf(counts, now - startedAt, now))
+      Effect.map(Clock.currentTimeMillis, (now) => snapshotOf(counts, now - startedAt, now, inFlightMillis(now)))
     const started = update((c) => ({ ...c, inFlight: c.inFlight + 1 }))
     const succeeded = update((c) => ({ ...c, succeeded: c.succeeded + 1, inFlight: Math.max(0, c.inFlight - 1) }))
     const failed = update((c) => ({ ...c, failed: c.failed + 1, inFlight: Math.max(0, c.inFlight - 1) }))
@@ -339,24 +432,27 @@ export const make = (options: Options = {}): Effect.Effect<Progress.Service> =>
       retried,
       setFlow: (flow) =>
         Effect.flatMap(SubscriptionRef.get(ref), (c) =>
-          c.flow?.limit === flow?.limit && c.flow?.budgetLeft === flow?.budgetLeft &&
+          c.flow?.calls === flow?.calls && c.flow?.limit === flow?.limit && c.flow?.budgetLeft === flow?.budgetLeft &&
             c.flow?.budgetWaiting === flow?.budgetWaiting
             ? Effect.void
             : update(({ flow: _, ...c }) => (flow === undefined ? c : { ...c, flow }))),
       track: (self) =>
-        Effect.uninterruptibleMask((restore) =>
-          Effect.zipRight(
-            started,
+        Effect.uninterruptibleMask((restore) => {
+          const key = {}
+          return Effect.zipRight(
+            Effect.zipRight(begin(key), started),
             Effect.onExit(restore(self), (exit) =>
-              Exit.isSuccess(exit) ? succeeded : Cause.isInterruptedOnly(exit.cause) ? withdrawn : failed)
+              Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause)
+                ? Effect.zipRight(end(key), withdrawn)
+                : Effect.zipRight(end(key, "elapsed"), Exit.isSuccess(exit) ? succeeded : failed))
           )
-        ),
+        }),
       record: (event) => {
         switch (event._tag) {
           case "TaskStarted":
-            return started
+            return Effect.zipRight(begin(event.taskId), started)
           case "TaskFinished":
-            return event.status === "succeeded" ? succeeded : failed
+            return Effect.zipRight(end(event.taskId, event.durationMs), event.status === "succeeded" ? succeeded : failed)
           case "RetryScheduled":
             return retried
           case "BreakerTransition":
@@ -407,7 +503,7 @@ export interface RenderOptions {
 /**
  * A terminal line is redrawn at most every 100 ms (ten times a second: smooth to the eye, cheap
  * on a slow terminal); a plain line is written every 5 seconds (a log stays readable); the bar
- * is 20 cells wide.
+ * is 20 cells wide; a terminal line is cut 3 columns short of the terminal's width.
  *
  * @since 0.1.0
  * @category defaults
@@ -415,7 +511,13 @@ export interface RenderOptions {
 export const defaults = {
   ttyInterval: Duration.millis(100),
   plainInterval: Duration.seconds(5),
-  barWidth: 20
+  barWidth: 20,
+  /**
+   * Columns a terminal line leaves free at its end: the `^C` a terminal echoes on Ctrl-C (two)
+   * and the cursor (one). On a line filled to the edge the echo wraps to the next row, where
+   * the last draw cannot reach it back, leaving `^` (or `^C`) on the bar's row.
+   */
+  echoRoom: 3
 } as const
 
 /**
@@ -455,11 +557,14 @@ export const formatCircuit = (circuit: Circuit, nowMillis: number): string => {
 
 /**
  * The line for a snapshot, without control characters:
- * `[███░░] 120/300 (100 resumed), 3 failed, 7 retries, 8 in flight, 40.0/s, ETA 5s` on a TTY,
+ * `[███░░] 120/300 (100 resumed), 3 failed, 7 retries, 8 running, 40.0/s, ETA 5s` on a TTY,
  * `120/300 done, ...` plain; an estimated total as `~300`; no bar and no ETA when the total is
  * unknown; `invalid` and `resumed` only when there are some; then each circuit that is not
  * closed (`circuit embedded open (probe in 12s)`); then the flow control when reported
- * (`limit 24`, `budget 45% left (3 waiting)`).
+ * (`limit 24`, `budget 45% left (3 waiting)`). The tasks taken up and not finished are `8
+ * running`, or, when the flow control reports its calls, `8 calling, 24 waiting`: calls on
+ * the wire, and the other tasks taken up (asleep in a backoff, on an open circuit, waiting for
+ * a permit or the budget).
  *
  * @since 0.1.0
  * @category formatting
@@ -475,9 +580,12 @@ export const format = (mode: Mode, snapshot: Snapshot): string => {
   if (snapshot.skipped > 0) head += ` (${snapshot.skipped} resumed)`
   const parts = [head, `${snapshot.failed} failed`]
   if (snapshot.invalid > 0) parts.push(`${snapshot.invalid} invalid`)
+  const calls = snapshot.flow?.calls
   parts.push(
     `${snapshot.retries} retries`,
-    `${snapshot.inFlight} in flight`,
+    ...(calls === undefined
+      ? [`${snapshot.inFlight} running`]
+      : [`${calls} calling`, `${Math.max(0, snapshot.inFlight - calls)} waiting`]),
     Option.match(snapshot.perSecond, { onNone: () => "--/s", onSome: (rate) => `${rate.toFixed(1)}/s` })
   )
   if (Option.isSome(snapshot.total)) {
@@ -519,9 +627,10 @@ const clear = "\r\x1b[K"
 
 /**
  * Draw the progress on the `Terminal` until the scope closes. On a TTY: drawn at once, redrawn
- * every `interval` (100 ms) when its text changed, cut to the terminal's width (a wrapped line
- * could not be redrawn in place), and ended with a last draw and a newline when the scope
- * closes. Otherwise: a plain line every `interval` (5 s), and the last state when the scope
+ * every `interval` (100 ms) when its text changed, cut to the terminal's width less
+ * `defaults.echoRoom` (a wrapped line could not be redrawn in place, nor could a `^C` echoed
+ * past its end be cleared), and ended with a last draw and a newline when the scope closes
+ * (however it closes: Ctrl-C's `^C` is drawn over). Otherwise: a plain line every `interval` (5 s), and the last state when the scope
  * closes. A draw that fails (the terminal went away) is logged and ends the drawing; the run
  * goes on.
  *
@@ -543,7 +652,8 @@ export const renderer = (
 
     const line = Effect.zipWith(progress.snapshot, terminal.columns, (snapshot, columns) => {
       const text = format(mode, snapshot)
-      return tty && columns > 1 && text.length >= columns ? text.slice(0, columns - 1) : text
+      const room = columns - defaults.echoRoom
+      return tty && room > 0 && text.length > room ? text.slice(0, room) : text
     })
     const drawUnlocked = (force: boolean): Effect.Effect<void, PlatformError> =>
       Effect.flatMap(line, (text) => {

@@ -20,6 +20,9 @@ export type Done<A, E, X, Y> = (exit: Exit.Exit<A, E>, role: Role, callers: numb
 /** The `restore` of an enclosing `Effect.uninterruptibleMask`. */
 type Restore = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
 
+/** Wraps a joiner's wait for the call (e.g. to count the caller as asleep meanwhile). */
+export type WhileJoined = <A, E>(wait: Effect.Effect<A, E>) => Effect.Effect<A, E>
+
 /** Resumes one waiter with the call's outcome. */
 type Resume<A, E> = (exit: Exit.Exit<A, E>, role: Role, callers: number) => void
 
@@ -64,9 +67,12 @@ export class SharedCall<A, E> {
     })
   }
 
-  /** Waits for the call's outcome; interrupting this waiter leaves the call to the others. */
-  join<X, Y>(restore: Restore, done: Done<A, E, X, Y>): Effect.Effect<X, Y> {
-    return restore(Effect.async<X, Y>((resume) => {
+  /**
+   * Waits for the call's outcome; interrupting this waiter leaves the call to the others.
+   * `whileJoined` wraps the wait of a waiter that joined a call already in flight.
+   */
+  join<X, Y>(restore: Restore, done: Done<A, E, X, Y>, whileJoined?: WhileJoined): Effect.Effect<X, Y> {
+    const wait = Effect.async<X, Y>((resume) => {
       if (this.exit !== undefined) return resume(done(this.exit, "led", 1))
       const slot = this.resumes.push((exit, role, callers) => resume(done(exit, role, callers))) - 1
       this.waiting++
@@ -77,6 +83,7 @@ export class SharedCall<A, E> {
         this.end()
         return Fiber.interrupt(this.fiber!)
       })
-    }))
+    })
+    return restore(whileJoined === undefined ? wait : whileJoined(wait))
   }
 }

@@ -68,13 +68,13 @@ export class TaskWindow {
   /**
    * Runs `wait` with the current task counted asleep, so another task may be admitted; when
    * it ends, the task is awake again at once, even if that makes more than `awake` awake.
+   * (A function property, so it can be handed on as a callback: `Coalesce`'s `whileJoined`.)
    */
-  asleep<A, E, R>(wait: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> {
-    return Effect.uninterruptibleMask((restore) => {
+  readonly asleep = <A, E, R>(wait: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+    Effect.uninterruptibleMask((restore) => {
       this.release()
       return Effect.ensuring(restore(wait), this.wake)
     })
-  }
 
   private readonly leave = Effect.sync(() => this.release())
 

@@ -18,6 +18,7 @@
  * @since 0.1.0
  */
 import { Context, Duration, Effect, Option, Predicate, Schema, Stream } from "effect"
+import * as ErrorInfo from "../events/ErrorInfo.js"
 
 /**
  * What the caller asks of a model.
@@ -306,7 +307,9 @@ export class ProviderError extends Schema.TaggedError<ProviderError>()("Provider
 /**
  * A streamed answer ended before its final chunk (no finish reason, no `[DONE]`): the
  * connection dropped or the provider gave up mid-answer. `partial` is the text delivered before
- * it ended, so nothing already shown is lost and a continuation can pick up from it.
+ * it ended, so nothing already shown is lost and a continuation can pick up from it; `cause`
+ * is the error that broke it, when one did (an `Unavailable`, an idle timeout), so a broken
+ * stream never looks like one that failed before any output.
  *
  * @since 0.1.0
  * @category errors
@@ -314,7 +317,8 @@ export class ProviderError extends Schema.TaggedError<ProviderError>()("Provider
 export class IncompleteStream extends Schema.TaggedError<IncompleteStream>()("IncompleteStream", {
   model: Schema.String,
   partial: Schema.String,
-  reason: Schema.String
+  reason: Schema.String,
+  cause: Schema.optional(ErrorInfo.ErrorInfo)
 }) {
   override get message(): string {
     return `${this.model}: the stream ended early after ${this.partial.length} characters: ${this.reason}`

@@ -74,6 +74,7 @@
  */
 import { Clock, Config, Duration, Effect, Hash, Layer, Random, Ref, Stream } from "effect"
 import type { ConfigError } from "effect"
+import { durationUntil } from "../internal/sleepUntil.js"
 import * as AiModel from "./AiModel.js"
 import * as Tokenizer from "./Tokenizer.js"
 
@@ -327,9 +328,8 @@ const build = (options: Options, seed: number, madeAt: number): AiModel.AiModel.
   let head = 0
   // The start `k` places after the oldest kept.
   const startAt = (k: number): number => starts[starts.length < rpm ? k : (head + k) % rpm]!
-  // Milliseconds until a request slot frees (0: one is free now).
-  const requestWait = (now: number): number =>
-    starts.length < rpm || now - starts[head]! >= windowMillis ? 0 : starts[head]! + windowMillis - now
+  // When a request slot frees (now or earlier: one is free now).
+  const requestFree = (now: number): number => starts.length < rpm ? now : starts[head]! + windowMillis
   const takeRequest = (now: number): void => {
     if (starts.length < rpm) starts.push(now)
     else {
@@ -343,7 +343,7 @@ const build = (options: Options, seed: number, madeAt: number): AiModel.AiModel.
     let hi = starts.length
     while (lo < hi) {
       const mid = (lo + hi) >>> 1
-      if (now - startAt(mid) >= windowMillis) lo = mid + 1
+      if (now >= startAt(mid) + windowMillis) lo = mid + 1
       else hi = mid
     }
     const inWindow = starts.length - lo
@@ -383,12 +383,13 @@ const build = (options: Options, seed: number, madeAt: number): AiModel.AiModel.
       ...(tpm < Infinity ? { tokens: tokensWindow() } : {})
     }, true)
   }
-  const limited = (limit: AiModel.LimitKind, wait: number, now: number): AiModel.RateLimited => {
+  // Refused until `at`: a client that waits `retryAfter` is served.
+  const limited = (limit: AiModel.LimitKind, at: number, now: number): AiModel.RateLimited => {
     const rateLimits = report(now)
     return new AiModel.RateLimited({
       model: name,
       limit,
-      retryAfter: Duration.millis(wait),
+      retryAfter: durationUntil(now, at),
       ...(rateLimits === undefined ? {} : { rateLimits })
     })
   }
@@ -543,11 +544,11 @@ const build = (options: Options, seed: number, madeAt: number): AiModel.AiModel.
       return Effect.flatMap(Effect.all([Clock.currentTimeMillis, capacityNow ?? Effect.succeed(Infinity)]), ([now, capacity]) => {
         const load = inFlight + 1
         if (load > overloadAt * capacity) return Effect.fail(new AiModel.Overloaded({ model: name }))
-        const waitRequest = rpm === Infinity ? 0 : requestWait(now)
-        if (waitRequest > 0) return Effect.fail(limited("requests", waitRequest, now))
+        const requestAt = rpm === Infinity ? now : requestFree(now)
+        if (now < requestAt) return Effect.fail(limited("requests", requestAt, now))
         if (tpm < Infinity) {
           refillTokens(now)
-          if (!tokensFit(cost)) return Effect.fail(limited("tokens", Math.ceil((cost - tokens) / tokenRate), now))
+          if (!tokensFit(cost)) return Effect.fail(limited("tokens", now + Math.ceil((cost - tokens) / tokenRate), now))
           tokens -= cost
         }
         if (rpm < Infinity) takeRequest(now)

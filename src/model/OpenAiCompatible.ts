@@ -71,6 +71,7 @@ import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import type * as HttpClientResponse from "@effect/platform/HttpClientResponse"
 import { Cause, Channel, Chunk, Clock, Config, ConfigError, Duration, Effect, Exit, identity, Layer, Option, Redacted, Scope, Stream } from "effect"
 import type { Fiber } from "effect"
+import { durationUntil } from "../internal/sleepUntil.js"
 import * as Sse from "../internal/sse.js"
 import { attempt as attemptTimeout } from "../policy/Timeout.js"
 import * as AiModel from "./AiModel.js"
@@ -811,7 +812,7 @@ class Watch {
       return this.abort
     }
     this.wakeAt = due
-    return Effect.zipRight(this.clock.sleep(Duration.millis(due - now)), this.loop)
+    return Effect.zipRight(this.clock.sleep(durationUntil(now, due)), this.loop)
   })
 }
 

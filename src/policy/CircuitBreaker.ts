@@ -67,6 +67,7 @@ import {
 } from "effect"
 import { identity } from "effect/Function"
 import type { Scope } from "effect"
+import { durationUntil, sleepUntil } from "../internal/sleepUntil.js"
 import { isPermanent } from "../model/AiModel.js"
 
 // -----------------------------------------------------------------------------
@@ -678,7 +679,9 @@ const unsafeMake = (
   const refusal = (now: number): CircuitOpen => {
     const retryAfter = state === "Isolated"
       ? Duration.infinity
-      : Duration.millis(state === "Open" ? openUntil - now : lastOpenMillis)
+      : state === "Open"
+      ? durationUntil(now, openUntil)
+      : Duration.millis(lastOpenMillis)
     return new CircuitOpen({ breaker: name, retryAfter })
   }
 
@@ -723,9 +726,9 @@ const unsafeMake = (
     })
 
   /** While open, until its time is up (or it changes earlier, by `reset`); otherwise, until it changes. */
-  const waitFor = (error: CircuitOpen): Effect.Effect<void> => {
+  const waitFor = (): Effect.Effect<void> => {
     const changed = changedSince(changes)
-    return state === "Open" ? Effect.raceFirst(Effect.sleep(error.retryAfter), changed) : changed
+    return state === "Open" ? Effect.raceFirst(sleepUntil(openUntil), changed) : changed
   }
 
   const executeWaiting = <A, E, R, E2 = never>(
@@ -735,7 +738,7 @@ const unsafeMake = (
     const loop: Effect.Effect<A, E | E2, R> = Effect.clockWith((clock) =>
       state === "Closed"
         ? closedCall(self, clock)
-        : admit(self, (error) => Effect.zipRight(around(waitFor(error), error), loop))
+        : admit(self, (error) => Effect.zipRight(around(waitFor(), error), loop))
     )
     return loop
   }

@@ -43,6 +43,7 @@
 import { Clock, Duration, Effect, Predicate, Random, Schedule, ScheduleDecision, Schema } from "effect"
 import { dual } from "effect/Function"
 import * as ErrorInfo from "../events/ErrorInfo.js"
+import { durationUntil } from "../internal/sleepUntil.js"
 import { isPermanent } from "../model/AiModel.js"
 import type { Budget } from "./Budget.js"
 
@@ -353,7 +354,7 @@ export const make = <E = unknown>(options: Options<E> = {}): Policy<E> => {
       return Effect.flatMap(Clock.currentTimeMillis, (now) =>
         Effect.matchEffect(
           Effect.timeoutTo(attempt, {
-            duration: Duration.millis(Math.max(0, deadlineAt - now)),
+            duration: deadlineAt > now ? durationUntil(now, deadlineAt) : Duration.zero,
             onSuccess: Effect.succeed,
             onTimeout: () =>
               giveUp(

@@ -52,6 +52,7 @@
  */
 import { Clock, Context, Duration, Effect, Option, Stream } from "effect"
 import type { Fiber, FiberId, Scheduler } from "effect"
+import { durationUntil } from "../internal/sleepUntil.js"
 import { ModelTimeout } from "../model/AiModel.js"
 
 /**
@@ -213,9 +214,6 @@ export const betweenChunks = (
   return Stream.timeoutFail(() => new ModelTimeout({ model: options.model, timeout: duration }), duration)
 }
 
-/** How close (ms) a deadline must be to count as due: one microsecond. */
-const dueWithin = 0.001
-
 /** Now in milliseconds on `clock`'s monotonic time line (`currentTimeMillis` follows the wall clock, which jumps). */
 const nowMillis = (clock: Clock.Clock): number => Number(clock.unsafeCurrentTimeNanos()) / 1_000_000
 
@@ -317,10 +315,8 @@ class Deadlines {
   private run(timer: TimerFiber): Effect.Effect<void> {
     const step: Effect.Effect<void> = Effect.suspend(() => {
       if (this.timer !== timer) return Effect.void
-      // A deadline less than a microsecond away is due: a shorter sleep rounds to zero
-      // nanoseconds (TestClock floors its nanosecond time), and would wake to the same instant.
       const now = nowMillis(timer.clock)
-      while (this.head !== undefined && this.head.deadline <= now + dueWithin) {
+      while (this.head !== undefined && this.head.deadline <= now) {
         const entry = this.head
         this.unlink(entry)
         // An attempt that has already ended keeps its result, as in a race it won.
@@ -334,7 +330,9 @@ class Deadlines {
         return Effect.void
       }
       timer.wakesAt = this.head.deadline
-      return Effect.zipRight(timer.clock.sleep(Duration.millis(this.head.deadline - now)), step)
+      // TestClock floors its nanosecond time: the sleep must move its (millisecond) instant.
+      const sleep = durationUntil(now, this.head.deadline, timer.clock.unsafeCurrentTimeMillis())
+      return Effect.zipRight(timer.clock.sleep(sleep), step)
     })
     return Effect.withFiberRuntime((fiber) => {
       timer.fiber = fiber

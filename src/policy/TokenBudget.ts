@@ -45,6 +45,7 @@
  * @since 0.1.0
  */
 import { Cause, Duration, Effect, Option, Predicate, Schema } from "effect"
+import { durationUntil } from "../internal/sleepUntil.js"
 import { WaitQueue } from "../internal/waitQueue.js"
 import * as AiModel from "../model/AiModel.js"
 import * as Tokenizer from "../model/Tokenizer.js"
@@ -469,10 +470,7 @@ export const make = (options: Options = {}): Effect.Effect<TokenBudget> =>
               if (waiter.wake === wake) waiter.wake = undefined
             })
           })
-          // Durations are whole nanoseconds: round up, so the head never wakes before its moment.
-          const sleep = at === Infinity
-            ? woken
-            : Effect.raceFirst(Effect.sleep(Duration.nanos(BigInt(Math.max(1, Math.ceil((at - now) * 1e6))))), woken)
+          const sleep = at === Infinity ? woken : Effect.raceFirst(Effect.sleep(durationUntil(now, at)), woken)
           return Effect.zipRight(sleep, Effect.suspend(() => headLoop(waiter)))
         })
 

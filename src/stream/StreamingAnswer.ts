@@ -66,6 +66,7 @@
 import { Chunk, Duration, Effect, Exit, ExecutionStrategy, Option, Predicate, Scope, Stream } from "effect"
 import type { Clock, Fiber } from "effect"
 import type { Array as Arr } from "effect"
+import { durationUntil } from "../internal/sleepUntil.js"
 import * as AiModel from "../model/AiModel.js"
 import * as ErrorInfo from "../events/ErrorInfo.js"
 import * as Fallback from "../policy/Fallback.js"
@@ -538,9 +539,10 @@ class Idle<E, R> {
       if (this.timedOut !== undefined) return Effect.void
       if (!this.pulling) return Effect.zipRight(park, watch)
       // the running pull's limit: its idle timeout, or the answer's deadline if that comes first
+      const now = this.now()
       const idleAt = this.pullStartedAt + this.idleMillis
-      const left = Math.min(idleAt, this.deadlineAt) - this.now()
-      if (left > 0) return Effect.zipRight(this.clock.sleep(Duration.millis(left)), watch)
+      const due = Math.min(idleAt, this.deadlineAt)
+      if (now < due) return Effect.zipRight(this.clock.sleep(durationUntil(now, due, this.clock.unsafeCurrentTimeMillis())), watch)
       const failure = this.deadlineAt <= idleAt ? this.deadlineExceeded() : this.timeout
       this.timedOut = failure
       this.producer?.unsafeInterruptAsFork(this.producer.id())

@@ -678,7 +678,9 @@ describe("AgentService, coalescing and memo (issue 8)", () => {
           return { first, again }
         }))
       expect(result.first.map((r) => r._tag)).toStrictEqual(["Left", "Left"])
-      expect(result.again).toMatchObject({ id: "v", output: "m answers p0", coalesced: { role: "led", callers: 1 } })
+      expect(result.again).toMatchObject({ id: "v", output: "m answers p0" })
+      // issue 17.4: a call that served only its own task was not shared
+      expect(result.again).not.toHaveProperty("coalesced")
       expect(calls).toHaveLength(2)
     }))
 
@@ -710,6 +712,73 @@ describe("AgentService, coalescing and memo (issue 8)", () => {
       })).pipe(
         Effect.provide(AgentService.layer({ memo: { timeToLive: "30 seconds" }, retry: false }).pipe(Layer.provide(Layer.succeed(AiModel.AiModel, model))))
       )
+    }))
+})
+
+describe("AgentService, sharing that shares (issue 17.4)", () => {
+  /** `n` tasks over `distinct` prompts, through processAll with `options`; the calls made and the records. */
+  const shareRun = (options: AgentService.Options, n: number, distinct: number) =>
+    Effect.gen(function*() {
+      const { calls, model } = scriptedModel("m", () => ({ latency: 500 }))
+      const list = Array.from({ length: n }, (_, i) => new AgentTask({ id: `t${i}`, prompt: `prompt ${i % distinct}` }))
+      const { results } = yield* runAll(model, options, list)
+      const records = results.filter((r): r is TaskSucceeded => r._tag === "TaskSucceeded")
+      expect(records).toHaveLength(n)
+      return { calls: calls.length, records }
+    })
+
+  it.effect("issue 17.4: memo, 500 tasks over 5 prompts at concurrency 64: 5 model calls, and the records' attempts add up to 5", () =>
+    Effect.gen(function*() {
+      const { calls, records } = yield* shareRun({ concurrency: 64, memo: { timeToLive: "1 minute" } }, 500, 5)
+      expect(calls).toBe(5)
+      expect(records.reduce((sum, r) => sum + r.attempts, 0)).toBe(5)
+      expect(records.filter((r) => r.memoized === true)).toHaveLength(495)
+    }))
+
+  it.effect("issue 17.4: coalesce, 500 tasks over 5 prompts at concurrency 64: 5 model calls (a task waiting on a shared call is asleep)", () =>
+    Effect.gen(function*() {
+      const { calls, records } = yield* shareRun({ concurrency: 64, coalesce: true }, 500, 5)
+      expect(calls).toBe(5)
+      expect(records.filter((r) => r.coalesced?.role === "led")).toHaveLength(5)
+    }))
+
+  it.effect("issue 17.4: 100 identical tasks with coalesce and the default concurrency: one call, every record within that call's time", () =>
+    Effect.gen(function*() {
+      const { calls, records } = yield* shareRun({ coalesce: true }, 100, 1)
+      expect(calls).toBe(1)
+      expect(Math.max(...records.map((r) => r.durationMs))).toBe(500)
+      expect(records.every((r) => r.coalesced?.callers === 100)).toBe(true)
+    }))
+})
+
+describe("AgentService, a key the provider refuses (issue 18.7)", () => {
+  it.effect("issue 18.7: after 3 tasks in a row fail AuthenticationFailed, every task that starts later gets BatchStopped without a call", () =>
+    Effect.gen(function*() {
+      const { calls, model } = scriptedModel("m", () => ({
+        latency: 10,
+        error: new AiModel.AuthenticationFailed({ model: "m", status: 401, reason: "the API key was not accepted" })
+      }))
+      const { results } = yield* runAll(model, { concurrency: 1, stopOnAuthFailures: 3 }, tasks(50))
+      expect(calls).toHaveLength(3)
+      expect(results).toHaveLength(50)
+      const tags = results.map((r) => r._tag === "TaskFailed" ? r.error._tag : r._tag)
+      expect(tags.filter((t) => t === "AuthenticationFailed")).toHaveLength(3)
+      expect(tags.filter((t) => t === "BatchStopped")).toHaveLength(47)
+      const stopped = results.find((r) => r._tag === "TaskFailed" && r.error._tag === "BatchStopped")
+      expect(stopped).toMatchObject({ attempts: 0, error: { message: expect.stringContaining("refused the credentials 3 tasks in a row") } })
+    }))
+
+  it.effect("issue 18.7: a success starts the count again; off by default in the library", () =>
+    Effect.gen(function*() {
+      const refused = new AiModel.AuthenticationFailed({ model: "m", status: 403, reason: "access denied" })
+      // every third call succeeds: never 3 refusals in a row
+      const { calls, model } = scriptedModel("m", (prompt) => ({ latency: 10, ...(Number(prompt.slice(1)) % 3 === 2 ? {} : { error: refused }) }))
+      const { results } = yield* runAll(model, { concurrency: 1, stopOnAuthFailures: 3, retry: false }, tasks(30))
+      expect(calls).toHaveLength(30)
+      expect(results.filter((r) => r._tag === "TaskFailed" && r.error._tag === "BatchStopped")).toHaveLength(0)
+      const { calls: all, model: alwaysRefused } = scriptedModel("m", () => ({ latency: 10, error: refused }))
+      yield* runAll(alwaysRefused, { concurrency: 1 }, tasks(30))
+      expect(all).toHaveLength(30)
     }))
 })
 
@@ -749,6 +818,31 @@ describe("AgentService.stream (issue 9)", () => {
       expect(result.ok).toStrictEqual(Either.right("Hello world"))
       expect(result.cut).toMatchObject({ _tag: "Left", left: { _tag: "IncompleteStream", partial: "cut short" } })
       expect(opened).toBe(3)
+    }))
+
+  it.effect("issue 17.5: a break after the first chunk is an IncompleteStream with the text delivered and its cause; before it, the bare error", () =>
+    Effect.gen(function*() {
+      let opened = 0
+      const model: AiModel.AiModel.Service = AiModel.make({
+        name: "m",
+        stream: () =>
+          Stream.suspend(() =>
+            ++opened === 1
+              ? Stream.concat(Stream.make(chunk("Hello")), Stream.fail(new AiModel.Unavailable({ model: "m", reason: "connection reset" })))
+              : Stream.fail(new AiModel.Unavailable({ model: "m", reason: "connection refused" }))
+          )
+      })
+      const result = yield* Effect.scoped(Effect.gen(function*() {
+        const agent = yield* AgentService.AgentService
+        const mid = yield* collect(agent.stream(new AgentTask({ id: "a", prompt: "p" })))
+        const before = yield* collect(agent.stream(new AgentTask({ id: "b", prompt: "p" })))
+        return { mid, before }
+      })).pipe(Effect.provide(AgentService.layer({ retry: false }).pipe(Layer.provide(Layer.succeed(AiModel.AiModel, model)))))
+      expect(result.mid).toMatchObject({
+        _tag: "Left",
+        left: { _tag: "IncompleteStream", model: "m", partial: "Hello", cause: { _tag: "Unavailable", message: "m: unavailable: connection reset" } }
+      })
+      expect(result.before).toMatchObject({ _tag: "Left", left: { _tag: "Unavailable", reason: "connection refused" } })
     }))
 
   it.effect("with continue, a mid-stream failure is continued by the next attempt: one answer, no repeated words", () =>

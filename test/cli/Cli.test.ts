@@ -90,7 +90,7 @@ describe("Cli", () => {
       ] as const) {
         const stdio = TestStdio.make({ stdin: "" })
         expect(yield* wiz(stdio, "run", ...args, "-")).toBe(2)
-        expect(stdio.stderr()).toBe(`${message}\n\n`)
+        expect(stdio.stderr()).toBe(`wiz: ${message}\n`)
       }
       // options that parse but do not go together: a usage error of its own
       const http = TestStdio.make({ stdin: "" })
@@ -105,7 +105,7 @@ describe("Cli", () => {
     Effect.gen(function*() {
       const stdio = TestStdio.make({ stdin: "" })
       expect(yield* wiz(stdio, "run", "--concurrency", "1.5", "-")).toBe(2)
-      expect(stdio.stderr()).toBe('--concurrency: "1.5" is neither a whole number nor adaptive\n\n')
+      expect(stdio.stderr()).toBe('wiz: --concurrency: "1.5" is neither a whole number nor adaptive\n')
     }))
 
   it.effect("issue 7.10: durations are accepted as the help prints them (30s, 500ms, 2m) as well as 30 seconds", () =>
@@ -120,11 +120,11 @@ describe("Cli", () => {
       expect(help.stdout()).toContain("(default 30s)")
     }))
 
-  it.effect("issue 7.10: help on a pipe has no ANSI escapes, and its usage line reads $ wiz run", () =>
+  it.effect("issue 7.10: help on a pipe has no ANSI escapes, and its usage line reads wiz run", () =>
     Effect.gen(function*() {
       const stdio = TestStdio.make()
       expect(yield* wiz(stdio, "run", "--help")).toBe(0)
-      expect(stdio.stdout()).toContain("\nUSAGE\n\n$ wiz run [(-o, --output FILE)] [--concurrency N | adaptive] ")
+      expect(stdio.stdout()).toContain("\nUsage: wiz run [options] [<input>]\n")
       expect(stdio.stdout()).not.toContain(ESC)
       // the same with the options before --help, and -h
       const short = TestStdio.make()
@@ -140,7 +140,7 @@ describe("Cli", () => {
       const noColor = TestStdio.make({ stdoutIsTTY: true })
       yield* wiz(noColor, "run", "--help").pipe(withNoColor("1"))
       expect(noColor.stdout()).not.toContain(ESC)
-      expect(noColor.stdout()).toContain("$ wiz run [")
+      expect(noColor.stdout()).toContain("Usage: wiz run [options]")
     }))
 
   it.effect("issue 7.10: wiz run - -o FILE reads stdin: options may come after -", () =>
@@ -152,22 +152,6 @@ describe("Cli", () => {
       const ids = (yield* fs.readFileString(`${dir}/out.jsonl`)).trim().split("\n").map((line) => JSON.parse(line).id)
       expect(ids.sort()).toEqual(["a", "b"])
     }).pipe(Effect.scoped, Effect.provide(NodeContext.layer)))
-
-  it("normalizeArgs: a lone - moves behind --, unless it is an option's value; help asks for the full usage", () => {
-    const argv = (...args: ReadonlyArray<string>) => ["node", "wiz", ...args]
-    expect(Cli.normalizeArgs(argv("run", "-", "-o", "x"))).toEqual(argv("run", "-o", "x", "--", "-"))
-    expect(Cli.normalizeArgs(argv("run", "--resume", "-", "--no-progress"))).toEqual(argv("run", "--resume", "--no-progress", "--", "-"))
-    expect(Cli.normalizeArgs(argv("run", "-o", "-", "t.jsonl"))).toEqual(argv("run", "-o", "-", "t.jsonl"))
-    expect(Cli.normalizeArgs(argv("run", "--output=x", "-", "--seed", "1"))).toEqual(argv("run", "--output=x", "--seed", "1", "--", "-"))
-    expect(Cli.normalizeArgs(argv("run", "-o", "x", "-"))).toEqual(argv("run", "-o", "x", "--", "-"))
-    expect(Cli.normalizeArgs(argv("run", "t.jsonl", "--", "-o"))).toEqual(argv("run", "t.jsonl", "--", "-o"))
-    expect(Cli.normalizeArgs(argv("run", "t.jsonl", "--help"))).toEqual(argv("--help", "run", "--help"))
-    expect(Cli.normalizeArgs(argv("--version"))).toEqual(argv("--version"))
-    // every flag of every command takes no value, wherever it was defined
-    expect(Cli.normalizeArgs(argv("run", "--coalesce", "-", "--events", "e.jsonl"))).toEqual(argv("run", "--coalesce", "--events", "e.jsonl", "--", "-"))
-    expect(Cli.normalizeArgs(argv("run", "--memo-ttl", "-", "x"))).toEqual(argv("run", "--memo-ttl", "-", "x"))
-    expect(Cli.normalizeArgs(argv("ask", "what?", "--continue", "--help"))).toEqual(argv("--help", "ask", "--help"))
-  })
 
   it.effect("exit 0 when every task was processed, even when some failed", () =>
     Effect.gen(function*() {

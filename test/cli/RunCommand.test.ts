@@ -6,6 +6,7 @@ import * as AgentEvent from "../../src/events/AgentEvent.js"
 import * as Cli from "../../src/cli/Cli.js"
 import * as Screen from "./Screen.js"
 import * as TestStdio from "./TestStdio.js"
+import * as Wiz from "./Wiz.js"
 
 /** Run `wiz <args>` with the given stdio and the real file system. */
 const wiz = (stdio: TestStdio.TestStdio, ...args: ReadonlyArray<string>) =>
@@ -162,7 +163,7 @@ describe("wiz run", () => {
       for (const row of recordRows) expect(JSON.parse(row)).toMatchObject({ status: "succeeded" })
       // the progress line was drawn between records, and ends as the last row before the summary
       expect(stdio.stderrWrites.filter((text) => text.includes(" retries, ")).length).toBeGreaterThan(12)
-      expect(rows[12]).toMatch(/^\[█{20}\] 12\/12, 0 failed, 0 retries, 0 in flight, [\d.]+\/s, ETA 0s$/)
+      expect(rows[12]).toMatch(/^\[█{20}\] 12\/12, 0 failed, 0 retries, 0 calling, 0 waiting, [\d.]+\/s, ETA 0s$/)
       expect(rows[13]).toBe("succeeded   12")
     }))
 
@@ -184,7 +185,7 @@ describe("wiz run", () => {
         // the first plain line, 5 s in: some tasks run at about 1/s (done also counts the skipped
         // lines already read), and ten minus those are left to run; counting the skipped lines not
         // reached yet as work left would say ten seconds more
-        const [, shown, rate, eta] = (/^(\d+)\/20 done(?: \(10 resumed\))?, 0 failed, 0 retries, 1 in flight, ([\d.]+)\/s, ETA (\d+)s\n$/.exec(stdio.stderrWrites[0]!) ?? [])
+        const [, shown, rate, eta] = (/^(\d+)\/20 done(?: \(10 resumed\))?, 0 failed, 0 retries, \d+ calling, \d+ waiting, ([\d.]+)\/s, ETA (\d+)s\n$/.exec(stdio.stderrWrites[0]!) ?? [])
           .map(Number)
         const ran = Math.round(rate! * 5)
         expect(ran).toBeGreaterThanOrEqual(1)
@@ -377,6 +378,40 @@ describe("wiz run", () => {
       for (const id of ["m2", "m3"]) expect(byId.get(id)).toMatchObject({ memoized: true, attempts: 0, output: byId.get("m1")!.output })
       expect(stdio.stderr()).toContain("attempts    5 (0 retries)\nshared      0 joined a call, 2 from the memo\n")
     }))
+
+  it.effect("issue 17.2: --resume refuses to add answers from another model to an output, naming both; --allow-model-change lets it", () =>
+    withTempDir((dir, fs) =>
+      Effect.gen(function*() {
+        yield* fs.writeFileString(`${dir}/tasks.jsonl`, ["a", "b", "c", "d"].map((id) => task(id)).join("\n") + "\n")
+        const answered = (id: string, model: string, degraded = false) =>
+          JSON.stringify({ id, status: "succeeded", output: "x", attempts: 1, model, degraded, durationMs: 3 })
+        // what an openai-compatible run left: two real answers, a failure (failed records name no model)
+        const before = [
+          answered("a", "gpt-4o-mini"),
+          answered("b", "gpt-4o-mini"),
+          JSON.stringify({ id: "c", status: "failed", error: { _tag: "Overloaded", message: "gpt-4o-mini: overloaded" }, attempts: 4, durationMs: 9 })
+        ].join("\n") + "\n"
+        yield* fs.writeFileString(`${dir}/out.jsonl`, before)
+        for (const again of ["--resume", "--retry-failed"]) {
+          const refused = TestStdio.make()
+          expect(yield* Wiz.exitCode(refused, "run", `${dir}/tasks.jsonl`, "-o", `${dir}/out.jsonl`, again, ...instant)).toBe(2)
+          expect(refused.stderr()).toBe(
+            `wiz: ${again}: "${dir}/out.jsonl" holds answers from another model (2 from gpt-4o-mini) and this run would answer ` +
+              "with embedded; give the options of the run that wrote it (--model ...), or --allow-model-change to mix the two in one file\n"
+          )
+          expect(yield* fs.readFileString(`${dir}/out.jsonl`)).toBe(before)
+        }
+        const allowed = TestStdio.make()
+        expect(yield* Wiz.exitCode(allowed, "run", `${dir}/tasks.jsonl`, "-o", `${dir}/out.jsonl`, "--resume", "--allow-model-change", ...instant))
+          .toBe(0)
+        const after = parseRecords(yield* fs.readFileString(`${dir}/out.jsonl`))
+        expect(after.map((r) => [r.id, r.model]).sort()).toEqual([["a", "gpt-4o-mini"], ["b", "gpt-4o-mini"], ["c", undefined], ["d", "embedded"]])
+        // the same model, and answers a fallback gave, are no change of model
+        yield* fs.writeFileString(`${dir}/same.jsonl`, answered("a", "embedded") + "\n" + answered("b", "backup", true) + "\n")
+        expect(yield* Wiz.exitCode(TestStdio.make(), "run", `${dir}/tasks.jsonl`, "-o", `${dir}/same.jsonl`, "--resume", ...instant)).toBe(0)
+        expect(parseRecords(yield* fs.readFileString(`${dir}/same.jsonl`)).length).toBe(4)
+      })
+    ))
 })
 
 describe("wiz run, flow control (issue 11)", () => {

@@ -145,6 +145,20 @@ describe("TaskSource", () => {
       }).pipe(Effect.scoped, Effect.provide(stdio.layer))
     }))
 
+  it.effect("issue 17.6: stdin on a terminal is said to be read, so wiz run does not wait in silence; a pipe is not", () =>
+    Effect.gen(function*() {
+      const terminal = TestStdio.make({ stdin: "", stdinIsTTY: true })
+      const pipe = TestStdio.make({ stdin: "" })
+      for (const stdio of [terminal, pipe]) {
+        yield* Effect.scoped(TaskSource.open("-")).pipe(Effect.provide(stdio.layer))
+      }
+      expect(terminal.stderr()).toBe(
+        'wiz: reading tasks from standard input, one JSON object per line ({"id": "t1", "prompt": "..."}); ' +
+          "Ctrl-D ends them. To run a file: wiz run tasks.jsonl\n"
+      )
+      expect(pipe.stderr()).toBe("")
+    }))
+
   it.effect("a missing file or a directory fails with InputUnreadable naming the path, when opened", () =>
     Effect.gen(function*() {
       const missing = yield* Effect.flip(Effect.scoped(TaskSource.open("/no/such/dir/tasks.jsonl")))

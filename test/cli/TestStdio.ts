@@ -23,6 +23,8 @@ export interface Options {
   readonly isTTY?: boolean
   /** The width of the stderr terminal (0: unknown). */
   readonly columns?: number
+  /** stdin is a terminal. */
+  readonly stdinIsTTY?: boolean
   /** stdout is a terminal. */
   readonly stdoutIsTTY?: boolean
   readonly stdoutClosed?: boolean
@@ -58,6 +60,7 @@ export const make = (options: Options = {}): TestStdio => {
             err.push(text)
             screen.push(text)
           }),
+        stdinIsTTY: options.stdinIsTTY ?? false,
         stdoutIsTTY: options.stdoutIsTTY ?? false,
         stderrIsTTY: options.isTTY ?? false,
         stderrColumns: Effect.succeed(options.columns ?? 0),

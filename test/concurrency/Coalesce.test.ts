@@ -236,6 +236,20 @@ describe("Coalesce", () => {
       expect(yield* coalesce.share("k", Effect.succeed("x"))).toEqual({ exit: Exit.succeed("x"), role: "led", callers: 1 })
     }))
 
+  it.effect("whileJoined wraps the wait of a caller that joined a call in flight, never the leader's (issue 17.4)", () =>
+    Effect.gen(function*() {
+      const coalesce = yield* Coalesce.make<string>()
+      const wrapped: Array<string> = []
+      const tagged = (who: string): Coalesce.WhileJoined => (wait) =>
+        Effect.zipRight(Effect.sync(() => wrapped.push(who)), wait)
+      const call = Effect.as(Effect.sleep(100), "answer")
+      const fibers = yield* Effect.forEach(["a", "b", "c"], (who) => Effect.fork(coalesce.share("k", call, tagged(who))))
+      yield* TestClock.adjust(100)
+      const shared = yield* Effect.forEach(fibers, Fiber.join)
+      expect(shared.map((s) => s.role)).toStrictEqual(["led", "joined", "joined"])
+      expect(wrapped).toStrictEqual(["b", "c"])
+    }))
+
   it.effect("share reports a defect in its exit instead of failing", () =>
     Effect.gen(function*() {
       const coalesce = yield* Coalesce.make<string>()

@@ -5,6 +5,7 @@ import * as EventBus from "../../src/events/EventBus.js"
 import * as Progress from "../../src/events/Progress.js"
 import { SystemError } from "@effect/platform/Error"
 import * as Terminal from "@effect/platform/Terminal"
+import * as Screen from "../cli/Screen.js"
 
 /** Runs `n` tasks, one finishing every `everyMillis` (the even ones succeed). */
 const finishEvery = (progress: Progress.Progress.Service, n: number, everyMillis: number) =>
@@ -63,7 +64,7 @@ describe("Progress", () => {
           Option.some(30_000)
         ])
         expect(Progress.format("plain", snapshot)).toBe(
-          "70/100 done (60 resumed), 5 failed, 0 retries, 0 in flight, 1.0/s, ETA 30s"
+          "70/100 done (60 resumed), 5 failed, 0 retries, 0 running, 1.0/s, ETA 30s"
         )
       }))
 
@@ -160,13 +161,13 @@ describe("Progress", () => {
         yield* progress.setTotal(300, { estimated: true })
         const estimated = yield* progress.snapshot
         expect([estimated.total, estimated.estimated, estimated.etaMillis]).toEqual([Option.some(300), true, Option.some(148_000)])
-        expect(Progress.format("plain", estimated)).toBe("4/~300 done, 0 failed, 0 retries, 0 in flight, 2.0/s, ETA 2m28s")
+        expect(Progress.format("plain", estimated)).toBe("4/~300 done, 0 failed, 0 retries, 0 running, 2.0/s, ETA 2m28s")
         expect(Progress.format("tty", estimated)).toBe(
-          "[░░░░░░░░░░░░░░░░░░░░] 4/~300, 0 failed, 0 retries, 0 in flight, 2.0/s, ETA 2m28s"
+          "[░░░░░░░░░░░░░░░░░░░░] 4/~300, 0 failed, 0 retries, 0 running, 2.0/s, ETA 2m28s"
         )
         yield* progress.setTotal(10)
         expect(Progress.format("plain", yield* progress.snapshot)).toBe(
-          "4/10 done, 0 failed, 0 retries, 0 in flight, 2.0/s, ETA 3s"
+          "4/10 done, 0 failed, 0 retries, 0 running, 2.0/s, ETA 3s"
         )
       }))
 
@@ -200,7 +201,7 @@ describe("Progress", () => {
           { breaker: "backup", state: "isolated", probeAtMillis: Option.none() }
         ])
         expect(Progress.format("plain", open)).toBe(
-          "0/300 done, 0 failed, 0 retries, 0 in flight, 0.0/s, ETA --, circuit embedded open (probe in 12s), circuit backup isolated"
+          "0/300 done, 0 failed, 0 retries, 0 running, 0.0/s, ETA --, circuit embedded open (probe in 12s), circuit backup isolated"
         )
         // its open time over but no transition seen yet: it is about to probe
         yield* TestClock.adjust("12 seconds")
@@ -210,7 +211,7 @@ describe("Progress", () => {
         const probing = yield* progress.snapshot
         expect(probing.circuits).toEqual([{ breaker: "embedded", state: "half-open", probeAtMillis: Option.none() }])
         expect(Progress.format("plain", probing)).toBe(
-          "0/300 done, 0 failed, 0 retries, 0 in flight, 0.0/s, ETA --, circuit embedded half-open (probing)"
+          "0/300 done, 0 failed, 0 retries, 0 running, 0.0/s, ETA --, circuit embedded half-open (probing)"
         )
         yield* transition("embedded", "HalfOpen", "Closed", 13_200)
         expect((yield* progress.snapshot).circuits).toEqual([])
@@ -231,25 +232,25 @@ describe("Progress", () => {
         elapsedMillis
       )
 
-    it("tty: bar, done/total, failed, retries, in flight, rate, ETA", () => {
+    it("tty: bar, done/total, failed, retries, running, rate, ETA", () => {
       expect(Progress.format("tty", snapshot({ succeeded: 117, failed: 3, retries: 7, inFlight: 8 }, 3000))).toBe(
-        "[████████░░░░░░░░░░░░] 120/300, 3 failed, 7 retries, 8 in flight, 40.0/s, ETA 5s"
+        "[████████░░░░░░░░░░░░] 120/300, 3 failed, 7 retries, 8 running, 40.0/s, ETA 5s"
       )
     })
 
     it("plain: no bar; invalid and resumed only when there are some; unknown total: no ETA", () => {
       expect(Progress.format("plain", snapshot({ succeeded: 10, invalid: 2, skipped: 5 }, 10_000))).toBe(
-        "17/300 done (5 resumed), 0 failed, 2 invalid, 0 retries, 0 in flight, 1.0/s, ETA 4m43s"
+        "17/300 done (5 resumed), 0 failed, 2 invalid, 0 retries, 0 running, 1.0/s, ETA 4m43s"
       )
       expect(Progress.format("plain", { ...snapshot({ succeeded: 4 }, 2000), total: Option.none() })).toBe(
-        "4 done, 0 failed, 0 retries, 0 in flight, 2.0/s"
+        "4 done, 0 failed, 0 retries, 0 running, 2.0/s"
       )
     })
 
     it("before any time has passed, or with nothing finished, the rate and ETA are --, never Infinity or NaN", () => {
-      expect(Progress.format("plain", snapshot({}, 0))).toBe("0/300 done, 0 failed, 0 retries, 0 in flight, --/s, ETA --")
+      expect(Progress.format("plain", snapshot({}, 0))).toBe("0/300 done, 0 failed, 0 retries, 0 running, --/s, ETA --")
       expect(Progress.format("plain", snapshot({ skipped: 10 }, 2000))).toBe(
-        "10/300 done (10 resumed), 0 failed, 0 retries, 0 in flight, 0.0/s, ETA --"
+        "10/300 done (10 resumed), 0 failed, 0 retries, 0 running, 0.0/s, ETA --"
       )
     })
 
@@ -268,7 +269,7 @@ describe("Progress", () => {
         yield* Effect.gen(function*() {
           yield* Progress.renderer()
           yield* Effect.yieldNow()
-          expect(screen.writes).toEqual(["\r[░░░░░░░░░░░░░░░░░░░░] 0/4, 0 failed, 0 retries, 0 in flight, --/s, ETA --\x1b[K"])
+          expect(screen.writes).toEqual(["\r[░░░░░░░░░░░░░░░░░░░░] 0/4, 0 failed, 0 retries, 0 running, --/s, ETA --\x1b[K"])
           // a hundred changes within 100 ms: one redraw
           for (let i = 0; i < 100; i++) yield* progress.retried
           yield* TestClock.adjust("99 millis")
@@ -281,7 +282,7 @@ describe("Progress", () => {
           expect(screen.writes.length).toBe(12)
         }).pipe(Effect.scoped, Effect.provide(screen.layer), Effect.provideService(Progress.Progress, progress))
         expect(screen.writes.slice(-2)).toEqual([
-          "\r[█████░░░░░░░░░░░░░░░] 1/4, 0 failed, 100 retries, 0 in flight, 0.9/s, ETA 4s\x1b[K",
+          "\r[█████░░░░░░░░░░░░░░░] 1/4, 0 failed, 100 retries, 0 running, 0.9/s, ETA 4s\x1b[K",
           "\n"
         ])
       }))
@@ -296,7 +297,7 @@ describe("Progress", () => {
           yield* renderer.around(Effect.sync(() => void screen.writes.push("{\"id\":\"a\"}\n")))
           yield* renderer.log("resumed")
         }).pipe(Effect.scoped, Effect.provide(screen.layer), Effect.provideService(Progress.Progress, progress))
-        const line = "\r[░░░░░░░░░░░░░░░░░░░░] 0/2, 0 failed, 0 retries, 0 in flight, --/s, ETA --\x1b[K"
+        const line = "\r[░░░░░░░░░░░░░░░░░░░░] 0/2, 0 failed, 0 retries, 0 running, --/s, ETA --\x1b[K"
         expect(screen.writes).toEqual([line, "\r\x1b[K", "{\"id\":\"a\"}\n", line, "\r\x1b[K", "resumed\n", line, line, "\n"])
       }))
 
@@ -307,8 +308,8 @@ describe("Progress", () => {
           yield* Progress.renderer()
           yield* Effect.yieldNow()
         }).pipe(Effect.scoped, Effect.provide(screen.layer), Effect.provide(Progress.layer({ total: 4 })))
-        // 29 characters: one column is left free, so the cursor never wraps
-        expect(screen.writes[0]).toBe("\r[░░░░░░░░░░░░░░░░░░░░] 0/4, 0\x1b[K")
+        // 27 characters: three columns are left free, so neither the cursor nor an echoed ^C wraps
+        expect(screen.writes[0]).toBe("\r[░░░░░░░░░░░░░░░░░░░░] 0/4,\x1b[K")
       }))
 
     it.effect("outputTerminal: columns given as an effect are read at each draw (a resized terminal)", () =>
@@ -328,7 +329,7 @@ describe("Progress", () => {
           yield* progress.retried
           yield* TestClock.adjust("100 millis")
         }).pipe(Effect.scoped, Effect.provideService(Terminal.Terminal, terminal), Effect.provideService(Progress.Progress, progress))
-        expect(writes.slice(0, 2).map((text) => text.length - "\r\x1b[K".length)).toEqual([29, 39])
+        expect(writes.slice(0, 2).map((text) => text.length - "\r\x1b[K".length)).toEqual([27, 37])
       }))
 
     it.effect("plain: a line every 5 seconds, the first after 5 seconds, the last state at the end", () =>
@@ -346,9 +347,9 @@ describe("Progress", () => {
           yield* progress.failed
         }).pipe(Effect.scoped, Effect.provide(screen.layer), Effect.provideService(Progress.Progress, progress))
         expect(screen.writes).toEqual([
-          "10 done, 0 failed, 0 retries, 0 in flight, 2.0/s\n",
-          "25 done, 0 failed, 0 retries, 0 in flight, 2.5/s\n",
-          "26 done, 1 failed, 0 retries, 0 in flight, 2.6/s\n"
+          "10 done, 0 failed, 0 retries, 0 running, 2.0/s\n",
+          "25 done, 0 failed, 0 retries, 0 running, 2.5/s\n",
+          "26 done, 1 failed, 0 retries, 0 running, 2.6/s\n"
         ])
       }))
 
@@ -378,11 +379,96 @@ describe("Progress", () => {
       const progress = yield* Progress.make({ total: 10 })
       yield* progress.setFlow({ limit: 24, budgetLeft: 0.456, budgetWaiting: 3 })
       expect(Progress.format("plain", yield* progress.snapshot)).toBe(
-        "0/10 done, 0 failed, 0 retries, 0 in flight, --/s, ETA --, limit 24, budget 46% left (3 waiting)"
+        "0/10 done, 0 failed, 0 retries, 0 running, --/s, ETA --, limit 24, budget 46% left (3 waiting)"
       )
       yield* progress.setFlow({ budgetLeft: 1, budgetWaiting: 0 })
-      expect(Progress.format("plain", yield* progress.snapshot)).toBe("0/10 done, 0 failed, 0 retries, 0 in flight, --/s, ETA --, budget 100% left")
+      expect(Progress.format("plain", yield* progress.snapshot)).toBe("0/10 done, 0 failed, 0 retries, 0 running, --/s, ETA --, budget 100% left")
       yield* progress.setFlow(undefined)
       expect((yield* progress.snapshot).flow).toBeUndefined()
     }))
+
+  describe("issue 17.7: what the line says near the end of a run", () => {
+    const started = (taskId: string) => new AgentEvent.TaskStarted({ taskId })
+    const finished = (taskId: string, durationMs: number) =>
+      new AgentEvent.TaskFinished({ taskId, status: "succeeded", attempts: 1, durationMs })
+    const eta = (progress: Progress.Progress.Service) =>
+      Effect.map(progress.snapshot, (snapshot) => Option.getOrThrow(snapshot.etaMillis))
+
+    it.effect("issue 17.7: stragglers waiting on a 30 s timeout are not \"1s\" away: the ETA counts the tasks in flight", () =>
+      Effect.gen(function*() {
+        const progress = yield* Progress.make({ total: 100 })
+        // two tasks hang on a 30 s timeout (then answer on a retry) while 95 answer in 200 ms each
+        yield* progress.record(started("h1"))
+        yield* progress.record(started("h2"))
+        for (let i = 0; i < 95; i++) {
+          yield* progress.record(started(`t${i}`))
+          yield* TestClock.adjust("200 millis")
+          yield* progress.record(finished(`t${i}`, 200))
+        }
+        yield* TestClock.adjust("11 seconds") // t = 30 s
+        for (const id of ["s1", "s2", "s3"]) yield* progress.record(started(id)) // the last three hang too
+        yield* TestClock.adjust("200 millis")
+        yield* progress.record(finished("h1", 30_200))
+        yield* progress.record(finished("h2", 30_200))
+        yield* TestClock.adjust("4800 millis") // t = 35 s: 97 of 100 done at 2.8 tasks/s
+        const atRate = ((100 - 97) / (97 / 35)) * 1000
+        expect(atRate).toBeLessThan(1100) // what the rate alone says: "2s"
+        // the tasks that ran 5 s went on to 30.2 s: 25.2 s left
+        expect(yield* eta(progress)).toBeCloseTo(25_200, -3)
+        yield* TestClock.adjust("10 seconds")
+        expect(yield* eta(progress)).toBeCloseTo(15_200, -3) // counting down
+        for (const id of ["s1", "s2", "s3"]) yield* progress.record(finished(id, 30_200))
+        expect(yield* eta(progress)).toBe(0)
+      }))
+
+    it.effect("issue 17.7: a task in flight longer than any that finished is expected to take as long again, never about to end", () =>
+      Effect.gen(function*() {
+        const progress = yield* Progress.make({ total: 10 })
+        yield* progress.record(started("slow"))
+        for (let i = 0; i < 8; i++) {
+          yield* progress.record(started(`t${i}`))
+          yield* TestClock.adjust("100 millis")
+          yield* progress.record(finished(`t${i}`, 100))
+        }
+        yield* progress.record(started("last"))
+        yield* TestClock.adjust("9200 millis") // t = 10 s: "slow" has run 10 s, "last" 9.2 s, nothing finished after 100 ms
+        expect(yield* eta(progress)).toBe(10_000)
+        // the same through track (no task ids)
+        const tracked = yield* Progress.make({ total: 5 })
+        const quick = yield* Effect.fork(Effect.all(Array.from({ length: 4 }, () => tracked.track(Effect.sleep("1 second"))), {
+          concurrency: "unbounded"
+        }))
+        const hanging = yield* Effect.fork(tracked.track(Effect.never))
+        yield* TestClock.adjust("3 seconds")
+        yield* Fiber.join(quick)
+        expect(yield* eta(tracked)).toBe(3000) // the rate alone: 1 left at 4 in 3 s, 750 ms
+        yield* Fiber.interrupt(hanging)
+        expect((yield* tracked.snapshot).inFlight).toBe(0)
+      }))
+
+    it("issue 17.7: tasks held and calls on the wire are told apart: 32 calling, 968 waiting at --concurrency 32", () => {
+      const snapshot = Progress.snapshotOf(
+        { total: Option.some(2000), succeeded: 500, failed: 0, invalid: 0, skipped: 0, retries: 40, inFlight: 1000, flow: { calls: 32 } },
+        10_000
+      )
+      expect(Progress.format("plain", snapshot)).toBe("500/2000 done, 0 failed, 40 retries, 32 calling, 968 waiting, 50.0/s, ETA 30s")
+      expect(Progress.format("plain", { ...snapshot, flow: {} })).toBe(
+        "500/2000 done, 0 failed, 40 retries, 1000 running, 50.0/s, ETA 30s"
+      )
+    })
+
+    it.effect("issue 17.7: Ctrl-C's ^C, echoed after a line as wide as the terminal, is drawn over by the last draw", () =>
+      Effect.gen(function*() {
+        const screen = recording(true, 40)
+        const progress = yield* Progress.make({ total: 300 })
+        yield* Effect.gen(function*() {
+          yield* Progress.renderer()
+          yield* Effect.yieldNow()
+          screen.writes.push("^C") // what the terminal echoes when Ctrl-C is pressed
+        }).pipe(Effect.scoped, Effect.provide(screen.layer), Effect.provideService(Progress.Progress, progress))
+        const rows = Screen.rows(screen.writes.join(""), 40)
+        expect(rows.filter((row) => row.includes("^") || row.includes("C"))).toEqual([])
+        expect(rows).toEqual(["[░░░░░░░░░░░░░░░░░░░░] 0/300, 0 faile", ""])
+      }))
+  })
 })

@@ -3,6 +3,7 @@ import { Cause, Chunk, Clock, Deferred, Duration, Effect, Exit, Fiber, Option, S
 import * as FastCheck from "effect/FastCheck"
 import { AuthenticationFailed, InvalidRequest, Overloaded, RateLimited } from "../../src/model/AiModel.js"
 import * as CircuitBreaker from "../../src/policy/CircuitBreaker.js"
+import { noSpin } from "../support/spinGuard.js"
 
 const overloaded = new Overloaded({ model: "m" })
 const invalid = new InvalidRequest({ model: "m", reason: "prompt too long" })
@@ -516,6 +517,35 @@ describe("CircuitBreaker", () => {
       ])
       expect(calls).toBe(3) // the interrupted caller never called
     }))
+
+  it.effect.prop(
+    "issue 17.1: from any fractional trip and wait times, retryAfter and executeWaiting end at or after the open's end, without spinning",
+    {
+      trippedAt: FastCheck.double({ min: 0, max: 1e7, noNaN: true }),
+      open: FastCheck.double({ min: 1e-3, max: 1e5, noNaN: true }),
+      into: FastCheck.double({ min: 0, max: 1, maxExcluded: true, noNaN: true })
+    },
+    ({ into, open, trippedAt }) =>
+      Effect.gen(function*() {
+        const openDuration = Duration.millis(open)
+        const breaker = yield* CircuitBreaker.make({ tripPolicy: CircuitBreaker.consecutive(1), openDuration })
+        yield* TestClock.setTime(trippedAt)
+        yield* Effect.exit(breaker.execute(Effect.fail(overloaded)))
+        const openUntil = trippedAt + Duration.toMillis(openDuration)
+        const waitingFrom = trippedAt + into * Duration.toMillis(openDuration)
+        if (!(waitingFrom < openUntil)) return
+        yield* TestClock.setTime(waitingFrom)
+        const retryAfter = retryAfterMillis(yield* Effect.exit(breaker.execute(Effect.void)))
+        expect(waitingFrom + retryAfter).toBeGreaterThanOrEqual(openUntil)
+        const waiter = yield* Effect.fork(breaker.executeWaiting(Clock.currentTimeMillis))
+        // a caller that sleeps `retryAfter` (as the retry policy does) finds the circuit half-open,
+        // and the waiter has its probe by then
+        yield* TestClock.setTime(waitingFrom + retryAfter)
+        expect(yield* Fiber.join(waiter)).toBeGreaterThanOrEqual(openUntil)
+        expect(yield* breaker.state).toBe("Closed")
+      }).pipe(noSpin(1000)),
+    { fastCheck: { numRuns: 40 } }
+  )
 
   it.effect("onTransition is told each transition synchronously, in order, with the open's end", () =>
     Effect.gen(function*() {

@@ -1,0 +1,190 @@
+/**
+ * A task answered as the model produces it (`AgentService.stream`), through the same policies
+ * as a whole answer: each model tier a `StreamingAnswer` source, retried or handed to the next
+ * tier only before its first chunk (or continued after a break, with `continue`); the last
+ * tier waits on its open circuit within the task's deadline. An attempt reserves from the
+ * model's token budget and holds a permit while its stream is open (a plain one under an
+ * adaptive limit: a stream's open time is no latency to learn from); the reservation settles
+ * with the usage of the final chunk, noted as chunks pass, with no effect per chunk.
+ *
+ * Why a module of its own: a gateway serves each streamed request through exactly this path,
+ * and it shares nothing with the whole-answer path but the policies and the fallback chain it
+ * takes from {@link Policies} and {@link FallbackChain}.
+ *
+ * @since 0.1.0
+ */
+import { Cause, Clock, Effect, Exit, Metric, Stream } from "effect"
+import type { Array as Arr } from "effect"
+import * as AgentEvent from "../events/AgentEvent.js"
+import * as ErrorInfo from "../events/ErrorInfo.js"
+import * as AiModel from "../model/AiModel.js"
+import type * as CircuitBreaker from "../policy/CircuitBreaker.js"
+import * as TokenBudget from "../policy/TokenBudget.js"
+import * as StreamingAnswer from "../stream/StreamingAnswer.js"
+import { unsafeConstruct } from "../internal/unsafeConstruct.js"
+import { metrics } from "./AgentMetrics.js"
+import type { AgentTask } from "./AgentTask.js"
+import type { AgentError, Options, StreamError } from "./AgentService.js"
+import type { FallbackChain } from "./FallbackChain.js"
+import type { Policies } from "./Policies.js"
+import * as TaskRun from "./TaskRun.js"
+
+/**
+ * An error after the reader got text, as the break it is: `IncompleteStream` with the text
+ * delivered and the error that broke it (an `IncompleteStream` already is one).
+ */
+const broken = (error: StreamError, delivered: string, model: string): StreamError =>
+  error._tag === "IncompleteStream" ? error : new AiModel.IncompleteStream({
+    model,
+    partial: delivered,
+    reason: error.message,
+    cause: ErrorInfo.fromError(error)
+  })
+
+/**
+ * The streaming path of one service: `stream(task)`.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = Effect.fnUntraced(function*(
+  policies: Policies,
+  chain: FallbackChain,
+  context: TaskRun.Context,
+  options: {
+    readonly maxTokens: number
+    readonly stream?: Options["stream"]
+  }
+) {
+  const { bus } = context
+  const streamOptions = options.stream ?? {}
+  const { models, fallThrough, staticAnswer } = chain
+  const last = models.length - 1
+  const breakers = new Map<string, CircuitBreaker.CircuitBreaker>()
+  const budgets = new Map<string, TokenBudget.TokenBudget>()
+  for (const model of models) {
+    const breaker = yield* policies.breakerFor(model.name)
+    if (breaker !== undefined) breakers.set(model.name, breaker)
+    const budget = yield* policies.budgetFor(model.name)
+    if (budget !== undefined) budgets.set(model.name, budget)
+  }
+
+  /**
+   * A source whose attempt holds a permit while its stream is open, after reserving from the
+   * model's token budget; the reservation settles with the usage of the final chunk, or is
+   * kept whole when the stream ends without one.
+   */
+  const permitted = (request: AiModel.CompletionRequest) => (source: StreamingAnswer.Source): StreamingAnswer.Source => {
+    const budget = budgets.get(source.name)
+    if (budget === undefined) {
+      return { ...source, stream: (delivered) => Stream.unwrapScoped(Effect.as(policies.takePermit, source.stream(delivered))) }
+    }
+    const cost = TokenBudget.requestCost(request)
+    return {
+      ...source,
+      stream: (delivered) =>
+        Stream.unwrapScoped(Effect.gen(function*() {
+          let usage: AiModel.Usage | undefined
+          let report: AiModel.RateLimits | undefined
+          yield* Effect.acquireRelease(
+            // A stream's source speaks in model errors: a cost the budget can never hold is
+            // a request this client can never send.
+            Effect.catchTag(budget.reserve(cost), "BudgetExceeded", (exceeded) =>
+              Effect.fail(new AiModel.InvalidRequest({ model: source.name, reason: exceeded.message }))),
+            (held) =>
+              Effect.zipRight(
+                held.settle(usage === undefined ? held.cost : TokenBudget.usageCost(usage)),
+                report === undefined ? Effect.void : budget.adopt(report)
+              )
+          )
+          yield* policies.takePermit
+          // usage and the report come on the final chunk: noted as chunks pass, no effect per chunk
+          return Stream.mapChunks(source.stream(delivered), (chunks) => {
+            for (const chunk of chunks) {
+              if (chunk.usage !== undefined) usage = chunk.usage
+              if (chunk.rateLimits !== undefined) report = chunk.rateLimits
+            }
+            return chunks
+          })
+        }))
+    }
+  }
+
+  /** The sources of one task: each model tier, then the static answer if there is one. */
+  const sourcesOf = (task: AgentTask, request: AiModel.CompletionRequest): Arr.NonEmptyArray<StreamingAnswer.Source> => {
+    const source = (model: AiModel.AiModel.Service) => permitted(request)(StreamingAnswer.fromModel(model, request))
+    const sources: Arr.NonEmptyArray<StreamingAnswer.Source> = [source(models[0]), ...models.slice(1).map(source)]
+    if (staticAnswer !== undefined) {
+      const text = staticAnswer(task)
+      const usage = new AiModel.Usage({ promptTokens: 0, completionTokens: 0 })
+      sources.push({
+        name: "static",
+        canContinue: false,
+        stream: () => Stream.make(new AiModel.CompletionChunk({ delta: text, finishReason: "stop", usage }, true))
+      })
+    }
+    return sources
+  }
+
+  return (task: AgentTask): Stream.Stream<AiModel.CompletionChunk, StreamError> =>
+    Stream.unwrap(Effect.map(Clock.currentTimeMillis, (start) => {
+      const run = TaskRun.make(task, context, start)
+      const request = unsafeConstruct(AiModel.CompletionRequest, { prompt: task.prompt, maxTokens: task.maxTokens ?? options.maxTokens })
+      const answer = StreamingAnswer.make<AiModel.ModelError, never, AgentError, never>({
+        firstChunk: streamOptions.firstChunk ?? policies.timeout,
+        ...(streamOptions.betweenChunks === undefined ? {} : { betweenChunks: streamOptions.betweenChunks }),
+        ...(streamOptions.continue === undefined ? {} : { continue: streamOptions.continue }),
+        fallThrough,
+        policy: (started, source) => {
+          const breaker = breakers.get(source.name)
+          const index = models.findIndex((model) => model.name === source.name)
+          const guarded = breaker === undefined
+            ? started
+            : index === last
+            ? breaker.executeWaiting(started, (wait, refused) => run.waitOnCircuit(wait, refused))
+            : breaker.execute(started)
+          const retryPolicy = policies.retryFor(index === last)
+          return retryPolicy === undefined || index < 0 ? guarded : retryPolicy.apply(guarded, run)
+        },
+        onStarted: ({ failures, index, source }) => {
+          from = source
+          return index === 0 ? Effect.void : Effect.zipRight(
+            Metric.increment(metrics.fallbacks),
+            TaskRun.emit(bus, "FallbackUsed", () =>
+              new AgentEvent.FallbackUsed({
+                taskId: task.id,
+                tier: source,
+                failures: failures.map(({ error, tier }) => ({ tier, error: ErrorInfo.fromError(error) }))
+              }, true))
+          )
+        },
+        onContinued: ({ deliveredChars, error, source }) =>
+          TaskRun.emit(bus, "StreamContinued", () =>
+            new AgentEvent.StreamContinued({ taskId: task.id, model: source, deliveredChars, error: ErrorInfo.fromError(error) }, true))
+      })
+      const started = TaskRun.emit(bus, "TaskStarted", () => new AgentEvent.TaskStarted({ taskId: task.id }, true))
+      // The text the reader has and the tier it came from, so a break after it reaches the
+      // reader as one (issue 17.5).
+      let delivered = ""
+      let from = models[0].name
+      const answered = Stream.catchAll(
+        Stream.mapChunks(answer(sourcesOf(task, request)), (chunks) => {
+          for (const chunk of chunks) delivered += chunk.delta
+          return chunks
+        }),
+        (error) => Stream.fail(delivered === "" ? error : broken(error, delivered, from))
+      )
+      return Stream.ensuringWith(
+        Stream.concat(Stream.drain(Stream.fromEffect(started)), answered),
+        (exit) =>
+          Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause) ? Effect.void : Effect.flatMap(Clock.currentTimeMillis, (now) =>
+            TaskRun.emit(bus, "TaskFinished", () =>
+              new AgentEvent.TaskFinished({
+                taskId: task.id,
+                status: Exit.isSuccess(exit) ? "succeeded" : "failed",
+                attempts: run.attempts,
+                durationMs: now - start
+              }, true)))
+      )
+    }))
+})
