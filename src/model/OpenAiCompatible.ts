@@ -30,8 +30,9 @@
  *   (the same POST, the same body) up to `maxRedirects` times; a redirect to another origin, or
  *   a 301, 302 or 303 (which would turn the POST into a GET without its prompt), fails the call
  *   with a `ProviderError` naming where it pointed. So the key and the prompt go nowhere but the
- *   configured origin. On `FetchHttpClient`, each request is sent with `redirect: "manual"` (over
- *   any `FetchHttpClient.RequestInit` in context) so that `fetch` hands redirects to this rule.
+ *   configured origin. On `FetchHttpClient`, each request is sent with the
+ *   `FetchHttpClient.RequestInit` in the model's context when it was made (if any) and
+ *   `redirect: "manual"`, so that `fetch` hands redirects to this rule.
  * - The API key is a `Redacted`: it is sent only in the `Authorization` header (which
  *   `@effect/platform` redacts from its spans), and is scrubbed from every error's text, before
  *   any text is cut to length, with any run of 8 of its characters counting as the key.
