@@ -2,12 +2,13 @@
  * `npm run bench [section ...]`: runs the benchmark sections, each in a fresh Node process (so
  * one section's heap, JIT state and timers never colour another's), and prints their tables.
  * With no section named, every one runs except the slow ones (`degrade` runs whole batches in
- * real time: about ten minutes; `flow` about half a minute, `memory` a minute); name them to
+ * real time: about ten minutes; `flow` about half a minute, `memory` and `hostile` a minute); name them to
  * run them.
  *
  *   npm run bench                 # the quick sections
  *   npm run bench -- degrade      # goodput under provider faults
  *   npm run bench -- flow memory  # token budget, adaptive concurrency, heap per waiting task
+ *   npm run bench -- hostile      # peak RSS of wiz against a hostile server
  *   npm run bench -- all          # everything
  */
 import { spawnSync } from "node:child_process"
@@ -26,7 +27,8 @@ const sections: Record<string, Section> = {
   http: { file: "openai-compatible.ts", what: "the OpenAI-compatible client against the official openai package, on loopback", slow: true },
   degrade: { file: "degrade.ts", what: "goodput under provider faults, against cockatiel", slow: true },
   flow: { file: "flow.ts", what: "goodput at a token limit and adaptive concurrency, in virtual time, against retry alone and cockatiel", slow: true },
-  memory: { file: "memory.ts", what: "heap per task waiting on the bulkhead or the token budget, against cockatiel and p-limit", slow: true }
+  memory: { file: "memory.ts", what: "heap per task waiting on the bulkhead or the token budget, against cockatiel and p-limit", slow: true },
+  hostile: { file: "hostile.ts", what: "peak RSS of wiz run and wiz ask from source against a hostile server (issue 18)", slow: true }
 }
 
 const asked = process.argv.slice(2)

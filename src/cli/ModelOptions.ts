@@ -148,7 +148,9 @@ export const answeredBy = (options: ModelOptions): string =>
 
 /**
  * The OpenAI-compatible model on the runtime's `fetch` (Node's own undici, with keep-alive), so
- * the bundled `wiz` carries no HTTP client of its own.
+ * the bundled `wiz` carries no HTTP client of its own. `fetch` follows no redirect by itself:
+ * `OpenAiCompatible` sends with `redirect: "manual"` and follows only a 307 or 308 to the
+ * `--base-url`'s origin, so the key and the prompt never leave it.
  */
 const httpModelLayer = (
   options: { readonly baseUrl: string; readonly model: string; readonly apiKey: Redacted.Redacted<string> | undefined }

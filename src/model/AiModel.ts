@@ -191,17 +191,22 @@ export class Overloaded extends Schema.TaggedError<Overloaded>()("Overloaded", {
 }
 
 /**
- * An attempt took longer than its timeout and was interrupted.
+ * An attempt took longer than its timeout and was interrupted, or the provider said it gave up
+ * waiting (HTTP 408, with its `status`).
  *
  * @since 0.1.0
  * @category errors
  */
 export class ModelTimeout extends Schema.TaggedError<ModelTimeout>()("ModelTimeout", {
   model: Schema.String,
-  timeout: Schema.Duration
+  timeout: Schema.Duration,
+  /** The HTTP status (408) when it was the provider that gave up, after `timeout`. */
+  status: Schema.optional(Schema.Int)
 }) {
   override get message(): string {
-    return `${this.model}: no answer within ${Duration.format(this.timeout)}`
+    return this.status === undefined
+      ? `${this.model}: no answer within ${Duration.format(this.timeout)}`
+      : `${this.model}: the provider gave up with HTTP ${this.status} (request timeout) after ${Duration.format(this.timeout)}`
   }
 }
 
@@ -213,7 +218,13 @@ export class ModelTimeout extends Schema.TaggedError<ModelTimeout>()("ModelTimeo
  */
 export class Unavailable extends Schema.TaggedError<Unavailable>()("Unavailable", {
   model: Schema.String,
-  reason: Schema.String
+  reason: Schema.String,
+  /**
+   * The transport's own code for what went wrong, when it gave one: `ECONNREFUSED`,
+   * `UND_ERR_SOCKET` (closed before the answer), `HPE_INVALID_CONSTANT` (an answer that is not
+   * HTTP), `UND_ERR_HEADERS_OVERFLOW`, a TLS code (`DEPTH_ZERO_SELF_SIGNED_CERT`, ...).
+   */
+  code: Schema.optional(Schema.String)
 }) {
   override get message(): string {
     return `${this.model}: unavailable: ${this.reason}`

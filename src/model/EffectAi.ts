@@ -271,7 +271,8 @@ export const languageModelLayer = (
 export const fromAiError = (model: string, error: AiError.AiError, now: number): AiModel.ModelError => {
   if (isModelError(error.cause)) return error.cause
   const described = error.description ?? (error.cause instanceof Error ? error.cause.message : undefined)
-  const description = described === undefined ? undefined : HttpErrors.scrub(described.slice(0, HttpErrors.defaults.maxReasonLength), [])
+  // scrubbed, then cut: cut first, and a key cut in two would no longer be found whole
+  const description = described === undefined ? undefined : HttpErrors.scrub(described, []).slice(0, HttpErrors.defaults.maxReasonLength)
   switch (error._tag) {
     case "HttpRequestError":
       return error.reason === "Transport"

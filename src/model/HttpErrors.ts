@@ -8,7 +8,7 @@
  * | 429 | `RateLimited` (its `retryAfter` and `rateLimits` from the headers); `QuotaExhausted` when the body says `insufficient_quota` |
  * | 402 | `QuotaExhausted` |
  * | 401, 403 | `AuthenticationFailed` (`QuotaExhausted` for a 403 whose body speaks of a quota, as Azure's gateway sends) |
- * | 408 | `ModelTimeout` |
+ * | 408 | `ModelTimeout`, with its `status` |
  * | 409 | `ProviderError` (a conflict on the provider's side, retried as openai-node does) |
  * | 400, 404, 413, 422, other 4xx | `InvalidRequest`, with `contextLengthExceeded` when the prompt does not fit |
  * | 503, 529 | `Overloaded` |
@@ -59,7 +59,7 @@ export interface Response {
   readonly body: string
   /** When the response arrived, in milliseconds since the epoch (`Clock.currentTimeMillis`). */
   readonly now: number
-  /** How long the request took, reported by a 408's `ModelTimeout`; zero when not given. */
+  /** How long the request took, reported by a 408's `ModelTimeout` (with its status); zero when not given. */
   readonly elapsed?: Duration.Duration
   /** Values that must never appear in an error (the API key); removed wherever they occur. */
   readonly secrets?: ReadonlyArray<string>
@@ -84,13 +84,16 @@ export interface ErrorBody {
 }
 
 /**
- * The longest reason quoted from a provider's message; the rest is cut with an ellipsis.
+ * `maxReasonLength`: the longest reason quoted from a provider's message; the rest is cut with
+ * an ellipsis. `secretFragment`: the shortest run of a secret's characters that {@link scrub}
+ * removes (8: shorter runs of a random key turn up in ordinary text by chance).
  *
  * @since 0.1.0
  * @category defaults
  */
 export const defaults = {
-  maxReasonLength: 300
+  maxReasonLength: 300,
+  secretFragment: 8
 } as const
 
 /**
@@ -172,17 +175,18 @@ export const readErrorBody = (text: string, secrets: ReadonlyArray<string>): Err
 
 /**
  * `text` with every one of `secrets` and anything shaped like a credential (`sk-...`, a bearer
- * token, a JWT) replaced by `[redacted]`.
+ * token, a JWT) replaced by `[redacted]`. Any run of {@link defaults}`.secretFragment` (8) or
+ * more characters of a secret counts as the secret: a server that echoes half the key, or a text
+ * cut in the middle of one, leaves none of it. Scrub a server's text before cutting it to length:
+ * cut first, and the part of the key the cut left would no longer be whole to be found.
  *
  * @since 0.1.0
  * @category parsing
  */
 export const scrub = (text: string, secrets: ReadonlyArray<string>): string => {
   let out = text
-  for (const secret of secrets) {
-    // A short "secret" (an empty key, "x") would redact half the message; keys are long.
-    if (secret.length >= 8) out = out.split(secret).join("[redacted]")
-  }
+  // A short "secret" (an empty key, "x") would redact half the message; keys are long.
+  for (const secret of secrets) out = redactFragments(out, secret)
   return out.replace(credentialPattern, "[redacted]")
 }
 
@@ -202,6 +206,35 @@ export const isContextLength = (message: string): boolean => contextPattern.test
 const credentialPattern =
   /\b(?:sk|pk|rk|ak)-[A-Za-z0-9_*.-]{6,}|\bBearer\s+[A-Za-z0-9._~+/=-]+|\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*/g
 
+/**
+ * `text` with every run of `secret`'s characters at least `secretFragment` long replaced by one
+ * `[redacted]`: each window of that length that is a piece of the secret marks its characters,
+ * and each stretch of marked characters (overlapping or touching windows) goes as one.
+ */
+const redactFragments = (text: string, secret: string): string => {
+  const size = defaults.secretFragment
+  if (secret.length < size || text.length < size) return text
+  const pieces = new Set<string>()
+  for (let i = 0; i + size <= secret.length; i++) pieces.add(secret.slice(i, i + size))
+  let out = ""
+  let copied = 0 // text before this index is in `out` already
+  let runStart = -1
+  let runEnd = -1
+  for (let i = 0; i + size <= text.length; i++) {
+    if (!pieces.has(text.slice(i, i + size))) continue
+    if (runStart < 0) {
+      runStart = i
+    } else if (i > runEnd) {
+      out += `${text.slice(copied, runStart)}[redacted]`
+      copied = runEnd
+      runStart = i
+    }
+    runEnd = i + size
+  }
+  if (runStart < 0) return text
+  return `${out}${text.slice(copied, runStart)}[redacted]${text.slice(runEnd)}`
+}
+
 const contextPattern =
   /context[ _-]?(?:length|window|size)|maximum context|prompt is too long|too many tokens|exceeds? the (?:model'?s? )?(?:max(?:imum)?|available) (?:context|token)/i
 
@@ -214,7 +247,13 @@ const errorObject = (json: unknown, secrets: ReadonlyArray<string>): ErrorBody |
   const record = json as Record<string, unknown>
   const inner = record["error"]
   if (typeof inner === "string") {
-    return { message: scrub(inner, secrets), type: label(record["type"], secrets), code: label(record["code"], secrets), html: false }
+    // `{ "error": "SyntaxError", "message": "what broke" }` (Express, Fastify, many gateways):
+    // the message says what broke, the error only its kind.
+    const said = record["message"] ?? record["detail"]
+    const message = typeof said !== "string" || said === "" || said === inner
+      ? inner
+      : said.includes(inner) ? said : `${inner}: ${said}`
+    return { message: scrub(message, secrets), type: label(record["type"], secrets), code: label(record["code"], secrets), html: false }
   }
   const source = typeof inner === "object" && inner !== null ? inner as Record<string, unknown> : record
   const message = source["message"] ?? source["detail"] ?? source["msg"]
@@ -273,7 +312,7 @@ const byStatus = (response: Response, body: ErrorBody): AiModel.ModelError => {
     const what = status === 401 ? "the API key was not accepted" : "access denied"
     return new AiModel.AuthenticationFailed({ model, status, reason: body.message === "" ? what : `${what}: ${reason(body)}` })
   }
-  if (status === 408) return new AiModel.ModelTimeout({ model, timeout: response.elapsed ?? Duration.zero })
+  if (status === 408) return new AiModel.ModelTimeout({ model, timeout: response.elapsed ?? Duration.zero, status })
   if (status === 503 || status === 529) {
     const retryAfter = RateLimitHeaders.retryAfter(response.headers, response.now)
     return new AiModel.Overloaded({ model, ...(retryAfter === undefined ? {} : { retryAfter }) })

@@ -14,23 +14,34 @@
  * - HTTP errors become typed errors by {@link HttpErrors.fromResponse} (429 `RateLimited`, 503 /
  *   529 `Overloaded`, 401 / 403 `AuthenticationFailed`, a context-length 400 `InvalidRequest`
  *   with `contextLengthExceeded`, `x-should-retry` honoured); a connection that fails is
- *   `Unavailable`; a body that is not the API's JSON (an HTML error page from a proxy, bad JSON)
- *   is `MalformedResponse`.
+ *   `Unavailable`, its reason and `code` saying why (`ECONNREFUSED`, `UND_ERR_SOCKET`,
+ *   `HPE_INVALID_CONSTANT`, `UND_ERR_HEADERS_OVERFLOW`, a TLS code: never a bare "fetch
+ *   failed"); a body that is not the API's JSON (an HTML error page from a proxy, bad JSON) is
+ *   `MalformedResponse`.
  * - Every response's rate-limit headers ({@link RateLimitHeaders}) fill the completion's
  *   `rateLimits` (the final chunk's, when streaming) and a 429's `retryAfter`.
- * - Limits against a hostile or broken server: a maximum body size and event-stream line
- *   length; timeouts on Effect's `Clock` for the whole answer, for a stream's response head,
- *   its first byte and each silence after it; redirects followed only to the same host (never
- *   an `https` to `http` downgrade), so the `Authorization` header never travels to another host.
+ * - Limits against a hostile or broken server: a maximum body size, counted in decoded bytes
+ *   as they arrive (a gzip, deflate or br body that `fetch` inflates is stopped the moment it
+ *   passes the limit: its `content-length` is only its compressed size), for whole answers,
+ *   event streams and error bodies; an event-stream line length; a streamed answer past
+ *   `maxTokensOverrun` times its `maxTokens`; timeouts on Effect's `Clock` for the whole answer,
+ *   for a stream's response head, its first byte and each silence after it.
+ * - Redirects by our rule, not the client's: a 307 or 308 to the configured origin is followed
+ *   (the same POST, the same body) up to `maxRedirects` times; a redirect to another origin, or
+ *   a 301, 302 or 303 (which would turn the POST into a GET without its prompt), fails the call
+ *   with a `ProviderError` naming where it pointed. So the key and the prompt go nowhere but the
+ *   configured origin. On `FetchHttpClient`, each request is sent with the
+ *   `FetchHttpClient.RequestInit` in the model's context when it was made (if any) and
+ *   `redirect: "manual"`, so that `fetch` hands redirects to this rule.
  * - The API key is a `Redacted`: it is sent only in the `Authorization` header (which
- *   `@effect/platform` redacts from its spans), and is scrubbed from every error's text.
+ *   `@effect/platform` redacts from its spans), and is scrubbed from every error's text, before
+ *   any text is cut to length, with any run of 8 of its characters counting as the key.
  * - The HTTP client's span, and the `traceparent` header it sends, only under a tracer that
  *   records spans (`Effect.withTracer`, an OpenTelemetry layer): Effect's default tracer keeps
  *   them nowhere, and the span is a sizeable part of a request's cost on a fast network.
  *
  * Options that are durations accept any `Duration.DurationInput`; a timeout of
- * `Duration.infinity` turns that timeout off. With `FetchHttpClient`, `fetch` follows redirects
- * itself (dropping `Authorization` on a cross-origin hop, as the Fetch standard requires).
+ * `Duration.infinity` turns that timeout off.
  *
  * @example
  * ```ts
@@ -52,6 +63,7 @@
  *
  * @since 0.1.0
  */
+import * as FetchHttpClient from "@effect/platform/FetchHttpClient"
 import * as Headers from "@effect/platform/Headers"
 import * as HttpBody from "@effect/platform/HttpBody"
 import * as HttpClient from "@effect/platform/HttpClient"
@@ -94,12 +106,29 @@ export interface Options {
   readonly maxTokensField?: "max_tokens" | "max_completion_tokens" | undefined
   /** Ask a stream for its usage chunk (`stream_options.include_usage`); off for a server that refuses the field. */
   readonly streamUsage?: boolean | undefined
-  /** The largest body read, whole or streamed, in bytes; beyond it the call fails with `MalformedResponse`. */
+  /**
+   * The largest body read, whole or streamed, in bytes as decoded (a compressed body is counted
+   * as it inflates); beyond it the call fails with `MalformedResponse`.
+   */
   readonly maxResponseBytes?: number | undefined
+  /**
+   * The largest whole answer (`generate`, or a server that answers a stream with the whole
+   * JSON), in bytes as decoded, never more than `maxResponseBytes`. A whole answer is held in
+   * memory while it is read (a stream's events are not), so calls in flight × this bounds what
+   * a batch can be made to hold; beyond it the call fails with `MalformedResponse`.
+   */
+  readonly maxAnswerBytes?: number | undefined
   /** The longest event-stream line, in characters; beyond it the stream fails with `MalformedResponse`. */
   readonly maxLineLength?: number | undefined
-  /** Redirects followed (same host only) before the call fails. */
+  /** Redirects followed (307 and 308 to the same origin only) before the call fails. */
   readonly maxRedirects?: number | undefined
+  /**
+   * A streamed answer may run to this many times the `maxTokens` it asked for, plus 64 tokens
+   * (estimated with {@link Tokenizer.count}); past that it fails with `MalformedResponse` naming
+   * the bound: a server that ignores `max_tokens` would otherwise stream until `maxResponseBytes`.
+   * `Infinity` turns the bound off.
+   */
+  readonly maxTokensOverrun?: number | undefined
   /** `generate`: time from sending the request to the end of the answer. */
   readonly requestTimeout?: Duration.DurationInput | undefined
   /** `stream`: time from sending the request to the response's status and headers. */
@@ -116,8 +145,14 @@ export interface Options {
  *   stream's usage is estimated with {@link Tokenizer.count}.
  * - `maxResponseBytes: 8 MiB`: a long answer streamed is ~1 MiB of events; a body past 8 MiB is
  *   a broken or hostile server.
+ * - `maxAnswerBytes: 2 MiB`: a whole answer carries no per-token envelope, so 2 MiB is hundreds
+ *   of thousands of tokens; eight answers in flight (`wiz run`'s default) hold 16 MiB at most.
  * - `maxLineLength: 1 Mi` characters: one event is one line of JSON, a few hundred bytes.
  * - `maxRedirects: 5`.
+ * - `maxTokensOverrun: 4`: an answer is cut at `maxTokens` by any server that honours it; the
+ *   estimate can run up to ~3× a real tokenizer's count on text that is mostly punctuation (a
+ *   markdown table), so four times (and 64 tokens more, for a small `maxTokens`) ends only a
+ *   server that ignores it: 1,088 tokens for the default 256.
  * - `requestTimeout: 10 minutes` (openai-node's default): a whole answer of thousands of
  *   tokens can take minutes; put a shorter per-attempt timeout around it (AgentService does).
  * - `connectTimeout: 10 s`: a streaming server sends its head before it generates.
@@ -131,8 +166,10 @@ export const defaults = {
   maxTokensField: "max_tokens",
   streamUsage: true,
   maxResponseBytes: 8 * 1024 * 1024,
+  maxAnswerBytes: 2 * 1024 * 1024,
   maxLineLength: 1024 * 1024,
   maxRedirects: 5,
+  maxTokensOverrun: 4,
   requestTimeout: Duration.minutes(10),
   connectTimeout: Duration.seconds(10),
   firstByteTimeout: Duration.seconds(60),
@@ -148,10 +185,11 @@ export const defaults = {
  */
 export const make = (options: Options): Effect.Effect<AiModel.AiModel.Service, ConfigError.ConfigError, HttpClient.HttpClient> =>
   Effect.flatMap(HttpClient.HttpClient, (client) =>
-    Effect.suspend(() => {
-      const invalid = validate(options)
-      return invalid === undefined ? Effect.succeed(build(client, options)) : Effect.fail(invalid)
-    }))
+    Effect.flatMap(Effect.serviceOption(FetchHttpClient.RequestInit), (init) =>
+      Effect.suspend(() => {
+        const invalid = validate(options)
+        return invalid === undefined ? Effect.succeed(build(client, options, Option.getOrUndefined(init))) : Effect.fail(invalid)
+      })))
 
 /**
  * The model as the {@link AiModel.AiModel} service, on the `HttpClient` the caller provides.
@@ -189,7 +227,7 @@ const validate = (options: Options): ConfigError.ConfigError | undefined => {
     return ConfigError.InvalidData(["baseUrl"], `baseUrl is not an http(s) URL: ${JSON.stringify(options.baseUrl)}`)
   }
   if (options.model.trim() === "") return ConfigError.InvalidData(["model"], "model is empty")
-  for (const key of ["maxResponseBytes", "maxLineLength"] as const) {
+  for (const key of ["maxResponseBytes", "maxAnswerBytes", "maxLineLength"] as const) {
     const value = options[key]
     if (value !== undefined && !(Number.isInteger(value) && value > 0)) {
       return ConfigError.InvalidData([key], `${key} must be a positive integer (got ${value})`)
@@ -198,11 +236,17 @@ const validate = (options: Options): ConfigError.ConfigError | undefined => {
   if (options.maxRedirects !== undefined && !(Number.isInteger(options.maxRedirects) && options.maxRedirects >= 0)) {
     return ConfigError.InvalidData(["maxRedirects"], `maxRedirects must be a non-negative integer (got ${options.maxRedirects})`)
   }
+  if (options.maxTokensOverrun !== undefined && !(options.maxTokensOverrun >= 1)) {
+    return ConfigError.InvalidData(["maxTokensOverrun"], `maxTokensOverrun must be a number >= 1 (got ${options.maxTokensOverrun})`)
+  }
   return undefined
 }
 
-/** The redirect statuses; each is followed by sending the same POST again. */
+/** The redirect statuses. */
 const redirects: ReadonlySet<number> = new Set([301, 302, 303, 307, 308])
+
+/** The redirects that keep the method and the body: the only ones followed (the same POST again). */
+const keepsMethod: ReadonlySet<number> = new Set([307, 308])
 
 /** Error bodies are read up to this much: enough for any API's JSON, and for an HTML page's title. */
 const maxErrorBodyBytes = 64 * 1024
@@ -212,12 +256,21 @@ const utf8 = new TextDecoder("utf-8")
 /** Effect's default tracer, which records no span. */
 const nativeTracer = Effect.runSync(Effect.tracer)
 
-const build = (client: HttpClient.HttpClient, options: Options): AiModel.AiModel.Service => {
+const build = (
+  client: HttpClient.HttpClient,
+  options: Options,
+  fetchInit: globalThis.RequestInit | undefined
+): AiModel.AiModel.Service => {
   const name = options.name ?? options.model
   const endpoint = new URL(`${options.baseUrl.replace(/\/+$/, "")}/chat/completions`)
   const maxResponseBytes = options.maxResponseBytes ?? defaults.maxResponseBytes
+  const maxAnswerBytes = Math.min(options.maxAnswerBytes ?? defaults.maxAnswerBytes, maxResponseBytes)
   const maxLineLength = options.maxLineLength ?? defaults.maxLineLength
   const maxRedirects = options.maxRedirects ?? defaults.maxRedirects
+  const maxTokensOverrun = options.maxTokensOverrun ?? defaults.maxTokensOverrun
+  // `fetch` would follow redirects by its own rules (a 302 turns the POST into a GET, another
+  // origin gets the prompt): it hands them to `send` instead, which follows ours.
+  const manualRedirects: globalThis.RequestInit = { ...fetchInit, redirect: "manual" }
   const maxTokensField = options.maxTokensField ?? defaults.maxTokensField
   const streamUsage = options.streamUsage ?? defaults.streamUsage
   const limitWhole = attemptTimeout({ duration: options.requestTimeout ?? defaults.requestTimeout, model: name })
@@ -268,14 +321,25 @@ const build = (client: HttpClient.HttpClient, options: Options): AiModel.AiModel
 
   const scrub = (text: string) => HttpErrors.scrub(text, secrets)
 
-  const transport = (error: HttpClientError.HttpClientError): AiModel.ModelError =>
-    error._tag === "RequestError" && error.reason !== "Transport"
-      ? new AiModel.InvalidRequest({ model: name, reason: scrub(`the request could not be sent: ${describe(error)}`) })
-      : new AiModel.Unavailable({ model: name, reason: scrub(describe(error)) })
+  const transport = (error: HttpClientError.HttpClientError): AiModel.ModelError => {
+    const cause = describe(error)
+    return error._tag === "RequestError" && error.reason !== "Transport"
+      ? new AiModel.InvalidRequest({ model: name, reason: scrub(`the request could not be sent: ${cause.text}`) })
+      : new AiModel.Unavailable({ model: name, reason: scrub(cause.text), ...(cause.code === undefined ? {} : { code: scrub(cause.code) }) })
+  }
+
+  /** A redirect not followed: the call fails, naming where it was sent (scrubbed: the server wrote it). */
+  const refuse = (response: HttpClientResponse.HttpClientResponse, reason: string) =>
+    Effect.zipRight(
+      discard(response),
+      Effect.fail(new AiModel.ProviderError({ model: name, status: response.status, reason: scrub(reason) }))
+    )
 
   /**
-   * Sends `request` on `via`, following redirects to the same host; any other redirect fails
-   * the call.
+   * Sends `request` on `via`, following 307 and 308 redirects to the configured origin with the
+   * same method and body, at most `maxRedirects` times. Any other redirect fails the call
+   * naming its location: one to another origin (the key and the prompt stay here), and a 301,
+   * 302 or 303, which would turn the POST into a GET without its prompt.
    */
   const send = <R>(
     via: HttpClient.HttpClient.With<HttpClientError.HttpClientError, R>,
@@ -285,33 +349,35 @@ const build = (client: HttpClient.HttpClient, options: Options): AiModel.AiModel
       current: HttpClientRequest.HttpClientRequest,
       hops: number
     ): Effect.Effect<HttpClientResponse.HttpClientResponse, AiModel.ModelError, R> =>
-      Effect.flatMap(Effect.mapError(via.execute(current), transport), (response) => {
-        if (!redirects.has(response.status)) return Effect.succeed(response)
-        const location = response.headers["location"]
-        if (location === undefined) return Effect.succeed(response)
-        let target: URL
-        try {
-          target = new URL(location, current.url)
-        } catch {
-          return Effect.zipRight(
-            discard(response),
-            Effect.fail(new AiModel.MalformedResponse({ model: name, reason: `a redirect to an invalid location` }))
-          )
+      Effect.flatMap(
+        Effect.mapError(Effect.provideService(via.execute(current), FetchHttpClient.RequestInit, manualRedirects), transport),
+        (response) => {
+          if (!redirects.has(response.status)) return Effect.succeed(response)
+          const location = response.headers["location"]
+          if (location === undefined) return Effect.succeed(response)
+          let target: URL
+          try {
+            target = new URL(location, current.url)
+          } catch {
+            return Effect.zipRight(
+              discard(response),
+              Effect.fail(new AiModel.MalformedResponse({ model: name, reason: `a redirect to an invalid location` }))
+            )
+          }
+          if (target.origin !== endpoint.origin) {
+            const where = target.host === endpoint.host ? "another origin" : "another host"
+            return refuse(response, `redirected to ${where} (${target.origin}); not followed, so the API key stays with ${endpoint.origin}`)
+          }
+          if (!keepsMethod.has(response.status)) {
+            return refuse(
+              response,
+              `a ${response.status} redirect to ${target.href} would send a GET without the prompt; not followed (only 307 and 308 keep the POST)`
+            )
+          }
+          if (hops >= maxRedirects) return refuse(response, `more than ${maxRedirects} redirects`)
+          return Effect.zipRight(discard(response), go(HttpClientRequest.setUrl(current, target), hops + 1))
         }
-        const from = new URL(current.url)
-        const refused = hops >= maxRedirects
-          ? `more than ${maxRedirects} redirects`
-          : !sameHost(from, target)
-          ? `redirected to another host (${target.origin}); not followed, so the API key stays with ${from.origin}`
-          : undefined
-        if (refused !== undefined) {
-          return Effect.zipRight(
-            discard(response),
-            Effect.fail(new AiModel.ProviderError({ model: name, status: response.status, reason: refused }))
-          )
-        }
-        return Effect.zipRight(discard(response), go(HttpClientRequest.setUrl(current, target), hops + 1))
-      })
+      )
     const sent = go(request, 0)
     const redacted = secretHeaders.length === 0
       ? sent
@@ -341,7 +407,7 @@ const build = (client: HttpClient.HttpClient, options: Options): AiModel.AiModel
     )
 
   const tooLarge = () =>
-    new AiModel.MalformedResponse({ model: name, reason: `the response body is larger than ${maxResponseBytes} bytes` })
+    new AiModel.MalformedResponse({ model: name, reason: `the response body is larger than ${maxAnswerBytes} bytes` })
 
   /** Reads a whole 2xx body and turns it into a completion. */
   const readCompletion = (
@@ -349,20 +415,28 @@ const build = (client: HttpClient.HttpClient, options: Options): AiModel.AiModel
     request: AiModel.CompletionRequest
   ): Effect.Effect<AiModel.Completion, AiModel.ModelError> => {
     const headers = response.headers
-    return readText(response, maxResponseBytes, "fail").pipe(
-      Effect.mapError((error) =>
-        error === "too-large"
-          ? tooLarge()
-          : new AiModel.Unavailable({ model: name, reason: scrub(`the connection broke while reading the answer: ${describe(error)}`) })
-      ),
+    return readText(response, maxAnswerBytes, "fail").pipe(
+      Effect.mapError((error) => {
+        if (error === "too-large") return tooLarge()
+        const cause = describe(error)
+        return new AiModel.Unavailable({
+          model: name,
+          reason: scrub(`the connection broke while reading the answer: ${cause.text}`),
+          ...(cause.code === undefined ? {} : { code: scrub(cause.code) })
+        })
+      }),
       Effect.flatMap((text) =>
         Effect.flatMap(Clock.currentTimeMillis, (now) => {
-          const parsed = parseCompletion(text, headers["content-type"])
+          const parsed = parseCompletion(text, headers["content-type"], secrets)
           if (typeof parsed === "string") return Effect.fail(new AiModel.MalformedResponse({ model: name, reason: scrub(parsed) }))
           if (parsed._tag === "Error") {
             return Effect.fail(
               HttpErrors.fromErrorEvent(name, HttpErrors.readErrorBody(JSON.stringify(parsed.error), secrets), undefined) ??
-                new AiModel.ProviderError({ model: name, status: response.status, reason: scrub(parsed.message) })
+                new AiModel.ProviderError({
+                  model: name,
+                  status: response.status,
+                  reason: quote(parsed.message, secrets, HttpErrors.defaults.maxReasonLength)
+                })
             )
           }
           const rateLimits = RateLimitHeaders.rateLimits(headers, now)
@@ -441,7 +515,10 @@ const build = (client: HttpClient.HttpClient, options: Options): AiModel.AiModel
       if (contentType.includes("text/html")) {
         const text = yield* Effect.orElseSucceed(readText(response, maxErrorBodyBytes, "truncate"), () => "")
         return yield* Effect.fail(
-          new AiModel.MalformedResponse({ model: name, reason: `expected an event stream, got ${HttpErrors.readErrorBody(text, secrets).message}` })
+          new AiModel.MalformedResponse({
+            model: name,
+            reason: `expected an event stream, got ${quote(HttpErrors.readErrorBody(text, secrets).message, secrets, HttpErrors.defaults.maxReasonLength)}`
+          })
         )
       }
       return Channel.pipeTo(Stream.toChannel(response.stream), decoder(headers, request, watch, clock.unsafeCurrentTimeMillis()))
@@ -458,7 +535,7 @@ const build = (client: HttpClient.HttpClient, options: Options): AiModel.AiModel
     receivedAt: number
   ): Channel.Channel<Chunk.Chunk<AiModel.CompletionChunk>, Chunk.Chunk<Uint8Array>, AiModel.ModelError, HttpClientError.ResponseError, unknown, unknown> => {
     type Step = Channel.Channel<Chunk.Chunk<AiModel.CompletionChunk>, Chunk.Chunk<Uint8Array>, AiModel.ModelError, HttpClientError.ResponseError, unknown, unknown>
-    const state = new StreamState(name, maxLineLength, maxResponseBytes, secrets)
+    const state = new StreamState(name, maxLineLength, maxResponseBytes, secrets, request.maxTokens, maxTokensOverrun)
     const rateLimits = RateLimitHeaders.rateLimits(headers, receivedAt)
     let emitted = false
 
@@ -505,7 +582,7 @@ const build = (client: HttpClient.HttpClient, options: Options): AiModel.AiModel
       if (emitted) return stop()
       if (watch.fired !== undefined) return stop(new AiModel.ModelTimeout({ model: name, timeout: watch.fired }))
       return stop(
-        new AiModel.IncompleteStream({ model: name, partial: state.text, reason: scrub(`the connection broke: ${describe(failure.value)}`) })
+        new AiModel.IncompleteStream({ model: name, partial: state.text, reason: scrub(`the connection broke: ${describe(failure.value).text}`) })
       )
     }
     /** The body ended: the bytes left decode to the last chunks, or the stream was cut short. */
@@ -529,24 +606,55 @@ const build = (client: HttpClient.HttpClient, options: Options): AiModel.AiModel
   return { name, generate, stream }
 }
 
-/** The same host and port, and no downgrade from https to http. */
-const sameHost = (from: URL, to: URL): boolean =>
-  from.host === to.host && !(from.protocol === "https:" && to.protocol !== "https:") &&
-  (to.protocol === "http:" || to.protocol === "https:")
+/** What went wrong on the wire, as a transport's error says it, and its code. */
+interface Described {
+  readonly text: string
+  readonly code: string | undefined
+}
 
-const describe = (error: unknown): string => {
-  if (typeof error === "object" && error !== null) {
-    const cause = (error as { cause?: unknown }).cause
-    if (cause instanceof Error) {
-      const code = (cause as { code?: unknown }).code
-      return typeof code === "string" && !cause.message.includes(code) ? `${cause.message} (${code})` : cause.message
+/**
+ * The cause of a transport error, from the deepest error that says more than its wrapper:
+ * `fetch` fails with a bare "fetch failed" whose `cause` (and its `cause`) holds the real
+ * error and its code (`ECONNREFUSED`, `UND_ERR_SOCKET`, `HPE_INVALID_CONSTANT`,
+ * `UND_ERR_HEADERS_OVERFLOW`, a TLS code); a refused connection to a name with several
+ * addresses is an `AggregateError` whose code is on it and whose messages are on its errors.
+ */
+const describe = (error: unknown): Described => {
+  const messages: Array<string> = []
+  let code: string | undefined
+  let at: unknown = error
+  for (let depth = 0; depth < 8 && typeof at === "object" && at !== null; depth++) {
+    const found = at as { readonly cause?: unknown; readonly code?: unknown; readonly errors?: unknown; readonly message?: unknown }
+    if (typeof found.code === "string" && found.code !== "") code = found.code
+    let message = depth === 0 ? ownText(at) : typeof found.message === "string" ? found.message : ""
+    if (message === "" && Array.isArray(found.errors)) {
+      message = found.errors.map((inner) => (inner instanceof Error ? inner.message : String(inner))).filter((m) => m !== "").join("; ")
     }
-    const description = (error as { description?: unknown }).description
-    if (typeof description === "string") return description
-    const reason = (error as { reason?: unknown }).reason
-    if (typeof reason === "string") return reason
+    message = message.replace(/\s+/g, " ").trim()
+    if (message !== "" && !messages.some((known) => known.includes(message))) messages.push(message)
+    at = found.cause
   }
-  return String(error)
+  if (messages.length === 0 && error !== null && typeof error !== "object") messages.push(String(error))
+  const text = messages.join(": ") || "no cause given"
+  code ??= parserCode(text)
+  return { text: code === undefined || text.includes(code) ? text : `${text} (${code})`, code }
+}
+
+/**
+ * undici 7's parser errors lose their code (`HTTPParserError` with `code: undefined`); llhttp's
+ * reason still says what it was: an answer that does not start as HTTP.
+ */
+const parserCode = (text: string): string | undefined =>
+  /does not match the HTTP\/1\.1 protocol \(Expected HTTP\//.test(text) ? "HPE_INVALID_CONSTANT" : undefined
+
+/** What an `@effect/platform` client error says of itself, without the request it names. */
+const ownText = (error: unknown): string => {
+  const found = error as { readonly description?: unknown; readonly reason?: unknown; readonly cause?: unknown }
+  if (typeof found.description === "string") return found.description
+  // A Transport error's own message is its request; its cause says what went wrong.
+  if (found.cause !== undefined) return ""
+  if (typeof found.reason === "string") return found.reason
+  return error instanceof Error ? error.message : ""
 }
 
 /** Stops reading a response we will not use; the client then releases its connection. */
@@ -554,19 +662,25 @@ const discard = (response: HttpClientResponse.HttpClientResponse): Effect.Effect
   Effect.ignore(Stream.runDrain(Stream.take(response.stream, 0)))
 
 /**
- * A body as text, at most `limit` bytes: past it, `"fail"` fails with `"too-large"` and
- * `"truncate"` returns the first `limit` bytes. A declared `content-length` within the limit
- * is read with the client's own `text` (the framing guarantees the size).
+ * A body as text, at most `limit` bytes counted as they arrive, decoded: past it, reading
+ * stops at once (the client cancels the rest), and `"fail"` fails with `"too-large"` while
+ * `"truncate"` returns the first `limit` bytes. A `content-length` is the size on the wire: a
+ * compressed body (`fetch` inflates gzip, deflate and br) can be a thousand times larger, so it
+ * is trusted only for a body with no content-encoding, whose framing guarantees the size (read
+ * with the client's own `text` when within the limit, refused unread when past it).
  */
 const readText = (
   response: HttpClientResponse.HttpClientResponse,
   limit: number,
   over: "fail" | "truncate"
 ): Effect.Effect<string, HttpClientError.ResponseError | "too-large"> => {
-  const declared = response.headers["content-length"]
-  const length = declared === undefined ? NaN : Number(declared)
-  if (length <= limit) return response.text
-  if (length > limit && over === "fail") return Effect.zipRight(discard(response), Effect.fail("too-large" as const))
+  const encoding = response.headers["content-encoding"]
+  if (encoding === undefined || encoding.trim().toLowerCase() === "identity") {
+    const declared = response.headers["content-length"]
+    const length = declared === undefined ? NaN : Number(declared)
+    if (length <= limit) return response.text
+    if (length > limit && over === "fail") return Effect.zipRight(discard(response), Effect.fail("too-large" as const))
+  }
   return Effect.flatMap(
     Stream.runFoldWhile(
       response.stream,
@@ -739,23 +853,42 @@ const usageOf = (value: unknown): AiModel.Usage | undefined => {
   return new AiModel.Usage({ promptTokens: Math.round(prompt), completionTokens: Math.round(completion) }, true)
 }
 
-const preview = (text: string): string => {
-  const flat = text.replace(/\s+/g, " ").trim()
-  return flat.length <= 80 ? JSON.stringify(flat) : `${JSON.stringify(flat.slice(0, 80))}…`
+/**
+ * A server's text as an error may quote it: scrubbed of the secrets first, then flattened and
+ * cut to `max` characters (cut first, and a key cut in two would no longer be found whole).
+ * Only its head is scrubbed: whether a piece of it is a secret depends on the few characters
+ * around it, so a head some way past `max` gives the same quote as the whole text.
+ */
+const quote = (text: string, secrets: ReadonlyArray<string>, max: number): string => {
+  const [flat, cut] = scrubbedHead(text, secrets, max)
+  return cut ? `${flat}…` : flat
+}
+
+/** `text` scrubbed, flattened, then cut to `max` characters, and whether it was cut. */
+const scrubbedHead = (text: string, secrets: ReadonlyArray<string>, max: number): readonly [string, boolean] => {
+  const head = text.length > 4 * max + 1024 ? text.slice(0, 4 * max + 1024) : text
+  const flat = HttpErrors.scrub(head, secrets).replace(/\s+/g, " ").trim()
+  return flat.length <= max ? [flat, false] : [flat.slice(0, max), true]
+}
+
+/** A server's text as a JSON string of at most 80 characters (scrubbed, then cut). */
+const preview = (text: string, secrets: ReadonlyArray<string>): string => {
+  const [flat, cut] = scrubbedHead(text, secrets, 80)
+  return cut ? `${JSON.stringify(flat)}…` : JSON.stringify(flat)
 }
 
 /** A whole answer's JSON, or why it is not one. */
-const parseCompletion = (text: string, contentType: string | undefined): Parsed | string => {
+const parseCompletion = (text: string, contentType: string | undefined, secrets: ReadonlyArray<string>): Parsed | string => {
   if ((contentType ?? "").includes("text/html") || /^\s*</.test(text)) {
-    return `expected JSON, got ${HttpErrors.readErrorBody(text, []).message}`
+    return `expected JSON, got ${quote(HttpErrors.readErrorBody(text, secrets).message, secrets, HttpErrors.defaults.maxReasonLength)}`
   }
   let json: unknown
   try {
     json = JSON.parse(text)
   } catch {
-    return text.trim() === "" ? "the body is empty" : `the body is not JSON: ${preview(text)}`
+    return text.trim() === "" ? "the body is empty" : `the body is not JSON: ${preview(text, secrets)}`
   }
-  if (!isRecord(json)) return `the body is not a completion object: ${preview(text)}`
+  if (!isRecord(json)) return `the body is not a completion object: ${preview(text, secrets)}`
   if (json["error"] !== undefined && json["error"] !== null) {
     const error = json["error"]
     return { _tag: "Error", error, message: isRecord(error) && typeof error["message"] === "string" ? error["message"] : JSON.stringify(error) }
@@ -784,14 +917,21 @@ class StreamState {
   private bytes = 0
   private readonly decoder: Sse.Decoder
   private readonly events: Array<Sse.Event> = []
+  /** The most tokens the answer may take: `overrun × maxTokens + 64`. */
+  private readonly maxAnswerTokens: number
+  /** The answer's tokens so far, counted only once its length passes `maxAnswerTokens` (-1 before). */
+  private tokens = -1
 
   constructor(
     private readonly model: string,
     maxLineLength: number,
     private readonly maxBytes: number,
-    private readonly secrets: ReadonlyArray<string>
+    private readonly secrets: ReadonlyArray<string>,
+    private readonly maxTokens: number,
+    private readonly overrun: number
   ) {
     this.decoder = new Sse.Decoder(maxLineLength)
+    this.maxAnswerTokens = Math.ceil(overrun * maxTokens) + 64
   }
 
   /** Decodes one piece of the body, appending a chunk per text delta to `out`. */
@@ -837,9 +977,9 @@ class StreamState {
       json = JSON.parse(data)
     } catch {
       if (event.event === "error") return this.failed(HttpErrors.readErrorBody(data, this.secrets))
-      return this.malformed(`an event is not JSON: ${preview(data)}`)
+      return this.malformed(`an event is not JSON: ${preview(data, this.secrets)}`)
     }
-    if (!isRecord(json)) return this.malformed(`an event is not a chunk object: ${preview(data)}`)
+    if (!isRecord(json)) return this.malformed(`an event is not a chunk object: ${preview(data, this.secrets)}`)
     if (event.event === "error" || (json["error"] !== undefined && json["error"] !== null)) {
       return this.failed(HttpErrors.readErrorBody(data, this.secrets))
     }
@@ -847,7 +987,7 @@ class StreamState {
     if (usage !== undefined) this.usage = usage
     const choices = json["choices"]
     if (!Array.isArray(choices)) {
-      return usage === undefined ? this.malformed(`a chunk has no choices: ${preview(data)}`) : undefined
+      return usage === undefined ? this.malformed(`a chunk has no choices: ${preview(data, this.secrets)}`) : undefined
     }
     const choice: unknown = choices[0]
     if (!isRecord(choice)) return undefined
@@ -856,6 +996,17 @@ class StreamState {
       const content = delta["content"]
       if (typeof content === "string" && content !== "") {
         this.text += content
+        // The estimate never exceeds the number of characters: nothing to count before then.
+        if (this.text.length > this.maxAnswerTokens) {
+          this.tokens = this.tokens < 0 ? Tokenizer.count(this.text) : this.tokens + Tokenizer.count(content)
+          if (this.tokens > this.maxAnswerTokens) {
+            return new AiModel.MalformedResponse({
+              model: this.model,
+              reason: `the answer ran past ${this.maxAnswerTokens} tokens (${this.overrun} × the ${this.maxTokens} maxTokens it asked ` +
+                `for, + 64; maxTokensOverrun): the server does not stop at max_tokens`
+            })
+          }
+        }
         out.push(new AiModel.CompletionChunk({ delta: content }, true))
       }
     }
@@ -874,7 +1025,9 @@ class StreamState {
       new AiModel.IncompleteStream({
         model: this.model,
         partial: this.text,
-        reason: `the provider sent an error event: ${body.message === "" ? "no message" : body.message}${
+        reason: `the provider sent an error event: ${
+          body.message === "" ? "no message" : quote(body.message, this.secrets, HttpErrors.defaults.maxReasonLength)
+        }${
           body.code === undefined && body.type === undefined ? "" : ` (${body.code ?? body.type})`
         }`
       })

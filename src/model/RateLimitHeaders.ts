@@ -19,6 +19,8 @@
  * A reset or `retry-after` that names a moment is turned into a delay from `now`, which the
  * caller reads from Effect's `Clock` (so it is exact under `TestClock`); a moment already past
  * is a delay of zero. A value that does not parse is left out: a header never fails a response.
+ * So is a delay beyond {@link defaults}`.maxDelay` (a day) or not finite, counted in
+ * {@link metrics}`.ignored`.
  * Header names are expected in lower case, as `@effect/platform`'s `Headers` holds them.
  *
  * @example
@@ -38,8 +40,35 @@
  *
  * @since 0.1.0
  */
-import { Duration } from "effect"
+import { Duration, Metric } from "effect"
 import { type LimitKind, RateLimits, RateLimitWindow } from "./AiModel.js"
+
+/**
+ * `maxDelay: 1 day`: the longest reset or `retry-after` taken at its word. No provider's window
+ * resets further off (a daily quota resets within a day); a hint beyond it, or one that is not
+ * a finite number (`x-ratelimit-reset: 99999999999999999999999999h`), is a broken or hostile
+ * server, and is ignored like a value that does not parse (and counted in
+ * {@link metrics}`.ignored`), so it never holds a call for years.
+ *
+ * @since 0.1.0
+ * @category defaults
+ */
+export const defaults = {
+  maxDelay: Duration.days(1)
+} as const
+
+/**
+ * `ignored`: resets and `retry-after`s ignored for being beyond `defaults.maxDelay` or not finite.
+ *
+ * @since 0.1.0
+ * @category metrics
+ */
+export const metrics = {
+  ignored: Metric.counter("wiz_rate_limit_hints_ignored_total", {
+    description: "rate-limit resets and Retry-After hints ignored: beyond a day, or not finite",
+    incremental: true
+  })
+} as const
 
 /**
  * Response headers by lower-case name. `@effect/platform`'s `Headers` is one.
@@ -85,14 +114,17 @@ export const retryAfter = (headers: Input, now: number): Duration.Duration | und
   const inMillis = headers["retry-after-ms"]
   if (inMillis !== undefined) {
     const millis = number(inMillis)
-    if (millis !== undefined && millis >= 0) return ms(millis)
+    if (millis !== undefined && millis >= 0) {
+      const delay = hint(millis)
+      if (delay !== undefined) return delay
+    }
   }
   const value = headers["retry-after"]
   if (value === undefined) return undefined
   const seconds = number(value)
-  if (seconds !== undefined) return seconds >= 0 ? ms(seconds * 1000) : undefined
+  if (seconds !== undefined) return seconds >= 0 ? hint(seconds * 1000) : undefined
   const at = httpDate(value)
-  return at === undefined ? undefined : untilMillis(at, now)
+  return at === undefined ? undefined : hint(Math.max(0, at - now))
 }
 
 /**
@@ -172,7 +204,8 @@ export const goDuration = (text: string): Duration.Duration | undefined => {
 /**
  * A reset value in any format providers use, as a delay from `now`: a Go duration or plain
  * seconds; a Unix time in seconds or milliseconds (a number too large to be a delay); an RFC
- * 3339 or HTTP date.
+ * 3339 or HTTP date. A delay beyond `defaults.maxDelay`, or not finite, is `undefined` (and
+ * counted in `metrics.ignored`).
  *
  * @since 0.1.0
  * @category parsing
@@ -182,14 +215,14 @@ export const reset = (text: string, now: number): Duration.Duration | undefined 
   const n = number(trimmed)
   if (n !== undefined) {
     if (n < 0) return undefined
-    if (n >= unixMillisFrom) return untilMillis(n, now)
-    if (n >= unixSecondsFrom) return untilMillis(n * 1000, now)
-    return ms(n * 1000)
+    if (n >= unixMillisFrom) return hint(Math.max(0, n - now))
+    if (n >= unixSecondsFrom) return hint(Math.max(0, n * 1000 - now))
+    return hint(n * 1000)
   }
   const duration = goDuration(trimmed)
-  if (duration !== undefined) return duration
+  if (duration !== undefined) return hint(Duration.toMillis(duration))
   const at = httpDate(trimmed) ?? dateTime(trimmed)
-  return at === undefined ? undefined : untilMillis(at, now)
+  return at === undefined ? undefined : hint(Math.max(0, at - now))
 }
 
 // -----------------------------------------------------------------------------
@@ -219,7 +252,14 @@ const count = (text: string | undefined): number | undefined => {
   return n !== undefined && n >= 0 ? n : undefined
 }
 
-const untilMillis = (at: number, now: number): Duration.Duration => ms(Math.max(0, at - now))
+const maxDelayMillis = Duration.toMillis(defaults.maxDelay)
+
+/** A provider's hint of `millis`, or `undefined` (counted) when it is beyond any sane bound. */
+const hint = (millis: number): Duration.Duration | undefined => {
+  if (millis <= maxDelayMillis) return ms(millis)
+  metrics.ignored.unsafeUpdate(1, [])
+  return undefined
+}
 
 /** Milliseconds to the microsecond, so `1.001s` is 1001 ms and not 1000.9999999999999. */
 const ms = (millis: number): Duration.Duration => Duration.millis(Math.round(millis * 1000) / 1000)

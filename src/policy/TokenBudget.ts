@@ -225,7 +225,9 @@ export interface TokenBudget {
    * Takes a provider's report: each dimension with a `limit` gets that capacity (refilled at
    * `limit` per `reportedPer`, below your own limit if you gave one), and the level drops to
    * the `remaining` the provider reports when that is lower than the budget's own figure. A
-   * longer `reset` than the budget's own refill would take lowers the refill rate to match.
+   * longer `reset` than the budget's own refill would take lowers the refill rate to match; a
+   * shorter one refills faster until then, so that when the provider says its window is whole
+   * again (after a 429, say), the budget is too and lets calls through.
    */
   readonly adopt: (report: AiModel.RateLimits) => Effect.Effect<void>
   /**
@@ -354,6 +356,10 @@ export const make = (options: Options = {}): Effect.Effect<TokenBudget> =>
       const level: Array<number> = new Array(count).fill(Infinity)
       // A 429 said nothing frees before this instant.
       const heldUntil: Array<number> = new Array(count).fill(-Infinity)
+      // A report said the window is whole again at `wholeAt`: until then the level refills at
+      // `catchUp` (per ms), faster than `rate`, so that it is.
+      const wholeAt: Array<number> = new Array(count).fill(-Infinity)
+      const catchUp: Array<number> = new Array(count).fill(0)
       let stamp = clock.unsafeCurrentTimeMillis()
 
       dimensions.forEach((dimension, i) => {
@@ -371,11 +377,12 @@ export const make = (options: Options = {}): Effect.Effect<TokenBudget> =>
 
       const refill = (now: number): void => {
         if (!(now > stamp)) return
-        const elapsed = now - stamp
+        const from = stamp
         stamp = now
         for (let i = 0; i < count; i++) {
           if (capacity[i]! < Infinity && level[i]! < capacity[i]!) {
-            level[i] = Math.min(capacity[i]!, level[i]! + rate[i]! * elapsed)
+            const fast = Math.max(0, Math.min(now, wholeAt[i]!) - from)
+            level[i] = Math.min(capacity[i]!, level[i]! + catchUp[i]! * fast + rate[i]! * (now - from - fast))
           }
         }
       }
@@ -406,6 +413,18 @@ export const make = (options: Options = {}): Effect.Effect<TokenBudget> =>
         for (let i = 0; i < count; i++) if (capacity[i]! < Infinity) level[i]! -= amounts[i]!
       }
 
+      // When dimension `i` has refilled `short` more, given no other change: at `catchUp` until
+      // its window is whole again, at `rate` after.
+      const refilledAt = (i: number, short: number, now: number): number => {
+        const fast = wholeAt[i]! - now
+        if (fast > 0) {
+          const caught = catchUp[i]! * fast
+          if (caught >= short) return now + short / catchUp[i]!
+          return wholeAt[i]! + (short - caught) / rate[i]!
+        }
+        return now + short / rate[i]!
+      }
+
       // When `amounts` will fit, given no other change: Infinity while a probe is out.
       const fitsAt = (amounts: Amounts, now: number): number => {
         if (probing && outstanding > 0) return Infinity
@@ -414,8 +433,7 @@ export const make = (options: Options = {}): Effect.Effect<TokenBudget> =>
           const amount = amounts[i]!
           if (amount === 0) continue
           const short = amount - level[i]!
-          const refilled = short > slack(amount) ? now + short / rate[i]! : now
-          at = Math.max(at, refilled, heldUntil[i]!)
+          at = Math.max(at, short > slack(amount) ? refilledAt(i, short, now) : now, heldUntil[i]!)
         }
         return at
       }
@@ -600,6 +618,18 @@ export const make = (options: Options = {}): Effect.Effect<TokenBudget> =>
           }
           if (window.remaining !== undefined && capacity[i]! < Infinity) {
             level[i] = Math.min(level[i]!, window.remaining)
+          }
+          // The provider says the window is whole again after `reset`: the budget is too, then,
+          // whatever rate an older, larger report left (calls taken meanwhile still count).
+          if (window.reset !== undefined && capacity[i]! < Infinity) {
+            const reset = Duration.toMillis(window.reset)
+            const missing = capacity[i]! - level[i]!
+            if (reset > 0 && missing > 0 && missing / reset > rate[i]!) {
+              wholeAt[i] = now + reset
+              catchUp[i] = missing / reset
+            } else {
+              wholeAt[i] = -Infinity
+            }
           }
         })
         dispatch(now)

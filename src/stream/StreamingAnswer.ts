@@ -30,6 +30,13 @@
  *   (a model that cannot would repeat the answer from the start), at most `maxContinuations`
  *   times. The continuation's start goes through the same `policy`, timeouts and fallback. When
  *   nobody can continue, the stream fails cleanly with the error that broke it.
+ * - **`deadline`** (none by default) bounds an answer's whole life, first pull to last chunk:
+ *   a stream that keeps trickling a token now and then never trips `betweenChunks`, and would
+ *   otherwise run until the source gives up. Past it the answer fails with
+ *   `Retry.DeadlineExceeded` (how many attempts started, what it was waiting for), whatever it
+ *   was doing, and is not continued. It costs no fiber of its own: the starts run under one
+ *   shared timer, and the chunks under the idle timeout's watchdog, which sleeps to whichever
+ *   comes first.
  *
  * Make the combinator once (`make(options)`) and call it per answer: its timers are shared.
  *
@@ -56,12 +63,14 @@
  *
  * @since 0.1.0
  */
-import { Chunk, Duration, Effect, Exit, ExecutionStrategy, Option, Scope, Stream } from "effect"
+import { Chunk, Duration, Effect, Exit, ExecutionStrategy, Option, Predicate, Scope, Stream } from "effect"
 import type { Clock, Fiber } from "effect"
 import type { Array as Arr } from "effect"
 import { durationUntil } from "../internal/sleepUntil.js"
 import * as AiModel from "../model/AiModel.js"
+import * as ErrorInfo from "../events/ErrorInfo.js"
 import * as Fallback from "../policy/Fallback.js"
+import * as Retry from "../policy/Retry.js"
 import * as Timeout from "../policy/Timeout.js"
 
 // -----------------------------------------------------------------------------
@@ -172,6 +181,12 @@ export interface Options<E, R, E2, R2> {
   /** Longest wait for each later chunk; `Duration.infinity` for none. */
   readonly betweenChunks?: Duration.DurationInput
   /**
+   * Longest an answer may take in all, from its stream's start to its last chunk (starts,
+   * retries, fallbacks, chunks, continuations, the reader's own time); past it the answer fails
+   * with `Retry.DeadlineExceeded`. `Duration.infinity` (the default) for none.
+   */
+  readonly deadline?: Duration.DurationInput
+  /**
    * What wraps each attempt's start (up to its first chunk), per source: a retry policy, a
    * breaker, a hedge. Identity by default: one try per source.
    */
@@ -191,7 +206,8 @@ export interface Options<E, R, E2, R2> {
  * a minute means the call is stuck. `betweenChunks: 10 s`: tokens come every 10–100 ms, so a
  * gap of seconds is a stalled connection. `continue: false`: continuing is opt-in, since it
  * needs sources that can. `maxContinuations: 3`: a source that breaks every answer must not
- * loop forever.
+ * loop forever. `deadline: infinity`: an answer's whole life is bounded only when you say how
+ * long it may be (`AgentService` gives its task deadline).
  *
  * @since 0.1.0
  * @category defaults
@@ -199,6 +215,7 @@ export interface Options<E, R, E2, R2> {
 export const defaults = {
   firstChunk: Duration.seconds(30),
   betweenChunks: Duration.seconds(10),
+  deadline: Duration.infinity,
   continue: false,
   maxContinuations: 3
 } as const
@@ -218,7 +235,7 @@ export const make = <E = AiModel.ModelError, R = never, E2 = StartError<E>, R2 =
   options: Options<E, R, E2, R2> = {}
 ): (
   sources: Arr.NonEmptyReadonlyArray<Source<E, R>>
-) => Stream.Stream<AiModel.CompletionChunk, E2 | Fallback.AllTiersFailed<E2> | MidStreamError<E>, R | R2> => {
+) => Stream.Stream<AiModel.CompletionChunk, E2 | Fallback.AllTiersFailed<E2> | MidStreamError<E> | Retry.DeadlineExceeded, R | R2> => {
   const firstChunk = options.firstChunk ?? defaults.firstChunk
   const betweenChunks = options.betweenChunks ?? defaults.betweenChunks
   const policy = options.policy ??
@@ -245,37 +262,58 @@ export const make = <E = AiModel.ModelError, R = never, E2 = StartError<E>, R2 =
   }
   const idle = Duration.decode(betweenChunks)
   const idleMillis = Duration.isFinite(idle) ? Duration.toMillis(idle) : undefined
+  const deadline = Duration.decode(options.deadline ?? defaults.deadline)
+  const deadlineMillis = Duration.isFinite(deadline) ? Duration.toMillis(deadline) : undefined
+  // The starts' bound: one timer shared by every answer (chunks are timed by `Idle`'s watchdog).
+  const startTimer = deadlineMillis === undefined ? undefined : Timeout.timer()
 
-  type Err = E2 | Fallback.AllTiersFailed<E2> | MidStreamError<E>
+  type Err = E2 | Fallback.AllTiersFailed<E2> | MidStreamError<E> | Retry.DeadlineExceeded
   type Pull = Effect.Effect<Chunk.Chunk<AiModel.CompletionChunk>, Option.Option<Err>, R | R2>
 
   return (sources) =>
-    Stream.fromPull(Effect.map(Effect.scope, (outer): Pull => {
+    Stream.fromPull(Effect.map(Effect.zip(Effect.scope, Effect.clock), ([outer, clock]): Pull => {
       let delivered = ""
       let current: Attempt<E, R> | undefined = undefined
       let continuations = 0
       let finished = false
+      let attempts = 0
+      let lastError: MidStreamError<E> | undefined = undefined
+      // The answer's deadline on the clock's monotonic line (Infinity: none), and whether it passed.
+      const endsAt = deadlineMillis === undefined ? Infinity : nowMillis(clock) + deadlineMillis
+      let expired = false
+      const deadlineExceeded = (waitingFor: string): Retry.DeadlineExceeded => {
+        expired = true
+        const last = errorInfo(lastError)
+        return new Retry.DeadlineExceeded({ deadline, attempts, waitingFor, ...(last === undefined ? {} : { lastError: last }) })
+      }
+      const rest = () => `the rest of the answer (${delivered.length} characters delivered)`
+      /** `effect` (a start), failing with `DeadlineExceeded` when the answer's deadline passes first. */
+      const bounded = <A, X, Y>(effect: Effect.Effect<A, X, Y>, waitingFor: () => string): Effect.Effect<A, X | Retry.DeadlineExceeded, Y> =>
+        startTimer === undefined ? effect : Effect.suspend(() => {
+          const left = endsAt - nowMillis(clock)
+          if (left <= 0) return Effect.fail(deadlineExceeded(waitingFor()))
+          return startTimer.within(effect, Duration.millis(left), () => deadlineExceeded(waitingFor()))
+        })
 
       /** Opens `source`'s stream in its own scope and waits for its first chunk; closes it unless that arrives. */
       const startOne = (source: Source<E, R>, index: number, from: string): Effect.Effect<Started, StartError<E>, R> =>
         Effect.uninterruptibleMask((restore) =>
           Effect.flatMap(Scope.fork(outer, ExecutionStrategy.sequential), (scope) => {
+            attempts++
             const opened = Effect.flatMap(
               Scope.extend(Stream.toPull(source.stream(from)), scope),
               (pull) =>
                 Effect.flatMap(firstTimer(source.name)(firstPull(pull, source.name, from)), (first) => {
-                  if (idleMillis === undefined) {
+                  if (idleMillis === undefined && endsAt === Infinity) {
                     return Effect.succeed(new Attempt(pull, scope, first, source, index) as unknown as Started)
                   }
                   // Later chunks: pulled by one producer fiber, timed by one watchdog (see `Idle`).
-                  return Effect.flatMap(Effect.clock, (clock) => {
-                    const timeout = new AiModel.ModelTimeout({ model: source.name, timeout: idle })
-                    const timed = new Idle(pull, clock, idleMillis, timeout)
-                    return Effect.as(
-                      Scope.extend(timed.start, scope),
-                      new Attempt(timed.next, scope, first, source, index) as unknown as Started
-                    )
-                  })
+                  const timeout = new AiModel.ModelTimeout({ model: source.name, timeout: idle })
+                  const timed = new Idle(pull, clock, idleMillis ?? Infinity, timeout, endsAt, () => deadlineExceeded(rest()))
+                  return Effect.as(
+                    Scope.extend(timed.start, scope),
+                    new Attempt(timed.next, scope, first, source, index) as unknown as Started
+                  )
                 })
             )
             return Effect.onExit(restore(opened), (exit) => Exit.isSuccess(exit) ? Effect.void : Scope.close(scope, exit))
@@ -325,26 +363,35 @@ export const make = <E = AiModel.ModelError, R = never, E2 = StartError<E>, R2 =
         return Effect.fail(Option.some(error))
       }
 
-      /** The current attempt broke after delivering text: continue it, or fail with `error`. */
-      const broke = (error: MidStreamError<E>): Pull => {
+      /**
+       * The current attempt broke after delivering text: continue it, or fail with `error`. Past
+       * the deadline (the watchdog's `DeadlineExceeded`, or any error that came after it) the
+       * answer is over.
+       */
+      const broke = (error: MidStreamError<E> | Retry.DeadlineExceeded): Pull => {
         const attempt = current!
         current = undefined
+        const over = expired || nowMillis(clock) >= endsAt
         return Effect.zipRight(
           Scope.close(attempt.scope, Exit.fail(error)),
           Effect.suspend((): Pull => {
+            if (over) return fail(deadlineExceeded(rest()))
+            // our DeadlineExceeded comes only once the deadline has passed
+            const broken = error as MidStreamError<E>
+            lastError = broken
             const canContinue = continues && continuations < maxContinuations &&
               sources.slice(attempt.index).some((source) => delivered === "" || source.canContinue)
-            if (!canContinue) return fail(error)
+            if (!canContinue) return fail(broken)
             continuations++
             const deliveredChars = delivered.length
-            return Effect.matchEffect(begin(attempt.index), {
+            return Effect.matchEffect(bounded(begin(attempt.index), () => `a continuation (${deliveredChars} characters delivered)`), {
               onFailure: fail,
               onSuccess: (next) => {
                 const first = next.first!
                 next.first = undefined
                 const told = onContinued === undefined
                   ? Effect.void
-                  : onContinued({ source: next.source.name, deliveredChars, error })
+                  : onContinued({ source: next.source.name, deliveredChars, error: broken })
                 return Effect.zipRight(told, deliver(first))
               }
             })
@@ -356,7 +403,7 @@ export const make = <E = AiModel.ModelError, R = never, E2 = StartError<E>, R2 =
         if (finished) return Effect.fail(Option.none())
         const attempt = current
         if (attempt === undefined) {
-          return Effect.matchEffect(begin(0), {
+          return Effect.matchEffect(bounded(begin(0), () => "the first chunk"), {
             onFailure: fail,
             onSuccess: (next) => {
               const first = next.first!
@@ -365,6 +412,8 @@ export const make = <E = AiModel.ModelError, R = never, E2 = StartError<E>, R2 =
             }
           })
         }
+        // The reader came back after the deadline: the answer is over.
+        if (endsAt !== Infinity && nowMillis(clock) >= endsAt) return broke(deadlineExceeded(rest()))
         return Effect.matchEffect(attempt.pull, {
           onSuccess: (chunks) => (Chunk.isEmpty(chunks) ? pull : deliver(chunks)),
           onFailure: (error): Pull => {
@@ -399,7 +448,21 @@ export const make = <E = AiModel.ModelError, R = never, E2 = StartError<E>, R2 =
 
 type Limit = <A, X, Y>(self: Effect.Effect<A, X, Y>) => Effect.Effect<A, X | AiModel.ModelTimeout, Y>
 
-type Pull<E, R> = Effect.Effect<Chunk.Chunk<AiModel.CompletionChunk>, Option.Option<E> | AiModel.ModelTimeout, R>
+type Pull<E, R> = Effect.Effect<
+  Chunk.Chunk<AiModel.CompletionChunk>,
+  Option.Option<E> | AiModel.ModelTimeout | Retry.DeadlineExceeded,
+  R
+>
+
+/** The tag and message of a tagged error; `undefined` for anything else. */
+const errorInfo = (error: unknown): ErrorInfo.ErrorInfo | undefined =>
+  Predicate.hasProperty(error, "_tag") && typeof error._tag === "string" &&
+    Predicate.hasProperty(error, "message") && typeof error.message === "string"
+    ? ErrorInfo.fromError({ _tag: error._tag, message: error.message })
+    : undefined
+
+/** Now in milliseconds on `clock`'s monotonic time line (`currentTimeMillis` follows the wall clock, which jumps). */
+const nowMillis = (clock: Clock.Clock): number => Number(clock.unsafeCurrentTimeNanos()) / 1_000_000
 
 /** A started attempt: its pull (timed when there is an idle timeout), its scope, its first chunks until delivered, the last chunk seen. */
 class Attempt<E, R> {
@@ -413,7 +476,7 @@ class Attempt<E, R> {
   ) {}
 }
 
-type PullExit<E> = Exit.Exit<Chunk.Chunk<AiModel.CompletionChunk>, Option.Option<E> | AiModel.ModelTimeout>
+type PullExit<E> = Exit.Exit<Chunk.Chunk<AiModel.CompletionChunk>, Option.Option<E> | AiModel.ModelTimeout | Retry.DeadlineExceeded>
 
 /**
  * The idle timeout of one attempt, without a fiber per chunk. Racing each pull against a timer
@@ -434,17 +497,22 @@ class Idle<E, R> {
   private pullStartedAt = 0
   private watchdogParked: (() => void) | undefined = undefined
   private producer: Fiber.RuntimeFiber<void> | undefined = undefined
-  private timedOut = false
+  /** Why the reader's pulls fail from now on, once a limit has run out. */
+  private timedOut: AiModel.ModelTimeout | Retry.DeadlineExceeded | undefined = undefined
 
   constructor(
     private readonly modelPull: Effect.Effect<Chunk.Chunk<AiModel.CompletionChunk>, Option.Option<E>, R>,
     private readonly clock: Clock.Clock,
+    /** The idle limit, `Infinity` for none. */
     private readonly idleMillis: number,
-    private readonly timeout: AiModel.ModelTimeout
+    private readonly timeout: AiModel.ModelTimeout,
+    /** The answer's deadline (`nowMillis`), `Infinity` for none, and its error. */
+    private readonly deadlineAt: number,
+    private readonly deadlineExceeded: () => Retry.DeadlineExceeded
   ) {}
 
   private now(): number {
-    return Number(this.clock.unsafeCurrentTimeNanos()) / 1_000_000
+    return nowMillis(this.clock)
   }
 
   /** The producer and the watchdog, forked in the attempt's scope (closing it stops both). */
@@ -468,14 +536,17 @@ class Idle<E, R> {
       this.watchdogParked = () => resume(Effect.void)
     })
     const watch: Effect.Effect<void> = Effect.suspend(() => {
-      if (this.timedOut) return Effect.void
+      if (this.timedOut !== undefined) return Effect.void
       if (!this.pulling) return Effect.zipRight(park, watch)
+      // the running pull's limit: its idle timeout, or the answer's deadline if that comes first
       const now = this.now()
-      const due = this.pullStartedAt + this.idleMillis
+      const idleAt = this.pullStartedAt + this.idleMillis
+      const due = Math.min(idleAt, this.deadlineAt)
       if (now < due) return Effect.zipRight(this.clock.sleep(durationUntil(now, due, this.clock.unsafeCurrentTimeMillis())), watch)
-      this.timedOut = true
+      const failure = this.deadlineAt <= idleAt ? this.deadlineExceeded() : this.timeout
+      this.timedOut = failure
       this.producer?.unsafeInterruptAsFork(this.producer.id())
-      this.deliver(Exit.fail(this.timeout))
+      this.deliver(Exit.fail(failure))
       return Effect.void
     })
     return Effect.flatMap(Effect.forkScoped(produce), (producer) => {
@@ -492,9 +563,12 @@ class Idle<E, R> {
     waiter?.(exit)
   }
 
-  /** The next chunk, pulled by the producer, failing with `ModelTimeout` when it takes longer than `idleMillis`. */
+  /**
+   * The next chunk, pulled by the producer, failing with `ModelTimeout` when it takes longer
+   * than `idleMillis`, or `DeadlineExceeded` when the answer's deadline comes first.
+   */
   readonly next: Pull<E, R> = Effect.async((resume) => {
-    if (this.timedOut) return resume(Exit.fail(this.timeout))
+    if (this.timedOut !== undefined) return resume(Exit.fail(this.timedOut))
     this.waiter = resume
     this.pulling = true
     this.pullStartedAt = this.now()

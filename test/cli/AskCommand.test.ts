@@ -1,6 +1,6 @@
 import { NodeContext } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
-import { Cause, Effect, Exit, Fiber, Layer, Option, TestClock } from "effect"
+import { Cause, Clock, Effect, Exit, Fiber, Layer, Option, TestClock } from "effect"
 import * as AskCommand from "../../src/cli/AskCommand.js"
 import * as Cli from "../../src/cli/Cli.js"
 import * as TestStdio from "./TestStdio.js"
@@ -66,6 +66,26 @@ describe("wiz ask", () => {
         `wiz: the answer broke off after ${failed.printedChars} characters (printed above): Unavailable: `
       )
       expect(stdio.stderr()).toContain("--continue asks the model to go on from there")
+    }))
+
+  it.effect("issue 18.2: --deadline bounds the whole answer: a stream trickling a token a second (never silent long enough to time out) ends at it", () =>
+    Effect.gen(function*() {
+      const stdio = TestStdio.make()
+      const started = yield* Clock.currentTimeMillis
+      const { code, exit } = yield* wiz(stdio, "ask", prompt, "--seed", "1", "--time-to-first-token", "0 millis", "--per-token", "1 second", "--deadline", "5 seconds")
+      expect(code).toBe(1)
+      // the loop above moves the clock 100 ms at a time: it ends in the step that holds the deadline
+      expect((yield* Clock.currentTimeMillis) - started).toBeLessThanOrEqual(5100)
+      const failed = Exit.isFailure(exit) ? Cause.squash(exit.cause) as AskCommand.AskFailed : undefined
+      expect(failed?.error._tag).toBe("DeadlineExceeded")
+      expect(failed?.error.message).toMatch(/^no result within 5s \(1 attempts\); waiting for the rest of the answer \(\d+ characters printed\)$/)
+      expect(failed!.printedChars).toBeGreaterThan(0)
+      expect(stdio.stdout().length).toBe(failed!.printedChars + 1)
+      // the same answer, given time, is whole: the deadline cut it
+      const whole = TestStdio.make()
+      expect((yield* wiz(whole, "ask", prompt, "--seed", "1", ...instant)).code).toBe(0)
+      expect(whole.stdout().startsWith(stdio.stdout().slice(0, -1))).toBe(true)
+      expect(whole.stdout().length).toBeGreaterThan(stdio.stdout().length)
     }))
 
   it.effect("--continue: a stream that breaks is continued from the text printed; the answer is the unbroken one, no word repeated", () =>

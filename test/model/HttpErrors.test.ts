@@ -2,6 +2,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Duration, FastCheck as fc } from "effect"
 import * as AiModel from "../../src/model/AiModel.js"
 import * as HttpErrors from "../../src/model/HttpErrors.js"
+import * as Secrets from "../support/Secrets.js"
 
 const response = (status: number, body: string, headers: Record<string, string> = {}): HttpErrors.Response => ({
   model: "m",
@@ -37,10 +38,10 @@ describe("HttpErrors", () => {
     ])
   })
 
-  it("a 408 reports how long the request took", () => {
-    expect(HttpErrors.fromResponse({ ...response(408, ""), elapsed: Duration.seconds(3) })).toStrictEqual(
-      new AiModel.ModelTimeout({ model: "m", timeout: Duration.seconds(3) })
-    )
+  it("a 408 reports how long the request took (issue 18.5: and names its status)", () => {
+    const error = HttpErrors.fromResponse({ ...response(408, ""), elapsed: Duration.seconds(3) })
+    expect(error).toStrictEqual(new AiModel.ModelTimeout({ model: "m", timeout: Duration.seconds(3), status: 408 }))
+    expect(error.message).toBe("m: the provider gave up with HTTP 408 (request timeout) after 3s")
   })
 
   it("readErrorBody reads OpenAI's, Anthropic's, Ollama's and FastAPI's shapes, and an HTML page's title", () => {
@@ -139,4 +140,42 @@ describe("HttpErrors", () => {
       expect(`${error.message} ${JSON.stringify(error)}`).not.toContain(secret)
     }
   )
+  it("issue 18.3: any run of 8 or more characters of the key is the key: half of it echoed, a key cut short, two pieces", () => {
+    const key = "Q7wzT1mK9pLr4XvB2nHc8JdF5sYg3AeU6oWi0ZkN"
+    expect(HttpErrors.scrub(`key ${key.slice(0, 20)}... is not valid`, [key])).toBe("key [redacted]... is not valid")
+    expect(HttpErrors.scrub(`Incorrect key: ***${key.slice(-8)}`, [key])).toBe("Incorrect key: ***[redacted]")
+    expect(HttpErrors.scrub(`a ${key.slice(3, 11)} and b ${key.slice(20, 35)}.`, [key])).toBe("a [redacted] and b [redacted].")
+    // touching pieces go as one; seven characters are not a piece
+    expect(HttpErrors.scrub(`${key.slice(0, 10)}${key.slice(25)}`, [key])).toBe("[redacted]")
+    expect(HttpErrors.scrub(`x ${key.slice(0, 7)} y`, [key])).toBe(`x ${key.slice(0, 7)} y`)
+  })
+
+  it.prop(
+    "issue 18.3: scrubbing leaves no 8-character piece of the key, wherever pieces of it sit in the text, and cutting after it leaves none either",
+    [
+      fc.array(
+        fc.tuple(fc.string({ maxLength: 12 }), fc.nat({ max: 39 }), fc.integer({ min: 1, max: 40 })),
+        { minLength: 1, maxLength: 6 }
+      ),
+      fc.integer({ min: 1, max: 200 })
+    ],
+    ([parts, cut]) => {
+      const key = Secrets.freshKey()
+      const text = parts.map(([filler, at, length]) => `${filler}${key.slice(at, at + length)}`).join("")
+      const scrubbed = HttpErrors.scrub(text, [key])
+      Secrets.expectNoKey(scrubbed, key, "scrubbed")
+      Secrets.expectNoKey(scrubbed.slice(0, cut), key, "scrubbed, then cut")
+    }
+  )
+
+  it("issue 18.5: a provider's own message is kept when its error names only a kind (`{ error: \"SyntaxError\", message }`)", () => {
+    const body = JSON.stringify({ error: "SyntaxError", message: "Unexpected token } in JSON at position 17", statusCode: 500 })
+    expect(HttpErrors.fromResponse(response(500, body))).toStrictEqual(
+      new AiModel.ProviderError({ model: "m", status: 500, reason: "SyntaxError: Unexpected token } in JSON at position 17" })
+    )
+    const fastify = JSON.stringify({ error: "Internal Server Error", message: "the GPU ran out of memory" })
+    expect(HttpErrors.fromResponse(response(500, fastify)).message).toBe(
+      "m: provider error (HTTP 500): Internal Server Error: the GPU ran out of memory"
+    )
+  })
 })

@@ -2,7 +2,6 @@ import { FetchHttpClient } from "@effect/platform"
 import { NodeHttpClient } from "@effect/platform-node"
 import { describe, expect, it, layer } from "@effect/vitest"
 import { Chunk, Config, ConfigProvider, Duration, Effect, Exit, Fiber, Layer, Option, Redacted, Stream, TestClock, Tracer } from "effect"
-import * as Http from "node:http"
 import * as AiModel from "../../src/model/AiModel.js"
 import * as OpenAiCompatible from "../../src/model/OpenAiCompatible.js"
 import * as Tokenizer from "../../src/model/Tokenizer.js"
@@ -24,15 +23,6 @@ const collect = <E>(stream: Stream.Stream<AiModel.CompletionChunk, E>) =>
   Effect.map(Stream.runCollect(stream), Chunk.toReadonlyArray)
 
 const text = (chunks: ReadonlyArray<AiModel.CompletionChunk>) => chunks.map((c) => c.delta).join("")
-
-/** A port nothing listens on: bound, then closed. */
-const closedPort = Effect.async<number>((resume) => {
-  const server = Http.createServer()
-  server.listen(0, "127.0.0.1", () => {
-    const address = server.address()
-    server.close(() => resume(Effect.succeed(typeof address === "object" && address !== null ? address.port : 1)))
-  })
-})
 
 const errorJson = (error: Record<string, unknown>) => JSON.stringify({ error })
 const json = { "content-type": "application/json" }
@@ -368,7 +358,7 @@ layer(NodeHttpClient.layerUndici)("OpenAiCompatible", (it) => {
 
     it.scoped("transport: a refused connection and a dropped one are Unavailable", () =>
       Effect.gen(function*() {
-        const port = yield* closedPort
+        const port = yield* Fake.closedPort
         const refused = yield* OpenAiCompatible.make({ baseUrl: `http://127.0.0.1:${port}/v1`, model: "m" })
         expect(yield* fails(refused)).toMatchObject({ _tag: "Unavailable", model: "m" })
         expect(((yield* fails(refused)) as AiModel.Unavailable).reason).toMatch(/ECONNREFUSED/)

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Duration, FastCheck as fc } from "effect"
+import { Duration, Effect, FastCheck as fc, Metric } from "effect"
 import * as AiModel from "../../src/model/AiModel.js"
 import * as RateLimitHeaders from "../../src/model/RateLimitHeaders.js"
 import { anthropicHeaders, azureHeaders, goDuration, httpDate, openAiHeaders } from "../support/FakeProvider.js"
@@ -255,4 +255,27 @@ describe("RateLimitHeaders", () => {
       expect(Duration.toMillis(RateLimitHeaders.retryAfter({ "retry-after-ms": String(millis), "retry-after": "999" }, at)!)).toBe(millis)
     }
   )
+  it.effect("issue 18.6: a reset or Retry-After beyond a day, or not finite, is ignored like garbage and counted in a metric", () =>
+    Effect.gen(function*() {
+      const before = (yield* Metric.value(RateLimitHeaders.metrics.ignored)).count
+      const insane = {
+        "x-ratelimit-limit": "100",
+        "x-ratelimit-remaining": "0",
+        "x-ratelimit-reset": "99999999999999999999999999h",
+        "x-ratelimit-limit-tokens": "1000",
+        "x-ratelimit-reset-tokens": "9".repeat(400), // Infinity as a number
+        "anthropic-ratelimit-input-tokens-reset": new Date(now + 2 * 86_400_000).toISOString(),
+        "retry-after-ms": "86400001",
+        "retry-after": httpDate(now + 3 * 86_400_000)
+      }
+      expect(RateLimitHeaders.parse(insane, now)).toStrictEqual({
+        retryAfter: undefined,
+        rateLimits: new AiModel.RateLimits({ requests: window(100, 0), tokens: window(1000) })
+      })
+      expect((yield* Metric.value(RateLimitHeaders.metrics.ignored)).count - before).toBe(5)
+      // a day exactly is still taken at its word; the 429 that carried the insane reset waits nothing
+      expect(RateLimitHeaders.retryAfter({ "retry-after": "86400" }, now)).toStrictEqual(Duration.days(1))
+      expect(RateLimitHeaders.reset("24h0m0s", now)).toStrictEqual(Duration.days(1))
+      expect(RateLimitHeaders.reset("24h0m1s", now)).toBeUndefined()
+    }))
 })

@@ -319,6 +319,44 @@ describe("TokenBudget", () => {
         expect((yield* budget.state).dimensions.tokens).toEqual({ capacity: 600, available: 0, perSecond: 5 })
       }))
 
+    it.effect("issue 18.6: when a 429 says its window resets at T, the budget lets calls through at T, whatever rate an older, larger report left", () =>
+      Effect.gen(function* () {
+        const budget = yield* TokenBudget.make()
+        // an older report: half of 10,000 tokens left, whole again in 30 s
+        yield* budget.adopt(new AiModel.RateLimits({ tokens: window({ limit: 10_000, remaining: 5_000, reset: "30 seconds" }) }))
+        yield* budget.reserve({ tokens: 4_000 })
+        // then a 429: no tokens left, the window resets in 2.5 s
+        yield* budget.refused(new AiModel.RateLimited({
+          model: "m",
+          limit: "tokens",
+          retryAfter: Duration.millis(2500),
+          rateLimits: new AiModel.RateLimits({ tokens: window({ limit: 10_000, remaining: 0, reset: "2500 millis" }) })
+        }))
+        const log: Array<string> = []
+        yield* reserveAt(budget, { tokens: 8_000 }, log, "after the reset")
+        yield* reserveAt(budget, { tokens: 3_000 }, log, "then at the sustained rate")
+        yield* TestClock.adjust("2499 millis")
+        expect(log).toEqual([])
+        yield* TestClock.adjust("1 millis")
+        expect(log).toEqual(["after the reset@2500"])
+        // past T the window refills at 10,000 a minute again: 1,000 more tokens take 6 s
+        yield* TestClock.adjust("5999 millis")
+        expect(log).toEqual(["after the reset@2500"])
+        yield* TestClock.adjust("1 millis")
+        expect(log).toEqual(["after the reset@2500", "then at the sustained rate@8500"])
+      }))
+
+    it.effect("a reset reported on a success refills the budget by then too, counting what is taken meanwhile", () =>
+      Effect.gen(function* () {
+        const budget = yield* TokenBudget.make({ limits: { tokens: 600 } })
+        yield* budget.adopt(new AiModel.RateLimits({ tokens: window({ remaining: 0, reset: "6 seconds" }) }))
+        yield* TestClock.adjust("3 seconds")
+        expect((yield* budget.state).dimensions.tokens?.available).toBeCloseTo(300)
+        yield* budget.reserve({ tokens: 300 })
+        yield* TestClock.adjust("3 seconds")
+        expect((yield* budget.state).dimensions.tokens?.available).toBeCloseTo(300)
+      }))
+
     it.effect("a budget never told the limits learns them from the provider's first answers and is never refused, where the same calls without it get 429s", () =>
       Effect.gen(function* () {
         const prompt = "The circuit breaker opens after repeated failures. Retries use exponential backoff with jitter. " +

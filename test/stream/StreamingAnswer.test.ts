@@ -117,6 +117,68 @@ describe("StreamingAnswer", () => {
       }))
   })
 
+  describe("deadline: an answer's whole life (issue 18.2)", () => {
+    const trickle = (ms: number, count: number) => Array.from({ length: count }, () => [ms, "."] as const)
+
+    it.effect("issue 18.2: a stream that keeps trickling ends at the deadline with DeadlineExceeded, though no gap trips betweenChunks", () =>
+      Effect.gen(function*() {
+        const a = scripted("a", [{ chunks: trickle(300, 1000), end: "final" }])
+        const answer = StreamingAnswer.make({ betweenChunks: "1 second", deadline: "10 seconds" })
+        const result = yield* virtual(read(answer([a.source])))
+        expect(result.seen.length).toBe(33) // at 300, 600, ... 9900
+        expect(result.end).toEqual(Either.left(
+          new Retry.DeadlineExceeded({ deadline: Duration.seconds(10), attempts: 1, waitingFor: "the rest of the answer (33 characters delivered)" })
+        ))
+        expect(result.at).toBe(10_000)
+        expect(a.log.closed).toBe(1)
+        // with no idle timeout at all, the deadline still holds
+        const b = scripted("b", [{ chunks: trickle(300, 1000), end: "final" }])
+        const bare = yield* virtual(read(StreamingAnswer.make({ betweenChunks: Duration.infinity, deadline: "2 seconds" })([b.source])))
+        expect([bare.seen.length, bare.at, Either.isLeft(bare.end) && bare.end.left._tag]).toEqual([6, 2000, "DeadlineExceeded"])
+      }))
+
+    it.effect("issue 18.2: the deadline bounds the start too: retries before the first chunk end at it", () =>
+      Effect.gen(function*() {
+        const a = scripted("a", [{ chunks: [[60_000, "late"]], end: "final" }])
+        const answer = StreamingAnswer.make({ firstChunk: "3 seconds", deadline: "5 seconds", policy: (start) => noRetryWait.apply(start) })
+        const result = yield* virtual(read(answer([a.source])))
+        expect(result.end).toEqual(Either.left(
+          new Retry.DeadlineExceeded({ deadline: Duration.seconds(5), attempts: 2, waitingFor: "the first chunk" })
+        ))
+        expect(result.at).toBe(5000) // attempt 1 timed out at 3 s, attempt 2 began at 3.1 s
+        expect(a.log.closed).toBe(2)
+      }))
+
+    it.effect("issue 18.2: a break past the deadline is not continued, and a continuation never outlives the deadline", () =>
+      Effect.gen(function*() {
+        const a = scripted("a", [
+          { chunks: [[1000, "first"]], end: overloaded },
+          { chunks: trickle(1500, 100), end: "final" }
+        ], true)
+        const answer = StreamingAnswer.make({ continue: true, deadline: "5 seconds" })
+        const result = yield* virtual(read(answer([a.source])))
+        expect(result.seen).toEqual(["first@1000", ".@2500", ".@4000"])
+        expect(result.end).toEqual(Either.left(new Retry.DeadlineExceeded({
+          deadline: Duration.seconds(5),
+          attempts: 2,
+          waitingFor: "the rest of the answer (7 characters delivered)",
+          lastError: { _tag: "Overloaded", message: overloaded.message }
+        })))
+        expect(result.at).toBe(5000)
+      }))
+
+    it.effect("issue 18.2: a reader that comes back after the deadline ends the answer at its next pull", () =>
+      Effect.gen(function*() {
+        const a = scripted("a", [{ chunks: trickle(100, 100), end: "final" }])
+        const slowReader = StreamingAnswer.make({ deadline: "5 seconds" })([a.source]).pipe(Stream.tap(() => Effect.sleep("2 seconds")))
+        const result = yield* virtual(read(slowReader))
+        expect(result.seen).toEqual([".@2100", ".@4200", ".@6300"])
+        expect(Either.isLeft(result.end) && result.end.left._tag).toBe("DeadlineExceeded")
+        expect(result.at).toBe(6300)
+        expect(a.log.closed).toBe(1)
+      }))
+  })
+
   it.effect("the idle timeout times the model, not the reader: a reader slower than betweenChunks never trips it", () =>
     Effect.gen(function*() {
       const a = scripted("a", [{ chunks: Array.from({ length: 5 }, () => [100, "."] as const), end: "final" }])

@@ -6,7 +6,10 @@
  * proxy in front of it shows: 429 with each rate-limit header format, `insufficient_quota`, 500,
  * 503, 529, a stall, a slow first token, an `error` event after a 200, a stream without
  * `[DONE]`, bodies cut mid-line and mid-UTF-8 character, malformed JSON, an HTML error page, an
- * oversize body, a redirect to another host, a connection dropped mid-answer.
+ * oversize body, a redirect to another host, a connection dropped mid-answer. And the hostile
+ * ones (issue 18): a body compressed with gzip, deflate or br (its `content-length` the
+ * compressed size), a compressed body that never ends inflating (a "bomb": `bomb`), bytes
+ * written straight to the socket (a reply that is not HTTP, a 100 KB header: `socket`).
  *
  * Delays are `Effect.sleep`s on the server's `Clock`: built inside a test, that is the test's
  * `TestClock`, so a slow first token takes no real time. A reply can also wait on a `gate` the
@@ -20,6 +23,8 @@ import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import { Duration, Effect, Option, Scope, Stream, SubscriptionRef } from "effect"
 import * as Http from "node:http"
+import { Readable } from "node:stream"
+import * as Zlib from "node:zlib"
 import * as AiModel from "../../src/model/AiModel.js"
 import * as EmbeddedModel from "../../src/model/EmbeddedModel.js"
 
@@ -76,23 +81,67 @@ export type Reply =
   }
   | { readonly _tag: "Stall"; readonly afterHead: boolean; readonly headers: Readonly<Record<string, string>> }
   | { readonly _tag: "Drop" }
+  | { readonly _tag: "Bomb"; readonly options: BombOptions }
+  | { readonly _tag: "Socket"; readonly bytes: string | Uint8Array }
+
+/** A content coding a body can be sent in. */
+export type Encoding = "gzip" | "deflate" | "br"
+
+/** Compresses `bytes` in `encoding`. */
+export const compress = (bytes: Uint8Array, encoding: Encoding): Uint8Array =>
+  encoding === "gzip"
+    ? Zlib.gzipSync(bytes)
+    : encoding === "deflate"
+    ? Zlib.deflateSync(bytes)
+    : Zlib.brotliCompressSync(bytes, { params: { [Zlib.constants.BROTLI_PARAM_QUALITY]: 4 } })
+
+/** A compressed body that inflates to `prefix` and then `unit` over and over. */
+export interface BombOptions {
+  readonly status?: number
+  readonly encoding?: Encoding
+  readonly contentType?: string
+  readonly prefix?: string
+  readonly unit?: string
+  /** How much it inflates to in all (prefix included); endless by default. */
+  readonly decodedBytes?: number
+  /** Told how many bytes went on the wire, and whether the body was sent to its end, when the reply is over. */
+  readonly onEnd?: (wire: number, finished: boolean) => void
+}
 
 export const answer = (options: AnswerOptions = {}): Reply => ({ _tag: "Answer", options })
 
-/** A raw response: exactly these bytes, optionally written `split` bytes at a time. */
+/**
+ * A raw response: exactly these bytes, optionally written `split` bytes at a time; with an
+ * `encoding`, compressed in it first (`content-encoding` set, `content-length` the compressed size).
+ */
 export const raw = (
   status: number,
   body: string | Uint8Array,
-  options: { readonly headers?: Readonly<Record<string, string>>; readonly split?: number; readonly chunked?: boolean; readonly gate?: Effect.Effect<void> } = {}
+  options: {
+    readonly headers?: Readonly<Record<string, string>>
+    readonly split?: number
+    readonly chunked?: boolean
+    readonly gate?: Effect.Effect<void>
+    readonly encoding?: Encoding
+  } = {}
 ): Reply => ({
   _tag: "Raw",
   status,
-  headers: options.headers ?? {},
-  body,
+  headers: options.encoding === undefined ? options.headers ?? {} : { ...options.headers, "content-encoding": options.encoding },
+  body: options.encoding === undefined ? body : compress(typeof body === "string" ? encoder.encode(body) : body, options.encoding),
   split: options.split,
   chunked: options.chunked ?? false,
   gate: options.gate
 })
+
+/**
+ * A compressed body that inflates far past any limit (endless by default), compressed as it is
+ * sent, only as fast as the client reads it: a client that stops reading at its limit stops it.
+ */
+export const bomb = (options: BombOptions = {}): Reply => ({ _tag: "Bomb", options })
+
+/** These bytes written straight to the socket, which then ends: no HTTP of ours around them. */
+export const socket = (bytes: string | Uint8Array): Reply => ({ _tag: "Socket", bytes })
 
 /** A JSON error body in OpenAI's shape. */
 export const error = (
@@ -271,6 +320,15 @@ export const make = (options: Options = {}): Effect.Effect<FakeProvider, unknown
     } satisfies FakeProvider
   })
 
+/** A port nothing listens on (bound, then closed): a connection to it is refused. */
+export const closedPort: Effect.Effect<number> = Effect.async<number>((resume) => {
+  const server = Http.createServer()
+  server.listen(0, "127.0.0.1", () => {
+    const address = server.address()
+    server.close(() => resume(Effect.succeed(typeof address === "object" && address !== null ? address.port : 1)))
+  })
+})
+
 // -----------------------------------------------------------------------------
 // writing replies
 // -----------------------------------------------------------------------------
@@ -349,10 +407,65 @@ const respond = (
       })
     case "Drop":
       return Effect.sync(() => res.socket?.destroy())
+    case "Socket":
+      return Effect.async<void>((resume) => {
+        const connection = res.socket
+        if (connection === null) return resume(Effect.void)
+        connection.end(reply.bytes, () => resume(Effect.void))
+      })
+    case "Bomb":
+      return sendBomb(reply.options, res)
     case "Answer":
       return answerWith(reply.options, asked(received), res, model)
   }
 }
+
+const sendBomb = (options: BombOptions, res: Http.ServerResponse): Effect.Effect<void> =>
+  Effect.async<void>((resume) => {
+    const encoding = options.encoding ?? "gzip"
+    const unit = Buffer.from(options.unit ?? "x")
+    const block = Buffer.alloc(Math.max(unit.length, 64 * 1024 - ((64 * 1024) % unit.length)))
+    for (let at = 0; at < block.length; at += unit.length) unit.copy(block, at)
+    let left = options.decodedBytes ?? Infinity
+    const prefix = Buffer.from(options.prefix ?? "")
+    left -= prefix.length
+    const source = new Readable({
+      read() {
+        if (left <= 0) return void this.push(null)
+        const piece = left >= block.length ? block : block.subarray(0, left)
+        left -= piece.length
+        this.push(piece)
+      }
+    })
+    source.unshift(prefix)
+    const compressor = encoding === "gzip"
+      ? Zlib.createGzip()
+      : encoding === "deflate"
+      ? Zlib.createDeflate()
+      : Zlib.createBrotliCompress({ params: { [Zlib.constants.BROTLI_PARAM_QUALITY]: 4 } })
+    let wire = 0
+    let done = false
+    const finish = (finished: boolean) => {
+      if (done) return
+      done = true
+      source.destroy()
+      compressor.destroy()
+      options.onEnd?.(wire, finished)
+      resume(Effect.void)
+    }
+    res.writeHead(options.status ?? 200, {
+      "content-type": options.contentType ?? "application/json",
+      "content-encoding": encoding
+    })
+    compressor.on("data", (bytes: Buffer) => {
+      wire += bytes.length
+      if (!res.write(bytes)) compressor.pause()
+    })
+    res.on("drain", () => compressor.resume())
+    compressor.on("end", () => res.end(() => finish(true)))
+    res.on("close", () => finish(res.writableFinished))
+    source.pipe(compressor)
+  })
 
 interface Answered {
   readonly text: string
