@@ -132,6 +132,8 @@ export const make = Effect.fnUntraced(function*(
       const request = unsafeConstruct(AiModel.CompletionRequest, { prompt: task.prompt, maxTokens: task.maxTokens ?? options.maxTokens })
       const answer = StreamingAnswer.make<AiModel.ModelError, never, AgentError, never>({
         firstChunk: streamOptions.firstChunk ?? policies.timeout,
+        // the task's deadline bounds the whole answer, first byte to last (issue 18.2)
+        deadline: context.deadline,
         ...(streamOptions.betweenChunks === undefined ? {} : { betweenChunks: streamOptions.betweenChunks }),
         ...(streamOptions.continue === undefined ? {} : { continue: streamOptions.continue }),
         fallThrough,

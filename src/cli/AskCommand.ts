@@ -8,9 +8,10 @@
  *
  * - The model and policy options are `wiz run`'s (`ModelOptions`), with the embedded model's
  *   `--mid-stream-failure-rate` and `--mid-stream-failure` to make a stream break on purpose.
- * - `--deadline` bounds the whole answer, first byte to last: a stream that keeps trickling a
- *   token now and then (never silent long enough for the idle timeout) ends at the deadline with
- *   `DeadlineExceeded`.
+ * - `--deadline` bounds the whole answer, first byte to last (the agent's task deadline): a
+ *   stream that keeps trickling a token now and then (never silent long enough for the idle
+ *   timeout) ends at the deadline, with `DeadlineExceeded` (as `IncompleteStream`'s cause once
+ *   text was printed).
  * - A typed error ends it with exit code 1 and {@link AskFailed}, which says how much of the
  *   answer was printed before it broke (the partial text stays on stdout, ended with a newline)
  *   and what broke it. What the policies did (retries, continuations) is said on stderr once the
@@ -33,13 +34,11 @@
  * @since 0.1.0
  */
 import { Args, Command, Options } from "@effect/cli"
-import { Duration, Effect, Either, Fiber, Option, Schema, Stream } from "effect"
+import { Effect, Either, Fiber, Option, Schema, Stream } from "effect"
 import * as AgentService from "../agent/AgentService.js"
 import { AgentTask } from "../agent/AgentTask.js"
 import type { AgentEvent } from "../events/AgentEvent.js"
 import { ErrorInfo } from "../events/ErrorInfo.js"
-import * as Retry from "../policy/Retry.js"
-import * as Timeout from "../policy/Timeout.js"
 import * as CommandSpec from "./CommandSpec.js"
 import * as ModelOptions from "./ModelOptions.js"
 import * as OptionValue from "./OptionValue.js"
@@ -165,29 +164,24 @@ export const ask = Effect.fn("AskCommand.ask")(function*(options: AskOptions) {
       Stream.runForEach((event) => Effect.sync(() => void seen.push(event))),
       Effect.forkScoped
     )
-    // the deadline bounds the whole answer, however steadily it trickles
-    let expired: Retry.DeadlineExceeded | undefined
-    const answered = yield* Timeout.make(options.deadline)(
-      Stream.runForEach(agent.stream(task), (chunk) => (chunk.delta === "" ? Effect.void : write(chunk.delta))),
-      () =>
-        expired = new Retry.DeadlineExceeded({
-          deadline: Duration.decode(options.deadline),
-          attempts: 1 + seen.filter((event) => event._tag === "RetryScheduled").length,
-          waitingFor: `the rest of the answer (${printed} characters printed)`
-        })
-    ).pipe(Effect.either)
+    // the agent's deadline bounds the whole answer, however steadily it trickles
+    const answered = yield* agent.stream(task).pipe(
+      Stream.runForEach((chunk) => (chunk.delta === "" ? Effect.void : write(chunk.delta))),
+      Effect.either
+    )
     yield* endLine
     if (Either.isLeft(answered) && answered.left._tag === "OutputFailed") return yield* answered.left
-    // an answer the deadline interrupted publishes no TaskFinished: what was seen is all there is
-    if (expired !== undefined) yield* Fiber.interrupt(follower)
-    else yield* Fiber.join(follower)
+    yield* Fiber.join(follower)
     yield* Option.match(describe(seen), { onNone: () => Effect.void, onSome: stdio.stderr })
     if (Either.isRight(answered)) return
     const error = answered.left
+    // a break after text is an IncompleteStream whose cause is what broke it: AskFailed says how
+    // much was printed itself, so it names the cause
+    const cause = error._tag === "IncompleteStream" ? error.cause : undefined
     return yield* new AskFailed({
       printedChars: printed,
-      error: { _tag: error._tag, message: error.message },
-      couldContinue: printed > 0 && !options.continue
+      error: cause ?? { _tag: error._tag, message: error.message },
+      couldContinue: printed > 0 && !options.continue && error._tag !== "DeadlineExceeded" && cause?._tag !== "DeadlineExceeded"
     })
   }).pipe(Effect.onInterrupt(() => endLine), Effect.scoped, Effect.provide(agentLayer))
 })

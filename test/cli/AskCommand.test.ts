@@ -78,7 +78,7 @@ describe("wiz ask", () => {
       expect((yield* Clock.currentTimeMillis) - started).toBeLessThanOrEqual(5100)
       const failed = Exit.isFailure(exit) ? Cause.squash(exit.cause) as AskCommand.AskFailed : undefined
       expect(failed?.error._tag).toBe("DeadlineExceeded")
-      expect(failed?.error.message).toMatch(/^no result within 5s \(1 attempts\); waiting for the rest of the answer \(\d+ characters printed\)$/)
+      expect(failed?.error.message).toMatch(/^no result within 5s \(1 attempts\); waiting for the rest of the answer \(\d+ characters delivered\)$/)
       expect(failed!.printedChars).toBeGreaterThan(0)
       expect(stdio.stdout().length).toBe(failed!.printedChars + 1)
       // the same answer, given time, is whole: the deadline cut it
