@@ -618,6 +618,6 @@ describe("EmbeddedModel", () => {
         yield* TestClock.setTime(refusedAt + retryAfter)
         expect((yield* model.generate(request(article))).text).toBe(summary)
       }),
-    { fastCheck: { numRuns: 40 } }
+    { fastCheck: { numRuns: 25 } }
   )
 })

@@ -482,6 +482,6 @@ describe("TokenBudget", () => {
         yield* TestClock.setTime(heldUntil)
         expect(waiter.unsafePoll()).toStrictEqual(Exit.succeed(heldUntil))
       }).pipe(noSpin(1000)),
-    { fastCheck: { numRuns: 40 } }
+    { fastCheck: { numRuns: 25 } }
   )
 })
