@@ -18,7 +18,7 @@
  * Run with `npm run bench -- flow` (about half a minute, most of it the fixed sweep).
  */
 import { bulkhead as cockatielBulkhead, ExponentialBackoff, handleWhen, retry as cockatielRetry, wrap } from "cockatiel"
-import { Cause, Chunk, Effect, Exit, Random, Ref, Runtime, Stream } from "effect"
+import { Cause, Chunk, Effect, Exit, Fiber, Random, Ref, Runtime, Stream } from "effect"
 import { AdaptiveLimit, AgentService, AgentTask, AiModel, Bulkhead, EmbeddedModel, Retry, TokenBudget } from "../src/index.js"
 import * as VirtualTime from "./internal/virtualTime.js"
 import * as Workload from "./internal/workload.js"
@@ -301,9 +301,107 @@ const adaptiveTable = async () => {
   )
 }
 
+// -----------------------------------------------------------------------------
+// 3. adaptive makespan: a whole batch through AgentService
+// -----------------------------------------------------------------------------
+
+const BATCH = 2000
+const batch = Workload.requests(BATCH, { seed: 9, minSentences: 2, maxSentences: 12, maxTokens: [48, 64, 96, 128] })
+  .map((request, i) => new AgentTask.AgentTask({ id: `t${i}`, prompt: request.prompt, maxTokens: request.maxTokens }))
+
+interface Scenario {
+  readonly name: string
+  readonly failureRate?: number
+  /** From this time on (ms), every call takes three times as long, whatever the load. */
+  readonly slowerFrom?: number
+}
+
+const scenarios: ReadonlyArray<Scenario> = [
+  { name: "fault-free" },
+  { name: "20% steady faults (429 with Retry-After, 529, hangs)", failureRate: 0.2 },
+  { name: "3× slower for good from 10 s (not from load)", slowerFrom: 10_000 }
+]
+
+interface MakespanRun {
+  readonly makespan: number
+  readonly failed: number
+  /** Adaptive only: the time the limit spent at its floor, and its value every 100 ms. */
+  readonly atFloor: number
+  readonly limits: ReadonlyArray<number>
+}
+
+/**
+ * `BATCH` tasks through `AgentService.processAll` (timeout 5 s, its other defaults) against a
+ * provider of capacity `CAPACITY` (`Overloaded` beyond twice that in flight).
+ */
+const makespanRun = (scenario: Scenario, concurrency: number | "adaptive"): Promise<MakespanRun> =>
+  VirtualTime.make().run(
+    Effect.gen(function* () {
+      const capacity = yield* Ref.make(CAPACITY)
+      const options = { seed: 13, capacity, failureRate: scenario.failureRate ?? 0 }
+      const normal = yield* EmbeddedModel.make(options)
+      const slowerFrom = scenario.slowerFrom
+      // the slower provider: the same one with every latency tripled, its own in-flight count
+      const model = slowerFrom === undefined ? normal : yield* Effect.map(
+        EmbeddedModel.make({ ...options, timeToFirstToken: "450 millis", perToken: "12 millis" }),
+        (slower): AiModel.AiModel.Service => ({
+          ...normal,
+          generate: (request) =>
+            Effect.clockWith((clock) => clock.unsafeCurrentTimeMillis() < slowerFrom ? normal.generate(request) : slower.generate(request))
+        })
+      )
+      const agent = yield* AgentService.make({ concurrency, timeout: "5 seconds" }).pipe(
+        Effect.provideService(AiModel.AiModel, model)
+      )
+      const limits: Array<number> = []
+      const sampler = yield* Effect.fork(Effect.forever(Effect.zipRight(
+        Effect.flatMap(agent.flow, (flow) => Effect.sync(() => limits.push(flow.limit))),
+        Effect.sleep("100 millis")
+      )))
+      const results = Chunk.toReadonlyArray(yield* Stream.runCollect(agent.processAll(batch)))
+      const makespan = yield* Effect.clockWith((clock) => clock.currentTimeMillis)
+      yield* Fiber.interrupt(sampler)
+      return {
+        makespan,
+        failed: results.filter((r) => r._tag === "TaskFailed").length,
+        atFloor: limits.filter((limit) => limit <= AdaptiveLimit.defaults.min).length * 100,
+        limits
+      }
+    }).pipe(Effect.scoped, Effect.withRandom(Random.make(7)))
+  )
+
+const makespanTable = async () => {
+  const sweep = [8, 16, 24, 32, 48, 64, 96, 128]
+  console.log("")
+  console.log(`### Adaptive makespan: ${BATCH} tasks through \`AgentService.processAll\`, a provider of capacity ${CAPACITY} (\`Overloaded\` beyond 2×), timeout 5 s`)
+  console.log("")
+  console.log(`The best fixed limit of a sweep (${sweep.join(", ")}): the shortest makespan among those that fail at most 1% of the tasks.`)
+  console.log("")
+  console.log("| scenario | best fixed | its makespan | adaptive | vs best | time at the floor | limit (median, p10–p90) | failed (adaptive / best) |")
+  console.log("|---|---:|---:|---:|---:|---:|---:|---:|")
+  for (const scenario of scenarios) {
+    console.error(`adaptive makespan: ${scenario.name}...`)
+    const fixed: Array<{ readonly c: number; readonly run: MakespanRun }> = []
+    for (const c of sweep) fixed.push({ c, run: await makespanRun(scenario, c) })
+    const best = fixed.filter(({ run }) => run.failed <= BATCH / 100).sort((a, b) => a.run.makespan - b.run.makespan)[0]!
+    const adaptive = await makespanRun(scenario, "adaptive")
+    const sorted = adaptive.limits.slice().sort((a, b) => a - b)
+    const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? NaN
+    const r = adaptive.makespan / best.run.makespan
+    console.log(
+      `| ${scenario.name} | ${best.c} | ${(best.run.makespan / 1000).toFixed(1)} s | ${(adaptive.makespan / 1000).toFixed(1)} s | ` +
+        `${ratio(r)}${r <= 1.3 ? "" : " (target ≤ 1.3×: not met)"} | ${(adaptive.atFloor / 1000).toFixed(1)} s | ${at(0.5)} (${at(0.1)}–${at(0.9)}) | ` +
+        `${adaptive.failed} / ${best.run.failed} |`
+    )
+    console.error(`  fixed: ${fixed.map(({ c, run }) => `${c}: ${(run.makespan / 1000).toFixed(1)} s (${run.failed} failed)`).join(", ")}`)
+  }
+}
+
 const main = async () => {
-  await goodputTable()
-  await adaptiveTable()
+  const only = process.argv[2]
+  if (only === undefined || only === "goodput") await goodputTable()
+  if (only === undefined || only === "adaptive") await adaptiveTable()
+  if (only === undefined || only === "makespan") await makespanTable()
 }
 
 main().catch((error) => {

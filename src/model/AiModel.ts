@@ -21,12 +21,30 @@ import { Context, Duration, Effect, Option, Predicate, Schema, Stream } from "ef
 import * as ErrorInfo from "../events/ErrorInfo.js"
 
 /**
+ * One turn of a conversation: what the user said, or what the model answered.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const Message = Schema.Struct({
+  role: Schema.Literal("user", "assistant"),
+  content: Schema.String
+})
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type Message = typeof Message.Type
+
+/**
  * What the caller asks of a model.
  *
  * @since 0.1.0
  * @category models
  */
 export class CompletionRequest extends Schema.Class<CompletionRequest>("CompletionRequest")({
+  /** The text the model answers; with `messages`, the whole conversation written out. */
   prompt: Schema.String,
   /** Upper bound on the completion's length, in tokens. */
   maxTokens: Schema.Int.pipe(Schema.positive()),
@@ -40,7 +58,14 @@ export class CompletionRequest extends Schema.Class<CompletionRequest>("Completi
    * `maxTokens` bounds the whole answer, this text included, so a continued answer ends where
    * the uninterrupted one would have. Never send it to a model that does not support it.
    */
-  continuation: Schema.optional(Schema.String)
+  continuation: Schema.optional(Schema.String),
+  /**
+   * A conversation, turn by turn, ending with the user's: a chat API sends each turn as a
+   * message of its own; a model without turns reads `prompt`, which holds the same
+   * conversation written out (and is what tokens and keys are counted from). Absent: one user
+   * turn, `prompt`.
+   */
+  messages: Schema.optional(Schema.Array(Message))
 }) {}
 
 /**

@@ -6,14 +6,24 @@
  *
  * - {@link fromLanguageModel} / {@link layer}: a `LanguageModel` as an `AiModel`. Its
  *   `AiError`s become typed {@link AiModel.ModelError}s: an HTTP error response goes through
- *   {@link HttpErrors.fromResponse} (so a 429 is `RateLimited` with its `Retry-After`, a 503
- *   `Overloaded`, a context-length 400 `InvalidRequest`), a transport failure is `Unavailable`,
- *   an answer that does not decode is `MalformedResponse`.
+ *   {@link HttpErrors.fromResponse} (so a 429 is `RateLimited` with its `Retry-After` and the
+ *   rate limits its headers report, a 503 `Overloaded`, a context-length 400 `InvalidRequest`),
+ *   a transport failure is `Unavailable`, an answer that does not decode is `MalformedResponse`.
+ * - Rate limits: `AgentService`'s default token budget learns the provider's limits from its
+ *   reports. A 429 carries one (its headers reach us in the `HttpResponseError`), but
+ *   `@effect/ai` gives a successful answer without its headers: give the provider's client
+ *   {@link withResponseHeaders} (`OpenAiClient.layer({ transformClient:
+ *   EffectAi.withResponseHeaders })`) and each answer carries its report, or give the budget
+ *   your limits (`tokenBudget: { limits: { requests: 500, tokens: 200_000 } }`). Without
+ *   either, the budget learns only from 429s.
  * - {@link toLanguageModel} / {@link languageModelLayer}: the other way, an `AiModel` (the
  *   embedded simulator, the OpenAI-compatible client) as a text-only `LanguageModel` for code
- *   written against `@effect/ai`. Tools and structured output need a real provider; asking for
- *   them fails with `MalformedInput`. A `ModelError` travels as the `cause` of the `AiError`, so
- *   going back with `fromLanguageModel` returns it unchanged.
+ *   written against `@effect/ai`. A chat's turns go as messages (`CompletionRequest.messages`).
+ *   Tools, structured output, images and files need a real provider; asking for them fails
+ *   with `MalformedInput`. Errors come as the `AiError` an `@effect/ai` provider gives for the
+ *   same response (a 429 is an `HttpResponseError` with status 429 and its `retry-after`, a
+ *   connection failure an `HttpRequestError`), the `ModelError` as its `cause`, so going back
+ *   with `fromLanguageModel` returns it unchanged.
  *
  * `@effect/ai`'s `LanguageModel` takes no `maxTokens` or `temperature` (they are each
  * provider's own config): pass `configure` to apply them per request, e.g. with
@@ -45,9 +55,11 @@ import * as AiError from "@effect/ai/AiError"
 import * as LanguageModel from "@effect/ai/LanguageModel"
 import type * as Prompt from "@effect/ai/Prompt"
 import type * as Response from "@effect/ai/Response"
-import { Clock, Effect, Layer, Stream } from "effect"
+import * as HttpClient from "@effect/platform/HttpClient"
+import { Clock, Duration, Effect, Either, FiberRef, Layer, Option, Stream } from "effect"
 import * as AiModel from "./AiModel.js"
 import * as HttpErrors from "./HttpErrors.js"
+import * as RateLimitHeaders from "./RateLimitHeaders.js"
 import * as Tokenizer from "./Tokenizer.js"
 
 /**
@@ -84,15 +96,18 @@ export const fromLanguageModel = (model: LanguageModel.Service, options: Options
     model.generateText({ prompt: toPrompt(request) }).pipe(
       configure(request),
       Effect.catchAll(mapError),
-      Effect.map((response) => {
-        const text = response.text
-        return new AiModel.Completion({
-          text,
-          finishReason: toFinishReason(response.finishReason),
-          usage: toUsage(response.usage, request, text),
-          model: name
-        }, true)
-      })
+      Effect.flatMap((response) =>
+        Effect.map(reported, (rateLimits) => {
+          const text = response.text
+          return new AiModel.Completion({
+            text,
+            finishReason: toFinishReason(response.finishReason),
+            usage: toUsage(response.usage, request, text),
+            model: name,
+            ...(rateLimits === undefined ? {} : { rateLimits })
+          }, true)
+        })),
+      Effect.locally(responseHeaders, undefined)
     )
 
   const stream = (request: AiModel.CompletionRequest): Stream.Stream<AiModel.CompletionChunk, AiModel.ModelError> =>
@@ -116,11 +131,12 @@ export const fromLanguageModel = (model: LanguageModel.Service, options: Options
               return Effect.succeed([new AiModel.CompletionChunk({ delta: part.delta }, true)])
             case "finish":
               finished = true
-              return Effect.succeed([
+              return Effect.map(reported, (rateLimits) => [
                 new AiModel.CompletionChunk({
                   delta: "",
                   finishReason: toFinishReason(part.reason),
-                  usage: toUsage(part.usage, request, text)
+                  usage: toUsage(part.usage, request, text),
+                  ...(rateLimits === undefined ? {} : { rateLimits })
                 }, true)
               ])
             case "error":
@@ -137,7 +153,8 @@ export const fromLanguageModel = (model: LanguageModel.Service, options: Options
           ? Stream.empty
           : Stream.fail(new AiModel.IncompleteStream({ model: name, partial: text, reason: "the stream ended without its finish part" }))
       )
-      return Stream.concat(parts, end)
+      // the headers of this stream's response, not of an earlier call on the same fiber
+      return Stream.concat(Stream.concat(Stream.execute(FiberRef.set(responseHeaders, undefined)), parts), end)
     })
 
   return { name, generate, stream }
@@ -162,6 +179,30 @@ export const layer = (options: Options): Layer.Layer<AiModel.AiModel, never, Lan
   Layer.effect(AiModel.AiModel, make(options))
 
 /**
+ * A `transformClient` for an `@effect/ai` provider's HTTP client: it keeps each response's
+ * headers on the calling fiber, so {@link fromLanguageModel} reads the provider's rate-limit
+ * report from them (`x-ratelimit-*`, `anthropic-ratelimit-*`, `ratelimit-*`) and each
+ * completion carries it, which is what a learning token budget learns from.
+ *
+ * @example
+ * ```ts
+ * import { OpenAiClient } from "@effect/ai-openai"
+ * import { Redacted } from "effect"
+ * import * as EffectAi from "wiz-effect/model/EffectAi"
+ *
+ * const Client = OpenAiClient.layer({
+ *   apiKey: Redacted.make(process.env.OPENAI_API_KEY ?? ""),
+ *   transformClient: EffectAi.withResponseHeaders
+ * })
+ * ```
+ *
+ * @since 0.1.0
+ * @category rate limits
+ */
+export const withResponseHeaders = <E, R>(client: HttpClient.HttpClient.With<E, R>): HttpClient.HttpClient.With<E, R> =>
+  HttpClient.tap(client, (response) => FiberRef.set(responseHeaders, response.headers))
+
+/**
  * Options of {@link toLanguageModel}.
  *
  * @since 0.1.0
@@ -184,8 +225,11 @@ export const defaults = {
 
 /**
  * An `AiModel` as a text-only `@effect/ai` `LanguageModel`. The prompt's system messages
- * become the request's `system`; a single user message is the prompt, a longer conversation
- * is written out turn by turn (`User: ...`, `Assistant: ...`).
+ * become the request's `system`; a single user message is the prompt; a longer conversation
+ * goes turn by turn in `messages` (and written out in `prompt`, `User: ...`, `Assistant: ...`,
+ * for a model without turns). A reasoning part of an earlier answer is left out; an image or
+ * file part, a tool call or result, a tool, or a structured output fails with `MalformedInput`
+ * naming it: this adapter answers with text only.
  *
  * @since 0.1.0
  * @category constructors
@@ -199,16 +243,22 @@ export const toLanguageModel = (
     provider: LanguageModel.ProviderOptions,
     method: string
   ): Effect.Effect<AiModel.CompletionRequest, AiError.AiError> => {
+    const refuse = (description: string) => Effect.fail(new AiError.MalformedInput({ module: "EffectAi", method, description }))
     if (provider.tools.length > 0 || provider.responseFormat.type !== "text") {
-      return Effect.fail(
-        new AiError.MalformedInput({ module: "EffectAi", method, description: `${model.name} answers with text only: no tools, no structured output` })
-      )
+      return refuse(`${model.name} answers with text only: no tools, no structured output`)
     }
-    const { prompt, system } = fromPrompt(provider.prompt)
-    if (prompt.trim() === "") {
-      return Effect.fail(new AiError.MalformedInput({ module: "EffectAi", method, description: "the prompt has no text" }))
-    }
-    return Effect.succeed(new AiModel.CompletionRequest({ prompt, maxTokens, ...(system === undefined ? {} : { system }) }))
+    return Either.match(fromPrompt(provider.prompt), {
+      onLeft: (what) => refuse(`${model.name} takes text only: ${what} cannot be sent`),
+      onRight: ({ messages, prompt, system }) =>
+        prompt.trim() === ""
+          ? refuse("the prompt has no text")
+          : Effect.succeed(new AiModel.CompletionRequest({
+            prompt,
+            maxTokens,
+            ...(system === undefined ? {} : { system }),
+            ...(messages === undefined ? {} : { messages })
+          }))
+    })
   }
   return LanguageModel.make({
     generateText: (provider) =>
@@ -299,21 +349,49 @@ export const fromAiError = (model: string, error: AiError.AiError, now: number):
 }
 
 /**
- * A {@link AiModel.ModelError} as an `@effect/ai` `AiError`, the error itself as its `cause`:
- * `InvalidRequest` is `MalformedInput`, `MalformedResponse` is `MalformedOutput`, every other
- * error `UnknownError`.
+ * A {@link AiModel.ModelError} as the `@effect/ai` `AiError` a provider of `@effect/ai` gives
+ * for the same response, the error itself as its `cause`: `RateLimited` is an
+ * `HttpResponseError` with status 429 (and `retry-after`), `QuotaExhausted` 429 with an
+ * `insufficient_quota` body, `Overloaded` 503, `AuthenticationFailed` and `ProviderError` their
+ * status, `InvalidRequest` 400; `Unavailable` is an `HttpRequestError` (`Transport`);
+ * `MalformedResponse` is `MalformedOutput`; a timeout, a broken stream or an error without a
+ * status is `UnknownError`. The request in an HTTP error is the model's name, as
+ * `POST wiz-effect/<model>`: the real one stays inside the `AiModel`.
  *
  * @since 0.1.0
  * @category errors
  */
 export const toAiError = (error: AiModel.ModelError, method: string): AiError.AiError => {
   const params = { module: "EffectAi", method, description: error.message, cause: error }
+  const request = { method: "POST" as const, url: `wiz-effect/${error.model}`, urlParams: [], hash: Option.none(), headers: {} }
+  // Its schema has no `cause`: unvalidated (as `@effect/ai` builds it), the cause is kept.
+  const response = (status: number, retryAfter: Duration.Duration | undefined, body: Record<string, string>) =>
+    new AiError.HttpResponseError({
+      ...params,
+      request,
+      reason: "StatusCode",
+      response: { status, headers: retryAfter === undefined ? {} : { "retry-after": String(Math.ceil(Duration.toSeconds(retryAfter))) } },
+      body: JSON.stringify({ error: { message: error.message, ...body } })
+    }, { disableValidation: true })
   switch (error._tag) {
+    case "RateLimited":
+      return response(429, error.retryAfter, { type: "rate_limit_exceeded", code: "rate_limit_exceeded" })
+    case "QuotaExhausted":
+      return response(429, undefined, { type: "insufficient_quota", code: "insufficient_quota" })
+    case "Overloaded":
+      return response(503, error.retryAfter, { type: "overloaded" })
+    case "AuthenticationFailed":
+      return response(error.status, undefined, { type: "authentication_error" })
+    case "ProviderError":
+      return error.status >= 100 ? response(error.status, error.retryAfter, { type: "server_error" }) : new AiError.UnknownError(params)
     case "InvalidRequest":
-      return new AiError.MalformedInput(params)
+      return response(400, undefined, error.contextLengthExceeded === true ? { type: "invalid_request_error", code: "context_length_exceeded" } : { type: "invalid_request_error" })
+    case "Unavailable":
+      return new AiError.HttpRequestError({ ...params, request, reason: "Transport" })
     case "MalformedResponse":
       return new AiError.MalformedOutput(params)
-    default:
+    case "ModelTimeout":
+    case "IncompleteStream":
       return new AiError.UnknownError(params)
   }
 }
@@ -323,6 +401,13 @@ export const toAiError = (error: AiModel.ModelError, method: string): AiError.Ai
 // -----------------------------------------------------------------------------
 
 const modelErrorTags: ReadonlySet<string> = new Set(AiModel.ModelError.members.map((member) => member._tag))
+
+/** The last response's headers on this fiber, kept by {@link withResponseHeaders}. */
+const responseHeaders = FiberRef.unsafeMake<Readonly<Record<string, string>> | undefined>(undefined)
+
+/** The rate limits the last response's headers report, if {@link withResponseHeaders} kept them. */
+const reported: Effect.Effect<AiModel.RateLimits | undefined> = Effect.flatMap(FiberRef.get(responseHeaders), (headers) =>
+  headers === undefined ? Effect.succeed(undefined) : Effect.map(Clock.currentTimeMillis, (now) => RateLimitHeaders.rateLimits(headers, now)))
 
 const isModelError = (u: unknown): u is AiModel.ModelError =>
   u instanceof Error && "_tag" in u && typeof u._tag === "string" && modelErrorTags.has(u._tag) && "model" in u
@@ -341,22 +426,46 @@ const toPrompt = (request: AiModel.CompletionRequest): Prompt.RawInput =>
     ? [{ role: "user", content: request.prompt }]
     : [{ role: "system", content: request.system }, { role: "user", content: request.prompt }]
 
-const fromPrompt = (prompt: Prompt.Prompt): { readonly prompt: string; readonly system: string | undefined } => {
+/**
+ * The request's text from `@effect/ai`'s prompt: system messages, then the turns, each of text
+ * parts (an earlier answer's reasoning left out); or what cannot be sent as text.
+ */
+const fromPrompt = (prompt: Prompt.Prompt): Either.Either<{
+  readonly prompt: string
+  readonly system: string | undefined
+  readonly messages: ReadonlyArray<AiModel.Message> | undefined
+}, string> => {
   const system: Array<string> = []
-  const turns: Array<{ readonly role: string; readonly text: string }> = []
+  const turns: Array<AiModel.Message> = []
   for (const message of prompt.content) {
     if (message.role === "system") {
       system.push(message.content)
       continue
     }
-    const text = message.content.flatMap((part) => (part.type === "text" ? [part.text] : [])).join("")
-    if (text !== "") turns.push({ role: message.role, text })
+    if (message.role === "tool") return Either.left("a tool message")
+    const texts: Array<string> = []
+    for (const part of message.content) {
+      switch (part.type) {
+        case "text":
+          texts.push(part.text)
+          break
+        case "reasoning":
+          break
+        case "file":
+          return Either.left(`a ${part.mediaType.startsWith("image/") ? "image" : "file"} part (${part.mediaType}) in a ${message.role} message`)
+        default:
+          return Either.left(`a ${part.type} part in a ${message.role} message`)
+      }
+    }
+    const text = texts.join("")
+    if (text !== "") turns.push({ role: message.role, content: text })
   }
-  const only = turns.length === 1 && turns[0]!.role === "user" ? turns[0]!.text : undefined
-  return {
-    prompt: only ?? turns.map((turn) => `${turn.role === "user" ? "User" : turn.role === "assistant" ? "Assistant" : "Tool"}: ${turn.text}`).join("\n\n"),
-    system: system.length === 0 ? undefined : system.join("\n\n")
-  }
+  const only = turns.length === 1 && turns[0]!.role === "user" ? turns[0]!.content : undefined
+  return Either.right({
+    prompt: only ?? turns.map((turn) => `${turn.role === "user" ? "User" : "Assistant"}: ${turn.content}`).join("\n\n"),
+    system: system.length === 0 ? undefined : system.join("\n\n"),
+    messages: only === undefined && turns.length > 0 ? turns : undefined
+  })
 }
 
 /** Only `length` means the answer was cut; `stop`, `tool-calls`, `content-filter` and the rest end it. */

@@ -307,9 +307,8 @@ const build = (
   const extraBody = options.body ?? {}
 
   const body = (request: AiModel.CompletionRequest, stream: boolean): HttpBody.HttpBody => {
-    const messages = request.system === undefined
-      ? [{ role: "user", content: request.prompt }]
-      : [{ role: "system", content: request.system }, { role: "user", content: request.prompt }]
+    const turns: ReadonlyArray<AiModel.Message> = request.messages ?? [{ role: "user", content: request.prompt }]
+    const messages = request.system === undefined ? turns : [{ role: "system", content: request.system }, ...turns]
     const json: Record<string, unknown> = { ...extraBody, model: options.model, messages, [maxTokensField]: request.maxTokens }
     if (request.temperature !== undefined) json["temperature"] = request.temperature
     if (stream) {

@@ -7,6 +7,7 @@ import * as AgentEvent from "../../src/events/AgentEvent.js"
 import * as AiModel from "../../src/model/AiModel.js"
 import * as EmbeddedModel from "../../src/model/EmbeddedModel.js"
 import * as CircuitBreaker from "../../src/policy/CircuitBreaker.js"
+import { noSpin } from "../support/spinGuard.js"
 
 /** What one model call does: wait `latency` ms, then answer or fail. */
 interface Step {
@@ -1056,4 +1057,36 @@ describe("AgentService, flow control (issue 11)", () => {
       // what is left is what the answer used (plus a refill of well under one token)
       expect(capacity - available).toBeCloseTo(usage!.promptTokens + usage!.completionTokens, 0)
     }))
+})
+
+describe("AgentService under TestClock (issue 17.1)", () => {
+  // Runs that spun forever at 100% CPU before the fix (vitest's timeout never fired): a circuit
+  // opened at a fractional time, a task's wait on it woke a fraction of a nanosecond early, and
+  // the next wait rounded to zero. Which run spins depends on how TestClock interleaves fibers,
+  // so there are several; the guard makes a regression fail instead of hang.
+  const runs = [
+    { seed: 2, after: "700 millis" },
+    { seed: 3, after: "200 millis" },
+    { seed: 7, after: "200 millis" }
+  ] as const
+  for (const { after, seed } of runs) {
+    it.effect(`issue 17.1: 20 tasks at 20% faults, a 1 s outage after ${after} (seed ${seed}): TestClock.adjust("10 minutes") ends, every task recorded`, () =>
+      Effect.gen(function*() {
+        const agent = yield* AgentService.AgentService
+        const batch = Array.from({ length: 20 }, (_, i) => new AgentTask({ id: `t${i}`, prompt: `prompt ${i}` }))
+        yield* Effect.forkScoped(Stream.runDrain(yield* agent.subscribe))
+        const fiber = yield* Effect.fork(Stream.runCollect(agent.processAll(batch)))
+        yield* TestClock.adjust("10 minutes")
+        const results = Chunk.toReadonlyArray(yield* Fiber.join(fiber))
+        expect(results.map((r) => r.id).sort()).toStrictEqual(batch.map((t) => t.id).sort())
+        // what fails is what four attempts at 20% faults around the outage cannot avoid
+        expect(results.filter((r) => r._tag === "TaskSucceeded").length).toBeGreaterThanOrEqual(18)
+      }).pipe(
+        Effect.scoped,
+        Effect.provide(AgentService.layer().pipe(
+          Layer.provide(EmbeddedModel.layer({ seed, failureRate: 0.2, outage: { after, lasting: "1 second" } }))
+        )),
+        noSpin(1000)
+      ))
+  }
 })

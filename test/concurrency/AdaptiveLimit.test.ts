@@ -214,7 +214,8 @@ describe("AdaptiveLimit", () => {
           })
           const caller = Effect.forever(Effect.exit(limit.withPermit(call)))
           const callers = yield* Effect.fork(Effect.forEach(Array.from({ length: 32 }), () => caller, { concurrency: "unbounded", discard: true }))
-          yield* TestClock.adjust("20 seconds")
+          // 3 s: 32 callers at 100 ms are ~1,000 TestClock sleeps a second, each costing real time
+          yield* TestClock.adjust("3 seconds")
           yield* Fiber.interrupt(callers)
           return yield* limit.limit
         })
@@ -273,5 +274,52 @@ describe("AdaptiveLimit", () => {
         const exit = yield* Effect.exit(AdaptiveLimit.make(options))
         expect(Exit.isFailure(exit) && exit.cause._tag === "Die").toBe(true)
       }
+    }))
+
+  it.effect("issue 17.3: a provider 3× slower for good, whatever the load: the baseline adopts the new normal and the limit comes back", () =>
+    Effect.gen(function* () {
+      // capacity 8 at 1 s a call; from 15 s on every call takes three times as long
+      const capacity = { value: 8 }
+      let base = 1000
+      const provider = scriptedProvider(capacity, 1000)
+      const call = Effect.suspend(() => base === 1000 ? provider.call : Effect.zipRight(provider.call, Effect.sleep(2 * 1000 * Math.max(1, provider.running() / capacity.value))))
+      const limit = yield* AdaptiveLimit.make({ initial: 8, minSamples: 5 })
+      const limits = yield* Effect.fork(trace(limit, 500, 120_000))
+      const work = yield* Effect.fork(drive(limit, call, 20, 120_000))
+      yield* TestClock.adjust("15 seconds")
+      const before = yield* limit.limit
+      base = 3000
+      yield* TestClock.adjust("3 minutes")
+      const { done } = yield* Fiber.join(work)
+      const points = (yield* Fiber.join(limits)).filter(([t]) => t >= 15_000)
+      // never pinned at the floor: at most a few seconds below half the knee, then back at it
+      expect(points.filter(([, l]) => l < 4).length * 500).toBeLessThanOrEqual(10_000)
+      const late = points.filter(([t]) => t >= 60_000).map(([, l]) => l)
+      expect(Math.min(...late)).toBeGreaterThanOrEqual(Math.min(before, 8))
+      expect((yield* limit.stats).baselineMillis).toBeGreaterThan(2500)
+      // the provider serves 8 every 3 s at best once slower: 2.67 a second
+      expect(done.filter((at) => at >= 60_000 && at < 120_000).length / 60).toBeGreaterThan(0.85 * 8 / 3)
+    }))
+
+  it.effect("issue 17.3: a fifth of the calls failing at once, whatever the load, never pins the limit at its floor", () =>
+    Effect.gen(function* () {
+      // flat 100 ms answers; every fifth call (spread at random) fails at once: fast failures
+      // come back before the successes that started with them
+      const limit = yield* AdaptiveLimit.make({ initial: 4, max: 64 })
+      let n = 0
+      const call = Effect.suspend(() =>
+        (n++ * 7919) % 100 < 20 ? Effect.fail(new AiModel.Overloaded({ model: "m" })) : Effect.sleep(100)
+      )
+      const limits = yield* Effect.fork(trace(limit, 100, 3000))
+      const callers = yield* Effect.fork(Effect.forEach(Array.from({ length: 24 }), () => Effect.forever(Effect.exit(limit.withPermit(call))), {
+        concurrency: "unbounded",
+        discard: true
+      }))
+      yield* TestClock.adjust("3 seconds")
+      yield* Fiber.interrupt(callers)
+      const points = yield* Fiber.join(limits)
+      expect(points.filter(([, l]) => l === 1)).toEqual([])
+      // at every caller within the first second and a half, and there from then on
+      expect(Math.min(...points.filter(([t]) => t >= 1500).map(([, l]) => l))).toBeGreaterThanOrEqual(24)
     }))
 })

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Clock, Effect, FastCheck as fc, Fiber, TestClock } from "effect"
+import { Clock, Duration, Effect, FastCheck as fc, Fiber, TestClock } from "effect"
 import * as Debounce from "../../src/concurrency/Debounce.js"
+import { fractional, noSpin } from "../support/spinGuard.js"
 
 /** Lets every forked fiber run until it is suspended. */
 const settle = TestClock.adjust(0)
@@ -173,4 +174,37 @@ describe("Debounce", () => {
       yield* Fiber.interrupt(a)
       expect(interrupted).toBe(true)
     }))
+
+  it.effect.prop(
+    "issue 17.1: with fractional delays and call times, a window runs once, at or just after its due moment, without spinning",
+    {
+      first: fractional(0, 1e7),
+      delay: fractional(1e-6, 1e5),
+      // the second call, as a fraction of the delay after the first
+      into: fractional(0, 1)
+    },
+    ({ delay, first, into }) =>
+      Effect.gen(function*() {
+        const runs: Array<number> = []
+        const debounced = yield* Debounce.make(
+          (n: number) => Effect.map(Clock.currentTimeMillis, (now) => (runs.push(now), n)),
+          { delay: Duration.millis(delay) }
+        )
+        const millis = Duration.toMillis(Duration.millis(delay))
+        yield* TestClock.setTime(first)
+        const a = yield* Effect.fork(debounced(1))
+        yield* settle
+        const second = first + into * millis
+        yield* TestClock.setTime(second)
+        const b = yield* Effect.fork(debounced(2))
+        yield* settle
+        const due = Math.max(first, second) + millis
+        yield* TestClock.setTime(due + 1e-3)
+        expect([yield* Fiber.join(a), yield* Fiber.join(b)]).toStrictEqual([2, 2])
+        expect(runs).toHaveLength(1)
+        expect(runs[0]).toBeGreaterThanOrEqual(due)
+        expect(runs[0]! - due).toBeLessThanOrEqual(1e-6)
+      }).pipe(noSpin(1000)),
+    { fastCheck: { numRuns: 25 } }
+  )
 })

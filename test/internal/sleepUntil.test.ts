@@ -77,6 +77,6 @@ describe("sleepUntil", () => {
         yield* TestClock.setTime(wake)
         expect(yield* Fiber.join(fiber)).toBe(wake)
       }).pipe(noSpin(1000)),
-    { fastCheck: { numRuns: 40 } }
+    { fastCheck: { numRuns: 25 } }
   )
 })

@@ -1,13 +1,19 @@
 import * as AiError from "@effect/ai/AiError"
 import * as LanguageModel from "@effect/ai/LanguageModel"
 import type * as Response from "@effect/ai/Response"
+import * as HttpClient from "@effect/platform/HttpClient"
+import { NodeHttpClient } from "@effect/platform-node"
+import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
+import * as HttpClientResponse from "@effect/platform/HttpClientResponse"
 import { describe, expect, it } from "@effect/vitest"
-import { Chunk, Context, Duration, Effect, Exit, Fiber, Layer, Option, Stream, TestClock } from "effect"
+import { Chunk, Context, Duration, Effect, Equal, Exit, Fiber, Layer, Option, Redacted, Stream, TestClock } from "effect"
 import * as AgentService from "../../src/agent/AgentService.js"
 import { AgentTask } from "../../src/agent/AgentTask.js"
 import * as AiModel from "../../src/model/AiModel.js"
 import * as EffectAi from "../../src/model/EffectAi.js"
 import * as EmbeddedModel from "../../src/model/EmbeddedModel.js"
+import * as OpenAiCompatible from "../../src/model/OpenAiCompatible.js"
+import * as Fake from "../support/FakeProvider.js"
 
 const request = new AiModel.CompletionRequest({ prompt: "Summarise: Effect is a TypeScript library. It is typed.", maxTokens: 32 })
 
@@ -157,6 +163,46 @@ describe("EffectAi", () => {
         expect(yield* Effect.flip(Stream.runDrain(ai.stream(request)))).toStrictEqual(new AiModel.Overloaded({ model: "lm" }))
       }))
 
+    it.effect("issue 17.10: with withResponseHeaders on the provider's client, each answer carries its rate-limit report, and the default budget learns the limits", () =>
+      Effect.gen(function*() {
+        const headers = Fake.openAiHeaders({ limit: 500, remaining: 499, resetMillis: 120 }, { limit: 200_000, remaining: 199_000, resetMillis: 300 })
+        // a provider in @effect/ai's style: its calls go through an HttpClient it was given
+        const provider = (transform: (client: HttpClient.HttpClient) => HttpClient.HttpClient) => {
+          const client = transform(HttpClient.make((req) => Effect.succeed(HttpClientResponse.fromWeb(req, new globalThis.Response("{}", { headers })))))
+          const call = client.execute(HttpClientRequest.post("https://api.example.com/v1/responses"))
+          return LanguageModel.make({
+            generateText: () => Effect.as(Effect.orDie(call), [...answer("ok")]),
+            streamText: () =>
+              Stream.unwrap(Effect.as(
+                Effect.orDie(call),
+                Stream.make<Array<Response.StreamPartEncoded>>(
+                  { type: "text-delta", id: "1", delta: "ok" },
+                  { type: "finish", reason: "stop", usage: { inputTokens: 1, outputTokens: 1, totalTokens: 2 } }
+                )
+              ))
+          })
+        }
+        const withHeaders = EffectAi.fromLanguageModel(yield* provider(EffectAi.withResponseHeaders), { name: "lm" })
+        const expected = new AiModel.RateLimits({
+          requests: new AiModel.RateLimitWindow({ limit: 500, remaining: 499, reset: Duration.millis(120) }),
+          tokens: new AiModel.RateLimitWindow({ limit: 200_000, remaining: 199_000, reset: Duration.millis(300) })
+        })
+        expect((yield* withHeaders.generate(request)).rateLimits).toStrictEqual(expected)
+        const chunks = Chunk.toReadonlyArray(yield* Stream.runCollect(withHeaders.stream(request)))
+        expect(chunks.at(-1)?.rateLimits).toStrictEqual(expected)
+        // without it no headers reach us: nothing to learn from an answer (give the budget limits)
+        const without = EffectAi.fromLanguageModel(yield* provider((client) => client), { name: "lm" })
+        expect((yield* without.generate(request)).rateLimits).toBeUndefined()
+        // through AgentService's default budget (learning): one answer teaches it both limits
+        const flow = yield* Effect.gen(function*() {
+          const agent = yield* AgentService.AgentService
+          yield* agent.process(new AgentTask({ id: "t", prompt: "Summarise: x." }))
+          return yield* agent.flow
+        }).pipe(Effect.provide(AgentService.layer().pipe(Layer.provide(Layer.succeed(AiModel.AiModel, withHeaders)))))
+        expect(flow.budgets["lm"]?.dimensions.requests?.capacity).toBe(500)
+        expect(flow.budgets["lm"]?.dimensions.tokens?.capacity).toBe(200_000)
+      }))
+
     it.effect("seed bug 4 through AgentService: an @effect/ai provider's 429 is retried after its Retry-After, a 400 is not", () =>
       Effect.gen(function*() {
         const { model, seen } = scripted([
@@ -198,7 +244,7 @@ describe("EffectAi", () => {
         expect(parts.at(-1)).toMatchObject({ type: "finish", reason: "stop" })
       }))
 
-    it.effect("a conversation is written out turn by turn; tools are refused with MalformedInput", () =>
+    it.effect("issue 17.10: a chat's turns go as messages (and written out in prompt); tools are refused with MalformedInput", () =>
       Effect.gen(function*() {
         let asked: AiModel.CompletionRequest | undefined
         const echo = AiModel.make({
@@ -212,17 +258,123 @@ describe("EffectAi", () => {
         const lm = yield* EffectAi.toLanguageModel(echo, { maxTokens: 50 })
         yield* lm.generateText({
           prompt: [
+            { role: "system", content: "Be brief." },
             { role: "user", content: "What is Effect?" },
-            { role: "assistant", content: "A library." },
+            { role: "assistant", content: [{ type: "reasoning", text: "they ask about a library" }, { type: "text", text: "A library." }] },
             { role: "user", content: "For what language?" }
           ]
         })
         expect(asked).toStrictEqual(new AiModel.CompletionRequest({
           prompt: "User: What is Effect?\n\nAssistant: A library.\n\nUser: For what language?",
-          maxTokens: 50
+          maxTokens: 50,
+          system: "Be brief.",
+          messages: [
+            { role: "user", content: "What is Effect?" },
+            { role: "assistant", content: "A library." },
+            { role: "user", content: "For what language?" }
+          ]
         }))
+        // one user turn stays a plain prompt
+        yield* lm.generateText({ prompt: "Hello" })
+        expect(asked).toStrictEqual(new AiModel.CompletionRequest({ prompt: "Hello", maxTokens: 50 }))
         const refused = yield* Effect.flip(lm.generateText({ prompt: "   " }))
         expect(refused._tag).toBe("MalformedInput")
+      }))
+
+    it.scoped("issue 17.10: through the OpenAI-compatible client, a chat's turns reach the provider as messages", () =>
+      Effect.gen(function*() {
+        const fake = yield* Fake.make()
+        const lm = yield* EffectAi.toLanguageModel(yield* OpenAiCompatible.make({ baseUrl: fake.url, model: "test-model", apiKey: Redacted.make("sk-test") }))
+        yield* lm.generateText({
+          prompt: [
+            { role: "system", content: "Be brief." },
+            { role: "user", content: "What is Effect?" },
+            { role: "assistant", content: "A library." },
+            { role: "user", content: "For what language?" }
+          ]
+        })
+        const [sent] = yield* fake.requests
+        expect((sent!.body as { messages: unknown }).messages).toStrictEqual([
+          { role: "system", content: "Be brief." },
+          { role: "user", content: "What is Effect?" },
+          { role: "assistant", content: "A library." },
+          { role: "user", content: "For what language?" }
+        ])
+      }).pipe(Effect.provide(NodeHttpClient.layerUndici)))
+
+    it.effect("issue 17.10: an image or a file part, a tool call or a tool message fails loudly with MalformedInput naming it", () =>
+      Effect.gen(function*() {
+        let calls = 0
+        const echo = AiModel.make({
+          name: "echo",
+          generate: () =>
+            Effect.sync(() => {
+              calls++
+              return new AiModel.Completion({ text: "ok", finishReason: "stop", usage: new AiModel.Usage({ promptTokens: 1, completionTokens: 1 }), model: "echo" })
+            })
+        })
+        const lm = yield* EffectAi.toLanguageModel(echo)
+        const image = { type: "file" as const, mediaType: "image/png", data: new Uint8Array([137, 80, 78, 71]) }
+        const pdf = { type: "file" as const, mediaType: "application/pdf", data: "JVBERi0=" }
+        const cases = [
+          { prompt: [{ role: "user" as const, content: [{ type: "text" as const, text: "What is in it?" }, image] }], names: "image part (image/png)" },
+          { prompt: [{ role: "user" as const, content: [{ type: "text" as const, text: "Summarise." }, pdf] }], names: "file part (application/pdf)" },
+          {
+            prompt: [
+              { role: "user" as const, content: "Weather?" },
+              { role: "assistant" as const, content: [{ type: "tool-call" as const, id: "c1", name: "weather", params: {}, providerExecuted: false }] }
+            ],
+            names: "tool-call part"
+          },
+          {
+            prompt: [
+              { role: "user" as const, content: "Weather?" },
+              { role: "tool" as const, content: [{ type: "tool-result" as const, id: "c1", name: "weather", isFailure: false, result: "sunny", providerExecuted: false }] }
+            ],
+            names: "a tool message"
+          }
+        ]
+        for (const { names, prompt } of cases) {
+          const refused = yield* Effect.flip(lm.generateText({ prompt }))
+          expect(refused._tag).toBe("MalformedInput")
+          expect(refused.message).toContain(names)
+          const streamed = yield* Effect.flip(Stream.runDrain(lm.streamText({ prompt })))
+          expect(streamed._tag).toBe("MalformedInput")
+        }
+        expect(calls).toBe(0)
+      }))
+
+    it.effect("issue 17.10: errors come as the AiError @effect/ai users match on: HttpResponseError with its status and retry-after, HttpRequestError for transport, ours as the cause", () =>
+      Effect.gen(function*() {
+        const cases: ReadonlyArray<readonly [AiModel.ModelError, string, number | undefined, Record<string, string>]> = [
+          [new AiModel.RateLimited({ model: "m", limit: "requests", retryAfter: Duration.millis(2500) }), "HttpResponseError", 429, { "retry-after": "3" }],
+          [new AiModel.QuotaExhausted({ model: "m", reason: "no credit" }), "HttpResponseError", 429, {}],
+          [new AiModel.Overloaded({ model: "m" }), "HttpResponseError", 503, {}],
+          [new AiModel.AuthenticationFailed({ model: "m", status: 401, reason: "bad key" }), "HttpResponseError", 401, {}],
+          [new AiModel.ProviderError({ model: "m", status: 502, reason: "bad gateway" }), "HttpResponseError", 502, {}],
+          [new AiModel.InvalidRequest({ model: "m", reason: "too long", contextLengthExceeded: true }), "HttpResponseError", 400, {}],
+          [new AiModel.Unavailable({ model: "m", reason: "connect ECONNREFUSED" }), "HttpRequestError", undefined, {}],
+          [new AiModel.MalformedResponse({ model: "m", reason: "bad JSON" }), "MalformedOutput", undefined, {}],
+          [new AiModel.ModelTimeout({ model: "m", timeout: Duration.seconds(30) }), "UnknownError", undefined, {}]
+        ]
+        for (const [error, tag, status, headers] of cases) {
+          const lm = yield* EffectAi.toLanguageModel(AiModel.make({ name: "m", generate: () => Effect.fail(error) }))
+          for (const failed of [yield* Effect.flip(lm.generateText({ prompt: "Hi" })), yield* Effect.flip(Stream.runDrain(lm.streamText({ prompt: "Hi" })))]) {
+            expect(failed._tag).toBe(tag)
+            // ours (as Effect keeps a failure raised inside a span: a proxy carrying the span)
+            expect(failed.cause).toBeInstanceOf(error.constructor)
+            expect(Equal.equals(failed.cause, error)).toBe(true)
+            if (failed._tag === "HttpResponseError") {
+              expect(failed.response.status).toBe(status)
+              expect(failed.response.headers).toStrictEqual(headers)
+              expect(failed.reason).toBe("StatusCode")
+            }
+            if (failed._tag === "HttpRequestError") expect(failed.reason).toBe("Transport")
+          }
+        }
+        // the body says what OpenAI's would: a quota 429 is not a rate limit, a 400 may be the context length
+        const quota = yield* Effect.flip((yield* EffectAi.toLanguageModel(AiModel.make({ name: "m", generate: () => Effect.fail(new AiModel.QuotaExhausted({ model: "m", reason: "x" })) }))).generateText({ prompt: "Hi" }))
+        expect(quota._tag === "HttpResponseError" && JSON.parse(quota.body ?? "{}").error.code).toBe("insufficient_quota")
       }))
 
     it.effect("round trip: a ModelError goes out as an AiError's cause and comes back unchanged", () =>

@@ -3,6 +3,7 @@ import { Chunk, Clock, Duration, Effect, Either, Exit, Fiber, Option, Random, Re
 import * as AiModel from "../../src/model/AiModel.js"
 import * as EmbeddedModel from "../../src/model/EmbeddedModel.js"
 import * as Tokenizer from "../../src/model/Tokenizer.js"
+import { fractional } from "../support/spinGuard.js"
 
 const article = "The circuit breaker opens after repeated failures. Retries use exponential backoff with jitter. " +
   "A circuit breaker protects the provider from retry storms. Budgets limit how many retries a service may add. " +
@@ -599,4 +600,24 @@ describe("EmbeddedModel", () => {
         expect(yield* run(0.5)).toEqual(yield* run(0))
       }))
   })
+
+  it.effect.prop(
+    "issue 17.1: a call refused by requestsPerMinute at a fractional time is served when it comes back after its retryAfter",
+    { first: fractional(0, 1e7), later: fractional(0, 60_000) },
+    ({ first, later }) =>
+      Effect.gen(function*() {
+        const model = yield* EmbeddedModel.make({ ...instant, seed: 1, requestsPerMinute: 1 })
+        yield* TestClock.setTime(first)
+        yield* model.generate(request(article))
+        const refusedAt = first + later
+        yield* TestClock.setTime(refusedAt)
+        const refused = yield* Effect.flip(model.generate(request(article)))
+        expect(refused._tag).toBe("RateLimited")
+        const retryAfter = refused._tag === "RateLimited" ? Duration.toMillis(refused.retryAfter!) : NaN
+        expect(refusedAt + retryAfter).toBeGreaterThanOrEqual(first + 60_000)
+        yield* TestClock.setTime(refusedAt + retryAfter)
+        expect((yield* model.generate(request(article))).text).toBe(summary)
+      }),
+    { fastCheck: { numRuns: 25 } }
+  )
 })

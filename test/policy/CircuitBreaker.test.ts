@@ -544,7 +544,7 @@ describe("CircuitBreaker", () => {
         expect(yield* Fiber.join(waiter)).toBeGreaterThanOrEqual(openUntil)
         expect(yield* breaker.state).toBe("Closed")
       }).pipe(noSpin(1000)),
-    { fastCheck: { numRuns: 40 } }
+    { fastCheck: { numRuns: 25 } }
   )
 
   it.effect("onTransition is told each transition synchronously, in order, with the open's end", () =>

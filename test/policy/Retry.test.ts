@@ -3,6 +3,8 @@ import { Clock, Duration, Effect, Exit, Fiber, FastCheck as fc, Random, Schema, 
 import * as AiModel from "../../src/model/AiModel.js"
 import * as Budget from "../../src/policy/Budget.js"
 import * as Retry from "../../src/policy/Retry.js"
+import * as CircuitBreaker from "../../src/policy/CircuitBreaker.js"
+import { fractional, noSpin } from "../support/spinGuard.js"
 
 /** A breaker-style error that is not a model error but carries a Retry-After. */
 class CircuitOpen extends Schema.TaggedError<CircuitOpen>()("CircuitOpen", {
@@ -421,4 +423,26 @@ describe("Retry", () => {
     expect(() => Retry.schedule({ maxAttempts: 1.5 })).toThrow(RangeError)
     expect(() => Retry.make({ factor: 0.5 })).toThrow(RangeError)
   })
+
+  it.effect.prop(
+    "issue 17.1: a retry waiting out an open circuit's retryAfter from fractional times retries once, into the half-open circuit",
+    { trippedAt: fractional(0, 1e7), open: fractional(1e-3, 1e5), into: fractional(0, 1) },
+    ({ into, open, trippedAt }) =>
+      Effect.gen(function*() {
+        const openDuration = Duration.millis(open)
+        const breaker = yield* CircuitBreaker.make({ tripPolicy: CircuitBreaker.consecutive(1), openDuration })
+        yield* TestClock.setTime(trippedAt)
+        yield* Effect.exit(breaker.execute(Effect.fail(overloaded(1))))
+        const openUntil = trippedAt + Duration.toMillis(openDuration)
+        yield* TestClock.setTime(trippedAt + into * Duration.toMillis(openDuration))
+        let attempts = 0
+        const policy = Retry.make({ base: Duration.zero, jitter: "none", maxAttempts: 3 })
+        const call = policy.apply(breaker.execute(Effect.zipRight(Effect.sync(() => attempts++), Clock.currentTimeMillis)))
+        const fiber = yield* Effect.fork(call)
+        yield* TestClock.adjust(Duration.millis(open + 1))
+        expect(yield* Fiber.join(fiber)).toBeGreaterThanOrEqual(openUntil)
+        expect(attempts).toBe(1)
+      }).pipe(noSpin(1000)),
+    { fastCheck: { numRuns: 25 } }
+  )
 })

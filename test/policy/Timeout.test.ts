@@ -18,6 +18,7 @@ import {
 import * as Bulkhead from "../../src/concurrency/Bulkhead.js"
 import { ModelTimeout } from "../../src/model/AiModel.js"
 import * as Timeout from "../../src/policy/Timeout.js"
+import { fractional, noSpin } from "../support/spinGuard.js"
 
 const timeout = (seconds: number) => new ModelTimeout({ model: "m", timeout: Duration.seconds(seconds) })
 
@@ -288,6 +289,27 @@ describe("Timeout.attempt", () => {
       yield* TestClock.adjust("500 millis")
       expect(yield* Fiber.join(onThisClock)).toEqual([Either.left(timeout(1)), 1000])
     }))
+  it.effect.prop(
+    "issue 17.1: calls with a fractional timeout microseconds apart each time out at their own deadline, not a microsecond before",
+    { start: fractional(0, 1e7), duration: fractional(1e-2, 1e5), apart: fractional(8e-6, 9e-4) },
+    ({ apart, duration, start }) =>
+      Effect.gen(function*() {
+        const attempt = Timeout.attempt({ duration: Duration.millis(duration), model: "m" })
+        const millis = Duration.toMillis(Duration.millis(duration))
+        yield* TestClock.setTime(start)
+        const first = yield* Effect.fork(attempt(Effect.never))
+        yield* TestClock.setTime(start + apart)
+        const second = yield* Effect.fork(attempt(Effect.never))
+        // deadlines are on the (floored) nanosecond time line: each fires within two nanoseconds of its moment
+        const at = (t: number) => Effect.zipRight(TestClock.setTime(t), Effect.sync(() => [first.unsafePoll() !== null, second.unsafePoll() !== null]))
+        expect(yield* at(start + millis - 2e-6)).toStrictEqual([false, false])
+        expect(yield* at(start + millis + 3e-6)).toStrictEqual([true, false])
+        expect(yield* at(start + apart + millis - 2e-6)).toStrictEqual([true, false])
+        expect(yield* at(start + apart + millis + 3e-6)).toStrictEqual([true, true])
+        expect(yield* Fiber.await(second)).toStrictEqual(Exit.fail(new ModelTimeout({ model: "m", timeout: Duration.millis(duration) })))
+      }).pipe(noSpin(1000)),
+    { fastCheck: { numRuns: 25 } }
+  )
 })
 
 describe("Timeout.firstChunk", () => {

@@ -4,6 +4,7 @@ import * as Bulkhead from "../../src/concurrency/Bulkhead.js"
 import * as AiModel from "../../src/model/AiModel.js"
 import * as EmbeddedModel from "../../src/model/EmbeddedModel.js"
 import * as TokenBudget from "../../src/policy/TokenBudget.js"
+import { noSpin } from "../support/spinGuard.js"
 
 /** Lets every forked fiber run until it is suspended (queued on the budget, or sleeping). */
 const settle = TestClock.adjust(0)
@@ -494,4 +495,31 @@ describe("TokenBudget", () => {
       const exit = yield* Effect.exit(TokenBudget.make({ limits: { tokens: 0 } }))
       expect(Exit.isFailure(exit) && exit.cause._tag === "Die").toBe(true)
     }))
+
+  it.effect.prop(
+    "issue 17.1: a reservation held by a fractional Retry-After from a fractional time is granted exactly when it ends, without spinning",
+    {
+      from: fc.double({ min: 0, max: 1e7, noNaN: true }),
+      retryAfter: fc.double({ min: 1e-6, max: 1e5, noNaN: true }),
+      early: fc.double({ min: 0, max: 1, minExcluded: true, maxExcluded: true, noNaN: true })
+    },
+    ({ early, from, retryAfter }) =>
+      Effect.gen(function*() {
+        const budget = yield* TokenBudget.make({ limits: { requests: 1_000 } })
+        yield* TestClock.setTime(from)
+        const wait = Duration.millis(retryAfter)
+        yield* budget.refused(new AiModel.RateLimited({ model: "m", limit: "requests", retryAfter: wait }))
+        const heldUntil = from + Duration.toMillis(wait)
+        const waiter = yield* Effect.fork(Effect.zipRight(budget.reserve({ requests: 1 }), Clock.currentTimeMillis))
+        yield* settle
+        const before = from + early * Duration.toMillis(wait)
+        if (before > from && before < heldUntil) {
+          yield* TestClock.setTime(before)
+          expect(waiter.unsafePoll()).toBeNull()
+        }
+        yield* TestClock.setTime(heldUntil)
+        expect(waiter.unsafePoll()).toStrictEqual(Exit.succeed(heldUntil))
+      }).pipe(noSpin(1000)),
+    { fastCheck: { numRuns: 25 } }
+  )
 })

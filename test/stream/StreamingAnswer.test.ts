@@ -5,6 +5,7 @@ import * as EmbeddedModel from "../../src/model/EmbeddedModel.js"
 import * as Hedge from "../../src/policy/Hedge.js"
 import * as Retry from "../../src/policy/Retry.js"
 import * as StreamingAnswer from "../../src/stream/StreamingAnswer.js"
+import { fractional, noSpin } from "../support/spinGuard.js"
 
 const usage = new AiModel.Usage({ promptTokens: 1, completionTokens: 1 })
 
@@ -398,4 +399,27 @@ describe("StreamingAnswer", () => {
         expect(Exit.isFailure(exit)).toBe(true)
       }))
   })
+
+  /** A chunk `first × idle` after the start, then silence: the idle timeout fires idle after the chunk. */
+  const idleAfterAChunk = (idle: number, first: number) =>
+    Effect.gen(function*() {
+      const stalls = scripted("a", [{ chunks: [[first * idle, "One"]], end: "hang" }])
+      const answer = StreamingAnswer.make({ betweenChunks: Duration.millis(idle), firstChunk: "1 hour" })
+      const stalled = yield* virtual(read(answer([stalls.source])))
+      expect(stalled.end).toEqual(Either.left(new AiModel.ModelTimeout({ model: "a", timeout: Duration.millis(idle) })))
+      const chunkAt = Number(stalled.seen[0]!.slice(stalled.seen[0]!.lastIndexOf("@") + 1))
+      const idleFor = stalled.at - chunkAt
+      expect(idleFor).toBeGreaterThanOrEqual(Duration.toMillis(Duration.millis(idle)) - 1e-6)
+      expect(idleFor).toBeLessThanOrEqual(Duration.toMillis(Duration.millis(idle)) + 2e-6)
+    }).pipe(noSpin(1000))
+
+  it.effect.prop(
+    "issue 17.1: a fractional idle timeout after a chunk at a fractional time fires at its moment (to the nanosecond), without spinning",
+    { idle: fractional(1, 1000), first: fractional(0, 1) },
+    ({ first, idle }) => idleAfterAChunk(idle, first),
+    { fastCheck: { numRuns: 25 } }
+  )
+
+  it.effect("issue 17.1: the idle watchdog does not spin where it did (its last sleep rounded to zero nanoseconds)", () =>
+    idleAfterAChunk(746.4081688970327, 0.6180339887498949))
 })
