@@ -20,6 +20,7 @@ import type * as EventBus from "../events/EventBus.js"
 import type * as CircuitBreaker from "../policy/CircuitBreaker.js"
 import * as Retry from "../policy/Retry.js"
 import type * as TokenBudget from "../policy/TokenBudget.js"
+import { sleepUntil } from "../internal/sleepUntil.js"
 import type { TaskWindow } from "../internal/taskWindow.js"
 import { metrics } from "./AgentMetrics.js"
 import type { AgentTask } from "./AgentTask.js"
@@ -138,7 +139,7 @@ export class TaskRun implements Retry.CallOptions<AgentError> {
       const expired = Effect.failSync(() => this.deadlineExceeded(`the circuit of ${refused.message}`))
       if (left <= 0) return expired
       const bounded = Number.isFinite(left)
-        ? Effect.raceFirst(wait, Effect.zipRight(Effect.sleep(Duration.millis(left)), expired))
+        ? Effect.raceFirst(wait, Effect.zipRight(sleepUntil(this.deadlineAt), expired))
         : wait
       return this.window === undefined ? bounded : this.window.asleep(bounded)
     })

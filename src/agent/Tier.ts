@@ -34,6 +34,7 @@
  */
 import { Clock, Context, Duration, Effect, FiberRef, Metric } from "effect"
 import * as AgentEvent from "../events/AgentEvent.js"
+import { durationUntil } from "../internal/sleepUntil.js"
 import * as AiModel from "../model/AiModel.js"
 import type * as Retry from "../policy/Retry.js"
 import { metrics } from "./AgentMetrics.js"
@@ -83,7 +84,7 @@ export const make = Effect.fnUntraced(function*(policies: Policies, model: AiMod
       }
       const left = run.deadlineAt - now
       const limited = left < timeoutMillis
-        ? timer.within(model.generate(request), Duration.millis(Math.max(0, left)), () =>
+        ? timer.within(model.generate(request), left > 0 ? durationUntil(now, run.deadlineAt) : Duration.zero, () =>
           run.deadlineExceeded(`an answer from ${model.name}`))
         : timer.within(model.generate(request), timeout, modelTimeout)
       return remember === undefined ? limited : Effect.catchAll(limited, remember(run))
