@@ -610,6 +610,8 @@ describe("CircuitBreaker", () => {
     successes = 0
     failuresInARow = 0
     outcomes: Array<{ readonly at: number; readonly failed: boolean }> = []
+    /** Calls admitted while closed in this epoch and not finished: they count as not failed. */
+    inFlight = 0
     transitions: Array<string> = []
     constructor(readonly config: ModelConfig) {}
 
@@ -618,6 +620,7 @@ describe("CircuitBreaker", () => {
       this.state = to
       this.epoch++
       this.probesInFlight = 0
+      this.inFlight = 0
       this.successes = 0
     }
     refresh() {
@@ -640,6 +643,7 @@ describe("CircuitBreaker", () => {
       this.refresh()
       switch (this.state) {
         case "Closed":
+          this.inFlight++
           return { admitted: true, epoch: this.epoch }
         case "Open":
           return { admitted: false, retryAfter: this.openUntil - this.time }
@@ -653,6 +657,7 @@ describe("CircuitBreaker", () => {
     }
     finish(epoch: number, outcome: Outcome) {
       if (epoch !== this.epoch) return
+      if (this.state === "Closed") this.inFlight--
       const verdict = outcome === "success" ? "success" : outcome === "failure" || outcome === "defect" ? "failure" : "ignored"
       if (this.state === "HalfOpen") {
         if (verdict === "failure") return this.trip()
@@ -671,7 +676,7 @@ describe("CircuitBreaker", () => {
       if (verdict === "failure") {
         const recent = this.outcomes.filter(({ at }) => this.time - at < windowMillis).slice(-policy.calls)
         const failed = recent.filter(({ failed }) => failed).length
-        if (recent.length >= policy.minimumCalls && failed / recent.length >= policy.threshold) this.trip()
+        if (recent.length >= policy.minimumCalls && failed / (recent.length + this.inFlight) >= policy.threshold) this.trip()
       }
     }
     isolate() {
