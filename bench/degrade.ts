@@ -12,7 +12,7 @@
  * and reported as such). Then, for each fault rate, the floor (`internal/faultFloor.ts`: the
  * least possible makespan, from the same seed's fault plan: the extra calls the faults force,
  * the hangs held to the timeout, the Retry-After waits, on 64 slots) and each stack's makespan
- * against it.
+ * against it, ours also in virtual time (the policies' cost alone, free of the machine's load).
  *
  *   npm run bench -- degrade                        (about ten minutes: every run is real time)
  *   npx tsx bench/degrade.ts 500                    (a smaller batch)
@@ -35,6 +35,7 @@ import { readFileSync } from "node:fs"
 import { performance } from "node:perf_hooks"
 import { AgentService, AgentTask, AiModel, EmbeddedModel, Retry } from "../src/index.js"
 import * as FaultFloor from "./internal/faultFloor.js"
+import * as VirtualTime from "./internal/virtualTime.js"
 
 const concurrency = 64
 const timeout = "2 seconds"
@@ -108,6 +109,22 @@ const ours = async (tasks: ReadonlyArray<AgentTask.AgentTask>, options: Embedded
     cutOff,
     failedByTag
   }
+}
+
+/**
+ * Our makespan in virtual time (`internal/virtualTime.ts`): the same batch, model and options,
+ * with no CPU or event-loop delay, so what it shows against the floor is the policies' cost
+ * alone, whatever else the machine is doing.
+ */
+const oursVirtual = (tasks: ReadonlyArray<AgentTask.AgentTask>, options: EmbeddedModel.Options): Promise<number> => {
+  const world = VirtualTime.make()
+  return world.run(Effect.gen(function*() {
+    const agent = yield* AgentService.make({ concurrency, timeout }).pipe(
+      Effect.provideServiceEffect(AiModel.AiModel, EmbeddedModel.make({ seed: 7, ...options }))
+    )
+    yield* Stream.runDrain(agent.processAll(tasks))
+    return world.now() / 1000
+  }).pipe(Effect.scoped))
 }
 
 const cockatiel = async (
@@ -199,6 +216,7 @@ const main = async () => {
         maxTokens: AgentService.defaults.maxTokens
       })
       : undefined
+    const virtual = floor === undefined ? undefined : await oursVirtual(tasks, model)
     const against: Array<string> = []
     for (const run of [() => ours(tasks, model), () => cockatiel(tasks, model, false), () => cockatiel(tasks, model, true)]) {
       const outcome = await run()
@@ -228,7 +246,13 @@ const main = async () => {
       const plan = `${floor.calls} calls, ${floor.hangs} hangs, ${floor.retryAfters} Retry-After (${(floor.retryAfterMillis / 1000).toFixed(0)} s), ` +
         `busy ${(floor.busyMillis / 1000).toFixed(0)} s ÷ ${concurrency} = ${(floor.busyMillis / concurrency / 1000).toFixed(2)} s, ` +
         `longest chain ${(floor.longestChainMillis / 1000).toFixed(2)} s`
-      const row = [scenario.name, plan, `${(floor.floorMillis / 1000).toFixed(2)} s`, ...against]
+      const row = [
+        scenario.name,
+        plan,
+        `${(floor.floorMillis / 1000).toFixed(2)} s`,
+        `${virtual!.toFixed(2)} s, ${(virtual! * 1000 / floor.floorMillis).toFixed(2)}×`,
+        ...against
+      ]
       console.error(`  floor: ${row.join(" | ")}`)
       floorRows.push(`| ${row.join(" | ")} |`)
     }
@@ -243,8 +267,8 @@ const main = async () => {
     console.log("")
     console.log(`Against the floor (the least possible makespan of the same seed's fault plan, ${Retry.defaults.maxAttempts} attempts at most; makespan, ÷ floor, succeeded)`)
     console.log("")
-    console.log("| scenario | the faults' plan | floor | wiz-effect | cockatiel, its README's wrap | cockatiel + timeout |")
-    console.log("|---|---|---:|---:|---:|---:|")
+    console.log("| scenario | the faults' plan | floor | wiz-effect, virtual time | wiz-effect | cockatiel, its README's wrap | cockatiel + timeout |")
+    console.log("|---|---|---:|---:|---:|---:|---:|")
     for (const row of floorRows) console.log(row)
   }
   process.exit(0)
