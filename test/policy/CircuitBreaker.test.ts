@@ -198,6 +198,33 @@ describe("CircuitBreaker", () => {
       expect(yield* breaker.state).toBe("Open")
     }))
 
+  it.effect("issue 17.9: rate counts calls in flight as not failed: fast failures at a batch's start do not open it", () =>
+    Effect.gen(function*() {
+      const breaker = yield* CircuitBreaker.make({
+        tripPolicy: CircuitBreaker.rate({ threshold: 0.5, window: "1 minute", minimumCalls: 3 })
+      })
+      // a batch starts: seven calls that will answer in 1 s, then three that fail at once
+      const answers = yield* Effect.forEach(
+        Array.from({ length: 7 }),
+        () => Effect.fork(breaker.execute(Effect.as(Effect.sleep("1 second"), "answer"))),
+        { concurrency: "unbounded" }
+      )
+      yield* settle
+      for (let i = 0; i < 3; i++) yield* Effect.exit(breaker.execute(Effect.fail(overloaded)))
+      // 3 failures among 10 calls (not 3 of the 3 that have ended): 30%, below the threshold
+      expect(yield* breaker.state).toBe("Closed")
+      yield* TestClock.adjust("1 second")
+      for (const fiber of answers) expect(yield* Fiber.join(fiber)).toBe("answer")
+      // an interrupted call leaves the count too: with nothing in flight, 7 failures of 14 open it
+      const interrupted = yield* Effect.fork(breaker.execute(Effect.never))
+      yield* settle
+      yield* Fiber.interrupt(interrupted)
+      for (let i = 0; i < 3; i++) yield* Effect.exit(breaker.execute(Effect.fail(overloaded)))
+      expect(yield* breaker.state).toBe("Closed")
+      yield* Effect.exit(breaker.execute(Effect.fail(overloaded)))
+      expect(yield* breaker.state).toBe("Open")
+    }))
+
   it.effect("reset forgets every count, the rate window included", () =>
     Effect.gen(function*() {
       const breaker = yield* CircuitBreaker.make({
