@@ -8,7 +8,7 @@
  * 429s are the odd refusal among answered calls (a provider's transient fault: a tenth of the
  * calls at a 20% fault rate), the Retry-After concerns that request only, and a place kept
  * through it leaves a call slot idle for the whole wait: at 20% faults that alone made the
- * degradation batch (bench/degrade.ts) take 1.40× its floor, against 1.17× with the places
+ * degradation batch (bench/degrade.ts) take 1.4× its floor, against 1.16–1.18× with the places
  * freed (issue 17.9). The line is the breaker's: half of the model's attempts over the last
  * 10 s, counted when they start, so 429s that come back at once are not read against answers
  * still on the wire.
