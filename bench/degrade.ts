@@ -9,10 +9,14 @@
  *
  * Printed per scenario and stack: success %, makespan ÷ our fault-free makespan, model calls
  * per success, and the time until the last record (a run still going after the cap is cut off
- * and reported as such).
+ * and reported as such). Then, for each fault rate, the floor (`internal/faultFloor.ts`: the
+ * least possible makespan, from the same seed's fault plan: the extra calls the faults force,
+ * the hangs held to the timeout, the Retry-After waits, on 64 slots) and each stack's makespan
+ * against it, ours also in virtual time (the policies' cost alone, free of the machine's load).
  *
- *   npm run bench -- degrade            (about ten minutes: every run is real time)
- *   npx tsx bench/degrade.ts 500        (a smaller batch)
+ *   npm run bench -- degrade                        (about ten minutes: every run is real time)
+ *   npx tsx bench/degrade.ts 500                    (a smaller batch)
+ *   npx tsx bench/degrade.ts 2000 fault-free "20% faults"   (only the scenarios named)
  */
 import {
   bulkhead as cockatielBulkhead,
@@ -29,7 +33,9 @@ import type { IPolicy } from "cockatiel"
 import { Effect, Layer, Runtime, Stream } from "effect"
 import { readFileSync } from "node:fs"
 import { performance } from "node:perf_hooks"
-import { AgentService, AgentTask, AiModel, EmbeddedModel } from "../src/index.js"
+import { AgentService, AgentTask, AiModel, EmbeddedModel, Retry } from "../src/index.js"
+import * as FaultFloor from "./internal/faultFloor.js"
+import * as VirtualTime from "./internal/virtualTime.js"
 
 const concurrency = 64
 const timeout = "2 seconds"
@@ -105,6 +111,22 @@ const ours = async (tasks: ReadonlyArray<AgentTask.AgentTask>, options: Embedded
   }
 }
 
+/**
+ * Our makespan in virtual time (`internal/virtualTime.ts`): the same batch, model and options,
+ * with no CPU or event-loop delay, so what it shows against the floor is the policies' cost
+ * alone, whatever else the machine is doing.
+ */
+const oursVirtual = (tasks: ReadonlyArray<AgentTask.AgentTask>, options: EmbeddedModel.Options): Promise<number> => {
+  const world = VirtualTime.make()
+  return world.run(Effect.gen(function*() {
+    const agent = yield* AgentService.make({ concurrency, timeout }).pipe(
+      Effect.provideServiceEffect(AiModel.AiModel, EmbeddedModel.make({ seed: 7, ...options }))
+    )
+    yield* Stream.runDrain(agent.processAll(tasks))
+    return world.now() / 1000
+  }).pipe(Effect.scoped))
+}
+
 const cockatiel = async (
   tasks: ReadonlyArray<AgentTask.AgentTask>,
   options: EmbeddedModel.Options,
@@ -160,7 +182,8 @@ interface Scenario {
 
 const main = async () => {
   const n = Number(process.argv[2] ?? 2000)
-  const scenarios: ReadonlyArray<Scenario> = [
+  const only = process.argv.slice(3)
+  const all: ReadonlyArray<Scenario> = [
     { name: "fault-free", tasks: n, model: () => ({}) },
     { name: "10% faults", tasks: n, model: () => ({ failureRate: 0.1 }) },
     { name: "20% faults", tasks: n, model: () => ({ failureRate: 0.2 }) },
@@ -172,6 +195,7 @@ const main = async () => {
     },
     { name: "never answers", tasks: Math.min(n, 300), model: () => ({ failureRate: 1, faults: { hang: 1 } }) }
   ]
+  const scenarios = only.length === 0 ? all : all.filter((scenario) => only.includes(scenario.name))
   // warm-up, not reported: the first run of a stack would otherwise pay for the JIT
   console.error("warming up (200 tasks fault-free through each stack, not reported)...")
   const warm = makeTasks(200)
@@ -179,11 +203,30 @@ const main = async () => {
   await cockatiel(warm, {}, true)
   let baseline = 0
   const rows: Array<string> = []
+  const floorRows: Array<string> = []
   for (const scenario of scenarios) {
     const tasks = makeTasks(scenario.tasks)
     const model = scenario.model(baseline)
+    // the floor of a fault rate (an outage's plan depends on when calls come, so none for it)
+    const floor = model.outage === undefined && model.faults === undefined
+      ? await FaultFloor.floor(tasks, { seed: 7, ...model }, {
+        concurrency,
+        timeout,
+        maxAttempts: Retry.defaults.maxAttempts,
+        maxTokens: AgentService.defaults.maxTokens
+      })
+      : undefined
+    const virtual = floor === undefined ? undefined : await oursVirtual(tasks, model)
+    const against: Array<string> = []
     for (const run of [() => ours(tasks, model), () => cockatiel(tasks, model, false), () => cockatiel(tasks, model, true)]) {
       const outcome = await run()
+      if (floor !== undefined) {
+        against.push(
+          outcome.cutOff
+            ? `cut off (${((outcome.succeeded / scenario.tasks) * 100).toFixed(1)}%)`
+            : `${outcome.lastRecordSeconds.toFixed(1)} s, ${(outcome.lastRecordSeconds * 1000 / floor.floorMillis).toFixed(2)}× (${((outcome.succeeded / scenario.tasks) * 100).toFixed(1)}%)`
+        )
+      }
       if (scenario.name === "fault-free" && outcome.stack.startsWith("wiz")) baseline = outcome.lastRecordSeconds
       const failures = [...outcome.failedByTag].sort((a, b) => b[1] - a[1]).map(([tag, count]) => `${tag} ${count}`).join(", ")
       const row = [
@@ -199,6 +242,20 @@ const main = async () => {
       console.error(`  ${row.join(" | ")}`)
       rows.push(`| ${row.join(" | ")} |`)
     }
+    if (floor !== undefined) {
+      const plan = `${floor.calls} calls, ${floor.hangs} hangs, ${floor.retryAfters} Retry-After (${(floor.retryAfterMillis / 1000).toFixed(0)} s), ` +
+        `busy ${(floor.busyMillis / 1000).toFixed(0)} s ÷ ${concurrency} = ${(floor.busyMillis / concurrency / 1000).toFixed(2)} s, ` +
+        `longest chain ${(floor.longestChainMillis / 1000).toFixed(2)} s`
+      const row = [
+        scenario.name,
+        plan,
+        `${(floor.floorMillis / 1000).toFixed(2)} s`,
+        `${virtual!.toFixed(2)} s, ${(virtual! * 1000 / floor.floorMillis).toFixed(2)}×`,
+        ...against
+      ]
+      console.error(`  floor: ${row.join(" | ")}`)
+      floorRows.push(`| ${row.join(" | ")} |`)
+    }
   }
   console.log("")
   console.log(`Goodput under faults (concurrency ${concurrency}, timeout ${timeout}; ratio: makespan ÷ our fault-free makespan, ${baseline.toFixed(1)} s)`)
@@ -206,6 +263,14 @@ const main = async () => {
   console.log("| scenario | tasks | stack | succeeded | makespan | calls per success | last record | failed by error |")
   console.log("|---|---:|---|---:|---:|---:|---:|---|")
   for (const row of rows) console.log(row)
+  if (floorRows.length > 0) {
+    console.log("")
+    console.log(`Against the floor (the least possible makespan of the same seed's fault plan, ${Retry.defaults.maxAttempts} attempts at most; makespan, ÷ floor, succeeded)`)
+    console.log("")
+    console.log("| scenario | the faults' plan | floor | wiz-effect, virtual time | wiz-effect | cockatiel, its README's wrap | cockatiel + timeout |")
+    console.log("|---|---|---:|---:|---:|---:|---:|")
+    for (const row of floorRows) console.log(row)
+  }
   process.exit(0)
 }
 

@@ -332,9 +332,9 @@ export const make = (
     const stop = options.stopOnAuthFailures === undefined || options.stopOnAuthFailures === false
       ? undefined
       : yield* BatchStop.make(options.stopOnAuthFailures)
-    const context = TaskRun.context(bus, options.deadline ?? defaults.deadline, stop)
-    const maxTokens = options.maxTokens ?? defaults.maxTokens
     const policies = yield* Policies.make(options, bus)
+    const context = TaskRun.context(bus, options.deadline ?? defaults.deadline, stop, policies.throttling)
+    const maxTokens = options.maxTokens ?? defaults.maxTokens
     const chain = yield* FallbackChain.make(policies, primary, options)
     const share = yield* Sharing.make(options, bus)
 

@@ -27,6 +27,7 @@ import * as Timeout from "../policy/Timeout.js"
 import * as TokenBudget from "../policy/TokenBudget.js"
 import { metrics } from "./AgentMetrics.js"
 import type { AgentError, FlowState, Options } from "./AgentService.js"
+import * as Throttling from "./Throttling.js"
 
 /**
  * The policies of one service.
@@ -59,6 +60,8 @@ export interface Policies {
   readonly hedgeFor: () => Effect.Effect<Hedge.Hedge | undefined>
   /** The one timer every attempt's time limit runs on. */
   readonly timer: Timeout.Timer
+  /** Whether each model is throttling the batch (its attempts and 429s): a Retry-After wait keeps a task's place only then. */
+  readonly throttling: Throttling.Throttling
   /** The per-attempt timeout, and it in milliseconds. */
   readonly timeout: Duration.Duration
   readonly timeoutMillis: number
@@ -144,6 +147,7 @@ export const make = (options: Options, bus: EventBus.EventBus.Service): Effect.E
       retryFor: yield* retries(options),
       hedgeFor: yield* hedges(options),
       timer: Timeout.timer(),
+      throttling: Throttling.make(),
       timeout,
       timeoutMillis: Duration.toMillis(timeout),
       flow: Effect.zipWith(

@@ -26,6 +26,7 @@ import { metrics } from "./AgentMetrics.js"
 import type { AgentTask } from "./AgentTask.js"
 import type { BatchStop } from "./BatchStop.js"
 import type { AgentError } from "./AgentService.js"
+import type { Throttling } from "./Throttling.js"
 
 /**
  * What every task of one service shares: the bus its events go to, its deadline and its stop on
@@ -41,6 +42,8 @@ export interface Context {
   readonly deadlineMillis: number
   /** The service's stop on refused credentials, when it has one. */
   readonly stop?: BatchStop | undefined
+  /** Whether a model is throttling the batch; without it, every Retry-After wait keeps the task's place. */
+  readonly throttling?: Throttling | undefined
 }
 
 /**
@@ -98,13 +101,20 @@ export class TaskRun implements Retry.CallOptions<AgentError> {
   }
 
   /**
-   * Waiting out a 429's Retry-After keeps the task's place: the provider asked the batch to
-   * slow down, so no new task starts meanwhile. Any other backoff frees the place.
+   * Waiting out a 429's Retry-After keeps the task's place while the model is throttling the
+   * batch (see {@link Throttling}): the provider asked the batch to slow down, so no new task
+   * starts meanwhile. An isolated 429's wait, and any other backoff, frees the place.
    */
   wait(delay: Duration.Duration, error: AgentError): Effect.Effect<void> {
-    return this.window === undefined || error._tag === "RateLimited"
-      ? Effect.sleep(delay)
-      : this.window.asleep(Effect.sleep(delay))
+    const window = this.window
+    if (window === undefined) return Effect.sleep(delay)
+    if (error._tag !== "RateLimited") return window.asleep(Effect.sleep(delay))
+    const throttling = this.context.throttling
+    if (throttling === undefined) return Effect.sleep(delay)
+    return Effect.flatMap(Clock.currentTimeMillis, (now) => {
+      throttling.refused(error.model, now)
+      return throttling.throttled(error.model, now) ? Effect.sleep(delay) : window.asleep(Effect.sleep(delay))
+    })
   }
 
   /** The hook a metered attempt calls when it waited for its budget. */
@@ -153,14 +163,20 @@ export class TaskRun implements Retry.CallOptions<AgentError> {
 }
 
 /**
- * The context of every run of one service: its bus, its tasks' deadline and its stop, if any.
+ * The context of every run of one service: its bus, its tasks' deadline, its stop and its
+ * {@link Throttling}, if any.
  *
  * @since 0.1.0
  * @category constructors
  */
-export const context = (bus: EventBus.EventBus.Service, deadline: Duration.DurationInput, stop?: BatchStop): Context => {
+export const context = (
+  bus: EventBus.EventBus.Service,
+  deadline: Duration.DurationInput,
+  stop?: BatchStop,
+  throttling?: Throttling
+): Context => {
   const decoded = Duration.decode(deadline)
-  return { bus, deadline: decoded, deadlineMillis: Duration.toMillis(decoded), stop }
+  return { bus, deadline: decoded, deadlineMillis: Duration.toMillis(decoded), stop, throttling }
 }
 
 /**

@@ -58,7 +58,7 @@ export type Tier = (request: AiModel.CompletionRequest, run: TaskRun) => Effect.
  * @category constructors
  */
 export const make = Effect.fnUntraced(function*(policies: Policies, model: AiModel.AiModel.Service, last: boolean) {
-  const { timeout, timeoutMillis, timer, withPermit } = policies
+  const { throttling, timeout, timeoutMillis, timer, withPermit } = policies
   const hedge = yield* policies.hedgeFor()
   const retryPolicy = policies.retryFor(last)
   const breaker = yield* policies.breakerFor(model.name)
@@ -77,6 +77,7 @@ export const make = Effect.fnUntraced(function*(policies: Policies, model: AiMod
     const call = Effect.withFiberRuntime<AiModel.Completion, AiModel.ModelError | Retry.DeadlineExceeded>((fiber) => {
       const now = Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeMillis()
       run.attempts++
+      throttling.attempted(model.name, now)
       metrics.attempts.unsafeUpdate(1, fiber.getFiberRef(FiberRef.currentMetricLabels))
       if (run.traced) {
         const span = fiber.currentSpan

@@ -563,6 +563,36 @@ const recordingTracer = () => {
   return { spans, tracer }
 }
 
+describe("AgentService, faults that cost no more than they must (issue 17.9)", () => {
+  it.effect("issue 17.9: isolated 429s idle no call slot: the batch ends within 1.15x of its floor", () =>
+    Effect.gen(function*() {
+      // 20 tasks of one 1 s call on 2 slots; the first call of p4 and of p5 is refused at once
+      // with a 3 s Retry-After (2 of the first 6 attempts: the odd refusal, not throttling)
+      const retryAfter = 3_000
+      const refusedAt = new Set(["p4", "p5"])
+      const { calls, model } = scriptedModel("m", (prompt, n) =>
+        n === 0 && refusedAt.has(prompt)
+          ? { latency: 0, error: new AiModel.RateLimited({ model: "m", limit: "requests", retryAfter: Duration.millis(retryAfter) }) }
+          : { latency: 1_000 })
+      let last = 0
+      const fiber = yield* Effect.fork(
+        Stream.runForEach(
+          Stream.unwrapScoped(Effect.map(AgentService.make({ concurrency: 2 }), (agent) => agent.processAll(tasks(20)))),
+          () => Effect.flatMap(Clock.currentTimeMillis, (now) => Effect.sync(() => (last = now)))
+        ).pipe(Effect.provideService(AiModel.AiModel, model))
+      )
+      yield* TestClock.adjust("1 minute")
+      yield* Fiber.join(fiber)
+      // the floor: every call's slot time on 2 slots, or the longest task (its wait and its call)
+      const busy = calls.reduce((sum, call) => sum + (call.end! - call.start), 0)
+      const floor = Math.max(busy / 2, retryAfter + 1_000)
+      expect(calls).toHaveLength(22)
+      expect(floor).toBe(10_000)
+      // keeping their places through the waits left both slots idle for 3 s: 13 s
+      expect(last).toBeLessThanOrEqual(1.15 * floor)
+    }))
+})
+
 describe("AgentService, lean (issue 12)", () => {
   it.effect("with a tracer: one span per task, the model's own spans beneath it, and an attempt event per call", () =>
     Effect.gen(function*() {

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Duration, Effect, Fiber, TestClock } from "effect"
 import * as TaskRun from "../../src/agent/TaskRun.js"
+import * as Throttling from "../../src/agent/Throttling.js"
 import * as AiModel from "../../src/model/AiModel.js"
 import * as CircuitBreaker from "../../src/policy/CircuitBreaker.js"
 import { TaskWindow } from "../../src/internal/taskWindow.js"
@@ -50,5 +51,29 @@ describe("TaskRun", () => {
         }))
       expect(yield* placeWhile(new AiModel.RateLimited({ model: "m", limit: "requests" }))).toBe(1)
       expect(yield* placeWhile(new AiModel.Overloaded({ model: "m" }))).toBe(0)
+    }))
+
+  it.scoped("issue 17.9: an isolated 429's Retry-After wait frees the task's place; while the model is throttling the batch it keeps it", () =>
+    Effect.gen(function*() {
+      const { bus } = yield* parts()
+      const throttling = Throttling.make()
+      const context = TaskRun.context(bus, "1 minute", undefined, throttling)
+      const window = new TaskWindow(1)
+      const run = TaskRun.make(task("t"), context, 0, window)
+      const rateLimited = new AiModel.RateLimited({ model: "m", limit: "requests", retryAfter: Duration.seconds(1) })
+      const placeWhile = window.admit(Effect.gen(function*() {
+        const fiber = yield* Effect.fork(run.wait(Duration.seconds(1), rateLimited))
+        yield* Effect.yieldNow()
+        const awake = window.awakeCount
+        yield* TestClock.adjust("1 second")
+        yield* Fiber.join(fiber)
+        return awake
+      }))
+      // nine attempts answered on the wire beside this one: its 429 is the odd refusal
+      for (let i = 0; i < 10; i++) throttling.attempted("m", 0)
+      expect(yield* placeWhile).toBe(0)
+      // most of the model's recent attempts were refused: the provider throttles the batch
+      for (let i = 0; i < 5; i++) throttling.refused("m", 1_000)
+      expect(yield* placeWhile).toBe(1)
     }))
 })

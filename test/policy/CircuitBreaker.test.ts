@@ -198,6 +198,33 @@ describe("CircuitBreaker", () => {
       expect(yield* breaker.state).toBe("Open")
     }))
 
+  it.effect("issue 17.9: rate counts calls in flight as not failed: fast failures at a batch's start do not open it", () =>
+    Effect.gen(function*() {
+      const breaker = yield* CircuitBreaker.make({
+        tripPolicy: CircuitBreaker.rate({ threshold: 0.5, window: "1 minute", minimumCalls: 3 })
+      })
+      // a batch starts: seven calls that will answer in 1 s, then three that fail at once
+      const answers = yield* Effect.forEach(
+        Array.from({ length: 7 }),
+        () => Effect.fork(breaker.execute(Effect.as(Effect.sleep("1 second"), "answer"))),
+        { concurrency: "unbounded" }
+      )
+      yield* settle
+      for (let i = 0; i < 3; i++) yield* Effect.exit(breaker.execute(Effect.fail(overloaded)))
+      // 3 failures among 10 calls (not 3 of the 3 that have ended): 30%, below the threshold
+      expect(yield* breaker.state).toBe("Closed")
+      yield* TestClock.adjust("1 second")
+      for (const fiber of answers) expect(yield* Fiber.join(fiber)).toBe("answer")
+      // an interrupted call leaves the count too: with nothing in flight, 7 failures of 14 open it
+      const interrupted = yield* Effect.fork(breaker.execute(Effect.never))
+      yield* settle
+      yield* Fiber.interrupt(interrupted)
+      for (let i = 0; i < 3; i++) yield* Effect.exit(breaker.execute(Effect.fail(overloaded)))
+      expect(yield* breaker.state).toBe("Closed")
+      yield* Effect.exit(breaker.execute(Effect.fail(overloaded)))
+      expect(yield* breaker.state).toBe("Open")
+    }))
+
   it.effect("reset forgets every count, the rate window included", () =>
     Effect.gen(function*() {
       const breaker = yield* CircuitBreaker.make({
@@ -610,6 +637,8 @@ describe("CircuitBreaker", () => {
     successes = 0
     failuresInARow = 0
     outcomes: Array<{ readonly at: number; readonly failed: boolean }> = []
+    /** Calls admitted while closed in this epoch and not finished: they count as not failed. */
+    inFlight = 0
     transitions: Array<string> = []
     constructor(readonly config: ModelConfig) {}
 
@@ -618,6 +647,7 @@ describe("CircuitBreaker", () => {
       this.state = to
       this.epoch++
       this.probesInFlight = 0
+      this.inFlight = 0
       this.successes = 0
     }
     refresh() {
@@ -640,6 +670,7 @@ describe("CircuitBreaker", () => {
       this.refresh()
       switch (this.state) {
         case "Closed":
+          this.inFlight++
           return { admitted: true, epoch: this.epoch }
         case "Open":
           return { admitted: false, retryAfter: this.openUntil - this.time }
@@ -653,6 +684,7 @@ describe("CircuitBreaker", () => {
     }
     finish(epoch: number, outcome: Outcome) {
       if (epoch !== this.epoch) return
+      if (this.state === "Closed") this.inFlight--
       const verdict = outcome === "success" ? "success" : outcome === "failure" || outcome === "defect" ? "failure" : "ignored"
       if (this.state === "HalfOpen") {
         if (verdict === "failure") return this.trip()
@@ -671,7 +703,7 @@ describe("CircuitBreaker", () => {
       if (verdict === "failure") {
         const recent = this.outcomes.filter(({ at }) => this.time - at < windowMillis).slice(-policy.calls)
         const failed = recent.filter(({ failed }) => failed).length
-        if (recent.length >= policy.minimumCalls && failed / recent.length >= policy.threshold) this.trip()
+        if (recent.length >= policy.minimumCalls && failed / (recent.length + this.inFlight) >= policy.threshold) this.trip()
       }
     }
     isolate() {
