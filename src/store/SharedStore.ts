@@ -16,8 +16,9 @@
  *
  * @example
  * ```ts
- * import { Effect, Layer } from "effect"
- * import { AgentService, RedisStore } from "wiz-effect"
+ * import { Layer } from "effect"
+ * import { AgentService } from "wiz-effect"
+ * import * as RedisStore from "wiz-effect/store/RedisStore"
  *
  * // every replica that names the same Redis, provider and key shares one budget and breaker
  * const agent = AgentService.layer({ concurrency: 16 }).pipe(
@@ -87,7 +88,7 @@ export interface Service {
     model: string,
     options: TokenBudget.Options,
     hooks?: Hooks
-  ) => Effect.Effect<TokenBudget.TokenBudget, never, Scope.Scope>
+  ) => Effect.Effect<TokenBudget.TokenBudget<StoreUnavailable>, never, Scope.Scope>
   /** The keyed breakers (one per model). */
   readonly breakers: (
     options: CircuitBreaker.KeyedOptions,
