@@ -432,7 +432,7 @@ export const make = (
     const learnLocally = (report: AiModel.RateLimits | undefined) => report === undefined ? Effect.void : local.adopt(report)
 
     /** A reservation taken on Redis: closed at most once, where it was taken. */
-    const sharedReservation = (cost: TokenBudget.Cost, amounts: ReadonlyArray<number>) => {
+    const sharedReservation = (cost: TokenBudget.Cost, amounts: ReadonlyArray<number>, queued: boolean) => {
       let open = true
       const closing = (credits: ReadonlyArray<number>, report?: AiModel.RateLimits, hold?: AiModel.RateLimited) =>
         Effect.suspend(() => {
@@ -451,6 +451,7 @@ export const make = (
       }
       return {
         cost,
+        queued,
         settle: (actual: TokenBudget.Cost) => closing(settled(actual)),
         release: closing(amounts),
         settleWith: (actual: TokenBudget.Cost, report: AiModel.RateLimits | undefined) => closing(settled(actual), report),
@@ -491,10 +492,11 @@ export const make = (
       Effect.uninterruptibleMask((restore) =>
         Effect.suspend(() => {
           const amounts = TokenBudget.amountsOf(cost)
+          const inLine = Effect.as(waitInLine(amounts, restore), true)
           const granted = line.length === 0
-            ? Effect.flatMap(ask(amounts, ""), (reply) => reply.granted ? Effect.void : waitInLine(amounts, restore))
-            : waitInLine(amounts, restore)
-          return Effect.as(granted, sharedReservation(cost, amounts))
+            ? Effect.flatMap(ask(amounts, ""), (reply) => reply.granted ? Effect.succeed(false) : inLine)
+            : inLine
+          return Effect.map(granted, (queued) => sharedReservation(cost, amounts, queued))
         })
       )
 
@@ -520,7 +522,8 @@ export const make = (
         const from = clock.unsafeCurrentTimeMillis()
         return Effect.uninterruptibleMask((restore) =>
           Effect.flatMap(restore(reserve(cost)), (held) => {
-            const waited = onWaited === undefined ? 0 : clock.unsafeCurrentTimeMillis() - from
+            // a reservation Redis granted at once did not wait: its round trip is no wait
+            const waited = onWaited === undefined || held.queued === false ? 0 : clock.unsafeCurrentTimeMillis() - from
             const run = Effect.matchCauseEffect(restore(attempt), {
               onFailure: (cause) => {
                 const error = Option.getOrUndefined(Cause.failureOption(cause))
