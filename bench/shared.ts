@@ -105,7 +105,11 @@ const startProvider = () =>
         }
         const now = performance.now()
         stats.requests++
-        stats.first = Math.min(stats.first, now)
+        if (stats.first === Infinity) {
+          // the minute's 10% left counts from the first request, not from while wiz starts
+          stats.first = now
+          tokens.stamp = requests.stamp = now
+        }
         tokens.refill(now)
         requests.refill(now)
         const prompt = body.messages.reduce((sum, message) => sum + Tokenizer.count(message.content), 0)

@@ -391,9 +391,7 @@ export const policyOptions = {
   tpm: OptionValue.optionalInteger("tpm", 1, flow("At most N tokens a minute (default: learnt from the provider)")),
   redis: Options.text("redis").pipe(
     Options.withPseudoName("URL"),
-    Options.withDescription(
-      flow("Share the token budget and circuit breaker with every process on this Redis using the same API and key")
-    ),
+    Options.withDescription(flow("Share budget and breaker via this Redis (same API and key)")),
     Options.optional
   )
 }

@@ -173,11 +173,13 @@ export const make = (
     }
     // The subscriber queues its commands while it is not connected, and subscribes again after
     // a reconnection by itself; until then this process hears nothing and goes on alone.
+    // Waited for (at most `timeout`), so that a transition announced right after this returns
+    // is heard.
     yield* Effect.acquireRelease(
-      Effect.sync(() => {
-        subscriber.on("message", onMessage)
-        run(onRedis(command("subscribe", settings.timeout, () => subscriber.subscribe(channel)), 0))
-      }),
+      Effect.zipRight(
+        Effect.sync(() => subscriber.on("message", onMessage)),
+        onRedis(command("subscribe", settings.timeout, () => subscriber.subscribe(channel)), 0)
+      ),
       () => Effect.sync(() => subscriber.off("message", onMessage))
     )
 

@@ -111,38 +111,54 @@ while true do
   local d = tonumber(redis.call('HGET', b, 'd:' .. h[1]))
   if d and d >= now then head = h[1]; break end
   redis.call('ZREM', q, h[1])
-  redis.call('HDEL', b, 'd:' .. h[1])
+  redis.call('HDEL', b, 'd:' .. h[1], 'a:' .. h[1])
 end
-local wait = 0
-for i = 1, 4 do
-  local a = amounts[i]
-  if a > 0 then
-    if held[i] > now then wait = math.max(wait, held[i] - now) end
-    if cap[i] < math.huge then
-      local short = a - level[i]
-      if short > 1e-9 * math.max(1, a) then wait = math.max(wait, short / rate[i]) end
+local function waitFor(costs)
+  local w = 0
+  for i = 1, 4 do
+    local a = costs[i]
+    if a > 0 then
+      if held[i] > now then w = math.max(w, held[i] - now) end
+      if cap[i] < math.huge then
+        local short = a - level[i]
+        if short > 1e-9 * math.max(1, a) then w = math.max(w, short / rate[i]) end
+      end
     end
   end
+  return w
 end
+local wait = waitFor(amounts)
+-- Behind another ticket, a cost may still go if what is left after it covers the first
+-- ticket's cost too (it delays nobody); and it waits until that much has refilled.
 local first = head == nil or head == ticket
-if first and wait == 0 then
+if not first then
+  local theirs = redis.call('HGET', b, 'a:' .. head)
+  if theirs then
+    local i = 0
+    for amount in string.gmatch(theirs, '[^,]+') do
+      i = i + 1
+      amounts[i] = amounts[i] + tonumber(amount)
+    end
+  end
+  wait = waitFor(amounts)
+  for i = 1, 4 do amounts[i] = tonumber(ARGV[i]) end
+end
+if wait == 0 then
   for i = 1, 4 do
     if cap[i] < math.huge then level[i] = level[i] - amounts[i] end
   end
-  if head == ticket then
-    redis.call('ZREM', q, ticket)
-    redis.call('HDEL', b, 'd:' .. ticket)
+  if redis.call('ZREM', q, ticket) == 1 then
+    redis.call('HDEL', b, 'd:' .. ticket, 'a:' .. ticket)
   end
   save(0)
   return {1, 0, processes}
 end
-if not first then wait = math.max(wait, maxWait / 4) end
 wait = math.max(1, math.min(maxWait, math.ceil(wait)))
 if ticket ~= '' then
   if not redis.call('ZSCORE', q, ticket) then
     redis.call('ZADD', q, redis.call('HINCRBY', b, 's', 1), ticket)
   end
-  redis.call('HSET', b, 'd:' .. ticket, now + wait + lease)
+  redis.call('HSET', b, 'd:' .. ticket, now + wait + lease, 'a:' .. ticket, table.concat(amounts, ','))
   local ttl = save(wait + lease)
   redis.call('PEXPIRE', q, ttl)
 end

@@ -36,6 +36,16 @@ const statuses = () => {
   return { seen, hooks: { onStatus: (status: SharedStore.Status) => void seen.push(status.mode) } }
 }
 
+/** Polls `state` every 20 ms until it is `wanted`, for at most a second (a message crosses Redis). */
+const eventually = (state: Effect.Effect<CircuitBreaker.State>, wanted: CircuitBreaker.State) =>
+  Effect.gen(function*() {
+    for (let i = 0; i < 50; i++) {
+      if ((yield* state) === wanted) return wanted
+      yield* Effect.sleep("20 millis")
+    }
+    return yield* state
+  })
+
 const report = (dimension: TokenBudget.Dimension, fields: { limit?: number; remaining?: number; reset?: number }) =>
   new AiModel.RateLimits({
     [dimension]: new AiModel.RateLimitWindow({
@@ -208,11 +218,10 @@ describe.skipIf(!redis.available)("RedisStore (on a real Redis)", () => {
         const breakerB = yield* b.get("m")
         yield* Effect.exit(breakerA.execute(Effect.fail("boom")))
         expect(yield* breakerA.state).toBe("Open")
-        yield* Effect.sleep("100 millis")
-        expect(yield* breakerB.state).toBe("Open")
+        expect(yield* eventually(breakerB.state, "Open")).toBe("Open")
         expect(seen).toEqual(["Closed->Open"])
         // half-open in both: A's probe holds the one lease, B is refused meanwhile
-        yield* Effect.sleep("250 millis")
+        yield* Effect.sleep("400 millis")
         const release = yield* Deferred.make<void>()
         const probe = yield* Effect.fork(breakerA.execute(Deferred.await(release)))
         yield* Effect.sleep("50 millis")
@@ -220,8 +229,7 @@ describe.skipIf(!redis.available)("RedisStore (on a real Redis)", () => {
         expect(Exit.isFailure(refused) && refused.cause._tag === "Fail" && refused.cause.error._tag).toBe("CircuitOpen")
         yield* Deferred.succeed(release, undefined)
         yield* Fiber.join(probe)
-        yield* Effect.sleep("100 millis")
-        expect(yield* breakerB.state).toBe("Closed")
+        expect(yield* eventually(breakerB.state, "Closed")).toBe("Closed")
         expect(yield* breakerB.execute(Effect.succeed("b"))).toBe("b")
       }))
 
