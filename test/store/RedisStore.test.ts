@@ -1,7 +1,10 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Deferred, Duration, Effect, Exit, FastCheck as fc, Fiber } from "effect"
 import { Redis } from "ioredis"
+import * as AgentService from "../../src/agent/AgentService.js"
+import { AgentTask } from "../../src/agent/AgentTask.js"
 import * as AiModel from "../../src/model/AiModel.js"
+import * as EmbeddedModel from "../../src/model/EmbeddedModel.js"
 import * as CircuitBreaker from "../../src/policy/CircuitBreaker.js"
 import * as TokenBudget from "../../src/policy/TokenBudget.js"
 import * as RedisStore from "../../src/store/RedisStore.js"
@@ -252,6 +255,33 @@ describe.skipIf(!redis.available)("RedisStore (on a real Redis)", () => {
         yield* Effect.sleep("350 millis")
         expect(yield* breaker.execute(Effect.succeed("x"))).toBe("x")
         expect(yield* breaker.state).toBe("Closed")
+      }))
+  })
+
+  describe("AgentService", () => {
+    it.scopedLive("takes the store from context: two services on one Redis share one budget", () =>
+      Effect.gen(function*() {
+        const prefix = Services.uniqueName("wiz_test")
+        yield* cleanUp(prefix)
+        const service = Effect.gen(function*() {
+          const store = yield* storeOf(prefix)
+          const model = yield* EmbeddedModel.make({ failureRate: 0, timeToFirstToken: Duration.zero, perToken: Duration.zero })
+          return yield* AgentService.make({ tokenBudget: { limits: { tokens: 1_000 } } }).pipe(
+            Effect.provideService(SharedStore.SharedStore, store),
+            Effect.provideService(AiModel.AiModel, model)
+          )
+        })
+        const first = yield* service
+        const second = yield* service
+        const task = (id: string) => new AgentTask({ id, prompt: "Say hello", maxTokens: 100 })
+        const one = yield* first.process(task("a"))
+        const two = yield* second.process(task("b"))
+        expect([one._tag, two._tag]).toEqual(["TaskSucceeded", "TaskSucceeded"])
+        const [budget] = Object.values((yield* second.flow).budgets)
+        expect(budget?.shared).toEqual({ store: "redis", processes: 2, mode: "shared" })
+        // both calls' usage was taken from the one bucket
+        const used = (yield* first.flow).budgets
+        expect(Object.values(used)[0]?.dimensions.tokens?.available).toBeLessThan(1_000 - 2 * 5)
       }))
   })
 
