@@ -184,7 +184,7 @@ const taskFile = (dir: string, p: number, n: number) => {
   return path
 }
 
-const runWiz = (input: string, output: string, url: string, redis: string | undefined) =>
+const runWiz = (input: string, output: string, url: string, redis: string | undefined, events?: string) =>
   new Promise<{ code: number | null; stderr: string; child: ChildProcess }>((resolve) => {
     const child = spawn(process.execPath, [
       "--import",
@@ -203,7 +203,8 @@ const runWiz = (input: string, output: string, url: string, redis: string | unde
       "bench",
       "--api-key-env",
       "BENCH_KEY",
-      ...(redis === undefined ? [] : ["--redis", redis])
+      ...(redis === undefined ? [] : ["--redis", redis]),
+      ...(events === undefined ? [] : ["--events", events])
     ], { env: { ...process.env, BENCH_KEY: "sk-bench-one-key" }, stdio: ["ignore", "ignore", "pipe"] })
     let stderr = ""
     child.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString("utf8")))
@@ -222,6 +223,9 @@ interface Batch {
   readonly duplicates: number
   readonly missing: number
   readonly summary: string
+  /** `StoreStatus` events of the processes: went local, back on Redis. */
+  readonly local: number
+  readonly shared: number
 }
 
 const batch = async (label: string, tasks: number, redis: string | undefined, during?: () => Promise<void>): Promise<Batch> => {
@@ -229,7 +233,7 @@ const batch = async (label: string, tasks: number, redis: string | undefined, du
   const provider = await startProvider()
   try {
     const inputs = Array.from({ length: PROCESSES }, (_, p) => taskFile(dir, p, tasks))
-    const runs = inputs.map((input, p) => runWiz(input, join(dir, `out-${p}.jsonl`), provider.url, redis))
+    const runs = inputs.map((input, p) => runWiz(input, join(dir, `out-${p}.jsonl`), provider.url, redis, join(dir, `events-${p}.jsonl`)))
     await during?.()
     const exits = await Promise.all(runs)
     const seen = new Map<string, number>()
@@ -239,6 +243,15 @@ const batch = async (label: string, tasks: number, redis: string | undefined, du
         const record = JSON.parse(line) as { id: string; status: string }
         seen.set(record.id, (seen.get(record.id) ?? 0) + 1)
         if (record.status !== "succeeded") failed++
+      }
+    }
+    let local = 0
+    let back = 0
+    for (let p = 0; p < PROCESSES; p++) {
+      for (const line of readFileSync(join(dir, `events-${p}.jsonl`), "utf8").split("\n")) {
+        if (!line.includes('"StoreStatus"')) continue
+        if (line.includes('"local"')) local++
+        else back++
       }
     }
     const s = provider.stats
@@ -258,7 +271,9 @@ const batch = async (label: string, tasks: number, redis: string | undefined, du
       failed,
       duplicates: [...seen.values()].filter((n) => n > 1).length,
       missing: PROCESSES * tasks - seen.size,
-      summary: sharedLine.replace(/^budget\s+/, "")
+      summary: sharedLine.replace(/^budget\s+/, ""),
+      local,
+      shared: back
     }
   } finally {
     await provider.close()
@@ -384,7 +399,8 @@ try {
   })
   printBatches([outage])
   console.log(
-    `\nevery task exactly one record: ${outage.duplicates === 0 && outage.missing === 0 ? "yes" : "NO"}; failed: ${outage.failed}\n`
+    `\nevery task exactly one record: ${outage.duplicates === 0 && outage.missing === 0 ? "yes" : "NO"}; failed: ${outage.failed}; ` +
+      `StoreStatus events: ${outage.local} to local, ${outage.shared} back to Redis (over ${PROCESSES} processes)\n`
   )
 
   console.log(`AgentService.process, 64 in flight, a model that answers at once, 20,000 calls:\n`)

@@ -93,7 +93,6 @@ export interface Settings {
   readonly channel: string
   readonly processId: string
   readonly onStoreError: OnStoreError
-  readonly timeout: Duration.Duration
   /** How long a probe's lease lasts if its holder never frees it. */
   readonly lease: Duration.Duration
   readonly shared: Health
@@ -145,19 +144,19 @@ export const make = (
         announce: (transition) => {
           const open = transition.until === undefined ? 0 : Math.max(0, transition.until - transition.at)
           const message = JSON.stringify({ name, to: transition.to, origin: processId })
-          run(onRedis(command("announce", settings.timeout, () => scripts.wizAnnounce(`${name}:breaker`, transition.to, open, message, channel)), 0))
+          run(onRedis(command("announce", () => scripts.wizAnnounce(`${name}:breaker`, transition.to, open, message, channel)), 0))
         },
         probe: Effect.suspend(() => {
           const holder = `${processId}:${++probes}`
           const slotKeys = Array.from({ length: slots }, (_, i) => `${name}:probe:${i + 1}`)
-          const taken = command("probe", settings.timeout, () => scripts.wizProbe(slots, ...slotKeys, holder, leaseMillis))
+          const taken = command("probe", () => scripts.wizProbe(slots, ...slotKeys, holder, leaseMillis))
           // Without Redis: probe locally ("local"), or refuse the probe ("fail").
           return Effect.map(onRedis(taken, settings.onStoreError === "local" ? -1 : 0), (slot) =>
             slot === 0
               ? undefined
               : slot < 0
               ? Effect.void
-              : onRedis(command("probe release", settings.timeout, () => scripts.wizProbeRelease(slotKeys[slot - 1]!, holder)), 0))
+              : onRedis(command("probe release", () => scripts.wizProbeRelease(slotKeys[slot - 1]!, holder)), 0))
         })
       }
     }
@@ -173,14 +172,24 @@ export const make = (
     }
     // The subscriber queues its commands while it is not connected, and subscribes again after
     // a reconnection by itself; until then this process hears nothing and goes on alone.
-    // Waited for (at most `timeout`), so that a transition announced right after this returns
+    // Waited for (at most the client's `commandTimeout`), so that a transition announced right after this returns
     // is heard.
+    // Subscribed again at each (re)connection: one that failed while Redis was away is retried.
+    const subscribe = onRedis(command("subscribe", () => subscriber.subscribe(channel)), 0)
+    const onReady = () => void run(subscribe)
     yield* Effect.acquireRelease(
       Effect.zipRight(
-        Effect.sync(() => subscriber.on("message", onMessage)),
-        onRedis(command("subscribe", settings.timeout, () => subscriber.subscribe(channel)), 0)
+        Effect.sync(() => {
+          subscriber.on("message", onMessage)
+          subscriber.on("ready", onReady)
+        }),
+        subscribe
       ),
-      () => Effect.sync(() => subscriber.off("message", onMessage))
+      () =>
+        Effect.sync(() => {
+          subscriber.off("message", onMessage)
+          subscriber.off("ready", onReady)
+        })
     )
 
     /** A breaker's first use here: take the state other processes left in Redis. */
@@ -191,7 +200,7 @@ export const make = (
         joined.add(key)
         const name = settings.nameOf(key)
         keys.set(name, key)
-        return Effect.flatMap(onRedis(command("read", settings.timeout, () => scripts.wizBreakerRead(`${name}:breaker`)), []), (found) =>
+        return Effect.flatMap(onRedis(command("read", () => scripts.wizBreakerRead(`${name}:breaker`)), []), (found) =>
           found.length === 0 || found[0] === "HalfOpen" || (found[0] === "Open" && Number(found[1]) <= 0)
             ? Effect.void
             : keyed.follow(key, found[0] as CircuitBreaker.State, Number(found[1])))

@@ -71,14 +71,16 @@ for i = 1, 4 do
 end
 local function save(ttl_extra)
   local ttl = 60000 + ttl_extra
+  local fields = {'t', now}
   for i = 1, 4 do
     if cap[i] < math.huge then
-      redis.call('HSET', b, 'l' .. i, tostring(level[i]))
+      fields[#fields + 1] = 'l' .. i
+      fields[#fields + 1] = tostring(level[i])
       if level[i] < cap[i] then ttl = math.max(ttl, 60000 + (cap[i] - level[i]) / rate[i]) end
     end
     if held[i] > now then ttl = math.max(ttl, 60000 + held[i] - now) end
   end
-  redis.call('HSET', b, 't', now)
+  redis.call('HSET', b, unpack(fields))
   redis.call('PEXPIRE', b, math.ceil(ttl))
   return math.ceil(ttl)
 end
@@ -86,18 +88,21 @@ end
 
 /**
  * KEYS: bucket, queue, processes. ARGV: amounts ×4, own capacity ×4, own rate ×4, ticket
- * ("": do not queue), lease ms, process id, max wait ms.
- * Returns {1, 0, processes} granted; {0, wait ms, processes} not yet; {-1, dimension, capacity}
- * never fits.
+ * ("": do not queue), lease ms, process id ("": no heartbeat this time), max wait ms.
+ * Returns {1, 0, processes} granted; {0, wait ms, processes} not yet ({-1} processes: no
+ * heartbeat); {-1, dimension, capacity} never fits.
  */
 const reserveScript = `local O = 4
 ${prelude}
 local q, p = KEYS[2], KEYS[3]
 local ticket, lease, maxWait = ARGV[13], tonumber(ARGV[14]), tonumber(ARGV[16])
-redis.call('ZADD', p, now, ARGV[15])
-redis.call('ZREMRANGEBYSCORE', p, '-inf', now - 10000)
-redis.call('PEXPIRE', p, 60000)
-local processes = redis.call('ZCARD', p)
+local processes = -1
+if ARGV[15] ~= '' then
+  redis.call('ZADD', p, now, ARGV[15])
+  redis.call('ZREMRANGEBYSCORE', p, '-inf', now - 10000)
+  redis.call('PEXPIRE', p, 60000)
+  processes = redis.call('ZCARD', p)
+end
 local amounts = {}
 for i = 1, 4 do
   local a = tonumber(ARGV[i])
@@ -248,8 +253,6 @@ export interface Settings {
   /** Where the processes sharing the provider say they are alive. */
   readonly processesKey: string
   readonly onStoreError: OnStoreError
-  /** Longest a call waits for Redis before it counts as unavailable. */
-  readonly timeout: Duration.Duration
   /** After a failure, how long the process stays local before it tries Redis again. */
   readonly retryAfter: Duration.Duration
   /** Longest a waiting head sleeps before it asks again. */
@@ -260,22 +263,17 @@ export interface Settings {
 }
 
 /**
- * Runs one Redis command as an Effect: a rejection or no answer within `timeout` is a
- * `StoreUnavailable`.
+ * Runs one Redis command as an Effect: a rejection is a `StoreUnavailable`. How long it may
+ * take is the client's `commandTimeout` (a timer of ioredis's, not a fiber per command).
  *
  * @internal
  */
-export const command = <A>(operation: string, timeout: Duration.Duration, run: () => Promise<A>) =>
+export const command = <A>(operation: string, run: () => Promise<A>) =>
   Effect.tryPromise({
     try: run,
     catch: (error) =>
       new StoreUnavailable({ store: "redis", operation, reason: error instanceof Error ? error.message : String(error) })
-  }).pipe(
-    Effect.timeoutFail({
-      duration: timeout,
-      onTimeout: () => new StoreUnavailable({ store: "redis", operation, reason: `no answer in ${Duration.format(timeout)}` })
-    })
-  )
+  })
 
 /**
  * Whether the process is on Redis now, and when it may try again after a failure; shared by a
@@ -412,10 +410,17 @@ export const make = (
 
     type Reply = { readonly granted: true } | { readonly granted: false; readonly wait: number }
 
+    // The heartbeat rides on a reservation at most once a second.
+    let beatAt = -Infinity
     const ask = (amounts: ReadonlyArray<number>, ticket: string) =>
       Effect.flatMap(
-        command("reserve", settings.timeout, () =>
-          scripts.wizReserve(bucket, queueKey, processesKey, ...amounts, ...own, ticket, lease, processId, maxWait)),
+        Effect.clockWith((clock) => {
+          const now = clock.unsafeCurrentTimeMillis()
+          const beat = now - beatAt >= 1_000
+          if (beat) beatAt = now
+          return command("reserve", () =>
+            scripts.wizReserve(bucket, queueKey, processesKey, ...amounts, ...own, ticket, lease, beat ? processId : "", maxWait))
+        }),
         (reply): Effect.Effect<Reply, TokenBudget.BudgetExceeded> => {
           const [status, value, peers] = reply
           if (Number(status) === -1) {
@@ -424,7 +429,7 @@ export const make = (
               new TokenBudget.BudgetExceeded({ dimension: TokenBudget.dimensions[i]!, cost: amounts[i]!, limit: Number(peers) })
             )
           }
-          processes.count = Number(peers)
+          if (Number(peers) >= 0) processes.count = Number(peers)
           return Effect.succeed(Number(status) === 1 ? { granted: true } : { granted: false, wait: Number(value) })
         }
       )
@@ -432,7 +437,7 @@ export const make = (
     /** Closes a reservation taken on Redis: credits, a report, a hold. */
     const close = (credits: ReadonlyArray<number>, report: AiModel.RateLimits | undefined, hold?: AiModel.RateLimited) => {
       const held = hold?.retryAfter === undefined ? 0 : TokenBudget.dimensions.indexOf(hold.limit) + 1
-      return command("close", settings.timeout, () =>
+      return command("close", () =>
         scripts.wizClose(
           bucket,
           ...credits,
@@ -567,7 +572,7 @@ export const make = (
       const mode = shared.mode()
       const sharedPart = { store: "redis", processes: processes.count, mode }
       if (mode === "local") return { ...(yield* local.state), shared: sharedPart }
-      const reply = yield* Effect.either(command("state", settings.timeout, () => scripts.wizState(bucket, ...own)))
+      const reply = yield* Effect.either(command("state", () => scripts.wizState(bucket, ...own)))
       if (reply._tag === "Left") return { ...(yield* local.state), shared: sharedPart }
       const dimensions: { [K in TokenBudget.Dimension]?: TokenBudget.DimensionState } = {}
       const fields = reply.right

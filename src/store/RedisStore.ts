@@ -54,7 +54,11 @@ export interface Options {
   readonly prefix?: string
   /** Who spends the quota; a hash of the key goes into every key name, never the key. */
   readonly provider?: SharedStore.Provider
-  /** Longest a Redis command may take before it counts as a failure (default 500 ms). */
+  /**
+   * Longest a Redis command may take before it counts as a failure (default 500 ms): the
+   * `commandTimeout` of the client made from `url`, and how long `make` waits for it to
+   * connect. A client of yours keeps its own `commandTimeout` (set one).
+   */
   readonly timeout?: Duration.DurationInput
   /** After a failure, how long to go on locally before trying Redis again (default 1 s). */
   readonly retryAfter?: Duration.DurationInput
@@ -88,12 +92,14 @@ export const make = (
   options: Options & ({ readonly url: string } | { readonly client: Redis })
 ) =>
   Effect.gen(function*() {
+    const timeout = Duration.decode(options.timeout ?? defaults.timeout)
     const client = "client" in options ? options.client : yield* Effect.acquireRelease(
       Effect.sync(() =>
         new Redis(options.url, {
           // fail at once while disconnected (the budget goes local), and reconnect in the background
           enableOfflineQueue: false,
           maxRetriesPerRequest: 0,
+          commandTimeout: Duration.toMillis(timeout),
           retryStrategy: (times) => Math.min(times * 100, 1_000)
         })
       ),
@@ -101,7 +107,6 @@ export const make = (
     )
     // Connection errors surface as failed commands; without a listener ioredis would also
     // print each one to stderr.
-    const timeout = Duration.decode(options.timeout ?? defaults.timeout)
     const quiet = () => {}
     client.on("error", quiet)
     const subscriber = yield* Effect.acquireRelease(
@@ -147,7 +152,6 @@ export const make = (
           processId,
           processesKey,
           onStoreError,
-          timeout,
           retryAfter,
           maxWait: Duration.decode(options.maxWait ?? defaults.maxWait),
           lease,
@@ -161,7 +165,6 @@ export const make = (
           channel: `${prefix}:breakers`,
           processId,
           onStoreError,
-          timeout,
           lease,
           shared: healthOf(hooks)
         }, breakerOptions),
