@@ -23,6 +23,7 @@
  *
  *   npm run bench -- shared        (about four minutes)
  *   npx tsx bench/shared.ts 100    (fewer tasks per process)
+ *   npx tsx bench/shared.ts overhead
  */
 import { type ChildProcess, spawn } from "node:child_process"
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
@@ -42,7 +43,8 @@ const main = fileURLToPath(new URL("../src/cli/main.ts", import.meta.url))
 const TPM = 120_000
 const RPM = 2_000
 const PROCESSES = 4
-const TASKS = Number(process.argv[2] ?? 500)
+const onlyOverhead = process.argv[2] === "overhead"
+const TASKS = onlyOverhead ? 0 : Number(process.argv[2] ?? 500)
 
 // -----------------------------------------------------------------------------
 // the provider
@@ -384,6 +386,14 @@ const port = await freePort()
 let redis = await startRedis(port)
 const redisUrl = `redis://127.0.0.1:${port}`
 try {
+  if (!onlyOverhead) await batches()
+  console.log(`AgentService.process, 64 in flight, a model that answers at once, 20,000 calls:\n`)
+  await overhead(redisUrl)
+} finally {
+  await stopRedis(redis)
+}
+
+async function batches() {
   console.log(`provider: TPM ${TPM}, RPM ${RPM} (10% left at the start); ${PROCESSES} wiz run processes x ${TASKS} tasks, one key\n`)
   const rows: Array<Batch> = []
   rows.push(await batch("without --redis", TASKS, undefined))
@@ -402,9 +412,4 @@ try {
     `\nevery task exactly one record: ${outage.duplicates === 0 && outage.missing === 0 ? "yes" : "NO"}; failed: ${outage.failed}; ` +
       `StoreStatus events: ${outage.local} to local, ${outage.shared} back to Redis (over ${PROCESSES} processes)\n`
   )
-
-  console.log(`AgentService.process, 64 in flight, a model that answers at once, 20,000 calls:\n`)
-  await overhead(redisUrl)
-} finally {
-  await stopRedis(redis)
 }
