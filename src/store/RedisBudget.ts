@@ -19,8 +19,10 @@
  *
  * Fairness: in a process, callers that cannot go at once wait in a FIFO, and only its head
  * asks Redis again. Across processes, a head that could not go takes a ticket in a queue in
- * Redis (a sorted set in arrival order); while the queue is not empty only its first ticket may
- * take, so a large reservation is not starved by small ones from other processes. A ticket has
+ * Redis (a sorted set in arrival order, each ticket with its cost); while the queue is not
+ * empty, a cost goes only if what is left after it still covers the first ticket's (so the
+ * first is never delayed, and a large reservation is not starved by small ones from other
+ * processes; the room beyond it is not wasted either). A ticket has
  * a lease its holder renews at each try; a process that dies loses its place once the lease
  * ends. A waiting head sleeps until the time the script says its cost fits (at most
  * `maxWait`, so a refund elsewhere is seen soon), or until a settle in its own process.
