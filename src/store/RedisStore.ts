@@ -106,9 +106,9 @@ export const make = (
       (made) => Effect.promise(() => made.quit().catch(() => made.disconnect()))
     )
     // Connection errors surface as failed commands; without a listener ioredis would also
-    // print each one to stderr.
+    // print each one to stderr. A client of yours keeps the listeners you gave it.
     const quiet = () => {}
-    client.on("error", quiet)
+    if (!("client" in options)) client.on("error", quiet)
     const subscriber = yield* Effect.acquireRelease(
       Effect.sync(() => client.duplicate({ enableOfflineQueue: true, maxRetriesPerRequest: null })),
       (made) => Effect.sync(() => made.disconnect())

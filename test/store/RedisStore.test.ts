@@ -16,7 +16,7 @@ const redis = await Services.redis()
 /** A client of the test's own, closed with the scope. */
 const client = (options: { enableOfflineQueue?: boolean } = {}) =>
   Effect.acquireRelease(
-    Effect.sync(() => new Redis(redis.url, { maxRetriesPerRequest: 0, ...options })),
+    Effect.sync(() => new Redis(redis.url, { maxRetriesPerRequest: 0, ...options }).on("error", () => {})),
     (made) => Effect.promise(() => made.quit().catch(() => made.disconnect()))
   )
 
