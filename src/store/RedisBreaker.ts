@@ -174,8 +174,10 @@ export const make = (
     // a reconnection by itself; until then this process hears nothing and goes on alone.
     // Waited for (at most the client's `commandTimeout`), so that a transition announced right after this returns
     // is heard.
-    // Subscribed again at each (re)connection: one that failed while Redis was away is retried.
-    const subscribe = onRedis(command("subscribe", () => subscriber.subscribe(channel)), 0)
+    // Subscribed again at each (re)connection of the subscriber: one that failed while Redis was
+    // away is retried then. Its own connection says nothing of the commands' one, so neither
+    // its failure nor its success changes the store's health.
+    const subscribe = Effect.catchTag(command("subscribe", () => subscriber.subscribe(channel)), "StoreUnavailable", () => Effect.void)
     const onReady = () => void run(subscribe)
     yield* Effect.acquireRelease(
       Effect.zipRight(

@@ -478,8 +478,7 @@ export const make = (
         settle: (actual: TokenBudget.Cost) => closing(settled(actual)),
         release: closing(amounts),
         settleWith: (actual: TokenBudget.Cost, report: AiModel.RateLimits | undefined) => closing(settled(actual), report),
-        refusedWith: (error: AiModel.RateLimited) => closing(amounts, error.rateLimits, error),
-        releaseOnly: closing(amounts)
+        refusedWith: (error: AiModel.RateLimited) => closing(amounts, error.rateLimits, error)
       }
     }
 

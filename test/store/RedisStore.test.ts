@@ -319,7 +319,13 @@ describe.skipIf(!redis.available)("RedisStore (on a real Redis)", () => {
         const during = yield* budget.reserve({ tokens: 100 })
         yield* during.settle({ tokens: 100 })
         expect((yield* budget.state).shared?.mode).toBe("local")
-        yield* Effect.promise(() => own.status === "end" ? own.connect() : new Promise((ready) => own.once("ready", ready)))
+        yield* Effect.promise(() =>
+          own.status === "ready"
+            ? Promise.resolve()
+            : own.status === "end"
+            ? own.connect()
+            : new Promise((ready) => own.once("ready", ready))
+        )
         yield* Effect.sleep("150 millis")
         yield* budget.reserve({ tokens: 100 })
         const state = yield* budget.state
