@@ -216,6 +216,9 @@ export interface Reservation {
 }
 
 /**
+ * A budget. `StoreError` is what the store of a shared budget may fail with under
+ * `onStoreError: "fail"` (`SharedStore.StoreUnavailable`); `never` for the in-memory one.
+ *
  * @since 0.1.0
  * @category models
  */
