@@ -52,6 +52,14 @@ export * as Retry from "./policy/Retry.js"
 /** @since 0.1.0 */
 export * as CircuitBreaker from "./policy/CircuitBreaker.js"
 
+/**
+ * Where budgets and breakers live (in memory by default). The Redis one is the subpath
+ * `wiz-effect/store/RedisStore`, so only its users load ioredis.
+ *
+ * @since 0.1.0
+ */
+export * as SharedStore from "./store/SharedStore.js"
+
 /** @since 0.1.0 */
 export * as AgentTask from "./agent/AgentTask.js"
 

@@ -25,6 +25,10 @@ export const metrics = {
   }),
   fallbacks: Metric.counter("wiz_fallbacks_total", { description: "answers from a fallback tier", incremental: true }),
   hedges: Metric.counter("wiz_hedges_total", { description: "hedged attempts started", incremental: true }),
+  storeFallbacks: Metric.counter("wiz_store_fallbacks_total", {
+    description: "times a shared store failed and the process went on with its own budget and breaker",
+    incremental: true
+  }),
   taskDuration: Metric.histogram(
     "wiz_task_duration_ms",
     MetricBoundaries.exponential({ start: 10, factor: 2, count: 14 }),

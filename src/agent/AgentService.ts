@@ -44,6 +44,7 @@ import type * as Hedge from "../policy/Hedge.js"
 import type * as Retry from "../policy/Retry.js"
 import type * as TokenBudget from "../policy/TokenBudget.js"
 import type * as StreamingAnswer from "../stream/StreamingAnswer.js"
+import type { StoreUnavailable } from "../store/SharedStore.js"
 import { TaskWindow } from "../internal/taskWindow.js"
 import { unsafeConstruct } from "../internal/unsafeConstruct.js"
 import type { AgentTask, TaskFailed, TaskResult, TaskSucceeded } from "./AgentTask.js"
@@ -212,7 +213,12 @@ export const defaults = {
  * @since 0.1.0
  * @category errors
  */
-export type AgentError = AiModel.ModelError | CircuitBreaker.CircuitOpen | Retry.DeadlineExceeded | TokenBudget.BudgetExceeded
+export type AgentError =
+  | AiModel.ModelError
+  | CircuitBreaker.CircuitOpen
+  | Retry.DeadlineExceeded
+  | TokenBudget.BudgetExceeded
+  | StoreUnavailable
 
 /**
  * The flow control right now: the concurrency limit in force and what waits on it, and each

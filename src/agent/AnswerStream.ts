@@ -21,6 +21,7 @@ import * as AiModel from "../model/AiModel.js"
 import type * as CircuitBreaker from "../policy/CircuitBreaker.js"
 import * as TokenBudget from "../policy/TokenBudget.js"
 import * as StreamingAnswer from "../stream/StreamingAnswer.js"
+import type { StoreUnavailable } from "../store/SharedStore.js"
 import { unsafeConstruct } from "../internal/unsafeConstruct.js"
 import { metrics } from "./AgentMetrics.js"
 import type { AgentTask } from "./AgentTask.js"
@@ -61,7 +62,7 @@ export const make = Effect.fnUntraced(function*(
   const { models, fallThrough, staticAnswer } = chain
   const last = models.length - 1
   const breakers = new Map<string, CircuitBreaker.CircuitBreaker>()
-  const budgets = new Map<string, TokenBudget.TokenBudget>()
+  const budgets = new Map<string, TokenBudget.TokenBudget<StoreUnavailable>>()
   for (const model of models) {
     const breaker = yield* policies.breakerFor(model.name)
     if (breaker !== undefined) breakers.set(model.name, breaker)
@@ -89,8 +90,12 @@ export const make = Effect.fnUntraced(function*(
           yield* Effect.acquireRelease(
             // A stream's source speaks in model errors: a cost the budget can never hold is
             // a request this client can never send.
-            Effect.catchTag(budget.reserve(cost), "BudgetExceeded", (exceeded) =>
-              Effect.fail(new AiModel.InvalidRequest({ model: source.name, reason: exceeded.message }))),
+            // A shared budget's store that failed under `onStoreError: "fail"` leaves the model
+            // unreachable for this call.
+            Effect.catchTags(budget.reserve(cost), {
+              BudgetExceeded: (exceeded) => Effect.fail(new AiModel.InvalidRequest({ model: source.name, reason: exceeded.message })),
+              StoreUnavailable: (failed) => Effect.fail(new AiModel.Unavailable({ model: source.name, reason: failed.message }))
+            }),
             (held) =>
               Effect.zipRight(
                 held.settle(usage === undefined ? held.cost : TokenBudget.usageCost(usage)),

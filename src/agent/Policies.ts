@@ -13,8 +13,7 @@
  *
  * @since 0.1.0
  */
-import { Duration, Effect } from "effect"
-import type { Scope } from "effect"
+import { Duration, Effect, Option, Scope } from "effect"
 import * as AdaptiveLimit from "../concurrency/AdaptiveLimit.js"
 import * as Bulkhead from "../concurrency/Bulkhead.js"
 import * as AgentEvent from "../events/AgentEvent.js"
@@ -24,7 +23,8 @@ import * as CircuitBreaker from "../policy/CircuitBreaker.js"
 import * as Hedge from "../policy/Hedge.js"
 import * as Retry from "../policy/Retry.js"
 import * as Timeout from "../policy/Timeout.js"
-import * as TokenBudget from "../policy/TokenBudget.js"
+import type * as TokenBudget from "../policy/TokenBudget.js"
+import * as SharedStore from "../store/SharedStore.js"
 import { metrics } from "./AgentMetrics.js"
 import type { AgentError, FlowState, Options } from "./AgentService.js"
 import * as Throttling from "./Throttling.js"
@@ -50,7 +50,7 @@ export interface Policies {
   /** The breaker of a model, by name; undefined with `breaker: false`. */
   readonly breakerFor: (model: string) => Effect.Effect<CircuitBreaker.CircuitBreaker | undefined>
   /** The token budget of a model, by name (tiers on one provider share it); undefined with `tokenBudget: false`. */
-  readonly budgetFor: (model: string) => Effect.Effect<TokenBudget.TokenBudget | undefined>
+  readonly budgetFor: (model: string) => Effect.Effect<TokenBudget.TokenBudget<SharedStore.StoreUnavailable> | undefined>
   /**
    * The retry policy of a tier: the last tier's waits on its open circuit; an earlier tier's
    * does not retry an open circuit (the next tier answers). Undefined with `retry: false`.
@@ -85,7 +85,9 @@ export const defaults = {
 
 /**
  * Build the policies from the service's options. Breaker transitions are published on `bus`
- * as they happen, in order with the calls that caused them.
+ * as they happen, in order with the calls that caused them. Budgets and breakers come from the
+ * `SharedStore` in context (in memory without one); its changes between shared and local are
+ * `StoreStatus` events and count in `wiz_store_fallbacks_total`.
  *
  * @since 0.1.0
  * @category constructors
@@ -103,8 +105,18 @@ export const make = (options: Options, bus: EventBus.EventBus.Service): Effect.E
       permits: adaptive === undefined ? fixed : Math.min(maxTasks, options.adaptive?.max ?? AdaptiveLimit.defaults.max)
     })
     const timeout = Duration.decode(options.timeout ?? defaults.timeout)
+    const store = Option.getOrElse(yield* Effect.serviceOption(SharedStore.SharedStore), () => SharedStore.memory)
+    const scope = yield* Effect.scope
+    const hooks: SharedStore.Hooks = {
+      onStatus: ({ mode, reason, store }) => {
+        if (mode === "local") metrics.storeFallbacks.unsafeUpdate(1, [])
+        if (bus.wants("StoreStatus")) {
+          bus.unsafePublish(new AgentEvent.StoreStatus({ store, mode, ...(reason === undefined ? {} : { reason }) }, true))
+        }
+      }
+    }
 
-    const breakers = options.breaker === false ? undefined : yield* CircuitBreaker.makeKeyed({
+    const breakers = options.breaker === false ? undefined : yield* store.breakers({
       ...options.breaker,
       onTransition: (breaker, { at, from, to, until }) => {
         metrics.breakerTransitions.unsafeUpdate(1, [])
@@ -120,15 +132,15 @@ export const make = (options: Options, bus: EventBus.EventBus.Service): Effect.E
           )
         }
       }
-    })
+    }, hooks)
 
     const budgetOptions = options.tokenBudget === false ? undefined : options.tokenBudget ?? defaults.tokenBudget
-    const budgets = new Map<string, TokenBudget.TokenBudget>()
-    const budgetFor = (name: string): Effect.Effect<TokenBudget.TokenBudget | undefined> => {
+    const budgets = new Map<string, TokenBudget.TokenBudget<SharedStore.StoreUnavailable>>()
+    const budgetFor = (name: string): Effect.Effect<TokenBudget.TokenBudget<SharedStore.StoreUnavailable> | undefined> => {
       if (budgetOptions === undefined) return Effect.succeed(undefined)
       const known = budgets.get(name)
       if (known !== undefined) return Effect.succeed(known)
-      return Effect.tap(TokenBudget.make(budgetOptions), (made) => {
+      return Effect.tap(Scope.extend(store.budget(name, budgetOptions, hooks), scope), (made) => {
         budgets.set(name, made)
       })
     }

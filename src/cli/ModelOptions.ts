@@ -30,6 +30,8 @@ import * as EmbeddedModel from "../model/EmbeddedModel.js"
 import * as OpenAiCompatible from "../model/OpenAiCompatible.js"
 import * as CircuitBreaker from "../policy/CircuitBreaker.js"
 import * as Retry from "../policy/Retry.js"
+import * as RedisStore from "../store/RedisStore.js"
+import type * as SharedStore from "../store/SharedStore.js"
 import * as CommandSpec from "./CommandSpec.js"
 import * as OptionValue from "./OptionValue.js"
 import { usage, type UsageError } from "./UsageError.js"
@@ -99,6 +101,11 @@ export interface PolicyOptions {
   readonly rpm?: Option.Option<number>
   /** Our token budget's limit on tokens per minute; none to learn it from the provider. */
   readonly tpm?: Option.Option<number>
+  /**
+   * A Redis URL: share the token budget and the circuit breaker with every process on it that
+   * uses the same provider and key (`RedisStore`); none to keep them in the process.
+   */
+  readonly redis?: Option.Option<string>
 }
 
 /**
@@ -173,8 +180,21 @@ const httpModel = Effect.fnUntraced(function*(options: ModelOptions, modelName: 
     Effect.filterOrFail((key) => Redacted.value(key).trim() !== "", () => undefined),
     Effect.mapError(() => usage(`--api-key-env ${keyVariable}: that environment variable is not set`))
   )
-  return httpModelLayer({ baseUrl: options.baseUrl.value, model: modelName.value, apiKey })
+  return {
+    model: httpModelLayer({ baseUrl: options.baseUrl.value, model: modelName.value, apiKey }),
+    provider: { baseUrl: options.baseUrl.value, apiKey }
+  }
 })
+
+/**
+ * With `--redis URL`, the budgets and breakers shared through it, named after the provider and
+ * a hash of its key (the simulator is named `embedded`).
+ */
+const sharedStore = (options: PolicyOptions, provider: SharedStore.Provider) =>
+  Option.match(options.redis ?? Option.none(), {
+    onNone: () => Layer.empty,
+    onSome: (url) => RedisStore.layer({ url, provider })
+  })
 
 const embeddedLayer = (options: ModelOptions): Layer.Layer<AiModel.AiModel> =>
   EmbeddedModel.layer({
@@ -233,9 +253,10 @@ export const layer = Effect.fnUntraced(function*(
   ) {
     return yield* usage("--provider-rpm, --provider-tpm and --provider-capacity simulate the embedded model's limits: --model embedded only")
   }
-  const model: Layer.Layer<AiModel.AiModel, UsageError> = options.model === "embedded"
-    ? embeddedLayer(options)
-    : yield* httpModel(options, modelName)
+  const { model, provider }: { model: Layer.Layer<AiModel.AiModel, UsageError>; provider: SharedStore.Provider } =
+    options.model === "embedded"
+      ? { model: embeddedLayer(options), provider: { baseUrl: "embedded" } }
+      : yield* httpModel(options, modelName)
   if (Option.isSome(options.outageAfter) !== Option.isSome(options.outageFor)) {
     return yield* usage("--outage-after and --outage-for go together: when the simulated outage starts and how long it lasts")
   }
@@ -249,7 +270,7 @@ export const layer = Effect.fnUntraced(function*(
       onNone: () => ({}),
       onSome: (openDuration) => ({ breaker: { openDuration } })
     })
-  }).pipe(Layer.provide(model))
+  }).pipe(Layer.provide(Layer.merge(model, sharedStore(options, provider))))
   return agent
 })
 
@@ -367,5 +388,10 @@ export const policyOptions = {
     policy(`How long a tripped circuit breaker stays open (default ${Duration.format(CircuitBreaker.defaults.openDuration)})`)
   ),
   rpm: OptionValue.optionalInteger("rpm", 1, flow("At most N requests a minute (default: learnt from the provider)")),
-  tpm: OptionValue.optionalInteger("tpm", 1, flow("At most N tokens a minute (default: learnt from the provider)"))
+  tpm: OptionValue.optionalInteger("tpm", 1, flow("At most N tokens a minute (default: learnt from the provider)")),
+  redis: Options.text("redis").pipe(
+    Options.withPseudoName("URL"),
+    Options.withDescription(flow("Share budget and breaker via this Redis (same API and key)")),
+    Options.optional
+  )
 }

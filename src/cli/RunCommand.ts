@@ -52,6 +52,7 @@ import * as Terminal from "@effect/platform/Terminal"
 import { Cause, Chunk, Clock, Duration, Effect, Exit, Fiber, Option, Schedule, Stream } from "effect"
 import type { Scope } from "effect"
 import * as AgentService from "../agent/AgentService.js"
+import type * as TokenBudget from "../policy/TokenBudget.js"
 import { TaskInvalid, type TaskRecord } from "../agent/AgentTask.js"
 import * as ErrorInfo from "../events/ErrorInfo.js"
 import type { AgentEvent } from "../events/AgentEvent.js"
@@ -181,8 +182,10 @@ const follow = <E>(
 const flowOf = (flow: AgentService.FlowState, adaptive: boolean): Progress.Flow => {
   let left: number | undefined
   let waiting = 0
+  let shared: TokenBudget.State["shared"]
   for (const budget of Object.values(flow.budgets)) {
     waiting += budget.waiting
+    shared ??= budget.shared
     for (const dimension of Object.values(budget.dimensions)) {
       if (dimension === undefined) continue
       const share = dimension.available / dimension.capacity
@@ -192,7 +195,8 @@ const flowOf = (flow: AgentService.FlowState, adaptive: boolean): Progress.Flow 
   return {
     calls: flow.active,
     ...(adaptive ? { limit: flow.limit } : {}),
-    ...(left === undefined ? {} : { budgetLeft: Math.round(left * 100) / 100, budgetWaiting: waiting })
+    ...(left === undefined ? {} : { budgetLeft: Math.round(left * 100) / 100, budgetWaiting: waiting }),
+    ...(shared === undefined ? {} : { budgetShared: shared })
   }
 }
 
@@ -239,6 +243,8 @@ export const run = Effect.fn("RunCommand.run")(function*(options: RunOptions) {
   // once the input and the output are open, a summary is printed however the run ends
   let started = false
   let summary: Summary.Summary | undefined
+  // with --redis: how many processes shared the budget, as last seen
+  let sharedBudget: TokenBudget.State["shared"]
   const finish = (exit: Exit.Exit<unknown, unknown>) =>
     Effect.gen(function*() {
       if (!started) return
@@ -246,7 +252,11 @@ export const run = Effect.fn("RunCommand.run")(function*(options: RunOptions) {
       const interrupted = Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause)
       const shared = options.coalesce || Option.isSome(options.memoTtl)
       const again = interrupted ? howToContinue(options, yield* givenArguments(options)) : ""
-      yield* stdio.stderr(Summary.render(summary, { shared }) + again)
+      const sharedLine = sharedBudget === undefined
+        ? ""
+        : `budget      shared through ${sharedBudget.store} by ${sharedBudget.processes} process${sharedBudget.processes === 1 ? "" : "es"}` +
+          `${sharedBudget.mode === "local" ? ` (${sharedBudget.store} unavailable at the end: local)` : ""}\n`
+      yield* stdio.stderr(Summary.render(summary, { shared }) + sharedLine + again)
     })
 
   yield* Effect.gen(function*() {
@@ -271,7 +281,11 @@ export const run = Effect.fn("RunCommand.run")(function*(options: RunOptions) {
       ))
     const screen = options.progress ? Option.some(yield* drawProgress(progress)) : Option.none()
     const adaptive = options.concurrency === "adaptive"
-    const reportFlow = Effect.flatMap(agent.flow, (flow) => progress.setFlow(flowOf(flow, adaptive)))
+    const reportFlow = Effect.flatMap(agent.flow, (flow) => {
+      const reported = flowOf(flow, adaptive)
+      sharedBudget = reported.budgetShared ?? sharedBudget
+      return progress.setFlow(reported)
+    })
     if (options.progress) yield* Effect.forkScoped(Effect.repeat(reportFlow, Schedule.spaced("250 millis")))
     // records on the terminal the progress line is drawn on go above it, never into it (the
     // line's terminal is stderr, whose writes cannot fail)
@@ -309,7 +323,7 @@ export const run = Effect.fn("RunCommand.run")(function*(options: RunOptions) {
     )
     yield* follower.settle(finished)
     // the last line drawn says what the end is: no call on the wire
-    if (options.progress) yield* reportFlow
+    if (options.progress || Option.isSome(options.redis ?? Option.none())) yield* reportFlow
     if (Option.isSome(events)) yield* events.value.commit
     yield* output.commit
   }).pipe(Effect.scoped, Effect.provide(agentLayer), Effect.onExit(finish))
@@ -434,6 +448,7 @@ const runOptions = {
   ),
   rpm: ModelOptions.policyOptions.rpm,
   tpm: ModelOptions.policyOptions.tpm,
+  redis: ModelOptions.policyOptions.redis,
   coalesce: OptionValue.flag("coalesce", ModelOptions.flow("Identical tasks in flight share one model call")),
   memoTtl: OptionValue.duration(
     "memo-ttl",

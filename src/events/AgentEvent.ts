@@ -101,6 +101,19 @@ export class BreakerTransition extends Schema.TaggedClass<BreakerTransition>()("
 }) {}
 
 /**
+ * The shared store of budgets and breakers changed mode: `local` when it failed and this
+ * process went on alone (with the reason), `shared` when it answers again.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export class StoreStatus extends Schema.TaggedClass<StoreStatus>()("StoreStatus", {
+  store: Schema.String,
+  mode: Schema.Literal("shared", "local"),
+  reason: Schema.optional(Schema.String)
+}) {}
+
+/**
  * A tier other than the first answered; `failures` says why each earlier tier did not.
  *
  * @since 0.1.0
@@ -241,6 +254,7 @@ export const AgentEvent = Schema.Union(
   RetryScheduled,
   RetryGivenUp,
   BreakerTransition,
+  StoreStatus,
   BudgetWaited,
   FallbackUsed,
   HedgeStarted,

@@ -117,6 +117,11 @@ export interface Flow {
   readonly budgetLeft?: number
   /** Calls waiting for the budget. */
   readonly budgetWaiting?: number
+  /**
+   * A budget shared through a store: by how many processes, and whether this one is on it
+   * (`shared`) or went on alone because the store failed (`local`).
+   */
+  readonly budgetShared?: { readonly store: string; readonly processes: number; readonly mode: "shared" | "local" }
 }
 
 /**
@@ -433,7 +438,8 @@ export const make = (options: Options = {}): Effect.Effect<Progress.Service> =>
       setFlow: (flow) =>
         Effect.flatMap(SubscriptionRef.get(ref), (c) =>
           c.flow?.calls === flow?.calls && c.flow?.limit === flow?.limit && c.flow?.budgetLeft === flow?.budgetLeft &&
-            c.flow?.budgetWaiting === flow?.budgetWaiting
+            c.flow?.budgetWaiting === flow?.budgetWaiting && c.flow?.budgetShared?.processes === flow?.budgetShared?.processes &&
+            c.flow?.budgetShared?.mode === flow?.budgetShared?.mode
             ? Effect.void
             : update(({ flow: _, ...c }) => (flow === undefined ? c : { ...c, flow }))),
       track: (self) =>
@@ -597,6 +603,14 @@ export const format = (mode: Mode, snapshot: Snapshot): string => {
   if (flow?.budgetLeft !== undefined) {
     const waiting = flow.budgetWaiting === undefined || flow.budgetWaiting === 0 ? "" : ` (${flow.budgetWaiting} waiting)`
     parts.push(`budget ${Math.round(Math.max(0, flow.budgetLeft) * 100)}% left${waiting}`)
+  }
+  const shared = flow?.budgetShared
+  if (shared !== undefined) {
+    parts.push(
+      shared.mode === "shared"
+        ? `budget shared by ${shared.processes} process${shared.processes === 1 ? "" : "es"} (${shared.store})`
+        : `budget local (${shared.store} unavailable)`
+    )
   }
   return parts.join(", ")
 }

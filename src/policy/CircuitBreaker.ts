@@ -388,14 +388,45 @@ export interface KeyedOptions extends Omit<Options, "onTransition"> {
  * @since 0.1.0
  * @category constructors
  */
-export const makeKeyed = (options: KeyedOptions = {}): Effect.Effect<Keyed> =>
+export const makeKeyed = (options: KeyedOptions = {}): Effect.Effect<Keyed> => makeKeyedLinked(options)
+
+/**
+ * A breaker's link to the copies of it in other processes (`RedisStore`): its own transitions
+ * are announced, and in half-open a probe also needs one of the probe slots shared by every
+ * process (`undefined`: all taken; else the effect that frees it).
+ *
+ * @internal
+ */
+export interface Link {
+  readonly announce: (transition: Transition) => void
+  readonly probe: Effect.Effect<Effect.Effect<void> | undefined>
+  /** How often a caller waiting on a half-open circuit looks again (a prober elsewhere may die). */
+  readonly pollMillis: number
+}
+
+/**
+ * A keyed breaker that can be told of a transition made elsewhere: `follow(key, to, millis)`
+ * takes it (for `Open`, `millis` is what is left of its open time) without announcing it.
+ *
+ * @internal
+ */
+export interface Linked extends Keyed {
+  readonly follow: (key: string, to: State, millis: number) => Effect.Effect<void>
+}
+
+/**
+ * A keyed breaker whose breakers are linked to other processes through `link(key)`.
+ *
+ * @internal
+ */
+export const makeKeyedLinked = (options: KeyedOptions = {}, link?: (key: string) => Link): Effect.Effect<Linked> =>
   Effect.suspend(() => {
     const { onTransition, ...shared } = options
     const config = resolve(shared)
     return Effect.map(PubSub.unbounded<KeyedTransition>(), (pubsub) => {
       const subscribe = Effect.map(PubSub.subscribe(pubsub), Stream.fromQueue)
-      const breakers = new Map<string, CircuitBreaker>()
-      const lookup = (key: string): CircuitBreaker => {
+      const breakers = new Map<string, Internal>()
+      const lookup = (key: string): Internal => {
         let breaker = breakers.get(key)
         if (breaker === undefined) {
           breaker = unsafeMake(
@@ -404,13 +435,15 @@ export const makeKeyed = (options: KeyedOptions = {}): Effect.Effect<Keyed> =>
             (transition) => {
               pubsub.unsafeOffer(new KeyedTransition({ key, transition }))
             },
-            Effect.map(subscribe, Stream.filterMap((keyed) => keyed.key === key ? Option.some(keyed.transition) : Option.none()))
+            Effect.map(subscribe, Stream.filterMap((keyed) => keyed.key === key ? Option.some(keyed.transition) : Option.none())),
+            link?.(key)
           )
           breakers.set(key, breaker)
         }
         return breaker
       }
-      const keyed: Keyed = {
+      const keyed: Linked = {
+        follow: (key, to, millis) => Effect.suspend(() => lookup(key).follow(to, millis)),
         get: (key) => Effect.sync(() => lookup(key)),
         execute: (key) => (self) => Effect.suspend(() => lookup(key).execute(self)),
         executeWaiting: (key) => (self, around) => Effect.suspend(() => lookup(key).executeWaiting(self, around)),
@@ -513,12 +546,18 @@ class Outcomes {
 type Verdict = "success" | "failure" | "ignored"
 
 
+/** A breaker, and the step that takes a transition made elsewhere. */
+interface Internal extends CircuitBreaker {
+  readonly follow: (to: State, millis: number) => Effect.Effect<void>
+}
+
 const unsafeMake = (
   config: Config,
   name: string,
   publish: (transition: Transition) => void,
-  subscribe: Effect.Effect<Stream.Stream<Transition>, never, Scope.Scope>
-): CircuitBreaker => {
+  subscribe: Effect.Effect<Stream.Stream<Transition>, never, Scope.Scope>,
+  link?: Link
+): Internal => {
   const { isFailure, openSchedule, probes, successesToClose, tripPolicy } = config
 
   let state: State = "Closed"
@@ -567,8 +606,12 @@ const unsafeMake = (
     const event = new Transition(to === "Open" ? { from, to, at, until: openUntil } : { from, to, at }, true)
     config.onTransition?.(event)
     publish(event)
+    // Half-open follows from the open time in every process: only the others are told.
+    if (link !== undefined && !following && to !== "HalfOpen") link.announce(event)
     wake()
   }
+  /** Set while a transition made elsewhere is taken, so it is not announced back. */
+  let following = false
 
   const clearCounts = (): void => {
     failuresInARow = 0
@@ -718,7 +761,14 @@ const unsafeMake = (
           refresh(now)
           if (state !== "HalfOpen" || pending || probesInFlight >= probes) return restore(refused(refusal(now)))
           probesInFlight++
-          return guarded(restore(self), probeVerdict, epoch)
+          if (link === undefined) return guarded(restore(self), probeVerdict, epoch)
+          // Linked: the probe also needs a slot shared by every process.
+          const ticket = epoch
+          return Effect.flatMap(link.probe, (release): Effect.Effect<A, E | E2, R | R2> => {
+            if (release !== undefined) return Effect.ensuring(guarded(restore(self), probeVerdict, ticket), release)
+            if (ticket === epoch) probesInFlight--
+            return restore(refused(refusal(now)))
+          })
         })
       )
     )
@@ -740,8 +790,33 @@ const unsafeMake = (
   /** While open, until its time is up (or it changes earlier, by `reset`); otherwise, until it changes. */
   const waitFor = (): Effect.Effect<void> => {
     const changed = changedSince(changes)
-    return state === "Open" ? Effect.raceFirst(sleepUntil(openUntil), changed) : changed
+    return state === "Open"
+      ? Effect.raceFirst(sleepUntil(openUntil), changed)
+      : state === "HalfOpen" && link !== undefined
+      ? Effect.raceFirst(Effect.sleep(Duration.millis(link.pollMillis)), changed)
+      : changed
   }
+
+  const follow = (to: State, millis: number): Effect.Effect<void> =>
+    withNow((now) => {
+      refresh(now)
+      if (to === "Open") {
+        const until = now + millis
+        if (state === "Open" && openUntil >= until) return
+        openUntil = until
+        lastOpenMillis = millis
+      } else if (to === state) return
+      following = true
+      try {
+        transition(to, now)
+      } finally {
+        following = false
+      }
+      if (to === "Closed") {
+        closedAt = now
+        clearCounts()
+      }
+    })
 
   const executeWaiting = <A, E, R, E2 = never>(
     self: Effect.Effect<A, E, R>,
@@ -759,6 +834,7 @@ const unsafeMake = (
     Effect.clockWith((clock) => Effect.sync(() => f(clock.unsafeCurrentTimeMillis())))
 
   return {
+    follow,
     execute,
     executeWaiting,
     state: withNow((now) => {

@@ -188,6 +188,11 @@ export interface State {
   readonly dimensions: { readonly [K in Dimension]?: DimensionState }
   /** Callers waiting for their cost to fit. */
   readonly waiting: number
+  /**
+   * A shared budget: the store, how many processes share it (seen in the last few seconds),
+   * and whether this process is on it now (`"shared"`) or went on alone (`"local"`).
+   */
+  readonly shared?: { readonly store: string; readonly processes: number; readonly mode: "shared" | "local" }
 }
 
 /**
@@ -211,16 +216,19 @@ export interface Reservation {
 }
 
 /**
+ * A budget. `StoreError` is what the store of a shared budget may fail with under
+ * `onStoreError: "fail"` (`SharedStore.StoreUnavailable`); `never` for the in-memory one.
+ *
  * @since 0.1.0
  * @category models
  */
-export interface TokenBudget {
+export interface TokenBudget<StoreError = never> {
   /**
    * Waits in FIFO order until `cost` fits in every dimension, then takes it. Fails at once with
    * {@link BudgetExceeded} when it can never fit. Every value must be a finite number `>= 0`;
    * anything else is a defect (`RangeError`).
    */
-  readonly reserve: (cost: Cost) => Effect.Effect<Reservation, BudgetExceeded>
+  readonly reserve: (cost: Cost) => Effect.Effect<Reservation, BudgetExceeded | StoreError>
   /**
    * Takes a provider's report: each dimension with a `limit` gets that capacity (refilled at
    * `limit` per `reportedPer`, below your own limit if you gave one), and the level drops to
@@ -240,12 +248,15 @@ export interface TokenBudget {
    * runs `attempt`, adopts the completion's report and settles with its usage; on a failure
    * `refundOn` accepts, takes a `RateLimited`'s report and `retryAfter` and returns the
    * reservation; on any other failure or an interruption keeps it. `onWaited` hears how long
-   * the call waited for its turn, when it waited at all.
+   * the call waited for its turn, when it waited at all. A shared budget whose store failed
+   * under `onStoreError: "fail"` fails with its `StoreError` (the in-memory one never fails so).
    */
   readonly meter: (
     request: AiModel.CompletionRequest,
     onWaited?: (waitedMillis: number, cost: Cost) => Effect.Effect<void>
-  ) => <E, R>(attempt: Effect.Effect<AiModel.Completion, E, R>) => Effect.Effect<AiModel.Completion, E | BudgetExceeded, R>
+  ) => <E, R>(
+    attempt: Effect.Effect<AiModel.Completion, E, R>
+  ) => Effect.Effect<AiModel.Completion, E | BudgetExceeded | StoreError, R>
   /** What the budget holds right now. */
   readonly state: Effect.Effect<State>
 }
@@ -282,13 +293,24 @@ export const usageCost = (usage: AiModel.Usage): Cost => ({
 // internal
 // -----------------------------------------------------------------------------
 
-const dimensions: ReadonlyArray<Dimension> = ["requests", "tokens", "inputTokens", "outputTokens"]
+/**
+ * The dimensions in the order of {@link amountsOf}.
+ *
+ * @internal
+ */
+export const dimensions: ReadonlyArray<Dimension> = ["requests", "tokens", "inputTokens", "outputTokens"]
 const count = dimensions.length
 
 /** A cost as four numbers, in the order of `dimensions`. */
 type Amounts = Array<number>
 
-const amountsOf = (cost: Cost): Amounts => {
+/**
+ * A cost as four numbers, in the order of {@link dimensions}; a value that is not finite and
+ * `>= 0` is a defect (`RangeError`).
+ *
+ * @internal
+ */
+export const amountsOf = (cost: Cost): Amounts => {
   const amounts = [cost.requests ?? 0, cost.tokens ?? 0, cost.inputTokens ?? 0, cost.outputTokens ?? 0]
   for (let i = 0; i < count; i++) {
     const amount = amounts[i]!

@@ -1,12 +1,17 @@
 import { FileSystem } from "@effect/platform"
 import { NodeContext } from "@effect/platform-node"
-import { describe, expect, it } from "@effect/vitest"
+import { afterAll, describe, expect, it } from "@effect/vitest"
 import { Cause, Effect, Exit, Fiber, Layer, Option, Random, TestClock } from "effect"
 import * as AgentEvent from "../../src/events/AgentEvent.js"
 import * as Cli from "../../src/cli/Cli.js"
 import * as Screen from "./Screen.js"
 import * as TestStdio from "./TestStdio.js"
+import { Redis } from "ioredis"
+import * as SharedStore from "../../src/store/SharedStore.js"
+import * as Services from "../support/services.js"
 import * as Wiz from "./Wiz.js"
+
+const redis = await Services.redis()
 
 /** Run `wiz <args>` with the given stdio and the real file system. */
 const wiz = (stdio: TestStdio.TestStdio, ...args: ReadonlyArray<string>) =>
@@ -451,5 +456,33 @@ describe("wiz run, flow control (issue 11)", () => {
       expect(adaptive.filter((r) => r.status === "succeeded")).toHaveLength(200)
       const fixed = yield* runWith("64")
       expect(fixed.filter((r) => r.status === "failed").length).toBeGreaterThan(0)
+    }))
+})
+
+describe.skipIf(!redis.available)("wiz run --redis (on a real Redis)", () => {
+  // the embedded model's shared keys under the default prefix: deleted after the test
+  const embeddedKeys = `${SharedStore.identity("wiz", { baseUrl: "embedded" }, "")}*`
+  afterAll(async () => {
+    const admin = new Redis(redis.url)
+    const keys = await admin.keys(embeddedKeys)
+    if (keys.length > 0) await admin.del(...keys)
+    await admin.quit()
+  })
+
+  it.live("issue 19: --redis shares the budget through Redis, and the summary says by how many processes", () =>
+    Effect.gen(function*() {
+      const stdio = TestStdio.make({ stdin: [task("a"), task("b"), task("c")].join("\n") + "\n" })
+      yield* wiz(stdio, "run", "--redis", redis.url, "--tpm", "100000", ...instant, "-")
+      const records = parseRecords(stdio.stdout())
+      expect(records.map((r) => r.status)).toEqual(["succeeded", "succeeded", "succeeded"])
+      expect(stdio.stderr()).toContain("budget      shared through redis by 1 process\n")
+    }))
+
+  it.live("issue 19: --redis on a Redis that does not answer: every task still succeeds, on the process's own budget", () =>
+    Effect.gen(function*() {
+      const stdio = TestStdio.make({ stdin: [task("a"), task("b")].join("\n") + "\n" })
+      yield* wiz(stdio, "run", "--redis", "redis://127.0.0.1:1", "--tpm", "100000", ...instant, "-")
+      expect(parseRecords(stdio.stdout()).map((r) => r.status)).toEqual(["succeeded", "succeeded"])
+      expect(stdio.stderr()).toContain("(redis unavailable at the end: local)")
     }))
 })

@@ -387,6 +387,19 @@ describe("Progress", () => {
       expect((yield* progress.snapshot).flow).toBeUndefined()
     }))
 
+  it.effect("issue 19: a budget shared through a store says by how many processes, or that it went local", () =>
+    Effect.gen(function*() {
+      const progress = yield* Progress.make({ total: 10 })
+      yield* progress.setFlow({ budgetLeft: 0.5, budgetWaiting: 0, budgetShared: { store: "redis", processes: 4, mode: "shared" } })
+      expect(Progress.format("plain", yield* progress.snapshot)).toBe(
+        "0/10 done, 0 failed, 0 retries, 0 running, --/s, ETA --, budget 50% left, budget shared by 4 processes (redis)"
+      )
+      yield* progress.setFlow({ budgetLeft: 0.5, budgetWaiting: 0, budgetShared: { store: "redis", processes: 4, mode: "local" } })
+      expect(Progress.format("plain", yield* progress.snapshot)).toBe(
+        "0/10 done, 0 failed, 0 retries, 0 running, --/s, ETA --, budget 50% left, budget local (redis unavailable)"
+      )
+    }))
+
   describe("issue 17.7: what the line says near the end of a run", () => {
     const started = (taskId: string) => new AgentEvent.TaskStarted({ taskId })
     const finished = (taskId: string, durationMs: number) =>
