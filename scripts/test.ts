@@ -1,0 +1,29 @@
+/**
+ * `npm test`: the type check and the test suite, side by side. The suite leaves a core idle
+ * much of the time (a `TestClock` waits two real timer turns before each sleeper it wakes, and
+ * the end-to-end tests wait on child processes), and the type check (~40 s of one core) fills
+ * it instead of coming first. vitest's output streams as it
+ * comes; the type checker's is printed when it ends, so the two never interleave. Arguments go
+ * to vitest (`npm test -- test/agent`). Fails when either fails.
+ */
+import { spawn } from "node:child_process"
+import { createRequire } from "node:module"
+
+const resolve = createRequire(import.meta.url).resolve
+
+const run = (args: ReadonlyArray<string>, quiet: boolean) =>
+  new Promise<{ readonly code: number; readonly output: string }>((done) => {
+    const child = spawn(process.execPath, args, { stdio: quiet ? ["ignore", "pipe", "pipe"] : "inherit" })
+    let output = ""
+    child.stdout?.setEncoding("utf8").on("data", (text: string) => (output += text))
+    child.stderr?.setEncoding("utf8").on("data", (text: string) => (output += text))
+    child.on("close", (code) => done({ code: code ?? 1, output }))
+  })
+
+const [typecheck, suite] = await Promise.all([
+  run([resolve("typescript/bin/tsc"), "-p", "tsconfig.json", "--noEmit"], true),
+  run([resolve("vitest/vitest.mjs"), "run", ...process.argv.slice(2)], false)
+])
+process.stdout.write(typecheck.output)
+console.log(typecheck.code === 0 ? "typecheck: no errors" : `typecheck: failed (tsc exit ${typecheck.code})`)
+process.exit(typecheck.code !== 0 ? typecheck.code : suite.code)
