@@ -31,7 +31,7 @@
  *
  * @since 0.1.0
  */
-import { Clock, Config, Context, Duration, Effect, Exit, FiberRef, Layer, Option, Stream, Tracer } from "effect"
+import { Cause, Clock, Config, Context, Data, Duration, Effect, Exit, FiberRef, Layer, Option, Stream, Tracer } from "effect"
 import type { ConfigError, Scope } from "effect"
 import type * as AdaptiveLimit from "../concurrency/AdaptiveLimit.js"
 import * as AgentEvent from "../events/AgentEvent.js"
@@ -263,6 +263,23 @@ export interface Completed {
 }
 
 /**
+ * A task `complete` could not answer: its `TaskFailed` record, and the typed error that ended
+ * it (a provider's `retryAfter` included, which a record does not carry); undefined for a
+ * defect.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class NotCompleted extends Data.TaggedError("NotCompleted")<{
+  readonly record: TaskFailed
+  readonly error: FallbackChain.AnswerError | BatchStop.BatchStopped | undefined
+}> {
+  override get message(): string {
+    return this.record.message
+  }
+}
+
+/**
  * The agent task processor.
  *
  * @since 0.1.0
@@ -285,7 +302,7 @@ export declare namespace AgentService {
      * `process`, also giving the completion the record was made from: its finish reason and
      * usage (a gateway answers a chat request with both). Same policies, same record, same events.
      */
-    readonly complete: (task: AgentTask) => Effect.Effect<Completed, TaskFailed>
+    readonly complete: (task: AgentTask) => Effect.Effect<Completed, NotCompleted>
     /** Answer many tasks, `concurrency` at a time, emitting each result as it finishes. */
     readonly processAll: {
       (tasks: Iterable<AgentTask>): Stream.Stream<TaskResult>
@@ -359,29 +376,31 @@ export const make = (
      * With `withCompletion`, the record comes with the completion it was made from.
      */
     function runTask(task: AgentTask, window: TaskWindow | undefined): Effect.Effect<TaskSucceeded, TaskFailed>
-    function runTask(task: AgentTask, window: undefined, withCompletion: true): Effect.Effect<Completed, TaskFailed>
+    function runTask(task: AgentTask, window: undefined, withCompletion: true): Effect.Effect<Completed, NotCompleted>
     function runTask(
       task: AgentTask,
       window: TaskWindow | undefined,
       withCompletion = false
-    ): Effect.Effect<TaskSucceeded | Completed, TaskFailed> {
-      return Effect.withFiberRuntime<TaskSucceeded | Completed, TaskFailed>((fiber) => {
+    ): Effect.Effect<TaskSucceeded | Completed, TaskFailed | NotCompleted> {
+      return Effect.withFiberRuntime<TaskSucceeded | Completed, TaskFailed | NotCompleted>((fiber) => {
         const services = fiber.currentDefaultServices
         const start = Context.get(services, Clock.Clock).unsafeCurrentTimeMillis()
         const run = TaskRun.make(task, context, start, window)
-        if (stop?.stopped !== undefined) return TaskRecord.finish(run, start, Exit.fail(stop.stopped))
+        const finish = (
+          outcome: Exit.Exit<FallbackChain.Answer, FallbackChain.AnswerError | BatchStop.BatchStopped>,
+          shared?: Sharing.Sharing
+        ): Effect.Effect<TaskSucceeded | Completed, TaskFailed | NotCompleted> => {
+          const record = TaskRecord.finish(run, start, outcome, shared)
+          if (!withCompletion) return record
+          // a record that succeeded came from an answer
+          return Exit.isSuccess(outcome)
+            ? Effect.map(record, (record): Completed => ({ record, completion: FallbackChain.completionOf(outcome.value) }))
+            : Effect.mapError(record, (failed) =>
+              new NotCompleted({ record: failed, error: Option.getOrUndefined(Cause.failureOption(outcome.cause)) }))
+        }
+        if (stop?.stopped !== undefined) return finish(Exit.fail(stop.stopped))
         const request = requestOf(task, maxTokens)
         const answer = chain.answer(request, run)
-        const finish = (
-          outcome: Exit.Exit<FallbackChain.Answer, FallbackChain.AnswerError>,
-          shared?: Sharing.Sharing
-        ): Effect.Effect<TaskSucceeded | Completed, TaskFailed> => {
-          const record = TaskRecord.finish(run, start, outcome, shared)
-          // a record that succeeded came from an answer
-          return withCompletion && Exit.isSuccess(outcome)
-            ? Effect.map(record, (record): Completed => ({ record, completion: FallbackChain.completionOf(outcome.value) }))
-            : record
-        }
         const answered = share === undefined
           ? Effect.flatMap(Effect.exit(answer), (outcome) => finish(outcome))
           : Effect.flatMap(share(request, run, answer), (shared) => finish(shared.exit, shared))

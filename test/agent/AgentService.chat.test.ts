@@ -69,7 +69,7 @@ describe("AgentService (a chat request)", () => {
       expect(chunks.at(-1)).toMatchObject({ finishReason: "length", usage: { promptTokens: 11, completionTokens: 2 } })
     }))
 
-  it.effect("a failed chat request fails complete with the task's record", () =>
+  it.effect("a failed chat request fails complete with the task's record and the typed error that ended it", () =>
     Effect.gen(function*() {
       const model = AiModel.make({
         name: "m",
@@ -77,6 +77,8 @@ describe("AgentService (a chat request)", () => {
       })
       const agent = yield* AgentService.AgentService.pipe(Effect.provide(agentOn(model)))
       const failed = yield* Effect.flip(agent.complete(chat))
-      expect(failed).toMatchObject({ _tag: "TaskFailed", id: "c1", error: { _tag: "InvalidRequest" } })
+      expect(failed.record).toMatchObject({ _tag: "TaskFailed", id: "c1", error: { _tag: "InvalidRequest" } })
+      // the typed error itself, not only its record's summary
+      expect(failed.error).toBeInstanceOf(AiModel.InvalidRequest)
     }))
 })
