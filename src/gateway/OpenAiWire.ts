@@ -57,7 +57,7 @@ export const ChatMessage = Schema.Struct({
  */
 export const ChatRequest = Schema.Struct({
   model: Schema.String.pipe(Schema.minLength(1)),
-  messages: Schema.NonEmptyArray(ChatMessage),
+  messages: Schema.Array(ChatMessage).pipe(Schema.minItems(1, { message: () => "at least one message is needed" })),
   max_tokens: Schema.optional(Schema.Int.pipe(Schema.positive())),
   max_completion_tokens: Schema.optional(Schema.Int.pipe(Schema.positive())),
   temperature: Schema.optional(Schema.Number.pipe(Schema.between(0, 2))),
