@@ -13,7 +13,8 @@
  *   SIGTERM (or SIGINT) stops accepting new connections, lets requests and streams in flight
  *   finish for up to `--grace` (default 10 s), closes what is left, and exits 0.
  * - **Logs.** One JSON line per request on stderr (route, status, client name, model, tokens,
- *   duration, error code), without the prompt unless `--log-prompts`.
+ *   duration, error code), without the prompt unless `--log-prompts`; written in batches every
+ *   50 ms (and at exit), not one write per request.
  * - **Replicas.** `--redis URL` (sharing budgets and breakers between several `wiz serve`) plugs
  *   in where the agent's layer is built below, once the shared-state store (issue 19) exists:
  *   its layer provided under `ModelOptions.layer`'s `AgentService`, which builds its breakers
@@ -232,7 +233,11 @@ export const serve = Effect.fn("ServeCommand.serve")(function*(options: ServeOpt
   }).pipe(
     Layer.provide(NodeHttpServer.layer(() => server, { port: options.port, host: options.host })),
     Layer.provide(agent),
-    Layer.provide(Logger.replace(Logger.defaultLogger, Logger.withConsoleError(Logger.jsonLogger))),
+    // one JSON line per request, written in batches: a write per request would cost a system call each
+    Layer.provide(Logger.replaceScoped(
+      Logger.defaultLogger,
+      Logger.batched(Logger.jsonLogger, "50 millis", (lines) => Effect.ignore(stdio.stderr(`${lines.join("\n")}\n`)))
+    )),
     Layer.provide(Logger.minimumLogLevel(LogLevel.Info))
   )
   drained = false

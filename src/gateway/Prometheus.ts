@@ -82,10 +82,24 @@ export const format = (pairs: ReadonlyArray<MetricPair.MetricPair.Untyped>): str
   return out
 }
 
+/** The process's memory, as the standard `process_*` and `nodejs_*` gauges a scraper expects. */
+const processMemory = (): string => {
+  const memory = process.memoryUsage()
+  return [
+    "# TYPE process_resident_memory_bytes gauge",
+    `process_resident_memory_bytes ${memory.rss}`,
+    "# TYPE nodejs_heap_size_used_bytes gauge",
+    `nodejs_heap_size_used_bytes ${memory.heapUsed}`,
+    "# TYPE nodejs_external_memory_bytes gauge",
+    `nodejs_external_memory_bytes ${memory.external}`,
+    ""
+  ].join("\n")
+}
+
 /**
- * Every metric in Effect's registry, as Prometheus text.
+ * Every metric in Effect's registry, and the process's memory, as Prometheus text.
  *
  * @since 0.1.0
  * @category encoding
  */
-export const render: Effect.Effect<string> = Effect.map(Metric.snapshot, format)
+export const render: Effect.Effect<string> = Effect.map(Metric.snapshot, (pairs) => format(pairs) + processMemory())
