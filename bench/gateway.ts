@@ -9,6 +9,8 @@
  * `fetch`. Every latency is measured twice at the same load, once against the upstream
  * directly and once through the gateway: the figure is the difference of the percentiles.
  *
+ * - **Capacity**, and a load this machine sustains (50 whole requests/s, 20 concurrent streams),
+ *   so the added latency is seen apart from queueing when the machine is past its capacity.
  * - **200 concurrent streams**: 200 clients each streaming answers of 20 chunks (the upstream
  *   writes one every 5 ms) back to back, for 6 s: added p50 and p99 of the whole answer.
  * - **1,000 whole requests/s**: an open loop (a request every millisecond, whatever is in
@@ -16,7 +18,7 @@
  * - **Memory per open stream**: the gateway's RSS with 1,000 streams held open by a stalled
  *   upstream, over its RSS idle, per stream.
  * - **Faults**: 20% of upstream answers a transient 503 and a 5 s outage (every answer 503) in
- *   the middle of a 12 s run at 100 requests/s; the client makes one attempt (its own retries
+ *   the middle of a 12 s run at 50 requests/s; the client makes one attempt (its own retries
  *   off). Then streams cut mid-answer by the upstream (a connection dropped after 5 of 20
  *   chunks, one in four): each must reach the client as a whole answer or an SSE error, never
  *   as a clean `finish_reason` on a short answer.
@@ -212,9 +214,9 @@ const whole = async (base: string) => {
       body: JSON.stringify({ model: "up", messages, max_tokens: 64 })
     })
     const body = await response.text()
-    return { ms: performance.now() - start, ok: response.status === 200 && body.includes("word19") }
+    return { ms: performance.now() - start, ok: response.status === 200 && body.includes("word19"), status: response.status }
   } catch {
-    return { ms: performance.now() - start, ok: false }
+    return { ms: performance.now() - start, ok: false, status: 0 }
   }
 }
 
@@ -242,6 +244,28 @@ const openLoop = async <A>(perSecond: number, seconds: number, one: () => Promis
   return Promise.all(pending)
 }
 
+/** `clients` clients asking for whole answers back to back for `seconds`: answers per second. */
+const closedLoop = async (base: string, clients: number, seconds: number) => {
+  const end = performance.now() + seconds * 1000
+  let answered = 0
+  await Promise.all(Array.from({ length: clients }, async () => {
+    while (performance.now() < end) if ((await whole(base)).ok) answered++
+  }))
+  return answered / seconds
+}
+
+/** The gateway's JS heap in use, from its /metrics. */
+const heapUsed = async (base: string) => {
+  const text = await fetch(base.replace(/\/v1$/, "/metrics")).then((r) => r.text())
+  return Number(/^nodejs_heap_size_used_bytes (\d+)/m.exec(text)?.[1] ?? 0)
+}
+
+const statuses = (results: ReadonlyArray<{ readonly status: number }>) => {
+  const count: Record<string, number> = {}
+  for (const { status } of results) count[status] = (count[status] ?? 0) + 1
+  return count
+}
+
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
 const row = (name: string, direct: ReadonlyArray<number>, through: ReadonlyArray<number>) => {
@@ -257,10 +281,18 @@ const run = async () => {
   const gateway = await startGateway(upstream.url, ["--retries", "8", "--deadline", "30s"])
   const lines: Array<string> = []
   try {
-    // warm both paths up
-    await closedLoopStreams(gateway.url, 20, 1)
-    await openLoop(200, 1, () => whole(gateway.url))
+    // warm both paths up (the gateway runs from source: its modules load on first use)
+    await closedLoopStreams(gateway.url, 20, 2)
+    await closedLoop(gateway.url, 32, 3)
 
+    console.error("  capacity ...")
+    const directCapacity = await closedLoop(upstream.url, 32, 3)
+    const gatewayCapacity = await closedLoop(gateway.url, 32, 3)
+    console.error("  a load this machine sustains ...")
+    const directLight = await openLoop(50, 4, () => whole(upstream.url))
+    const gatewayLight = await openLoop(50, 4, () => whole(gateway.url))
+    const directFewStreams = await closedLoopStreams(upstream.url, 20, 4)
+    const gatewayFewStreams = await closedLoopStreams(gateway.url, 20, 4)
     console.error("  200 concurrent streams ...")
     const directStreams = await closedLoopStreams(upstream.url, 200, 6)
     const gatewayStreams = await closedLoopStreams(gateway.url, 200, 6)
@@ -270,17 +302,23 @@ const run = async () => {
     const gatewayWhole = await openLoop(1000, 5, () => whole(gateway.url))
 
     lines.push(
+      `Capacity (32 clients back to back, whole answers, 3 s): ${directCapacity.toFixed(0)} requests/s directly, ` +
+        `${gatewayCapacity.toFixed(0)} through wiz serve.`,
+      "",
       "| load | direct p50 / p99 (ms) | through wiz serve p50 / p99 (ms) | added p50 (ms) | added p99 (ms) |",
       "|---|---:|---:|---:|---:|",
+      row("50 whole requests/s for 4 s", directLight.map((r) => r.ms), gatewayLight.map((r) => r.ms)),
+      row(`20 concurrent streams, 20 chunks 5 ms apart (${directFewStreams.length} / ${gatewayFewStreams.length} answers)`, directFewStreams.map((r) => r.ms), gatewayFewStreams.map((r) => r.ms)),
       row(`200 concurrent streams, 20 chunks 5 ms apart (${directStreams.length} / ${gatewayStreams.length} answers)`, directStreams.map((r) => r.ms), gatewayStreams.map((r) => r.ms)),
       row(`1,000 whole requests/s for 5 s`, directWhole.map((r) => r.ms), gatewayWhole.map((r) => r.ms))
     )
-    const failed = [...gatewayStreams, ...gatewayWhole].filter((r) => !r.ok).length
-    lines.push("", `Requests through the gateway that failed in these two runs: ${failed}.`)
+    const failed = [...gatewayLight, ...gatewayFewStreams, ...gatewayStreams, ...gatewayWhole].filter((r) => !r.ok).length
+    lines.push("", `Requests through the gateway that failed in these runs: ${failed}.`)
 
     console.error("  memory per open stream ...")
     await sleep(1000)
     const idleKb = gateway.rssKb()
+    const idleHeap = await heapUsed(gateway.url)
     await upstream.set({ stall: true })
     const open = 1000
     const controller = new AbortController()
@@ -294,12 +332,14 @@ const run = async () => {
     await Promise.all(held)
     await sleep(1000)
     const heldKb = gateway.rssKb()
+    const heldHeap = await heapUsed(gateway.url)
     controller.abort()
     await upstream.set({ stall: false })
     lines.push(
       "",
       `Memory: RSS ${(idleKb / 1024).toFixed(1)} MB idle, ${(heldKb / 1024).toFixed(1)} MB with ${open} streams open: ` +
-        `${((heldKb - idleKb) / open).toFixed(1)} KB per open stream (the gateway's side: the client's and the upstream's connection, the agent's stream).`
+        `${((heldKb - idleKb) / open).toFixed(1)} KB of RSS per open stream, ${((heldHeap - idleHeap) / 1024 / open).toFixed(1)} KB of JS heap ` +
+        `(the gateway's side of each: the client's connection, the upstream's, the agent's stream; heap read from /metrics, not collected first).`
     )
     await sleep(2000)
 
@@ -311,15 +351,15 @@ const run = async () => {
       await sleep(5000)
       await upstream.set({ outage: false })
     })()
-    const faulted = await openLoop(100, 12, () => whole(gateway.url))
+    const faulted = await openLoop(50, 12, () => whole(gateway.url))
     await outage
     const succeeded = faulted.filter((r) => r.ok).length
     lines.push(
       "",
-      `Faults (20% transient 503s and a 5 s outage in a 12 s run at 100 requests/s, one attempt per client request): ` +
+      `Faults (20% transient 503s and a 5 s outage in a 12 s run at 50 requests/s, one attempt per client request): ` +
         `${succeeded} of ${faulted.length} succeeded (${((100 * succeeded) / faulted.length).toFixed(2)}%), p50 ${percentile(faulted.map((r) => r.ms), 50).toFixed(0)} ms, p99 ${
           percentile(faulted.map((r) => r.ms), 99).toFixed(0)
-        } ms.`
+        } ms; failures by status: ${JSON.stringify(statuses(faulted.filter((r) => !r.ok)))}.`
     )
 
     console.error("  streams cut mid-answer ...")

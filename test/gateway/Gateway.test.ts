@@ -189,4 +189,47 @@ describe("Gateway", () => {
       yield* Fiber.join(request)
       yield* Deferred.await(interrupted).pipe(Effect.timeoutFail({ duration: "5 seconds", onTimeout: () => new Error("upstream call not interrupted") }))
     }))
+
+  it.scopedLive("a client that disconnects from a coalesced call leaves it running for the client that shares it", () =>
+    Effect.gen(function*() {
+      const gate = yield* Deferred.make<void>()
+      let calls = 0
+      let interrupted = false
+      const model = AiModel.make({
+        name: "m",
+        generate: (request) =>
+          Effect.sync(() => calls++).pipe(
+            Effect.zipRight(Deferred.await(gate)),
+            Effect.as(
+              new AiModel.Completion({
+                text: `shared answer to ${request.prompt}`,
+                finishReason: "stop",
+                usage: new AiModel.Usage({ promptTokens: 2, completionTokens: 4 }),
+                model: "m"
+              })
+            ),
+            Effect.onInterrupt(() => Effect.sync(() => (interrupted = true)))
+          )
+      })
+      const { origin } = yield* serve({ model, agent: { coalesce: true } })
+      const ask = (signal?: AbortSignal) =>
+        fetch(`${origin}/v1/chat/completions`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ model: "m", messages }),
+          ...(signal === undefined ? {} : { signal })
+        })
+      const abort = new AbortController()
+      const leaving = yield* Effect.fork(Effect.promise(() => ask(abort.signal).catch((error) => error)))
+      const staying = yield* Effect.fork(Effect.promise(() => ask().then((r) => r.json())))
+      yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 300)))
+      abort.abort()
+      yield* Fiber.join(leaving)
+      yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 100)))
+      yield* Deferred.succeed(gate, undefined)
+      const answer = yield* Fiber.join(staying)
+      expect(answer.choices[0].message.content).toMatch(/^shared answer to /)
+      expect(calls).toBe(1)
+      expect(interrupted).toBe(false)
+    }))
 })
