@@ -274,8 +274,11 @@ export const make = (options: Options = {}): Effect.Effect<HttpApp.Default, neve
         let wait = 0
         for (const dimension of ["requests", "tokens", "inputTokens", "outputTokens"] as const) {
           const at = budget.dimensions[dimension]
+          if (at === undefined) continue
           const needed = cost[dimension] ?? 0
-          if (at !== undefined && needed > at.available) wait = Math.max(wait, (needed - at.available) / at.perSecond)
+          if (needed > at.available) wait = Math.max(wait, (needed - at.available) / at.perSecond)
+          // a provider's 429 holds the dimension until its retry-after, the longest one it gave
+          if (at.heldMillis !== undefined) wait = Math.max(wait, at.heldMillis / 1000)
         }
         if (Object.keys(budget.dimensions).length > 0) soonest = soonest === undefined ? wait : Math.min(soonest, wait)
       }

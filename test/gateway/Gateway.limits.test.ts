@@ -161,4 +161,27 @@ describe("Gateway limits", () => {
       const withCors = yield* serve({ gateway: { cors: ["https://app.example"] } })
       expect(yield* preflight(withCors.origin)).toBe("https://app.example")
     }))
+
+  it.scopedLive("a later, longer retry-after from the provider wins over an earlier, shorter one (LiteLLM #40130), and no call is made meanwhile", () =>
+    Effect.gen(function*() {
+      const { fake, origin } = yield* serve({ agent: { retry: false } })
+      const report = Fake.openAiHeaders({ limit: 100, remaining: 0, resetMillis: 1_000 }, { limit: 100_000, remaining: 50_000, resetMillis: 1_000 })
+      yield* fake.script(
+        Fake.error(429, { message: "slow down", type: "requests" }, { ...report, "retry-after": "1" }),
+        Fake.error(429, { message: "cooling down", type: "requests" }, { ...report, "retry-after": "60" })
+      )
+      const first = yield* post(origin, { model: "fake", messages })
+      expect(first.status).toBe(429)
+      expect(first.headers.get("retry-after")).toBe("1")
+      // the budget holds the second for the first one's second, then the provider says 60 s
+      const second = yield* post(origin, { model: "fake", messages })
+      expect(second.status).toBe(429)
+      expect(second.headers.get("retry-after")).toBe("60")
+      // now the gateway itself answers with the longer hold, without calling the provider
+      const third = yield* post(origin, { model: "fake", messages })
+      expect(third.status).toBe(429)
+      expect(Number(third.headers.get("retry-after"))).toBeGreaterThanOrEqual(58)
+      expect(JSON.parse(third.text)).toMatchObject({ error: { code: "gateway_busy" } })
+      expect((yield* fake.requests).length).toBe(2)
+    }))
 })

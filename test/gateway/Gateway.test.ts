@@ -221,7 +221,7 @@ describe("Gateway", () => {
         })
       const abort = new AbortController()
       const leaving = yield* Effect.fork(Effect.promise(() => ask(abort.signal).catch((error) => error)))
-      const staying = yield* Effect.fork(Effect.promise(() => ask().then((r) => r.json())))
+      const staying = yield* Effect.fork(Effect.promise(() => ask().then((r) => r.json() as Promise<any>)))
       yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 300)))
       abort.abort()
       yield* Fiber.join(leaving)
