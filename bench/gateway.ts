@@ -27,6 +27,7 @@
  * the figures move from run to run; they are what the machine gave, not a floor.
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process"
+import { readFileSync } from "node:fs"
 import { createRequire } from "node:module"
 import { performance } from "node:perf_hooks"
 import { fileURLToPath, pathToFileURL } from "node:url"
@@ -113,6 +114,8 @@ interface Gateway {
   readonly url: string
   readonly child: ChildProcess
   readonly rssKb: () => number
+  /** CPU time the gateway process has used, in ms (user + system). */
+  readonly cpuMs: () => number
   readonly stop: () => Promise<number | null>
 }
 
@@ -149,6 +152,11 @@ const startGateway = (upstream: string, extra: ReadonlyArray<string> = []) =>
           url: found[1]!,
           child,
           rssKb: () => Number(execFileSync("ps", ["-o", "rss=", "-p", String(child.pid)]).toString().trim()),
+          cpuMs: () => {
+            // /proc/PID/stat: utime and stime are fields 14 and 15, in clock ticks (100 a second)
+            const fields = readFileSync(`/proc/${child.pid}/stat`, "utf8").split(") ")[1]!.split(" ")
+            return (Number(fields[11]) + Number(fields[12])) * 10
+          },
           stop: () =>
             new Promise((done) => {
               child.once("exit", (code) => done(code))
@@ -287,7 +295,9 @@ const run = async () => {
 
     console.error("  capacity ...")
     const directCapacity = await closedLoop(upstream.url, 32, 3)
+    const cpuBefore = gateway.cpuMs()
     const gatewayCapacity = await closedLoop(gateway.url, 32, 3)
+    const cpuPerRequest = (gateway.cpuMs() - cpuBefore) / (gatewayCapacity * 3)
     console.error("  a load this machine sustains ...")
     const directLight = await openLoop(50, 4, () => whole(upstream.url))
     const gatewayLight = await openLoop(50, 4, () => whole(gateway.url))
@@ -303,7 +313,8 @@ const run = async () => {
 
     lines.push(
       `Capacity (32 clients back to back, whole answers, 3 s): ${directCapacity.toFixed(0)} requests/s directly, ` +
-        `${gatewayCapacity.toFixed(0)} through wiz serve.`,
+        `${gatewayCapacity.toFixed(0)} through wiz serve, which used ${cpuPerRequest.toFixed(2)} ms of CPU per request ` +
+        `(its own process: the server side, the agent, the upstream call, the log line).`,
       "",
       "| load | direct p50 / p99 (ms) | through wiz serve p50 / p99 (ms) | added p50 (ms) | added p99 (ms) |",
       "|---|---:|---:|---:|---:|",
