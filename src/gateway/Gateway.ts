@@ -422,7 +422,11 @@ export const make = (options: Options = {}): Effect.Effect<HttpApp.Default, neve
         const scope = yield* Scope.make()
         const pull = yield* Scope.extend(Stream.toPull(agent.stream(task)), scope)
         const first = yield* Effect.either(Effect.repeat(pull, { until: (chunk) => Chunk.isNonEmpty(chunk) })).pipe(
-          Effect.onInterrupt(() => Effect.zipRight(Scope.close(scope, Exit.void), context.settle(undefined)))
+          Effect.onInterrupt(() => {
+            line.status = 499
+            line.error = "client_closed"
+            return Effect.zipRight(Effect.zipRight(Scope.close(scope, Exit.void), context.settle(undefined)), done(line, context.start))
+          })
         )
         if (Either.isLeft(first)) {
           yield* Scope.close(scope, Exit.void)
