@@ -239,15 +239,24 @@ export const make = (options: Options = {}): Effect.Effect<HttpApp.Default, neve
         ...retryAfterHeader(refusal.retryAfter)
       })
 
+    // one counter per route and status, tagged once: tagging per request would build a new key each time
+    const counters = new Map<string, Metric.Metric.Counter<number>>()
+    const counterOf = (route: string, status: number) => {
+      const key = `${route} ${status}`
+      let counter = counters.get(key)
+      if (counter === undefined) {
+        counter = metrics.requests.pipe(Metric.tagged("route", route), Metric.tagged("status", String(status)))
+        counters.set(key, counter)
+      }
+      return counter
+    }
+
     /** Ends a request: its metrics and its one log line. */
     const done = (line: Line, start: number) =>
       Effect.flatMap(Clock.currentTimeMillis, (now) => {
         const durationMs = now - start
         return Effect.zipRight(
-          Effect.zipRight(
-            Metric.update(metrics.duration, durationMs),
-            Metric.increment(Metric.tagged(Metric.tagged(metrics.requests, "route", line.route), "status", String(line.status)))
-          ),
+          Effect.zipRight(Metric.update(metrics.duration, durationMs), Metric.increment(counterOf(line.route, line.status))),
           Effect.annotateLogs(Effect.logInfo("gateway request"), { ...line, durationMs })
         )
       })
