@@ -232,4 +232,36 @@ describe("Gateway", () => {
       expect(calls).toBe(1)
       expect(interrupted).toBe(false)
     }))
+
+  it.scopedLive("a 200 stream holding only an error event falls back to the next tier (Portkey #1047, LiteLLM #36768); when every tier fails so, the client gets an HTTP error, not a 200 (LiteLLM #38610)", () =>
+    Effect.gen(function*() {
+      let fallbackCalls = 0
+      const usage = new AiModel.Usage({ promptTokens: 2, completionTokens: 2 })
+      const fallback = AiModel.make({
+        name: "backup",
+        stream: () =>
+          Stream.suspend(() => {
+            fallbackCalls++
+            return fallbackCalls === 1
+              ? Stream.make(new AiModel.CompletionChunk({ delta: "from the backup", finishReason: "stop", usage }))
+              : Stream.fail(new AiModel.Overloaded({ model: "backup" }))
+          })
+      })
+      const { client, fake, origin } = yield* serve({ agent: { retry: false, fallback: { models: [fallback] } } })
+      const onlyAnError = Fake.answer({ text: "never", errorAfter: { chunks: 0, error: { message: "response.failed", type: "server_error" } } })
+      yield* fake.script(onlyAnError)
+      const answer = yield* collect(yield* Effect.promise(() => client().chat.completions.create({ model: "fake", messages, stream: true })))
+      expect(answer).toMatchObject({ text: "from the backup", finishReason: "stop" })
+      yield* fake.script(onlyAnError)
+      const response = yield* Effect.promise(() =>
+        fetch(`${origin}/v1/chat/completions`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ model: "fake", messages, stream: true })
+        }).then(async (r) => ({ status: r.status, text: await r.text() }))
+      )
+      expect(response.status).toBe(503)
+      expect(response.text).not.toContain("finish_reason")
+      expect(JSON.parse(response.text)).toMatchObject({ error: { code: "upstream_overloaded" } })
+    }))
 })
