@@ -212,6 +212,8 @@ export const serve = Effect.fn("ServeCommand.serve")(function*(options: ServeOpt
   const upstreamKey = Option.isNone(options.apiKeyEnv)
     ? Option.none()
     : yield* Effect.option(secretFrom("--api-key-env", options.apiKeyEnv.value))
+  // `--redis URL` (issue 19, not here yet) plugs in here: the shared store's layer provided under
+  // this AgentService, whose Policies build every breaker and token budget from the store in context.
   const agent = yield* ModelOptions.layer(options, {
     concurrency: options.concurrency,
     ...(options.coalesce ? { coalesce: true } : {}),
