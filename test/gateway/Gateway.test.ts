@@ -264,4 +264,31 @@ describe("Gateway", () => {
       expect(response.text).not.toContain("finish_reason")
       expect(JSON.parse(response.text)).toMatchObject({ error: { code: "upstream_overloaded" } })
     }))
+
+  it.scopedLive("a client that disconnects mid-stream interrupts its upstream stream", () =>
+    Effect.gen(function*() {
+      const ended = yield* Deferred.make<void>()
+      const model = AiModel.make({
+        name: "m",
+        stream: () =>
+          Stream.concat(Stream.make(new AiModel.CompletionChunk({ delta: "first words " })), Stream.never).pipe(
+            Stream.ensuring(Deferred.succeed(ended, undefined))
+          )
+      })
+      const { origin } = yield* serve({ model })
+      const abort = new AbortController()
+      const firstBytes = yield* Effect.promise(async () => {
+        const response = await fetch(`${origin}/v1/chat/completions`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ model: "m", messages, stream: true }),
+          signal: abort.signal
+        })
+        const { value } = await response.body!.getReader().read()
+        return new TextDecoder().decode(value)
+      })
+      expect(firstBytes).toContain("first words")
+      abort.abort()
+      yield* Deferred.await(ended).pipe(Effect.timeoutFail({ duration: "5 seconds", onTimeout: () => new Error("upstream stream not interrupted") }))
+    }))
 })
