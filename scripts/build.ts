@@ -12,10 +12,10 @@
  *
  * The CLI's modules (`src/cli/`) are in the bundle only: they are not part of the library.
  */
-import * as esbuild from "esbuild"
 import { execFileSync } from "node:child_process"
 import * as fs from "node:fs"
 import { builtinModules, createRequire } from "node:module"
+import { bundleCli } from "./bundleCli.js"
 
 const tsc = createRequire(import.meta.url).resolve("typescript/bin/tsc")
 const bin = "dist/bin/wiz.js"
@@ -34,21 +34,7 @@ for (const file of fs.readdirSync("dist/esm", { recursive: true, encoding: "utf8
 // `sideEffects` from it too.
 fs.writeFileSync("dist/cjs/package.json", JSON.stringify({ type: "commonjs", sideEffects: false }, null, 2) + "\n")
 
-const bundle = await esbuild.build({
-  entryPoints: ["src/cli/main.ts"],
-  outfile: bin,
-  bundle: true,
-  platform: "node",
-  target: "node20",
-  format: "esm",
-  // Some bundled dependencies are CommonJS and `require` Node's own modules; an ES module
-  // has no `require` of its own.
-  banner: {
-    js: `import { createRequire as __wizCreateRequire } from "node:module"; const require = __wizCreateRequire(import.meta.url);`
-  },
-  metafile: true,
-  logLevel: "warning"
-})
+const bundle = await bundleCli(bin)
 fs.chmodSync(bin, 0o755)
 
 // The bundle must stand alone: it may import nothing but Node's own modules.

@@ -35,7 +35,7 @@ const mixedOutput = (n: number) =>
     )
   ).join("\n") + "\n"
 
-// Each run starts Node.js, tsx and Effect (~2.5 s of CPU): generous limits for a busy machine.
+// Each run starts Node.js on the bundled CLI (~0.4 s of CPU): generous limits for a busy machine.
 describe("wiz (the executable)", { timeout: 180_000 }, () => {
   it.live("issue 7.2: a process substitution, /dev/stdin on a pipe and a FIFO are read like -, once", () =>
     withTempDir((dir, fs) =>
@@ -249,7 +249,7 @@ describe("wiz (the executable)", { timeout: 180_000 }, () => {
       withTempDir((dir, fs) =>
         Effect.gen(function*() {
           yield* fs.writeFileString(`${dir}/t.jsonl`, tasks(15))
-          const command = '"$WIZ_NODE" --import "$WIZ_TSX" "$WIZ_MAIN" run t.jsonl --concurrency 3 --time-to-first-token 150ms'
+          const command = '"$WIZ_NODE" "$WIZ_MAIN" run t.jsonl --concurrency 3 --time-to-first-token 150ms'
           const run = yield* Process.bash(`script -qefc '${command}' /dev/null`, { cwd: dir, env: { COLUMNS: "200" } })
           expect(run.code).toBe(0)
           const rows = Screen.rows(run.stdout)

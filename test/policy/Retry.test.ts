@@ -436,7 +436,8 @@ describe("Retry", () => {
         const openUntil = trippedAt + Duration.toMillis(openDuration)
         yield* TestClock.setTime(trippedAt + into * Duration.toMillis(openDuration))
         let attempts = 0
-        const policy = Retry.make({ base: Duration.zero, jitter: "none", maxAttempts: 3 })
+        // `open` reaches 100 s, past the default retryAfterMax (60 s), above which Retry gives up at once
+        const policy = Retry.make({ base: Duration.zero, jitter: "none", maxAttempts: 3, retryAfterMax: Duration.days(1) })
         const call = policy.apply(breaker.execute(Effect.zipRight(Effect.sync(() => attempts++), Clock.currentTimeMillis)))
         const fiber = yield* Effect.fork(call)
         yield* TestClock.adjust(Duration.millis(open + 1))
