@@ -240,6 +240,9 @@ export const serve = Effect.fn("ServeCommand.serve")(function*(options: ServeOpt
       Logger.defaultLogger,
       Logger.batched(Logger.jsonLogger, "50 millis", (lines) => Effect.ignore(stdio.stderr(`${lines.join("\n")}\n`)))
     )),
+    // NodeRuntime.runMain adds its pretty logger next to the default one: left in, every request
+    // would also be formatted and written to stdout, one synchronous write each
+    Layer.provide(Logger.remove(Logger.prettyLoggerDefault)),
     Layer.provide(Logger.minimumLogLevel(LogLevel.Info))
   )
   drained = false
