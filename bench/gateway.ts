@@ -212,7 +212,17 @@ const stream = async (base: string): Promise<Streamed> => {
   }
 }
 
-/** One whole answer from `base`: its latency and whether it succeeded. */
+/** The `error.code` (or `type`) of an OpenAI-shaped error body, else its first 80 characters. */
+const errorCode = (body: string): string => {
+  try {
+    const error = JSON.parse(body).error
+    return String(error?.code ?? error?.type ?? body.slice(0, 80))
+  } catch {
+    return body.slice(0, 80)
+  }
+}
+
+/** One whole answer from `base`: its latency, whether it succeeded, and if not its error code. */
 const whole = async (base: string) => {
   const start = performance.now()
   try {
@@ -222,9 +232,10 @@ const whole = async (base: string) => {
       body: JSON.stringify({ model: "up", messages, max_tokens: 64 })
     })
     const body = await response.text()
-    return { ms: performance.now() - start, ok: response.status === 200 && body.includes("word19"), status: response.status }
-  } catch {
-    return { ms: performance.now() - start, ok: false, status: 0 }
+    const ok = response.status === 200 && body.includes("word19")
+    return { ms: performance.now() - start, ok, status: response.status, code: ok ? undefined : errorCode(body) }
+  } catch (error) {
+    return { ms: performance.now() - start, ok: false, status: 0, code: String((error as Error).cause ?? error) }
   }
 }
 
@@ -268,9 +279,12 @@ const heapUsed = async (base: string) => {
   return Number(/^nodejs_heap_size_used_bytes (\d+)/m.exec(text)?.[1] ?? 0)
 }
 
-const statuses = (results: ReadonlyArray<{ readonly status: number }>) => {
+const statuses = (results: ReadonlyArray<{ readonly status: number; readonly code?: string | undefined }>) => {
   const count: Record<string, number> = {}
-  for (const { status } of results) count[status] = (count[status] ?? 0) + 1
+  for (const { code, status } of results) {
+    const key = code === undefined ? String(status) : `${status} ${code}`
+    count[key] = (count[key] ?? 0) + 1
+  }
   return count
 }
 
@@ -370,7 +384,7 @@ const run = async () => {
       `Faults (20% transient 503s and a 5 s outage in a 12 s run at 50 requests/s, one attempt per client request): ` +
         `${succeeded} of ${faulted.length} succeeded (${((100 * succeeded) / faulted.length).toFixed(2)}%), p50 ${percentile(faulted.map((r) => r.ms), 50).toFixed(0)} ms, p99 ${
           percentile(faulted.map((r) => r.ms), 99).toFixed(0)
-        } ms; failures by status: ${JSON.stringify(statuses(faulted.filter((r) => !r.ok)))}.`
+        } ms; failures by status and error code: ${JSON.stringify(statuses(faulted.filter((r) => !r.ok)))}.`
     )
 
     console.error("  streams cut mid-answer ...")
