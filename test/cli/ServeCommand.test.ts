@@ -68,6 +68,8 @@ describe("wiz serve", () => {
       expect(exited.code).toBe(0)
       const lines = exited.stderr.split("\n").filter((l) => l.includes("gateway request")).map((l) => JSON.parse(l))
       expect(lines).toHaveLength(2)
+      // the JSON line on stderr is the only one: runMain's pretty logger would write each again to stdout
+      expect(exited.stdout).not.toContain("gateway request")
       expect(lines[0]).toMatchObject({ message: "gateway request", annotations: { route: "chat", status: 200, client: "tester", model: "embedded" } })
       expect(exited.stderr).not.toContain(secret)
       expect(exited.stderr).not.toContain("serve-test-key")
