@@ -7,6 +7,7 @@ import { Effect, Fiber } from "effect"
 import { tmpdir } from "node:os"
 import OpenAI from "openai"
 import * as ServeCommand from "../../src/cli/ServeCommand.js"
+import * as Fake from "../support/FakeProvider.js"
 import * as Process from "./Process.js"
 import * as TestStdio from "./TestStdio.js"
 import * as Wiz from "./Wiz.js"
@@ -73,5 +74,39 @@ describe("wiz serve", () => {
       expect(lines[0]).toMatchObject({ message: "gateway request", annotations: { route: "chat", status: 200, client: "tester", model: "embedded" } })
       expect(exited.stderr).not.toContain(secret)
       expect(exited.stderr).not.toContain("serve-test-key")
+    }))
+
+  it.scopedLive("as a process on an OpenAI-compatible upstream (its undici client): whole and streamed answers are the upstream's own", () =>
+    Effect.gen(function*() {
+      const fake = yield* Fake.make()
+      const wiz = yield* Process.startWiz(
+        ["serve", "--port", "0", "--model", "openai-compatible", "--base-url", fake.url, "--model-name", "fake"],
+        { cwd: tmpdir() }
+      )
+      yield* wiz.until((_, err) => err.includes("listening on"), 60)
+      const url = /listening on (\S+)/.exec(wiz.stderr())![1]!
+      const through = new OpenAI({ apiKey: "unused", baseURL: url, maxRetries: 0 })
+      const direct = new OpenAI({ apiKey: "unused", baseURL: fake.url, maxRetries: 0 })
+      const ask = { model: "fake", messages: [{ role: "user" as const, content: "Summarise: Effect is a TypeScript library." }], max_tokens: 16 }
+      const [viaGateway, upstream] = yield* Effect.promise(() =>
+        Promise.all([through.chat.completions.create(ask), direct.chat.completions.create(ask)])
+      )
+      expect(viaGateway.choices[0]!.message.content).toBe(upstream.choices[0]!.message.content)
+      expect(viaGateway.choices[0]!.finish_reason).toBe(upstream.choices[0]!.finish_reason)
+      const read = (client: OpenAI) =>
+        Effect.promise(async () => {
+          let text = ""
+          let finish: string | null = null
+          for await (const chunk of await client.chat.completions.create({ ...ask, stream: true })) {
+            text += chunk.choices[0]?.delta.content ?? ""
+            finish = chunk.choices[0]?.finish_reason ?? finish
+          }
+          return { text, finish }
+        })
+      const [streamedThrough, streamedDirect] = yield* Effect.all([read(through), read(direct)])
+      expect(streamedThrough.text.length).toBeGreaterThan(0)
+      expect(streamedThrough).toEqual(streamedDirect)
+      wiz.child.kill("SIGTERM")
+      expect((yield* wiz.exited(30)).code).toBe(0)
     }))
 })
