@@ -10,6 +10,7 @@
  *   npm run bench -- flow memory  # token budget, adaptive concurrency, heap per waiting task
  *   npm run bench -- hostile      # peak RSS of wiz against a hostile server
  *   npm run bench -- shared       # four processes on one key, with and without --redis
+ *   npm run bench -- gateway      # wiz serve's added latency, memory per stream, faults (two minutes)
  *   npm run bench -- all          # everything
  */
 import { spawnSync } from "node:child_process"
@@ -34,7 +35,8 @@ const sections: Record<string, Section> = {
     file: "shared.ts",
     what: "four wiz run processes on one key with and without --redis, a Redis outage mid-run, and the Redis store's overhead (issue 19)",
     slow: true
-  }
+  },
+  gateway: { file: "gateway.ts", what: "wiz serve: latency added at 200 streams and 1,000 requests/s, memory per stream, upstream faults (issue 21)", slow: true }
 }
 
 const asked = process.argv.slice(2)

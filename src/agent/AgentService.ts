@@ -31,7 +31,7 @@
  *
  * @since 0.1.0
  */
-import { Clock, Config, Context, Duration, Effect, Exit, FiberRef, Layer, Option, Stream, Tracer } from "effect"
+import { Cause, Clock, Config, Context, Data, Duration, Effect, Exit, FiberRef, Layer, Option, Stream, Tracer } from "effect"
 import type { ConfigError, Scope } from "effect"
 import type * as AdaptiveLimit from "../concurrency/AdaptiveLimit.js"
 import * as AgentEvent from "../events/AgentEvent.js"
@@ -46,8 +46,7 @@ import type * as TokenBudget from "../policy/TokenBudget.js"
 import type * as StreamingAnswer from "../stream/StreamingAnswer.js"
 import type { StoreUnavailable } from "../store/SharedStore.js"
 import { TaskWindow } from "../internal/taskWindow.js"
-import { unsafeConstruct } from "../internal/unsafeConstruct.js"
-import type { AgentTask, TaskFailed, TaskResult, TaskSucceeded } from "./AgentTask.js"
+import { type AgentTask, requestOf, type TaskFailed, type TaskResult, type TaskSucceeded } from "./AgentTask.js"
 import * as AnswerStream from "./AnswerStream.js"
 import * as BatchStop from "./BatchStop.js"
 import * as FallbackChain from "./FallbackChain.js"
@@ -258,6 +257,35 @@ export {
 } from "./AgentMetrics.js"
 
 /**
+ * A task's record and the completion behind it: why it ended (`finishReason`) and the tokens it
+ * used (`usage`), which a record does not carry (`AgentService.complete`).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Completed {
+  readonly record: TaskSucceeded
+  readonly completion: AiModel.Completion
+}
+
+/**
+ * A task `complete` could not answer: its `TaskFailed` record, and the typed error that ended
+ * it (a provider's `retryAfter` included, which a record does not carry); undefined for a
+ * defect.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class NotCompleted extends Data.TaggedError("NotCompleted")<{
+  readonly record: TaskFailed
+  readonly error: FallbackChain.AnswerError | BatchStop.BatchStopped | undefined
+}> {
+  override get message(): string {
+    return this.record.message
+  }
+}
+
+/**
  * The agent task processor.
  *
  * @since 0.1.0
@@ -276,6 +304,11 @@ export declare namespace AgentService {
   export interface Service {
     /** Answer one task, or fail with the error that ended it and the attempts made. */
     readonly process: (task: AgentTask) => Effect.Effect<TaskSucceeded, TaskFailed>
+    /**
+     * `process`, also giving the completion the record was made from: its finish reason and
+     * usage (a gateway answers a chat request with both). Same policies, same record, same events.
+     */
+    readonly complete: (task: AgentTask) => Effect.Effect<Completed, NotCompleted>
     /** Answer many tasks, `concurrency` at a time, emitting each result as it finishes. */
     readonly processAll: {
       (tasks: Iterable<AgentTask>): Stream.Stream<TaskResult>
@@ -344,19 +377,39 @@ export const make = (
     const chain = yield* FallbackChain.make(policies, primary, options)
     const share = yield* Sharing.make(options, bus)
 
-    /** One task, from its request to its record; `window` is `processAll`'s, if it runs there. */
-    const runTask = (task: AgentTask, window: TaskWindow | undefined): Effect.Effect<TaskSucceeded, TaskFailed> =>
-      Effect.withFiberRuntime((fiber) => {
+    /**
+     * One task, from its request to its record; `window` is `processAll`'s, if it runs there.
+     * With `withCompletion`, the record comes with the completion it was made from.
+     */
+    function runTask(task: AgentTask, window: TaskWindow | undefined): Effect.Effect<TaskSucceeded, TaskFailed>
+    function runTask(task: AgentTask, window: undefined, withCompletion: true): Effect.Effect<Completed, NotCompleted>
+    function runTask(
+      task: AgentTask,
+      window: TaskWindow | undefined,
+      withCompletion = false
+    ): Effect.Effect<TaskSucceeded | Completed, TaskFailed | NotCompleted> {
+      return Effect.withFiberRuntime<TaskSucceeded | Completed, TaskFailed | NotCompleted>((fiber) => {
         const services = fiber.currentDefaultServices
         const start = Context.get(services, Clock.Clock).unsafeCurrentTimeMillis()
         const run = TaskRun.make(task, context, start, window)
-        if (stop?.stopped !== undefined) return TaskRecord.finish(run, start, Exit.fail(stop.stopped))
-        // The task was validated when it was decoded; don't validate its parts again per call.
-        const request = unsafeConstruct(AiModel.CompletionRequest, { prompt: task.prompt, maxTokens: task.maxTokens ?? maxTokens })
+        const finish = (
+          outcome: Exit.Exit<FallbackChain.Answer, FallbackChain.AnswerError | BatchStop.BatchStopped>,
+          shared?: Sharing.Sharing
+        ): Effect.Effect<TaskSucceeded | Completed, TaskFailed | NotCompleted> => {
+          const record = TaskRecord.finish(run, start, outcome, shared)
+          if (!withCompletion) return record
+          // a record that succeeded came from an answer
+          return Exit.isSuccess(outcome)
+            ? Effect.map(record, (record): Completed => ({ record, completion: FallbackChain.completionOf(outcome.value) }))
+            : Effect.mapError(record, (failed) =>
+              new NotCompleted({ record: failed, error: Option.getOrUndefined(Cause.failureOption(outcome.cause)) }))
+        }
+        if (stop?.stopped !== undefined) return finish(Exit.fail(stop.stopped))
+        const request = requestOf(task, maxTokens)
         const answer = chain.answer(request, run)
         const answered = share === undefined
-          ? Effect.flatMap(Effect.exit(answer), (outcome) => TaskRecord.finish(run, start, outcome))
-          : Effect.flatMap(share(request, run, answer), (shared) => TaskRecord.finish(run, start, shared.exit, shared))
+          ? Effect.flatMap(Effect.exit(answer), (outcome) => finish(outcome))
+          : Effect.flatMap(share(request, run, answer), (shared) => finish(shared.exit, shared))
         const work = bus.wants("TaskStarted")
           ? Effect.zipRight(bus.publish(new AgentEvent.TaskStarted({ taskId: task.id }, true)), answered)
           : answered
@@ -367,6 +420,7 @@ export const make = (
         run.traced = true
         return Effect.withSpan(work, "AgentService.process", { attributes: { "task.id": task.id }, captureStackTrace: false })
       })
+    }
 
     function processAll(tasks: Iterable<AgentTask>): Stream.Stream<TaskResult>
     function processAll<E, R>(tasks: Stream.Stream<AgentTask, E, R>): Stream.Stream<TaskResult, E, R>
@@ -384,6 +438,7 @@ export const make = (
     const subscribe = bus.subscribe({ strategy: "suspend" })
     return AgentService.of({
       process: (task) => runTask(task, undefined),
+      complete: (task) => runTask(task, undefined, true),
       processAll,
       stream: yield* AnswerStream.make(policies, chain, context, { maxTokens, ...(options.stream ? { stream: options.stream } : {}) }),
       events: Stream.unwrapScoped(subscribe),

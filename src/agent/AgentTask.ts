@@ -17,9 +17,15 @@
  */
 import { Either, ParseResult, Schema } from "effect"
 import { ErrorInfo } from "../events/ErrorInfo.js"
+import * as AiModel from "../model/AiModel.js"
+import { unsafeConstruct } from "../internal/unsafeConstruct.js"
 
 /**
- * One unit of work: a prompt for the model, named by a unique `id`.
+ * One unit of work: a prompt for the model, named by a unique `id`. A chat request (a gateway's)
+ * also carries its `system` message, its `temperature` and its conversation turn by turn
+ * (`messages`, ending with the user's; `prompt` then holds the same conversation written out,
+ * which is what tokens, keys and models without turns read): they reach the model's
+ * `CompletionRequest` as they are, never folded into the prompt's text.
  *
  * @since 0.1.0
  * @category models
@@ -27,8 +33,30 @@ import { ErrorInfo } from "../events/ErrorInfo.js"
 export class AgentTask extends Schema.Class<AgentTask>("AgentTask")({
   id: Schema.String.pipe(Schema.minLength(1, { message: () => "id must not be empty" })),
   prompt: Schema.String.pipe(Schema.minLength(1, { message: () => "prompt must not be empty" })),
-  maxTokens: Schema.optional(Schema.Int.pipe(Schema.positive()))
+  maxTokens: Schema.optional(Schema.Int.pipe(Schema.positive())),
+  system: Schema.optional(Schema.String),
+  temperature: Schema.optional(Schema.Number.pipe(Schema.between(0, 2))),
+  messages: Schema.optional(Schema.Array(AiModel.Message))
 }) {}
+
+/**
+ * The model request of a task: its prompt and `maxTokens` (`defaultMaxTokens` when it sets
+ * none), and its `system`, `temperature` and `messages` when it has them.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const requestOf = (task: AgentTask, defaultMaxTokens: number): AiModel.CompletionRequest =>
+  // The task was validated when it was decoded; don't validate its parts again per call.
+  task.system === undefined && task.temperature === undefined && task.messages === undefined
+    ? unsafeConstruct(AiModel.CompletionRequest, { prompt: task.prompt, maxTokens: task.maxTokens ?? defaultMaxTokens })
+    : unsafeConstruct(AiModel.CompletionRequest, {
+      prompt: task.prompt,
+      maxTokens: task.maxTokens ?? defaultMaxTokens,
+      ...(task.system === undefined ? {} : { system: task.system }),
+      ...(task.temperature === undefined ? {} : { temperature: task.temperature }),
+      ...(task.messages === undefined ? {} : { messages: task.messages })
+    })
 
 /**
  * How a task's answer was shared with identical tasks in flight (`AgentService`'s `coalesce`):

@@ -22,9 +22,8 @@ import type * as CircuitBreaker from "../policy/CircuitBreaker.js"
 import * as TokenBudget from "../policy/TokenBudget.js"
 import * as StreamingAnswer from "../stream/StreamingAnswer.js"
 import type { StoreUnavailable } from "../store/SharedStore.js"
-import { unsafeConstruct } from "../internal/unsafeConstruct.js"
 import { metrics } from "./AgentMetrics.js"
-import type { AgentTask } from "./AgentTask.js"
+import { type AgentTask, requestOf } from "./AgentTask.js"
 import type { AgentError, Options, StreamError } from "./AgentService.js"
 import type { FallbackChain } from "./FallbackChain.js"
 import type { Policies } from "./Policies.js"
@@ -134,7 +133,7 @@ export const make = Effect.fnUntraced(function*(
   return (task: AgentTask): Stream.Stream<AiModel.CompletionChunk, StreamError> =>
     Stream.unwrap(Effect.map(Clock.currentTimeMillis, (start) => {
       const run = TaskRun.make(task, context, start)
-      const request = unsafeConstruct(AiModel.CompletionRequest, { prompt: task.prompt, maxTokens: task.maxTokens ?? options.maxTokens })
+      const request = requestOf(task, options.maxTokens)
       const answer = StreamingAnswer.make<AiModel.ModelError, never, AgentError, never>({
         firstChunk: streamOptions.firstChunk ?? policies.timeout,
         // the task's deadline bounds the whole answer, first byte to last (issue 18.2)

@@ -36,6 +36,15 @@ import * as Tier from "./Tier.js"
 export type Answer = AiModel.Completion | Fallback.Answered<AiModel.Completion, AgentError>
 
 /**
+ * The completion an answer holds, whichever tier gave it.
+ *
+ * @since 0.1.0
+ * @category getters
+ */
+export const completionOf = (answer: Answer): AiModel.Completion =>
+  answer instanceof AiModel.Completion ? answer : answer.value
+
+/**
  * What can end a task's answer: the primary's error, or every tier's.
  *
  * @since 0.1.0

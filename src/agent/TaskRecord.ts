@@ -19,7 +19,7 @@ import { unsafeConstruct } from "../internal/unsafeConstruct.js"
 import { failedTasks, metrics, succeededTasks } from "./AgentMetrics.js"
 import { TaskFailed, TaskSucceeded } from "./AgentTask.js"
 import type { BatchStopped } from "./BatchStop.js"
-import type { Answer, AnswerError } from "./FallbackChain.js"
+import { type Answer, type AnswerError, completionOf } from "./FallbackChain.js"
 import type { Sharing } from "./Sharing.js"
 import type { TaskRun } from "./TaskRun.js"
 
@@ -60,7 +60,7 @@ export const finish = (
       } else {
         // the primary's own completion, or the fallback chain's answer
         const answered = outcome.value
-        const completion = answered instanceof AiModel.Completion ? answered : answered.value
+        const completion = completionOf(answered)
         ended = Effect.succeed(unsafeConstruct(TaskSucceeded, {
           id: task.id,
           output: completion.text,

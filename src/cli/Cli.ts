@@ -35,6 +35,7 @@ import * as AskCommand from "./AskCommand.js"
 import * as CommandSpec from "./CommandSpec.js"
 import * as Help from "./Help.js"
 import * as RunCommand from "./RunCommand.js"
+import * as ServeCommand from "./ServeCommand.js"
 import { Stdio } from "./Stdio.js"
 import { UsageError } from "./UsageError.js"
 
@@ -54,7 +55,7 @@ export const version = "0.1.0"
  */
 export const command = Command.make("wiz").pipe(
   Command.withDescription("Run AI agent tasks with retries, a circuit breaker and concurrency limits."),
-  Command.withSubcommands([RunCommand.command, AskCommand.command])
+  Command.withSubcommands([RunCommand.command, AskCommand.command, ServeCommand.command])
 )
 
 /**

@@ -23,6 +23,7 @@
  */
 import { Options } from "@effect/cli"
 import { FetchHttpClient } from "@effect/platform"
+import type * as HttpClient from "@effect/platform/HttpClient"
 import { Config, Duration, Effect, Layer, Option, Redacted } from "effect"
 import * as AgentService from "../agent/AgentService.js"
 import type * as AiModel from "../model/AiModel.js"
@@ -160,10 +161,11 @@ export const answeredBy = (options: ModelOptions): string =>
  * `--base-url`'s origin, so the key and the prompt never leave it.
  */
 const httpModelLayer = (
-  options: { readonly baseUrl: string; readonly model: string; readonly apiKey: Redacted.Redacted<string> | undefined }
+  options: { readonly baseUrl: string; readonly model: string; readonly apiKey: Redacted.Redacted<string> | undefined },
+  client: Layer.Layer<HttpClient.HttpClient>
 ) =>
   OpenAiCompatible.layer({ baseUrl: options.baseUrl, model: options.model, apiKey: options.apiKey }).pipe(
-    Layer.provide(FetchHttpClient.layer),
+    Layer.provide(client),
     Layer.catchAll((error) => Layer.fail(usage(`--model openai-compatible: ${error.message}`)))
   )
 
@@ -171,7 +173,11 @@ const httpModelLayer = (
  * The OpenAI-compatible model the options name, its key read from the environment variable
  * `--api-key-env` names (a key is never a flag: flags end up in shell history and `ps`).
  */
-const httpModel = Effect.fnUntraced(function*(options: ModelOptions, modelName: Option.Option<string>) {
+const httpModel = Effect.fnUntraced(function*(
+  options: ModelOptions,
+  modelName: Option.Option<string>,
+  client: Layer.Layer<HttpClient.HttpClient>
+) {
   if (Option.isNone(options.baseUrl) || Option.isNone(modelName)) {
     return yield* usage("--model openai-compatible needs --base-url URL and --model-name NAME (and --api-key-env VAR if the API wants a key)")
   }
@@ -181,7 +187,7 @@ const httpModel = Effect.fnUntraced(function*(options: ModelOptions, modelName: 
     Effect.mapError(() => usage(`--api-key-env ${keyVariable}: that environment variable is not set`))
   )
   return {
-    model: httpModelLayer({ baseUrl: options.baseUrl.value, model: modelName.value, apiKey }),
+    model: httpModelLayer({ baseUrl: options.baseUrl.value, model: modelName.value, apiKey }, client),
     provider: { baseUrl: options.baseUrl.value, apiKey }
   }
 })
@@ -231,14 +237,16 @@ const tokenBudget = (options: PolicyOptions): Pick<AgentService.Options, "tokenB
  * command sets (`concurrency`, `coalesce`, `stream`, ...). Options that do not go together are
  * a {@link UsageError}, found here before anything is opened: `--base-url`, `--api-key-env` or
  * `--model-name` with the embedded model, an OpenAI-compatible model without its URL or name,
- * an `--api-key-env` variable that is not set, `--outage-after` without `--outage-for`.
+ * an `--api-key-env` variable that is not set, `--outage-after` without `--outage-for`. An
+ * OpenAI-compatible model calls on `client` (default the runtime's `fetch`).
  *
  * @since 0.1.0
  * @category layers
  */
 export const layer = Effect.fnUntraced(function*(
   options: AgentOptions,
-  service: Omit<AgentService.Options, "timeout" | "deadline" | "retry" | "breaker"> = {}
+  service: Omit<AgentService.Options, "timeout" | "deadline" | "retry" | "breaker"> = {},
+  client: Layer.Layer<HttpClient.HttpClient> = FetchHttpClient.layer
 ) {
   const modelName = options.modelName ?? Option.none()
   if (options.model === "embedded" && (Option.isSome(options.baseUrl) || Option.isSome(options.apiKeyEnv))) {
@@ -256,7 +264,7 @@ export const layer = Effect.fnUntraced(function*(
   const { model, provider }: { model: Layer.Layer<AiModel.AiModel, UsageError>; provider: SharedStore.Provider } =
     options.model === "embedded"
       ? { model: embeddedLayer(options), provider: { baseUrl: "embedded" } }
-      : yield* httpModel(options, modelName)
+      : yield* httpModel(options, modelName, client)
   if (Option.isSome(options.outageAfter) !== Option.isSome(options.outageFor)) {
     return yield* usage("--outage-after and --outage-for go together: when the simulated outage starts and how long it lasts")
   }

@@ -3,7 +3,8 @@
  * The `wiz` executable: the command line of {@link Cli} on Node.js, with the process's
  * file system, terminal and standard streams. Failures are reported by `Cli.report` and mapped
  * to exit codes by `Cli.exitCode`; SIGINT and SIGTERM interrupt the run (which prints its
- * summary so far and how to continue) and exit 130 and 143.
+ * summary so far and how to continue) and exit 130 and 143; `wiz serve` drains what is in
+ * flight and exits 0.
  *
  * @since 0.1.0
  */
@@ -11,6 +12,7 @@ import * as NodeContext from "@effect/platform-node/NodeContext"
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Effect, Layer } from "effect"
 import * as Cli from "./Cli.js"
+import * as ServeCommand from "./ServeCommand.js"
 import * as Stdio from "./Stdio.js"
 
 // NodeRuntime.runMain interrupts the program on either signal but does not say which one.
@@ -26,6 +28,7 @@ Cli.run(process.argv).pipe(
   Effect.provide(Layer.merge(NodeContext.layer, Stdio.layer)),
   NodeRuntime.runMain({
     disableErrorReporting: true,
-    teardown: (exit, onExit) => onExit(Cli.exitCode(exit, signal))
+    // `wiz serve` stopped by a signal is a clean stop once it drained what was in flight
+    teardown: (exit, onExit) => onExit(ServeCommand.stoppedGracefully() ? 0 : Cli.exitCode(exit, signal))
   })
 )

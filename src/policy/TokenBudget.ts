@@ -177,6 +177,8 @@ export interface DimensionState {
   readonly available: number
   /** Refill per second. */
   readonly perSecond: number
+  /** Time left, in milliseconds, in which a 429's `retryAfter` holds it whatever its level; absent when none does. */
+  readonly heldMillis?: number
 }
 
 /**
@@ -755,11 +757,13 @@ export const make = (options: Options = {}): Effect.Effect<TokenBudget> =>
         meter,
         state: Effect.clockWith((clock) =>
           Effect.sync((): State => {
-            refill(clock.unsafeCurrentTimeMillis())
+            const now = clock.unsafeCurrentTimeMillis()
+            refill(now)
             const limited: { [K in Dimension]?: DimensionState } = {}
             dimensions.forEach((dimension, i) => {
               if (capacity[i]! < Infinity) {
-                limited[dimension] = { capacity: capacity[i]!, available: level[i]!, perSecond: rate[i]! * 1000 }
+                const held = heldUntil[i]! > now ? { heldMillis: heldUntil[i]! - now } : {}
+                limited[dimension] = { capacity: capacity[i]!, available: level[i]!, perSecond: rate[i]! * 1000, ...held }
               }
             })
             return { dimensions: limited, waiting: queue.size }
