@@ -1,0 +1,212 @@
+/**
+ * The tables a durable batch keeps beside the cluster's own (`cluster_messages`,
+ * `cluster_replies`, `cluster_runners`): one row per batch and one per task, with the task's
+ * state (`queued`, `running`, `succeeded`, `failed`), how many times its unit was started
+ * (`starts`: more than one means a crash cut a run off), which runner started it last, and its
+ * record once it has one.
+ *
+ * Why tables of our own when the cluster stores every workflow's reply: a batch's state and its
+ * results are read by batch (how many are done, which records came since the last look), which
+ * the cluster's storage cannot answer without decoding every reply; and the record is written
+ * here once (`UPDATE … WHERE record IS NULL`), so a unit run again after a crash that came
+ * between writing the record and the cluster's reply finds it and makes no call. Queueing,
+ * locking and failover stay the cluster's: nothing here claims or leases work.
+ *
+ * The same SQL serves SQLite and PostgreSQL; `done_seq` (the order records were written in) is
+ * `MAX + 1` on SQLite (one writer) and a sequence on PostgreSQL.
+ *
+ * @since 0.1.0
+ */
+import * as SqlClient from "@effect/sql/SqlClient"
+import type { SqlError } from "@effect/sql/SqlError"
+import { Clock, Effect, Option, Schema } from "effect"
+import { type AgentTask, TaskResult } from "../agent/AgentTask.js"
+
+/**
+ * A store operation failed: the database could not be reached or refused a statement.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class StoreError extends Schema.TaggedError<StoreError>()("StoreError", {
+  operation: Schema.String,
+  message: Schema.String
+}) {}
+
+/**
+ * Where a batch is: its tasks by state.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface BatchState {
+  readonly batchId: string
+  /** Its tasks (one per task id). */
+  readonly total: number
+  readonly queued: number
+  readonly running: number
+  readonly succeeded: number
+  readonly failed: number
+  /** Clock time the batch was first submitted, in milliseconds. */
+  readonly createdAt: number
+}
+
+/**
+ * The start of a task's unit: its record when it has one already (nothing to run), else how
+ * many times the unit has been started, this time included.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Begun =
+  | { readonly _tag: "Recorded"; readonly record: TaskResult }
+  | { readonly _tag: "Started"; readonly starts: number }
+
+const decodeRecord = Schema.decodeUnknownSync(Schema.parseJson(TaskResult))
+const encodeRecord = Schema.encodeSync(Schema.parseJson(TaskResult))
+
+const refail = (operation: string) => (error: SqlError) => new StoreError({ operation, message: error.message })
+
+/**
+ * The store on the `SqlClient` in context: its tables are created when missing.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = Effect.gen(function*() {
+  const sql = yield* SqlClient.SqlClient
+  const pg = sql.onDialectOrElse({ pg: () => true, orElse: () => false })
+  yield* Effect.all([
+    sql`CREATE TABLE IF NOT EXISTS wiz_batches (
+      batch_id TEXT PRIMARY KEY,
+      created_at BIGINT NOT NULL
+    )`,
+    sql`CREATE TABLE IF NOT EXISTS wiz_tasks (
+      batch_id TEXT NOT NULL,
+      task_id TEXT NOT NULL,
+      seq INTEGER NOT NULL,
+      status TEXT NOT NULL,
+      starts INTEGER NOT NULL DEFAULT 0,
+      runner TEXT,
+      record TEXT,
+      done_seq BIGINT,
+      PRIMARY KEY (batch_id, task_id)
+    )`,
+    sql`CREATE INDEX IF NOT EXISTS wiz_tasks_done ON wiz_tasks (batch_id, done_seq)`,
+    pg ? sql`CREATE SEQUENCE IF NOT EXISTS wiz_done_seq` : Effect.void
+  ], { discard: true }).pipe(Effect.mapError(refail("create tables")))
+
+  const nextDone = pg
+    ? sql.literal("nextval('wiz_done_seq')")
+    : sql.literal("(SELECT COALESCE(MAX(done_seq), 0) + 1 FROM wiz_tasks)")
+
+  const count = (value: unknown): number => Number(value ?? 0)
+
+  const stateOf = (row: Record<string, unknown>, counts: ReadonlyArray<Record<string, unknown>>): BatchState => {
+    const by = (status: string) => count(counts.find((c) => c.status === status && c.batch_id === row.batch_id)?.n)
+    const [queued, running, succeeded, failed] = [by("queued"), by("running"), by("succeeded"), by("failed")]
+    return {
+      batchId: String(row.batch_id),
+      total: queued + running + succeeded + failed,
+      queued,
+      running,
+      succeeded,
+      failed,
+      createdAt: count(row.created_at)
+    }
+  }
+
+  return {
+    /** Record a batch and its tasks as queued; what is there already is kept. */
+    addBatch: (batchId: string, tasks: ReadonlyArray<AgentTask>) =>
+      Effect.gen(function*() {
+        const now = yield* Clock.currentTimeMillis
+        yield* sql`INSERT INTO wiz_batches ${sql.insert({ batch_id: batchId, created_at: now })}
+          ON CONFLICT DO NOTHING`
+        for (let from = 0; from < tasks.length; from += 500) {
+          const rows = tasks.slice(from, from + 500).map((task, i) => ({
+            batch_id: batchId,
+            task_id: task.id,
+            seq: from + i,
+            status: "queued"
+          }))
+          yield* sql`INSERT INTO wiz_tasks ${sql.insert(rows)} ON CONFLICT DO NOTHING`
+        }
+      }).pipe(sql.withTransaction, Effect.mapError(refail("add batch"))),
+
+    /** The ids of the batch's tasks that have no record yet. */
+    unfinished: (batchId: string) =>
+      sql<{ task_id: string }>`SELECT task_id FROM wiz_tasks WHERE batch_id = ${batchId} AND record IS NULL`.pipe(
+        Effect.map((rows) => new Set(rows.map((row) => row.task_id))),
+        Effect.mapError(refail("read unfinished tasks"))
+      ),
+
+    /** A task's unit starts on `runner`: its record if it has one, else its start is counted. */
+    begin: (batchId: string, taskId: string, runner: string): Effect.Effect<Begun, StoreError> =>
+      Effect.gen(function*() {
+        yield* sql`UPDATE wiz_tasks SET starts = starts + 1, status = 'running', runner = ${runner}
+          WHERE batch_id = ${batchId} AND task_id = ${taskId} AND record IS NULL`
+        const [row] = yield* sql<{ starts: number; record: string | null }>`
+          SELECT starts, record FROM wiz_tasks WHERE batch_id = ${batchId} AND task_id = ${taskId}`
+        if (row?.record != null) return { _tag: "Recorded", record: decodeRecord(row.record) } as const
+        return { _tag: "Started", starts: count(row?.starts) } as const
+      }).pipe(Effect.mapError(refail("begin task"))),
+
+    /** Store a task's record once; the record stored is returned (an earlier one wins). */
+    finish: (batchId: string, record: TaskResult): Effect.Effect<TaskResult, StoreError> =>
+      Effect.gen(function*() {
+        yield* sql`UPDATE wiz_tasks SET record = ${encodeRecord(record)}, status = ${record.status}, done_seq = ${nextDone}
+          WHERE batch_id = ${batchId} AND task_id = ${record.id} AND record IS NULL`
+        const [row] = yield* sql<{ record: string }>`
+          SELECT record FROM wiz_tasks WHERE batch_id = ${batchId} AND task_id = ${record.id}`
+        return row === undefined ? record : decodeRecord(row.record)
+      }).pipe(Effect.mapError(refail("store record"))),
+
+    /** Records written after `after` (by `done_seq`), in that order, with their `done_seq`. */
+    recordsAfter: (batchId: string, after: number) =>
+      sql<{ task_id: string; record: string; done_seq: number | string }>`
+        SELECT task_id, record, done_seq FROM wiz_tasks
+        WHERE batch_id = ${batchId} AND done_seq > ${after} ORDER BY done_seq`.pipe(
+        Effect.map((rows) => rows.map((row) => ({ seq: count(row.done_seq), record: decodeRecord(row.record) }))),
+        Effect.mapError(refail("read records"))
+      ),
+
+    /** Every record of the batch. */
+    records: (batchId: string) =>
+      sql<{ record: string }>`SELECT record FROM wiz_tasks WHERE batch_id = ${batchId} AND record IS NOT NULL`.pipe(
+        Effect.map((rows) => rows.map((row) => decodeRecord(row.record))),
+        Effect.mapError(refail("read records"))
+      ),
+
+    /** The batch's state, or none when no such batch was submitted. */
+    state: (batchId: string): Effect.Effect<Option.Option<BatchState>, StoreError> =>
+      Effect.gen(function*() {
+        const [batch] = yield* sql<Record<string, unknown>>`SELECT * FROM wiz_batches WHERE batch_id = ${batchId}`
+        if (batch === undefined) return Option.none()
+        const counts = yield* sql<Record<string, unknown>>`
+          SELECT batch_id, status, COUNT(*) AS n FROM wiz_tasks WHERE batch_id = ${batchId} GROUP BY batch_id, status`
+        return Option.some(stateOf(batch, counts))
+      }).pipe(Effect.mapError(refail("read batch state"))),
+
+    /** Every batch's state, newest first. */
+    batches: Effect.gen(function*() {
+      const batches = yield* sql<Record<string, unknown>>`SELECT * FROM wiz_batches ORDER BY created_at DESC`
+      const counts = yield* sql<Record<string, unknown>>`
+        SELECT batch_id, status, COUNT(*) AS n FROM wiz_tasks GROUP BY batch_id, status`
+      return batches.map((batch) => stateOf(batch, counts))
+    }).pipe(Effect.mapError(refail("read batches"))),
+
+    /** Tasks running now, by the runner that started them. */
+    runningByRunner: sql<{ runner: string; n: unknown }>`
+      SELECT runner, COUNT(*) AS n FROM wiz_tasks WHERE status = 'running' GROUP BY runner`.pipe(
+      Effect.map((rows) => new Map(rows.map((row) => [row.runner, count(row.n)]))),
+      Effect.mapError(refail("read running tasks"))
+    )
+  }
+})
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type TaskStore = Effect.Effect.Success<typeof make>
