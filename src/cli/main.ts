@@ -26,6 +26,6 @@ Cli.run(process.argv).pipe(
   Effect.provide(Layer.merge(NodeContext.layer, Stdio.layer)),
   NodeRuntime.runMain({
     disableErrorReporting: true,
-    teardown: (exit, onExit) => onExit(Cli.exitCode(exit, signal))
+    teardown: (exit, onExit) => onExit(Cli.exitCode(exit, signal, process.argv[2]))
   })
 )

@@ -60,8 +60,14 @@ export interface Options {
 
 const busy = (error: SqlError): boolean => /SQLITE_BUSY|database is locked/i.test(`${error.message} ${String((error.cause as { code?: unknown })?.code ?? error.cause)}`)
 
-/** The file's one connection, holding the file until it closes. */
-const client = (filename: string) =>
+/**
+ * The file's one connection, holding the file until it closes: the database alone, without the
+ * engine (to read a store's state).
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const database = (filename: string): Layer.Layer<SqlClient.SqlClient, StoreInUse | StoreError> =>
   Layer.scopedContext(Effect.gen(function*() {
     const sqlite = yield* SqliteClient.make({ filename, disableWAL: true })
     yield* Effect.all([
@@ -92,5 +98,5 @@ export const layer = (
       runnerStorage: "sql",
       ...(options.shardingConfig ? { shardingConfig: options.shardingConfig } : {})
     })),
-    Layer.provideMerge(client(options.filename))
+    Layer.provideMerge(database(options.filename))
   )

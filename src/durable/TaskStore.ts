@@ -196,6 +196,22 @@ export const make = Effect.gen(function*() {
       return batches.map((batch) => stateOf(batch, counts))
     }).pipe(Effect.mapError(refail("read batches"))),
 
+    /**
+     * The cluster's runners (`cluster_runners`): address, whether it counts as healthy, and
+     * seconds since its last heartbeat.
+     */
+    runners: sql<{ address: string; healthy: unknown; age: unknown }>`
+      SELECT address, healthy, ${
+      pg
+        ? sql.literal("EXTRACT(EPOCH FROM (NOW() - last_heartbeat))")
+        : sql.literal("(julianday('now') - julianday(last_heartbeat)) * 86400")
+    } AS age FROM cluster_runners ORDER BY address`.pipe(
+      Effect.map((rows) =>
+        rows.map((row) => ({ address: row.address, healthy: row.healthy === true || row.healthy === 1, ageSeconds: count(row.age) }))
+      ),
+      Effect.mapError(refail("read runners"))
+    ),
+
     /** Tasks running now, by the runner that started them. */
     runningByRunner: sql<{ runner: string; n: unknown }>`
       SELECT runner, COUNT(*) AS n FROM wiz_tasks WHERE status = 'running' GROUP BY runner`.pipe(
