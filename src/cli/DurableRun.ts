@@ -75,9 +75,14 @@ const engine = (store: string, listen: Option.Option<Listen>) =>
     return { layer: PgStore.layer({ url: store, runner: Option.some({ host, port }) }), runner: `${host}:${port}` }
   })
 
-/** The agent the options describe (a shared budget, issue 19, would be given here). */
-const agentLayer = (options: ModelOptions.AgentOptions & { readonly concurrency: number | "adaptive" }) =>
-  ModelOptions.layer(options, { concurrency: options.concurrency })
+/**
+ * The agent the options describe, its model calls noted in the store (a budget shared by the
+ * workers, issue 19's `--redis`, would be given here too).
+ */
+const agentLayer = (
+  options: ModelOptions.AgentOptions & { readonly concurrency: number | "adaptive" },
+  service: Parameters<typeof ModelOptions.layer>[1] = {}
+) => ModelOptions.layer(options, { concurrency: options.concurrency, ...service }, DurableBatch.journal)
 
 /**
  * `wiz run … --store STORE`: submit the input's tasks as a batch, work on it unless `--no-work`
@@ -101,8 +106,7 @@ export const run = Effect.fn("DurableRun.run")(function*(options: Omit<RunOption
   if (yield* OutputFile.isInput(options.input, options.output)) {
     return yield* usage(`the output is the input "${options.input}": write the records to another file`)
   }
-  const agent = yield* ModelOptions.layer(options, {
-    concurrency: options.concurrency,
+  const agent = yield* agentLayer(options, {
     ...(options.coalesce ? { coalesce: true } : {}),
     ...Option.match(options.memoTtl, { onNone: () => ({}), onSome: (timeToLive) => ({ memo: { timeToLive } }) })
   })

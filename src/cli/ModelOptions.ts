@@ -218,7 +218,9 @@ const tokenBudget = (options: PolicyOptions): Pick<AgentService.Options, "tokenB
  */
 export const layer = Effect.fnUntraced(function*(
   options: AgentOptions,
-  service: Omit<AgentService.Options, "timeout" | "deadline" | "retry" | "breaker"> = {}
+  service: Omit<AgentService.Options, "timeout" | "deadline" | "retry" | "breaker"> = {},
+  /** A layer around the model, between it and the agent (`DurableBatch.journal`). */
+  around?: Layer.Layer<AiModel.AiModel, never, AiModel.AiModel>
 ) {
   const modelName = options.modelName ?? Option.none()
   if (options.model === "embedded" && (Option.isSome(options.baseUrl) || Option.isSome(options.apiKeyEnv))) {
@@ -249,7 +251,7 @@ export const layer = Effect.fnUntraced(function*(
       onNone: () => ({}),
       onSome: (openDuration) => ({ breaker: { openDuration } })
     })
-  }).pipe(Layer.provide(model))
+  }).pipe(Layer.provide(around === undefined ? model : Layer.provide(around, model)))
   return agent
 })
 

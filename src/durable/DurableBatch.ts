@@ -9,10 +9,11 @@
  *
  * - **At least once.** A model call cut off by a crash is made again: the unit starts over on
  *   the next runner (or the next run, on SQLite). Its record says so: `recovered: true`, and its
- *   `attempts` count one call per run that was cut off on top of the calls of the run that
- *   finished. A call whose answer was stored is never made again: the record is written once,
- *   and a unit that finds one ends without a call. Use a provider-side idempotency key if a
- *   repeated call must not be billed twice.
+ *   `attempts` count the calls of every run, the cut-off ones included. Those are counted by
+ *   {@link journal}, a layer around the model that notes each call in the store as it begins
+ *   (without it, a record cannot tell). A call whose answer was stored is never made again: the
+ *   record is written once, and a unit that finds one ends without a call. Use a provider-side
+ *   idempotency key if a repeated call must not be billed twice.
  * - **Results** come as a `Stream` of `TaskResult`s as they are stored, by whichever runner ran
  *   them: the ones stored before the stream started first, then each new one, until every task
  *   of the batch has one.
@@ -36,6 +37,7 @@
  * const store = SqliteStore.layer({ filename: "wiz.db" })
  * const work = DurableBatch.worker({ runner: "local" }).pipe(
  *   Layer.provide(AgentService.layer({ concurrency: 8 })),
+ *   Layer.provide(DurableBatch.journal),
  *   Layer.provide(EmbeddedModel.layer())
  * )
  * program.pipe(Effect.provide(Layer.merge(DurableBatch.layer(), work).pipe(Layer.provideMerge(store))))
@@ -47,10 +49,11 @@ import type * as SqlClient from "@effect/sql/SqlClient"
 import * as Activity from "@effect/workflow/Activity"
 import * as Workflow from "@effect/workflow/Workflow"
 import type { WorkflowEngine } from "@effect/workflow/WorkflowEngine"
-import { Chunk, Context, Duration, Effect, Layer, Option, Schedule, Schema, Stream } from "effect"
+import { Chunk, Context, Duration, Effect, FiberRef, Layer, Option, Schedule, Schema, Stream } from "effect"
 import { createHash } from "node:crypto"
 import { AgentService } from "../agent/AgentService.js"
 import { AgentTask, TaskResult } from "../agent/AgentTask.js"
+import * as AiModel from "../model/AiModel.js"
 import * as TaskStore from "./TaskStore.js"
 
 export {
@@ -113,17 +116,41 @@ export const batchIdOf = (tasks: Iterable<AgentTask>): string => {
 const encodeResult = Schema.encodeSync(TaskResult)
 const decodeResult = Schema.decodeSync(TaskResult)
 
-/** The record of a task whose earlier runs (`cutOff` of them) a crash cut off. */
-const recovered = (result: TaskResult, cutOff: number): TaskResult =>
-  decodeResult({ ...encodeResult(result), attempts: result.attempts + cutOff, recovered: true })
+/** The record of a task whose earlier runs, cut off by a crash, began `callsBefore` calls. */
+const recovered = (result: TaskResult, callsBefore: number): TaskResult =>
+  decodeResult({ ...encodeResult(result), attempts: result.attempts + callsBefore, recovered: true })
 
 /** Store errors are retried a few times before the unit fails with one. */
 const storeRetry = Schedule.exponential("100 millis").pipe(Schedule.intersect(Schedule.recurs(6)))
 
+/** What to do as a model call begins in the unit this fiber runs, if it runs one. */
+const currentUnit = FiberRef.unsafeMake<Option.Option<Effect.Effect<void>>>(Option.none())
+
+/**
+ * The `AiModel` in context, with each call a durable unit makes noted in the store as it begins
+ * (a call outside a unit is not noted): what lets a record after a crash count the calls its
+ * cut-off runs made. Provide it between the model and the `AgentService` of a {@link worker}.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const journal: Layer.Layer<AiModel.AiModel, never, AiModel.AiModel> = Layer.effect(
+  AiModel.AiModel,
+  Effect.map(AiModel.AiModel, (model) => {
+    const noted = Effect.flatMap(FiberRef.get(currentUnit), Option.getOrElse(() => Effect.void))
+    return {
+      ...model,
+      generate: (request) => Effect.zipRight(noted, model.generate(request)),
+      stream: (request) => Stream.unwrap(Effect.as(noted, model.stream(request)))
+    } satisfies AiModel.AiModel.Service
+  })
+)
+
 /**
  * Run the batches' tasks in this process: registers {@link TaskWorkflow} with the engine, each
- * unit running its task through the `AgentService` in context. `runner` names this process in
- * the store (`wiz status` shows it).
+ * unit running its task through the `AgentService` in context (built on {@link journal}, for
+ * its records to count the calls of runs a crash cut off). `runner` names this process in the
+ * store (`wiz status` shows it).
  *
  * @since 0.1.0
  * @category layers
@@ -136,10 +163,16 @@ export const worker = (options: {
     const agent = yield* AgentService
     const answer = (batchId: string, task: AgentTask) =>
       Effect.gen(function*() {
-        const begun = yield* Effect.retry(store.begin(batchId, task.id, options.runner), storeRetry)
+        const begun = yield* Effect.retry(store.begin(batchId, task.id), storeRetry)
         if (begun._tag === "Recorded") return
-        const result: TaskResult = yield* Effect.catchAll(agent.process(task), Effect.succeed)
-        const record = begun.starts > 1 ? recovered(result, begun.starts - 1) : result
+        // a call not noted is still made: the record may then count fewer calls than were made
+        const called = Effect.retry(store.called(batchId, task.id, options.runner), storeRetry).pipe(
+          Effect.catchAll((error) => Effect.logWarning(`wiz: task ${task.id}: a model call was not noted in the store: ${error.message}`))
+        )
+        const result: TaskResult = yield* Effect.catchAll(agent.process(task), Effect.succeed).pipe(
+          Effect.locally(currentUnit, Option.some(called))
+        )
+        const record = begun.callsBefore > 0 ? recovered(result, begun.callsBefore) : result
         yield* Effect.retry(store.finish(batchId, record), storeRetry)
       })
     return TaskWorkflow.toLayer(({ batchId, task }) =>

@@ -1,9 +1,9 @@
 /**
  * The tables a durable batch keeps beside the cluster's own (`cluster_messages`,
  * `cluster_replies`, `cluster_runners`): one row per batch and one per task, with the task's
- * state (`queued`, `running`, `succeeded`, `failed`), how many times its unit was started
- * (`starts`: more than one means a crash cut a run off), which runner started it last, and its
- * record once it has one.
+ * state (`queued`; `running` from its first model call; `succeeded`, `failed`), the model
+ * calls its unit began (`calls`: calls begun with no record after them were cut off by a
+ * crash), the runner that called last, and its record once it has one.
  *
  * Why tables of our own when the cluster stores every workflow's reply: a batch's state and its
  * results are read by batch (how many are done, which records came since the last look), which
@@ -52,15 +52,15 @@ export interface BatchState {
 }
 
 /**
- * The start of a task's unit: its record when it has one already (nothing to run), else how
- * many times the unit has been started, this time included.
+ * The start of a task's unit: its record when it has one already (nothing to run), else the
+ * model calls earlier runs of the unit began (runs a crash cut off, since none left a record).
  *
  * @since 0.1.0
  * @category models
  */
 export type Begun =
   | { readonly _tag: "Recorded"; readonly record: TaskResult }
-  | { readonly _tag: "Started"; readonly starts: number }
+  | { readonly _tag: "Started"; readonly callsBefore: number }
 
 const decodeRecord = Schema.decodeUnknownSync(Schema.parseJson(TaskResult))
 const encodeRecord = Schema.encodeSync(Schema.parseJson(TaskResult))
@@ -86,7 +86,7 @@ export const make = Effect.gen(function*() {
       task_id TEXT NOT NULL,
       seq INTEGER NOT NULL,
       status TEXT NOT NULL,
-      starts INTEGER NOT NULL DEFAULT 0,
+      calls INTEGER NOT NULL DEFAULT 0,
       runner TEXT,
       record TEXT,
       done_seq BIGINT,
@@ -141,16 +141,25 @@ export const make = Effect.gen(function*() {
         Effect.mapError(refail("read unfinished tasks"))
       ),
 
-    /** A task's unit starts on `runner`: its record if it has one, else its start is counted. */
-    begin: (batchId: string, taskId: string, runner: string): Effect.Effect<Begun, StoreError> =>
-      Effect.gen(function*() {
-        yield* sql`UPDATE wiz_tasks SET starts = starts + 1, status = 'running', runner = ${runner}
-          WHERE batch_id = ${batchId} AND task_id = ${taskId} AND record IS NULL`
-        const [row] = yield* sql<{ starts: number; record: string | null }>`
-          SELECT starts, record FROM wiz_tasks WHERE batch_id = ${batchId} AND task_id = ${taskId}`
-        if (row?.record != null) return { _tag: "Recorded", record: decodeRecord(row.record) } as const
-        return { _tag: "Started", starts: count(row?.starts) } as const
-      }).pipe(Effect.mapError(refail("begin task"))),
+    /** A task's unit starts: its record if it has one, else the calls earlier runs began. */
+    begin: (batchId: string, taskId: string): Effect.Effect<Begun, StoreError> =>
+      sql<{ calls: number; record: string | null }>`
+        SELECT calls, record FROM wiz_tasks WHERE batch_id = ${batchId} AND task_id = ${taskId}`.pipe(
+        Effect.map(([row]) =>
+          row?.record != null
+            ? { _tag: "Recorded", record: decodeRecord(row.record) } as const
+            : { _tag: "Started", callsBefore: count(row?.calls) } as const
+        ),
+        Effect.mapError(refail("begin task"))
+      ),
+
+    /** A model call for the task begins on `runner`: counted, and the task is running there. */
+    called: (batchId: string, taskId: string, runner: string): Effect.Effect<void, StoreError> =>
+      sql`UPDATE wiz_tasks SET calls = calls + 1, status = 'running', runner = ${runner}
+        WHERE batch_id = ${batchId} AND task_id = ${taskId} AND record IS NULL`.pipe(
+        Effect.asVoid,
+        Effect.mapError(refail("count a call"))
+      ),
 
     /** Store a task's record once; the record stored is returned (an earlier one wins). */
     finish: (batchId: string, record: TaskResult): Effect.Effect<TaskResult, StoreError> =>

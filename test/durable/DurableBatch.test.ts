@@ -23,6 +23,7 @@ const stack = (filename: string, model: EmbeddedModel.Options) =>
     DurableBatch.layer({ pollInterval: "20 millis" }),
     DurableBatch.worker({ runner: "test" }).pipe(
       Layer.provide(AgentService.layer({ concurrency: 4, retry: false })),
+      Layer.provide(DurableBatch.journal),
       Layer.provide(EmbeddedModel.layer({ seed: 1, timeToFirstToken: "5 millis", perToken: "0 millis", ...model }))
     )
   ).pipe(Layer.provideMerge(SqliteStore.layer({ filename })))
@@ -59,21 +60,23 @@ describe("DurableBatch on a SQLite file", () => {
       expect(again.state.succeeded).toBe(12)
     }), { timeout: 30_000 })
 
-  it.scopedLive("a task whose earlier run was cut off runs again and its record says so: recovered, attempts across runs", () =>
+  it.scopedLive("a task whose earlier runs were cut off mid-call runs again and its record says so: recovered, attempts across runs", () =>
     Effect.gen(function*() {
       const file = yield* tempFile
       const id = DurableBatch.batchIdOf(tasks)
-      // a run that began t3 and t7 and died before their records
+      // runs that called the model for t3 (twice: two runs) and t7, and died before their records
       yield* Effect.gen(function*() {
         const store = yield* TaskStore.make
         yield* store.addBatch(id, tasks)
-        yield* store.begin(id, "t3", "dead")
-        yield* store.begin(id, "t7", "dead")
+        yield* store.called(id, "t3", "dead-1")
+        yield* store.called(id, "t3", "dead-2")
+        yield* store.called(id, "t7", "dead-2")
         expect(yield* store.state(id)).toMatchObject({ _tag: "Some", value: { running: 2, queued: 10 } })
+        expect(yield* store.runningByRunner).toEqual(new Map([["dead-2", 2]]))
       }).pipe(Effect.provide(SqliteStore.database(file)), Effect.scoped)
       const { results } = yield* runBatch(file)
       const byId = new Map(results.map((r) => [r.id, r]))
-      expect(byId.get("t3")).toMatchObject({ status: "succeeded", attempts: 2, recovered: true })
+      expect(byId.get("t3")).toMatchObject({ status: "succeeded", attempts: 3, recovered: true })
       expect(byId.get("t7")).toMatchObject({ status: "succeeded", attempts: 2, recovered: true })
       expect(results.filter((r) => r.recovered === true).length).toBe(2)
     }), { timeout: 30_000 })
