@@ -65,7 +65,11 @@ export type Begun =
 const decodeRecord = Schema.decodeUnknownSync(Schema.parseJson(TaskResult))
 const encodeRecord = Schema.encodeSync(Schema.parseJson(TaskResult))
 
-const refail = (operation: string) => (error: SqlError) => new StoreError({ operation, message: error.message })
+const refail = (operation: string) => (error: SqlError) =>
+  new StoreError({
+    operation,
+    message: error.cause instanceof Error ? `${error.message}: ${error.cause.message}` : error.message
+  })
 
 /**
  * The store on the `SqlClient` in context: its tables are created when missing.
@@ -76,7 +80,10 @@ const refail = (operation: string) => (error: SqlError) => new StoreError({ oper
 export const make = Effect.gen(function*() {
   const sql = yield* SqlClient.SqlClient
   const pg = sql.onDialectOrElse({ pg: () => true, orElse: () => false })
+  // Processes starting together would race to create the tables (PostgreSQL's CREATE ... IF NOT
+  // EXISTS is not safe against that): there, one at a time under a lock.
   yield* Effect.all([
+    pg ? sql`SELECT pg_advisory_xact_lock(2026120720)` : Effect.void,
     sql`CREATE TABLE IF NOT EXISTS wiz_batches (
       batch_id TEXT PRIMARY KEY,
       created_at BIGINT NOT NULL
@@ -94,7 +101,7 @@ export const make = Effect.gen(function*() {
     )`,
     sql`CREATE INDEX IF NOT EXISTS wiz_tasks_done ON wiz_tasks (batch_id, done_seq)`,
     pg ? sql`CREATE SEQUENCE IF NOT EXISTS wiz_done_seq` : Effect.void
-  ], { discard: true }).pipe(Effect.mapError(refail("create tables")))
+  ], { discard: true }).pipe(sql.withTransaction, Effect.mapError(refail("create tables")))
 
   const nextDone = pg
     ? sql.literal("nextval('wiz_done_seq')")
