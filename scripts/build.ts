@@ -8,7 +8,8 @@
  *   `require("wiz-effect")` needs.
  * - `dist/bin/wiz.js`: the `wiz` command, bundled with everything it imports (effect,
  *   `@effect/cli`, `@effect/platform-node`, ...) into one file, so the CLI's dependencies are
- *   dev dependencies and installing the library never installs them.
+ *   dev dependencies and installing the library never installs them. Native modules are the
+ *   exception (`better-sqlite3` for `--store FILE`): required from beside the bundle when used.
  *
  * The CLI's modules (`src/cli/`) are in the bundle only: they are not part of the library.
  */
@@ -34,8 +35,28 @@ for (const file of fs.readdirSync("dist/esm", { recursive: true, encoding: "utf8
 // `sideEffects` from it too.
 fs.writeFileSync("dist/cjs/package.json", JSON.stringify({ type: "commonjs", sideEffects: false }, null, 2) + "\n")
 
+// Native modules cannot go inside the bundle: `better-sqlite3` (for `--store FILE`) is required
+// from beside it (the bundle's `require` resolves from dist/bin/ up: the app's or the global
+// node_modules), and only when a SQLite store is opened, so `wiz` without one needs nothing.
+// `pg-native` (which `pg` requires only when asked for its native client) and `ws`'s optional
+// `bufferutil` and `utf-8-validate` (required in a try, for the cluster's sockets) likewise.
+const native = ["better-sqlite3", "pg-native", "bufferutil", "utf-8-validate"]
+const requiredBeside: esbuild.Plugin = {
+  name: "required-beside",
+  setup(build) {
+    const filter = new RegExp(`^(${native.join("|")})$`)
+    build.onResolve({ filter }, (args) =>
+      args.namespace === "required-beside" ? { path: args.path, external: true } : { path: args.path, namespace: "required-beside" })
+    build.onLoad({ filter: /.*/, namespace: "required-beside" }, (args) => ({
+      contents: `module.exports = require(${JSON.stringify(args.path)})`,
+      loader: "js"
+    }))
+  }
+}
+
 const bundle = await esbuild.build({
   entryPoints: ["src/cli/main.ts"],
+  plugins: [requiredBeside],
   outfile: bin,
   bundle: true,
   platform: "node",
@@ -56,7 +77,7 @@ const builtins = new Set(builtinModules)
 const [output] = Object.values(bundle.metafile.outputs)
 const outside = (output?.imports ?? [])
   .map((i) => i.path)
-  .filter((path) => !path.startsWith("node:") && !builtins.has(path))
+  .filter((path) => !path.startsWith("node:") && !builtins.has(path) && !native.includes(path))
 if (outside.length > 0) {
   throw new Error(`${bin} imports packages it does not contain: ${outside.join(", ")}`)
 }

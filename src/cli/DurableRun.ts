@@ -17,13 +17,12 @@
  *
  * @since 0.1.0
  */
-import { Clock, Duration, Effect, Layer, Option, Stream } from "effect"
+import { Clock, Duration, Effect, Layer, Option, Schema, Stream } from "effect"
 import * as Net from "node:net"
 import * as Os from "node:os"
 import { type AgentTask, TaskInvalid } from "../agent/AgentTask.js"
 import * as DurableBatch from "../durable/DurableBatch.js"
 import * as PgStore from "../durable/PgStore.js"
-import * as SqliteStore from "../durable/SqliteStore.js"
 import * as TaskStore from "../durable/TaskStore.js"
 import * as ErrorInfo from "../events/ErrorInfo.js"
 import * as ModelOptions from "./ModelOptions.js"
@@ -34,6 +33,28 @@ import { Stdio } from "./Stdio.js"
 import * as Summary from "./Summary.js"
 import * as TaskSource from "./TaskSource.js"
 import { usage } from "./UsageError.js"
+
+/**
+ * A SQLite store cannot be opened: `better-sqlite3`, a native module, is not installed where
+ * `wiz` can require it.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class SqliteUnavailable extends Schema.TaggedError<SqliteUnavailable>()("SqliteUnavailable", {
+  reason: Schema.String
+}) {
+  override get message(): string {
+    return `a SQLite store needs the native module better-sqlite3 beside wiz (npm install better-sqlite3 ` +
+      `where wiz-effect is installed, or -g beside a global wiz): ${this.reason}`
+  }
+}
+
+/** The SQLite store, loaded on demand: it requires the native `better-sqlite3`. */
+const sqlite = Effect.tryPromise({
+  try: () => import("../durable/SqliteStore.js"),
+  catch: (cause) => new SqliteUnavailable({ reason: cause instanceof Error ? cause.message.split("\n")[0]! : String(cause) })
+})
 
 /**
  * Where this process listens for the other runners of a PostgreSQL store.
@@ -67,6 +88,7 @@ const freePort = (host: string) =>
 const engine = (store: string, listen: Option.Option<Listen>) =>
   Effect.gen(function*() {
     if (!PgStore.isUrl(store)) {
+      const SqliteStore = yield* sqlite
       return { layer: SqliteStore.layer({ filename: store }), runner: `${Os.hostname()}:${process.pid}` }
     }
     if (Option.isNone(listen)) return { layer: PgStore.layer({ url: store, runner: Option.none() }), runner: "" }
@@ -188,7 +210,7 @@ const formatState = (state: TaskStore.BatchState, running: number): string =>
  */
 export const status = Effect.fn("DurableRun.status")(function*(options: { readonly store: string }) {
   const stdio = yield* Stdio
-  const db = PgStore.isUrl(options.store) ? PgStore.database(options.store, 2) : SqliteStore.database(options.store)
+  const db = PgStore.isUrl(options.store) ? PgStore.database(options.store, 2) : (yield* sqlite).database(options.store)
   const text = yield* Effect.gen(function*() {
     const store = yield* TaskStore.make
     const batches = yield* store.batches
