@@ -9,6 +9,7 @@
  *   npm run bench -- degrade      # goodput under provider faults
  *   npm run bench -- flow memory  # token budget, adaptive concurrency, heap per waiting task
  *   npm run bench -- hostile      # peak RSS of wiz against a hostile server
+ *   npm run bench -- durable      # durable batches on SQLite and PostgreSQL, kill -9 chaos (many minutes)
  *   npm run bench -- all          # everything
  */
 import { spawnSync } from "node:child_process"
@@ -28,7 +29,12 @@ const sections: Record<string, Section> = {
   degrade: { file: "degrade.ts", what: "goodput under provider faults, against cockatiel", slow: true },
   flow: { file: "flow.ts", what: "goodput at a token limit and adaptive concurrency, in virtual time, against retry alone and cockatiel", slow: true },
   memory: { file: "memory.ts", what: "heap per task waiting on the bulkhead or the token budget, against cockatiel and p-limit", slow: true },
-  hostile: { file: "hostile.ts", what: "peak RSS of wiz run and wiz ask from source against a hostile server (issue 18)", slow: true }
+  hostile: { file: "hostile.ts", what: "peak RSS of wiz run and wiz ask from source against a hostile server (issue 18)", slow: true },
+  durable: {
+    file: "durable.ts",
+    what: "durable batches: SQLite against memory, 3 PostgreSQL workers against 1, failover and chaos with kill -9 (issue 20)",
+    slow: true
+  }
 }
 
 const asked = process.argv.slice(2)
