@@ -8,9 +8,12 @@
  * Failover: the units of a runner that dies with `kill -9` move to the others once its shards
  * are free and it is no longer counted among the live runners. With the cluster's defaults that
  * is up to ~35 s (a runner counts as live until its heartbeat is `shardLockExpiration`, 35 s,
- * old; the health check that can drop it earlier runs once a minute). {@link failover} tunes it
- * to about 10–15 s: heartbeats every 3 s, a runner gone after 9 s without one, the health check
- * every 5 s, assignments refreshed every second. A runner stopped with SIGTERM hands its shards
+ * old; the health check that can drop it earlier runs once a minute). {@link failover} tunes it:
+ * heartbeats every 2 s, a runner gone after 6 s without one, the health check every 3 s,
+ * assignments refreshed every second; measured, the tasks a killed worker was calling for were
+ * all recorded elsewhere within 20 s of the kill (bench/durable.ts, README). Shorter would move
+ * the units of a live runner that is only slow (a loaded machine missing heartbeats): they
+ * would run twice. A runner stopped with SIGTERM hands its shards
  * back as it closes, so its units move at once.
  *
  * PostgreSQL drivers: `pg` 8 (what `@effect/sql-pg` 0.53 is built on; it warns of a `pg` 9
@@ -52,9 +55,9 @@ import { StoreError } from "./TaskStore.js"
  * @category defaults
  */
 export const failover = {
-  shardLockRefreshInterval: Duration.seconds(3),
-  shardLockExpiration: Duration.seconds(9),
-  runnerHealthCheckInterval: Duration.seconds(5),
+  shardLockRefreshInterval: Duration.seconds(2),
+  shardLockExpiration: Duration.seconds(6),
+  runnerHealthCheckInterval: Duration.seconds(3),
   refreshAssignmentsInterval: Duration.seconds(1),
   entityMessagePollInterval: Duration.seconds(2)
 } as const
