@@ -31,7 +31,7 @@ export const durable = Effect.promise(() => import("./DurableRun.js"))
 export const listenOptions = {
   host: Options.text("host").pipe(
     Options.withPseudoName("HOST"),
-    Options.withDescription(store("The address the other workers reach this one at (default 127.0.0.1)")),
+    Options.withDescription(store("Where other workers reach this one (default 127.0.0.1)")),
     Options.withDefault("127.0.0.1")
   ),
   port: OptionValue.optionalInteger("port", 1, store("The port it listens on for them (default: a free one)"))
@@ -46,10 +46,10 @@ export const listenOptions = {
 export const runOptions = {
   store: Options.text("store").pipe(
     Options.withPseudoName("FILE | URL"),
-    Options.withDescription(store("Keep the batch in a SQLite FILE or a postgres:// database: run the same command after a crash")),
+    Options.withDescription(store("Keep the batch in a SQLite FILE or a postgres:// database")),
     Options.optional
   ),
-  noWork: OptionValue.flag("no-work", store("With a postgres:// store: submit and write the records, leave the work to wiz worker")),
+  noWork: OptionValue.flag("no-work", store("postgres:// only: submit and write, leave the work to workers")),
   ...listenOptions
 }
 
@@ -80,7 +80,8 @@ export const worker = Command.make("worker", {
   ...ModelOptions.modelOptions
 }, ({ host, port, ...rest }) => Effect.flatMap(durable, (run) => run.worker({ ...rest, listen: { host, port } }))).pipe(
   Command.withDescription(
-    "Work on every batch of a PostgreSQL store until stopped (SIGTERM: hand back what it holds, exit 0)."
+    "Work on every batch of a PostgreSQL store until SIGTERM (then hand back, exit 0). " +
+      "Run one on each machine; wiz run --store with the same URL submits the batches."
   )
 )
 
