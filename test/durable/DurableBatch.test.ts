@@ -85,7 +85,10 @@ describe("DurableBatch on a SQLite file", () => {
     Effect.gen(function*() {
       const file = yield* tempFile
       yield* Layer.build(SqliteStore.database(file))
+      const started = performance.now()
       const error = yield* Effect.flip(Layer.build(SqliteStore.database(file)))
+      // at once: no busy wait (better-sqlite3 would wait 5 s by default before "database is locked")
+      expect(performance.now() - started).toBeLessThan(1_000)
       expect(error._tag).toBe("StoreInUse")
       expect(error.message).toContain("in use by another process")
     }), { timeout: 30_000 })
