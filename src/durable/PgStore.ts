@@ -9,12 +9,13 @@
  * are free and it is no longer counted among the live runners. With the cluster's defaults that
  * is up to ~35 s (a runner counts as live until its heartbeat is `shardLockExpiration`, 35 s,
  * old; the health check that can drop it earlier runs once a minute). {@link failover} tunes it:
- * heartbeats every 2 s, a runner gone after 6 s without one, the health check every 3 s,
- * assignments refreshed every second; measured, the tasks a killed worker was calling for were
- * all recorded elsewhere within 20 s of the kill (bench/durable.ts, README). Shorter would move
- * the units of a live runner that is only slow (a loaded machine missing heartbeats): they
- * would run twice. A runner stopped with SIGTERM hands its shards
- * back as it closes, so its units move at once.
+ * heartbeats every 3 s, a runner gone after 9 s without one, the health check every 5 s,
+ * assignments refreshed every second. Measured on a loaded 2-core machine (bench/durable.ts):
+ * the tasks a killed worker was calling for were recorded by another 19.6 s after the kill.
+ * Shorter was no faster there, and worse: with a 6 s expiry it took 26 s, and in a chaos run 27
+ * calls ran twice against 5 in flight at the kills, which points to live workers that missed
+ * heartbeats for want of CPU (one was seen 18 s behind) losing their units to others. A runner
+ * stopped with SIGTERM hands its shards back as it closes, so its units move at once.
  *
  * PostgreSQL drivers: `pg` 8 (what `@effect/sql-pg` 0.53 is built on; it warns of a `pg` 9
  * change it does not make yet).
@@ -55,9 +56,9 @@ import { StoreError } from "./TaskStore.js"
  * @category defaults
  */
 export const failover = {
-  shardLockRefreshInterval: Duration.seconds(2),
-  shardLockExpiration: Duration.seconds(6),
-  runnerHealthCheckInterval: Duration.seconds(3),
+  shardLockRefreshInterval: Duration.seconds(3),
+  shardLockExpiration: Duration.seconds(9),
+  runnerHealthCheckInterval: Duration.seconds(5),
   refreshAssignmentsInterval: Duration.seconds(1),
   entityMessagePollInterval: Duration.seconds(2)
 } as const
