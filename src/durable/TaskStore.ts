@@ -103,9 +103,12 @@ export const make = Effect.gen(function*() {
     pg ? sql`CREATE SEQUENCE IF NOT EXISTS wiz_done_seq` : Effect.void
   ], { discard: true }).pipe(sql.withTransaction, Effect.mapError(refail("create tables")))
 
-  const nextDone = pg
-    ? sql.literal("nextval('wiz_done_seq')")
-    : sql.literal("(SELECT COALESCE(MAX(done_seq), 0) + 1 FROM wiz_tasks)")
+  // per batch on SQLite: the index on (batch_id, done_seq) answers it at once, where a MAX over
+  // the whole table read every row of every batch for each record (quadratic in a batch)
+  const nextDone = (batchId: string) =>
+    pg
+      ? sql.literal("nextval('wiz_done_seq')")
+      : sql`(SELECT COALESCE(MAX(done_seq), 0) + 1 FROM wiz_tasks WHERE batch_id = ${batchId})`
 
   const count = (value: unknown): number => Number(value ?? 0)
 
@@ -171,8 +174,12 @@ export const make = Effect.gen(function*() {
     /** Store a task's record once; the record stored is returned (an earlier one wins). */
     finish: (batchId: string, record: TaskResult): Effect.Effect<TaskResult, StoreError> =>
       Effect.gen(function*() {
-        yield* sql`UPDATE wiz_tasks SET record = ${encodeRecord(record)}, status = ${record.status}, done_seq = ${nextDone}
-          WHERE batch_id = ${batchId} AND task_id = ${record.id} AND record IS NULL`
+        // one statement when the record is the first (always, but after a crash between this
+        // and the cluster's reply): RETURNING says it was written
+        const written = yield* sql<{ task_id: string }>`UPDATE wiz_tasks
+          SET record = ${encodeRecord(record)}, status = ${record.status}, done_seq = ${nextDone(batchId)}
+          WHERE batch_id = ${batchId} AND task_id = ${record.id} AND record IS NULL RETURNING task_id`
+        if (written.length > 0) return record
         const [row] = yield* sql<{ record: string }>`
           SELECT record FROM wiz_tasks WHERE batch_id = ${batchId} AND task_id = ${record.id}`
         return row === undefined ? record : decodeRecord(row.record)
