@@ -11,7 +11,8 @@
  * old; the health check that can drop it earlier runs once a minute). {@link failover} tunes it:
  * heartbeats every 3 s, a runner gone after 9 s without one, the health check every 5 s,
  * assignments refreshed every second. Measured on a loaded 2-core machine (bench/durable.ts):
- * the tasks a killed worker was calling for were recorded by another 19.6 s after the kill.
+ * the tasks a killed worker was calling for were recorded by another 19.6 s after the kill
+ * (10.2 s at a load of ~7, once a task cost half the CPU: its body no longer an activity).
  * Shorter was no faster there, and worse: with a 6 s expiry it took 26 s, and in a chaos run 27
  * calls ran twice against 5 in flight at the kills, which points to live workers that missed
  * heartbeats for want of CPU (one was seen 18 s behind) losing their units to others. A runner
