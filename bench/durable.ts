@@ -247,8 +247,10 @@ const pgRun = (tasks: ReadonlyArray<AgentTask>, workers: number, killEvery?: num
       const cpu0 = process.cpuUsage()
       const results = yield* Effect.gen(function*() {
         const batches = yield* DurableBatch.DurableBatch
-        const id = yield* batches.submit(tasks)
+        // the kills start with the submission: the workers run tasks as they are submitted, and a
+        // loaded machine can take most of the run to submit them
         if (killEvery !== undefined) yield* Effect.fork(chaos.pipe(Effect.tapErrorCause(Effect.logError)))
+        const id = yield* batches.submit(tasks)
         const results = Chunk.toReadonlyArray(yield* Stream.runCollect(batches.results(id)))
         return results
       }).pipe(Effect.scoped, Effect.provide(client(url)), Effect.timeout(capMs))
