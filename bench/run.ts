@@ -11,6 +11,7 @@
  *   npm run bench -- hostile      # peak RSS of wiz against a hostile server
  *   npm run bench -- shared       # four processes on one key, with and without --redis
  *   npm run bench -- gateway      # wiz serve's added latency, memory per stream, faults (two minutes)
+ *   npm run bench -- durable      # durable batches on SQLite and PostgreSQL, kill -9 chaos (many minutes)
  *   npm run bench -- all          # everything
  */
 import { spawnSync } from "node:child_process"
@@ -36,7 +37,12 @@ const sections: Record<string, Section> = {
     what: "four wiz run processes on one key with and without --redis, a Redis outage mid-run, and the Redis store's overhead (issue 19)",
     slow: true
   },
-  gateway: { file: "gateway.ts", what: "wiz serve: latency added at 200 streams and 1,000 requests/s, memory per stream, upstream faults (issue 21)", slow: true }
+  gateway: { file: "gateway.ts", what: "wiz serve: latency added at 200 streams and 1,000 requests/s, memory per stream, upstream faults (issue 21)", slow: true },
+  durable: {
+    file: "durable.ts",
+    what: "durable batches: SQLite against memory, 3 PostgreSQL workers against 1, failover and chaos with kill -9 (issue 20)",
+    slow: true
+  }
 }
 
 const asked = process.argv.slice(2)

@@ -8,14 +8,15 @@
  *   `require("wiz-effect")` needs.
  * - `dist/bin/wiz.js`: the `wiz` command, bundled with everything it imports (effect,
  *   `@effect/cli`, `@effect/platform-node`, ...) into one file, so the CLI's dependencies are
- *   dev dependencies and installing the library never installs them.
+ *   dev dependencies and installing the library never installs them. Native modules are the
+ *   exception (`better-sqlite3` for `--store FILE`): required from beside the bundle when used.
  *
  * The CLI's modules (`src/cli/`) are in the bundle only: they are not part of the library.
  */
 import { execFileSync } from "node:child_process"
 import * as fs from "node:fs"
 import { builtinModules, createRequire } from "node:module"
-import { bundleCli } from "./bundleCli.js"
+import { bundleCli, requiredBeside } from "./bundleCli.js"
 
 const tsc = createRequire(import.meta.url).resolve("typescript/bin/tsc")
 const bin = "dist/bin/wiz.js"
@@ -42,21 +43,18 @@ const builtins = new Set(builtinModules)
 const [output] = Object.values(bundle.metafile.outputs)
 const outside = (output?.imports ?? [])
   .map((i) => i.path)
-  .filter((path) => !path.startsWith("node:") && !builtins.has(path))
+  .filter((path) => !path.startsWith("node:") && !builtins.has(path) && !requiredBeside.includes(path))
 if (outside.length > 0) {
   throw new Error(`${bin} imports packages it does not contain: ${outside.join(", ")}`)
 }
-// `import { X } from "@effect/platform-node"` (the barrel) drags undici (1 MB) into the bundle
-// through its `Undici` namespace, which cannot be tree-shaken: import the module itself
-// (`import * as NodeContext from "@effect/platform-node/NodeContext"`).
-const undici = Object.keys(bundle.metafile.inputs).filter((path) => path.includes("node_modules/undici/"))
-if (undici.length > 0) {
-  const importers = Object.entries(bundle.metafile.inputs)
-    .filter(([path, input]) => path.startsWith("src/") && input.imports.some((i) => i.original === "@effect/platform-node"))
-    .map(([path]) => path)
-  throw new Error(
-    `${bin} contains undici; import @effect/platform-node's modules by their own paths, not the barrel` +
-      (importers.length > 0 ? ` (in ${importers.join(", ")})` : "")
-  )
+// `import { X } from "@effect/platform-node"` (the barrel) drags all of it into the bundle,
+// undici (1 MB) through its `Undici` namespace, which cannot be tree-shaken: import the module
+// itself (`import * as NodeContext from "@effect/platform-node/NodeContext"`). undici is in the
+// bundle on purpose since `wiz serve` calls its upstreams through it (`NodeHttpClient`).
+const barrel = Object.entries(bundle.metafile.inputs)
+  .filter(([path, input]) => path.startsWith("src/") && input.imports.some((i) => i.original === "@effect/platform-node"))
+  .map(([path]) => path)
+if (barrel.length > 0) {
+  throw new Error(`import @effect/platform-node's modules by their own paths, not the barrel (in ${barrel.join(", ")})`)
 }
 console.log(`${bin}: ${(fs.statSync(bin).size / 1e6).toFixed(2)} MB`)

@@ -98,7 +98,9 @@ export class TaskSucceeded extends Schema.TaggedClass<TaskSucceeded>()("TaskSucc
   coalesced: Schema.optional(Coalesced),
   memoized: Schema.optional(Schema.Boolean),
   /** Time the task's attempts waited for a token budget, in milliseconds, when they waited. */
-  budgetWaitMs: Schema.optional(Schema.Number)
+  budgetWaitMs: Schema.optional(Schema.Number),
+  /** A durable batch ran the task again after a crash cut a run off (`DurableBatch`). */
+  recovered: Schema.optional(Schema.Boolean)
 }) {}
 
 /**
@@ -116,7 +118,9 @@ export class TaskFailed extends Schema.TaggedError<TaskFailed>()("TaskFailed", {
   durationMs: Schema.Number,
   coalesced: Schema.optional(Coalesced),
   /** Time the task's attempts waited for a token budget, in milliseconds, when they waited. */
-  budgetWaitMs: Schema.optional(Schema.Number)
+  budgetWaitMs: Schema.optional(Schema.Number),
+  /** A durable batch ran the task again after a crash cut a run off (`DurableBatch`). */
+  recovered: Schema.optional(Schema.Boolean)
 }) {
   override get message(): string {
     return `task ${this.id} failed after ${this.attempts} attempt(s): ${this.error._tag}: ${this.error.message}`

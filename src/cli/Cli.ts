@@ -37,6 +37,7 @@ import * as Help from "./Help.js"
 import * as RunCommand from "./RunCommand.js"
 import * as ServeCommand from "./ServeCommand.js"
 import { Stdio } from "./Stdio.js"
+import * as StoreCommands from "./StoreCommands.js"
 import { UsageError } from "./UsageError.js"
 
 /**
@@ -55,7 +56,7 @@ export const version = "0.1.0"
  */
 export const command = Command.make("wiz").pipe(
   Command.withDescription("Run AI agent tasks with retries, a circuit breaker and concurrency limits."),
-  Command.withSubcommands([RunCommand.command, AskCommand.command, ServeCommand.command])
+  Command.withSubcommands([RunCommand.command, AskCommand.command, ServeCommand.command, StoreCommands.worker, StoreCommands.status])
 )
 
 /**
@@ -160,15 +161,24 @@ export const run = (argv: ReadonlyArray<string>) =>
 export const signals = { SIGINT: 2, SIGTERM: 15 } as const
 
 /**
- * The exit code of a finished run; an interrupted one exits `128 + n` for the signal that
- * interrupted it (SIGINT when none is given, as for Ctrl-C).
+ * The commands for which SIGTERM is the normal way to stop (`wiz worker`): they exit 0 on it.
  *
  * @since 0.1.0
  * @category running
  */
-export const exitCode = <E, A>(exit: Exit.Exit<A, E>, signal: keyof typeof signals = "SIGINT"): number => {
+export const stopOnTerm: ReadonlySet<string> = new Set(["worker"])
+
+/**
+ * The exit code of a finished run; an interrupted one exits `128 + n` for the signal that
+ * interrupted it (SIGINT when none is given, as for Ctrl-C), or 0 for a `command` in
+ * {@link stopOnTerm} stopped by SIGTERM.
+ *
+ * @since 0.1.0
+ * @category running
+ */
+export const exitCode = <E, A>(exit: Exit.Exit<A, E>, signal: keyof typeof signals = "SIGINT", command?: string): number => {
   if (Exit.isSuccess(exit)) return 0
-  if (Cause.isInterruptedOnly(exit.cause)) return 128 + signals[signal]
+  if (Cause.isInterruptedOnly(exit.cause)) return signal === "SIGTERM" && command !== undefined && stopOnTerm.has(command) ? 0 : 128 + signals[signal]
   return Option.match(Cause.failureOption(exit.cause), {
     onNone: () => 1,
     onSome: (error) => (ValidationError.isValidationError(error) || error instanceof UsageError ? 2 : 1)

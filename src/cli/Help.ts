@@ -153,7 +153,7 @@ export const render = (command: CommandSpec, options: RenderOptions): string => 
   lines.push(`${h("Usage:")} ${usage(command, options.program)}`)
 
   if (command.subcommands.length > 0) {
-    lines.push("", h("Commands:"), ...table(command.subcommands.map((sub) => [sub.name, summary(sub.description)])))
+    lines.push("", h("Commands:"), ...table([...command.subcommands].sort((a, b) => a.name.localeCompare(b.name)).map((sub) => [sub.name, summary(sub.description)])))
   }
   if (command.args.length > 0) {
     lines.push("", h("Arguments:"), ...table(command.args.map((arg) => [arg.name, arg.description])))

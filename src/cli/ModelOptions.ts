@@ -246,7 +246,12 @@ const tokenBudget = (options: PolicyOptions): Pick<AgentService.Options, "tokenB
 export const layer = Effect.fnUntraced(function*(
   options: AgentOptions,
   service: Omit<AgentService.Options, "timeout" | "deadline" | "retry" | "breaker"> = {},
-  client: Layer.Layer<HttpClient.HttpClient> = FetchHttpClient.layer
+  extra: {
+    /** The HTTP client of OpenAI-compatible calls (default the runtime's `fetch`). */
+    readonly client?: Layer.Layer<HttpClient.HttpClient>
+    /** A layer around the model, between it and the agent (`DurableBatch.journal`). */
+    readonly around?: Layer.Layer<AiModel.AiModel, never, AiModel.AiModel>
+  } = {}
 ) {
   const modelName = options.modelName ?? Option.none()
   if (options.model === "embedded" && (Option.isSome(options.baseUrl) || Option.isSome(options.apiKeyEnv))) {
@@ -264,7 +269,7 @@ export const layer = Effect.fnUntraced(function*(
   const { model, provider }: { model: Layer.Layer<AiModel.AiModel, UsageError>; provider: SharedStore.Provider } =
     options.model === "embedded"
       ? { model: embeddedLayer(options), provider: { baseUrl: "embedded" } }
-      : yield* httpModel(options, modelName, client)
+      : yield* httpModel(options, modelName, extra.client ?? FetchHttpClient.layer)
   if (Option.isSome(options.outageAfter) !== Option.isSome(options.outageFor)) {
     return yield* usage("--outage-after and --outage-for go together: when the simulated outage starts and how long it lasts")
   }
@@ -278,7 +283,7 @@ export const layer = Effect.fnUntraced(function*(
       onNone: () => ({}),
       onSome: (openDuration) => ({ breaker: { openDuration } })
     })
-  }).pipe(Layer.provide(Layer.merge(model, sharedStore(options, provider))))
+  }).pipe(Layer.provide(Layer.merge(extra.around === undefined ? model : Layer.provide(extra.around, model), sharedStore(options, provider))))
   return agent
 })
 

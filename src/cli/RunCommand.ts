@@ -65,6 +65,7 @@ import * as OptionValue from "./OptionValue.js"
 import * as OutputFile from "./OutputFile.js"
 import * as RecordSink from "./RecordSink.js"
 import { Stdio } from "./Stdio.js"
+import * as StoreCommands from "./StoreCommands.js"
 import * as Summary from "./Summary.js"
 import * as TaskSource from "./TaskSource.js"
 import { usage } from "./UsageError.js"
@@ -107,6 +108,14 @@ export interface RunOptions extends ModelOptions.AgentOptions {
    * the tasks not run get a `BatchStopped` record, and `--resume` runs them; 0 never stops.
    */
   readonly stopAfterAuthFailures: number
+  /** Keep the batch in this store (a SQLite file or a `postgres://` URL): see `DurableRun`. */
+  readonly store: Option.Option<string>
+  /** With a PostgreSQL store: submit and write the records, leave the work to the workers. */
+  readonly noWork: boolean
+  /** With a PostgreSQL store: the address the other runners reach this one at. */
+  readonly host: string
+  /** With a PostgreSQL store: the port this runner listens on; none for a free one. */
+  readonly port: Option.Option<number>
 }
 
 /**
@@ -127,7 +136,11 @@ export const defaults: Omit<RunOptions, "input"> = {
   events: Option.none(),
   coalesce: false,
   memoTtl: Option.none(),
-  stopAfterAuthFailures: 3
+  stopAfterAuthFailures: 3,
+  store: Option.none(),
+  noWork: false,
+  host: "127.0.0.1",
+  port: Option.none()
 }
 
 /**
@@ -218,6 +231,10 @@ const drawProgress = (progress: Progress.Progress.Service) =>
  * @category handlers
  */
 export const run = Effect.fn("RunCommand.run")(function*(options: RunOptions) {
+  if (Option.isSome(options.store)) {
+    const durable = yield* StoreCommands.durable
+    return yield* durable.run({ ...options, store: options.store.value, listen: { host: options.host, port: options.port } })
+  }
   const agentLayer = yield* ModelOptions.layer(options, {
     concurrency: options.concurrency,
     stopOnAuthFailures: options.stopAfterAuthFailures > 0 ? options.stopAfterAuthFailures : false,
@@ -465,6 +482,7 @@ const runOptions = {
   timeout: ModelOptions.policyOptions.timeout,
   deadline: ModelOptions.policyOptions.deadline,
   breakerOpen: ModelOptions.policyOptions.breakerOpen,
+  ...StoreCommands.runOptions,
   ...ModelOptions.modelOptions
 }
 

@@ -15,10 +15,9 @@
  * - **Logs.** One JSON line per request on stderr (route, status, client name, model, tokens,
  *   duration, error code), without the prompt unless `--log-prompts`; written in batches every
  *   50 ms (and at exit), not one write per request.
- * - **Replicas.** `--redis URL` (sharing budgets and breakers between several `wiz serve`) plugs
- *   in where the agent's layer is built below, once the shared-state store (issue 19) exists:
- *   its layer provided under `ModelOptions.layer`'s `AgentService`, which builds its breakers
- *   and budgets from the store in context (`Policies`).
+ * - **Replicas.** `--redis URL`: several `wiz serve` share their token budgets and breakers
+ *   through it (`ModelOptions.layer` provides the shared store under the `AgentService`, whose
+ *   `Policies` build every breaker and budget from it).
  *
  * @example
  * ```ts
@@ -222,15 +221,13 @@ export const serve = Effect.fn("ServeCommand.serve")(function*(options: ServeOpt
   const upstreamKey = Option.isNone(options.apiKeyEnv)
     ? Option.none()
     : yield* Effect.option(secretFrom("--api-key-env", options.apiKeyEnv.value))
-  // `--redis URL` (issue 19, not here yet) plugs in here: the shared store's layer provided under
-  // this AgentService, whose Policies build every breaker and token budget from the store in context.
   const agent = yield* ModelOptions.layer(options, {
     concurrency: options.concurrency,
     ...(options.coalesce ? { coalesce: true } : {}),
     ...Option.match(options.memoTtl, { onNone: () => ({}), onSome: (timeToLive) => ({ memo: { timeToLive } }) }),
     ...(options.continueStreams ? { stream: { continue: true } } : {}),
     ...(fallback === undefined ? {} : { fallback: { models: [fallback.model] } })
-  }, upstreamClient)
+  }, { client: upstreamClient })
   const secrets = [...Option.toArray(upstreamKey), ...(fallback?.apiKey === undefined ? [] : [fallback.apiKey])]
   const server = createServer()
   const gateway = Gateway.layer({

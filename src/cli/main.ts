@@ -29,6 +29,6 @@ Cli.run(process.argv).pipe(
   NodeRuntime.runMain({
     disableErrorReporting: true,
     // `wiz serve` stopped by a signal is a clean stop once it drained what was in flight
-    teardown: (exit, onExit) => onExit(ServeCommand.stoppedGracefully() ? 0 : Cli.exitCode(exit, signal))
+    teardown: (exit, onExit) => onExit(ServeCommand.stoppedGracefully() ? 0 : Cli.exitCode(exit, signal, process.argv[2]))
   })
 )

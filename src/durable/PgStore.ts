@@ -1,0 +1,141 @@
+/**
+ * The shared store: durable batches on one PostgreSQL database, worked on by any number of
+ * processes on any number of machines. Each working process is a cluster runner: it listens on
+ * a socket of its own (`runner`: the host and port the others reach it at), takes its share of
+ * the shards (PostgreSQL advisory locks), and runs the units of its shards; a process that only
+ * submits and reads (`runner` none) is a client of the cluster.
+ *
+ * Failover: the units of a runner that dies with `kill -9` move to the others once its shards
+ * are free and it is no longer counted among the live runners. With the cluster's defaults that
+ * is up to ~35 s (a runner counts as live until its heartbeat is `shardLockExpiration`, 35 s,
+ * old; the health check that can drop it earlier runs once a minute). {@link failover} tunes it:
+ * heartbeats every 3 s, a runner gone after 9 s without one, the health check every 5 s,
+ * assignments refreshed every second. Measured on a loaded 2-core machine (bench/durable.ts):
+ * the tasks a killed worker was calling for were recorded by another 19.6 s after the kill
+ * (10.2 s at a load of ~7, once a task cost half the CPU: its body no longer an activity).
+ * Shorter was no faster there, and worse: with a 6 s expiry it took 26 s, and in a chaos run 27
+ * calls ran twice against 5 in flight at the kills, which points to live workers that missed
+ * heartbeats for want of CPU (one was seen 18 s behind) losing their units to others. A runner
+ * stopped with SIGTERM hands its shards back as it closes, so its units move at once.
+ *
+ * PostgreSQL drivers: `pg` 8 (what `@effect/sql-pg` 0.53 is built on; it warns of a `pg` 9
+ * change it does not make yet).
+ *
+ * @example
+ * ```ts
+ * import { Option } from "effect"
+ * import * as PgStore from "wiz-effect/durable/PgStore"
+ *
+ * // a working process, reachable by the others at 10.0.0.5:34431
+ * const store = PgStore.layer({ url: "postgres://wiz@db/wiz", runner: Option.some({ host: "10.0.0.5", port: 34431 }) })
+ * ```
+ *
+ * @since 0.1.0
+ */
+import * as ClusterWorkflowEngine from "@effect/cluster/ClusterWorkflowEngine"
+import * as MessageStorage from "@effect/cluster/MessageStorage"
+import * as RunnerAddress from "@effect/cluster/RunnerAddress"
+import * as RunnerHealth from "@effect/cluster/RunnerHealth"
+import * as Runners from "@effect/cluster/Runners"
+import * as ShardingConfig from "@effect/cluster/ShardingConfig"
+import * as SocketRunner from "@effect/cluster/SocketRunner"
+import * as SqlMessageStorage from "@effect/cluster/SqlMessageStorage"
+import * as SqlRunnerStorage from "@effect/cluster/SqlRunnerStorage"
+import { layerClientProtocol, layerSocketServer } from "@effect/platform-node-shared/NodeClusterSocket"
+import * as RpcSerialization from "@effect/rpc/RpcSerialization"
+import type * as SqlClient from "@effect/sql/SqlClient"
+import * as PgClient from "@effect/sql-pg/PgClient"
+import type { WorkflowEngine } from "@effect/workflow/WorkflowEngine"
+import { Duration, Layer, Option, Redacted } from "effect"
+import type { ConfigError } from "effect"
+import { StoreError } from "./TaskStore.js"
+
+/**
+ * The cluster settings that bound failover after a `kill -9` (see the module's notes).
+ *
+ * @since 0.1.0
+ * @category defaults
+ */
+export const failover = {
+  shardLockRefreshInterval: Duration.seconds(3),
+  shardLockExpiration: Duration.seconds(9),
+  runnerHealthCheckInterval: Duration.seconds(5),
+  refreshAssignmentsInterval: Duration.seconds(1),
+  entityMessagePollInterval: Duration.seconds(2)
+} as const
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options {
+  /** `postgres://user@host:port/database`. */
+  readonly url: string
+  /** Where the other runners reach this one; none for a process that does no work. */
+  readonly runner: Option.Option<{ readonly host: string; readonly port: number }>
+  /** The cluster's settings, over {@link failover} and its defaults. */
+  readonly shardingConfig?: Partial<ShardingConfig.ShardingConfig["Type"]>
+  /** Connections in the pool (10). */
+  readonly maxConnections?: number
+}
+
+/**
+ * The engine and the database on PostgreSQL: a runner (with `runner`) or a client.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (
+  options: Options
+): Layer.Layer<WorkflowEngine | SqlClient.SqlClient, StoreError | ConfigError.ConfigError> => {
+  const config = ShardingConfig.layerFromEnv({
+    ...failover,
+    ...Option.match(options.runner, {
+      onNone: () => ({}),
+      onSome: ({ host, port }) => ({ runnerAddress: Option.some(RunnerAddress.make(host, port)) })
+    }),
+    ...options.shardingConfig
+  })
+  // NodeClusterSocket.layer, without its Kubernetes health check (whose HTTP client would take
+  // undici into the wiz bundle)
+  const runners = Option.isSome(options.runner)
+    ? Layer.provide(SocketRunner.layer, [layerSocketServer, layerClientProtocol]).pipe(
+      Layer.provide(RunnerHealth.layerPing.pipe(Layer.provide(Runners.layerRpc), Layer.provide(layerClientProtocol)))
+    )
+    : Layer.provide(SocketRunner.layerClientOnly, layerClientProtocol)
+  const cluster = runners.pipe(
+    Layer.provideMerge(Layer.orDie(SqlMessageStorage.layer) as Layer.Layer<MessageStorage.MessageStorage, never, SqlClient.SqlClient>),
+    Layer.provide(Layer.orDie(SqlRunnerStorage.layer)),
+    Layer.provide(config),
+    Layer.provide(RpcSerialization.layerMsgPack)
+  )
+  const db = database(options.url, options.maxConnections)
+  return ClusterWorkflowEngine.layer.pipe(
+    Layer.provideMerge(cluster),
+    Layer.provideMerge(db),
+    Layer.mapError((error) =>
+      error._tag === "SocketServerError"
+        ? new StoreError({ operation: "listen", message: `cannot listen for the other runners: ${error.message}` })
+        : error
+    )
+  )
+}
+
+/**
+ * The database alone, without the engine (to read a store's state).
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const database = (url: string, maxConnections = 10): Layer.Layer<SqlClient.SqlClient, StoreError> =>
+  PgClient.layer({ url: Redacted.make(url), maxConnections }).pipe(
+    Layer.mapError((error) => new StoreError({ operation: "connect", message: error.message }))
+  )
+
+/**
+ * Whether a store address names PostgreSQL (`postgres://`, `postgresql://`) rather than a file.
+ *
+ * @since 0.1.0
+ * @category predicates
+ */
+export const isUrl = (store: string): boolean => /^postgres(ql)?:\/\//.test(store)

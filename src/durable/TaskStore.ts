@@ -1,0 +1,251 @@
+/**
+ * The tables a durable batch keeps beside the cluster's own (`cluster_messages`,
+ * `cluster_replies`, `cluster_runners`): one row per batch and one per task, with the task's
+ * state (`queued`; `running` from its first model call; `succeeded`, `failed`), the model
+ * calls its unit began (`calls`: calls begun with no record after them were cut off by a
+ * crash), the runner that called last, and its record once it has one.
+ *
+ * Why tables of our own when the cluster stores every workflow's reply: a batch's state and its
+ * results are read by batch (how many are done, which records came since the last look), which
+ * the cluster's storage cannot answer without decoding every reply; and the record is written
+ * here once (`UPDATE … WHERE record IS NULL`), so a unit run again after a crash that came
+ * between writing the record and the cluster's reply finds it and makes no call. Queueing,
+ * locking and failover stay the cluster's: nothing here claims or leases work.
+ *
+ * The same SQL serves SQLite and PostgreSQL; `done_seq` (the order records were written in) is
+ * `MAX + 1` on SQLite (one writer) and a sequence on PostgreSQL.
+ *
+ * @since 0.1.0
+ */
+import * as SqlClient from "@effect/sql/SqlClient"
+import type { SqlError } from "@effect/sql/SqlError"
+import { Clock, Effect, Option, Schema } from "effect"
+import { type AgentTask, TaskResult } from "../agent/AgentTask.js"
+
+/**
+ * A store operation failed: the database could not be reached or refused a statement.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class StoreError extends Schema.TaggedError<StoreError>()("StoreError", {
+  operation: Schema.String,
+  message: Schema.String
+}) {}
+
+/**
+ * Where a batch is: its tasks by state.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface BatchState {
+  readonly batchId: string
+  /** Its tasks (one per task id). */
+  readonly total: number
+  readonly queued: number
+  readonly running: number
+  readonly succeeded: number
+  readonly failed: number
+  /** Clock time the batch was first submitted, in milliseconds. */
+  readonly createdAt: number
+}
+
+/**
+ * The start of a task's unit: its record when it has one already (nothing to run), else the
+ * model calls earlier runs of the unit began (runs a crash cut off, since none left a record).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Begun =
+  | { readonly _tag: "Recorded"; readonly record: TaskResult }
+  | { readonly _tag: "Started"; readonly callsBefore: number }
+
+const decodeRecord = Schema.decodeUnknownSync(Schema.parseJson(TaskResult))
+const encodeRecord = Schema.encodeSync(Schema.parseJson(TaskResult))
+
+const refail = (operation: string) => (error: SqlError) =>
+  new StoreError({
+    operation,
+    message: error.cause instanceof Error ? `${error.message}: ${error.cause.message}` : error.message
+  })
+
+/**
+ * The store on the `SqlClient` in context: its tables are created when missing.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = Effect.gen(function*() {
+  const sql = yield* SqlClient.SqlClient
+  const pg = sql.onDialectOrElse({ pg: () => true, orElse: () => false })
+  // Processes starting together would race to create the tables (PostgreSQL's CREATE ... IF NOT
+  // EXISTS is not safe against that): there, one at a time under a lock.
+  yield* Effect.all([
+    pg ? sql`SELECT pg_advisory_xact_lock(2026120720)` : Effect.void,
+    sql`CREATE TABLE IF NOT EXISTS wiz_batches (
+      batch_id TEXT PRIMARY KEY,
+      created_at BIGINT NOT NULL
+    )`,
+    sql`CREATE TABLE IF NOT EXISTS wiz_tasks (
+      batch_id TEXT NOT NULL,
+      task_id TEXT NOT NULL,
+      seq INTEGER NOT NULL,
+      status TEXT NOT NULL,
+      calls INTEGER NOT NULL DEFAULT 0,
+      runner TEXT,
+      record TEXT,
+      done_seq BIGINT,
+      PRIMARY KEY (batch_id, task_id)
+    )`,
+    sql`CREATE INDEX IF NOT EXISTS wiz_tasks_done ON wiz_tasks (batch_id, done_seq)`,
+    pg ? sql`CREATE SEQUENCE IF NOT EXISTS wiz_done_seq` : Effect.void
+  ], { discard: true }).pipe(sql.withTransaction, Effect.mapError(refail("create tables")))
+
+  // per batch on SQLite: the index on (batch_id, done_seq) answers it at once, where a MAX over
+  // the whole table read every row of every batch for each record (quadratic in a batch)
+  const nextDone = (batchId: string) =>
+    pg
+      ? sql.literal("nextval('wiz_done_seq')")
+      : sql`(SELECT COALESCE(MAX(done_seq), 0) + 1 FROM wiz_tasks WHERE batch_id = ${batchId})`
+
+  const count = (value: unknown): number => Number(value ?? 0)
+
+  const stateOf = (row: Record<string, unknown>, counts: ReadonlyArray<Record<string, unknown>>): BatchState => {
+    const by = (status: string) => count(counts.find((c) => c.status === status && c.batch_id === row.batch_id)?.n)
+    const [queued, running, succeeded, failed] = [by("queued"), by("running"), by("succeeded"), by("failed")]
+    return {
+      batchId: String(row.batch_id),
+      total: queued + running + succeeded + failed,
+      queued,
+      running,
+      succeeded,
+      failed,
+      createdAt: count(row.created_at)
+    }
+  }
+
+  return {
+    /** Record a batch and its tasks as queued; what is there already is kept. */
+    addBatch: (batchId: string, tasks: ReadonlyArray<AgentTask>) =>
+      Effect.gen(function*() {
+        const now = yield* Clock.currentTimeMillis
+        yield* sql`INSERT INTO wiz_batches ${sql.insert({ batch_id: batchId, created_at: now })}
+          ON CONFLICT DO NOTHING`
+        for (let from = 0; from < tasks.length; from += 500) {
+          const rows = tasks.slice(from, from + 500).map((task, i) => ({
+            batch_id: batchId,
+            task_id: task.id,
+            seq: from + i,
+            status: "queued"
+          }))
+          yield* sql`INSERT INTO wiz_tasks ${sql.insert(rows)} ON CONFLICT DO NOTHING`
+        }
+      }).pipe(sql.withTransaction, Effect.mapError(refail("add batch"))),
+
+    /** The ids of the batch's tasks that have no record yet. */
+    unfinished: (batchId: string) =>
+      sql<{ task_id: string }>`SELECT task_id FROM wiz_tasks WHERE batch_id = ${batchId} AND record IS NULL`.pipe(
+        Effect.map((rows) => new Set(rows.map((row) => row.task_id))),
+        Effect.mapError(refail("read unfinished tasks"))
+      ),
+
+    /** A task's unit starts: its record if it has one, else the calls earlier runs began. */
+    begin: (batchId: string, taskId: string): Effect.Effect<Begun, StoreError> =>
+      sql<{ calls: number; record: string | null }>`
+        SELECT calls, record FROM wiz_tasks WHERE batch_id = ${batchId} AND task_id = ${taskId}`.pipe(
+        Effect.map(([row]) =>
+          row?.record != null
+            ? { _tag: "Recorded", record: decodeRecord(row.record) } as const
+            : { _tag: "Started", callsBefore: count(row?.calls) } as const
+        ),
+        Effect.mapError(refail("begin task"))
+      ),
+
+    /** A model call for the task begins on `runner`: counted, and the task is running there. */
+    called: (batchId: string, taskId: string, runner: string): Effect.Effect<void, StoreError> =>
+      sql`UPDATE wiz_tasks SET calls = calls + 1, status = 'running', runner = ${runner}
+        WHERE batch_id = ${batchId} AND task_id = ${taskId} AND record IS NULL`.pipe(
+        Effect.asVoid,
+        Effect.mapError(refail("count a call"))
+      ),
+
+    /** Store a task's record once; the record stored is returned (an earlier one wins). */
+    finish: (batchId: string, record: TaskResult): Effect.Effect<TaskResult, StoreError> =>
+      Effect.gen(function*() {
+        // one statement when the record is the first (always, but after a crash between this
+        // and the cluster's reply): RETURNING says it was written
+        const written = yield* sql<{ task_id: string }>`UPDATE wiz_tasks
+          SET record = ${encodeRecord(record)}, status = ${record.status}, done_seq = ${nextDone(batchId)}
+          WHERE batch_id = ${batchId} AND task_id = ${record.id} AND record IS NULL RETURNING task_id`
+        if (written.length > 0) return record
+        const [row] = yield* sql<{ record: string }>`
+          SELECT record FROM wiz_tasks WHERE batch_id = ${batchId} AND task_id = ${record.id}`
+        return row === undefined ? record : decodeRecord(row.record)
+      }).pipe(Effect.mapError(refail("store record"))),
+
+    /** Records written after `after` (by `done_seq`), in that order, with their `done_seq`. */
+    recordsAfter: (batchId: string, after: number) =>
+      sql<{ task_id: string; record: string; done_seq: number | string }>`
+        SELECT task_id, record, done_seq FROM wiz_tasks
+        WHERE batch_id = ${batchId} AND done_seq > ${after} ORDER BY done_seq`.pipe(
+        Effect.map((rows) => rows.map((row) => ({ seq: count(row.done_seq), record: decodeRecord(row.record) }))),
+        Effect.mapError(refail("read records"))
+      ),
+
+    /** Every record of the batch. */
+    records: (batchId: string) =>
+      sql<{ record: string }>`SELECT record FROM wiz_tasks WHERE batch_id = ${batchId} AND record IS NOT NULL`.pipe(
+        Effect.map((rows) => rows.map((row) => decodeRecord(row.record))),
+        Effect.mapError(refail("read records"))
+      ),
+
+    /** The batch's state, or none when no such batch was submitted. */
+    state: (batchId: string): Effect.Effect<Option.Option<BatchState>, StoreError> =>
+      Effect.gen(function*() {
+        const [batch] = yield* sql<Record<string, unknown>>`SELECT * FROM wiz_batches WHERE batch_id = ${batchId}`
+        if (batch === undefined) return Option.none()
+        const counts = yield* sql<Record<string, unknown>>`
+          SELECT batch_id, status, COUNT(*) AS n FROM wiz_tasks WHERE batch_id = ${batchId} GROUP BY batch_id, status`
+        return Option.some(stateOf(batch, counts))
+      }).pipe(Effect.mapError(refail("read batch state"))),
+
+    /** Every batch's state, newest first. */
+    batches: Effect.gen(function*() {
+      const batches = yield* sql<Record<string, unknown>>`SELECT * FROM wiz_batches ORDER BY created_at DESC`
+      const counts = yield* sql<Record<string, unknown>>`
+        SELECT batch_id, status, COUNT(*) AS n FROM wiz_tasks GROUP BY batch_id, status`
+      return batches.map((batch) => stateOf(batch, counts))
+    }).pipe(Effect.mapError(refail("read batches"))),
+
+    /**
+     * The cluster's runners (`cluster_runners`): address, whether it counts as healthy, and
+     * seconds since its last heartbeat.
+     */
+    runners: sql<{ address: string; healthy: unknown; age: unknown }>`
+      SELECT address, healthy, ${
+      pg
+        ? sql.literal("EXTRACT(EPOCH FROM (NOW() - last_heartbeat))")
+        : sql.literal("(julianday('now') - julianday(last_heartbeat)) * 86400")
+    } AS age FROM cluster_runners ORDER BY address`.pipe(
+      Effect.map((rows) =>
+        rows.map((row) => ({ address: row.address, healthy: row.healthy === true || row.healthy === 1, ageSeconds: count(row.age) }))
+      ),
+      Effect.mapError(refail("read runners"))
+    ),
+
+    /** Tasks running now, by the runner that started them. */
+    runningByRunner: sql<{ runner: string; n: unknown }>`
+      SELECT runner, COUNT(*) AS n FROM wiz_tasks WHERE status = 'running' GROUP BY runner`.pipe(
+      Effect.map((rows) => new Map(rows.map((row) => [row.runner, count(row.n)]))),
+      Effect.mapError(refail("read running tasks"))
+    )
+  }
+})
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type TaskStore = Effect.Effect.Success<typeof make>

@@ -1,0 +1,101 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Chunk, Effect, Layer, Stream } from "effect"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import * as AgentService from "../../src/agent/AgentService.js"
+import { AgentTask } from "../../src/agent/AgentTask.js"
+import * as DurableBatch from "../../src/durable/DurableBatch.js"
+import * as SqliteStore from "../../src/durable/SqliteStore.js"
+import * as TaskStore from "../../src/durable/TaskStore.js"
+import * as EmbeddedModel from "../../src/model/EmbeddedModel.js"
+
+const tasks = Array.from({ length: 12 }, (_, i) => new AgentTask({ id: `t${i}`, prompt: `Summarise: item ${i}` }))
+
+const tempFile = Effect.acquireRelease(
+  Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "wiz-durable-"))),
+  (dir) => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true }))
+).pipe(Effect.map((dir) => path.join(dir, "wiz.db")))
+
+/** The service and a worker on `filename`, the model per `model`. */
+const stack = (filename: string, model: EmbeddedModel.Options) =>
+  Layer.merge(
+    DurableBatch.layer({ pollInterval: "20 millis" }),
+    DurableBatch.worker({ runner: "test" }).pipe(
+      Layer.provide(AgentService.layer({ concurrency: 4, retry: false })),
+      Layer.provide(DurableBatch.journal),
+      Layer.provide(EmbeddedModel.layer({ seed: 1, timeToFirstToken: "5 millis", perToken: "0 millis", ...model }))
+    )
+  ).pipe(Layer.provideMerge(SqliteStore.layer({ filename })))
+
+const runBatch = (filename: string, model: EmbeddedModel.Options = {}) =>
+  Effect.gen(function*() {
+    const batches = yield* DurableBatch.DurableBatch
+    const id = yield* batches.submit(tasks)
+    const results = Chunk.toReadonlyArray(yield* Stream.runCollect(batches.results(id)))
+    return { id, results, state: yield* batches.state(id) }
+  }).pipe(Effect.provide(stack(filename, model)), Effect.scoped)
+
+describe("DurableBatch on a SQLite file", () => {
+  it.scopedLive("runs a batch: one result per task, and the state counts them done", () =>
+    Effect.gen(function*() {
+      const file = yield* tempFile
+      const { id, results, state } = yield* runBatch(file)
+      expect(id).toBe(DurableBatch.batchIdOf(tasks))
+      expect(results.map((r) => r.id).sort()).toEqual(tasks.map((t) => t.id).sort())
+      expect(results.every((r) => r.status === "succeeded" && r.attempts === 1 && r.recovered === undefined)).toBe(true)
+      expect(state).toMatchObject({ total: 12, succeeded: 12, failed: 0, running: 0, queued: 0 })
+    }), { timeout: 30_000 })
+
+  it.scopedLive("the same batch submitted again is not run again: its records come from the store", () =>
+    Effect.gen(function*() {
+      const file = yield* tempFile
+      const first = yield* runBatch(file)
+      // a model that fails every call: a task run again would fail
+      const again = yield* runBatch(file, { failureRate: 1 })
+      expect(again.id).toBe(first.id)
+      const outputs = (results: ReadonlyArray<{ readonly id: string }>) =>
+        Object.fromEntries(results.map((r) => [r.id, JSON.stringify(r)]))
+      expect(outputs(again.results)).toEqual(outputs(first.results))
+      expect(again.state.succeeded).toBe(12)
+    }), { timeout: 30_000 })
+
+  it.scopedLive("a task whose earlier runs were cut off mid-call runs again and its record says so: recovered, attempts across runs", () =>
+    Effect.gen(function*() {
+      const file = yield* tempFile
+      const id = DurableBatch.batchIdOf(tasks)
+      // runs that called the model for t3 (twice: two runs) and t7, and died before their records
+      yield* Effect.gen(function*() {
+        const store = yield* TaskStore.make
+        yield* store.addBatch(id, tasks)
+        yield* store.called(id, "t3", "dead-1")
+        yield* store.called(id, "t3", "dead-2")
+        yield* store.called(id, "t7", "dead-2")
+        expect(yield* store.state(id)).toMatchObject({ _tag: "Some", value: { running: 2, queued: 10 } })
+        expect(yield* store.runningByRunner).toEqual(new Map([["dead-2", 2]]))
+      }).pipe(Effect.provide(SqliteStore.database(file)), Effect.scoped)
+      const { results } = yield* runBatch(file)
+      const byId = new Map(results.map((r) => [r.id, r]))
+      expect(byId.get("t3")).toMatchObject({ status: "succeeded", attempts: 3, recovered: true })
+      expect(byId.get("t7")).toMatchObject({ status: "succeeded", attempts: 2, recovered: true })
+      expect(results.filter((r) => r.recovered === true).length).toBe(2)
+    }), { timeout: 30_000 })
+
+  it.scopedLive("a second holder of the file is refused at once with StoreInUse", () =>
+    Effect.gen(function*() {
+      const file = yield* tempFile
+      yield* Layer.build(SqliteStore.database(file))
+      const started = performance.now()
+      const error = yield* Effect.flip(Layer.build(SqliteStore.database(file)))
+      // at once: no busy wait (better-sqlite3 would wait 5 s by default before "database is locked")
+      expect(performance.now() - started).toBeLessThan(1_000)
+      expect(error._tag).toBe("StoreInUse")
+      expect(error.message).toContain("in use by another process")
+    }), { timeout: 30_000 })
+
+  it("batchIdOf: the same tasks name the same batch, any change another", () => {
+    const other = [...tasks.slice(0, 11), new AgentTask({ id: "t11", prompt: "Summarise: something else" })]
+    expect(DurableBatch.batchIdOf(tasks)).toBe(DurableBatch.batchIdOf([...tasks]))
+    expect(DurableBatch.batchIdOf(other)).not.toBe(DurableBatch.batchIdOf(tasks))
+  })
+})

@@ -1,0 +1,108 @@
+import * as SqlClient from "@effect/sql/SqlClient"
+import { describe, expect, it } from "@effect/vitest"
+import { Chunk, Effect, Layer, Option, Stream } from "effect"
+import * as fs from "node:fs"
+import * as net from "node:net"
+import * as os from "node:os"
+import * as path from "node:path"
+import * as AgentService from "../../src/agent/AgentService.js"
+import { AgentTask } from "../../src/agent/AgentTask.js"
+import * as DurableBatch from "../../src/durable/DurableBatch.js"
+import * as PgStore from "../../src/durable/PgStore.js"
+import * as TaskStore from "../../src/durable/TaskStore.js"
+import * as EmbeddedModel from "../../src/model/EmbeddedModel.js"
+import * as Process from "../cli/Process.js"
+import * as Services from "../support/services.js"
+
+const postgres = await Services.postgres()
+
+/** Run one statement on the services' database. */
+const admin = (statement: string) =>
+  Effect.flatMap(SqlClient.SqlClient, (sql) => sql.unsafe(statement)).pipe(
+    Effect.provide(PgStore.database(postgres.url, 1)),
+    Effect.orDie
+  )
+
+/** A database of the test's own, dropped after it. */
+const database = Effect.acquireRelease(
+  Effect.gen(function*() {
+    const name = Services.uniqueName("wiz_durable")
+    yield* admin(`CREATE DATABASE ${name}`)
+    const url = new URL(postgres.url)
+    url.pathname = `/${name}`
+    return { name, url: url.toString() }
+  }),
+  ({ name }) => admin(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
+)
+
+const freePort = () =>
+  new Promise<number>((resolve) => {
+    const server = net.createServer().listen(0, "127.0.0.1", () => {
+      const { port } = server.address() as net.AddressInfo
+      server.close(() => resolve(port))
+    })
+  })
+
+const tasks = Array.from({ length: 20 }, (_, i) => new AgentTask({ id: `t${i}`, prompt: `Summarise: item ${i}` }))
+
+describe.skipIf(!postgres.available)("durable batches on PostgreSQL", () => {
+  it.scopedLive("a runner process works on a batch: one result per task, the state and the runner in the store", () =>
+    Effect.gen(function*() {
+      const db = yield* database
+      const port = yield* Effect.promise(freePort)
+      const store = PgStore.layer({ url: db.url, runner: Option.some({ host: "127.0.0.1", port }) })
+      const stack = Layer.merge(
+        DurableBatch.layer({ pollInterval: "50 millis" }),
+        DurableBatch.worker({ runner: `127.0.0.1:${port}` }).pipe(
+          Layer.provide(AgentService.layer({ concurrency: 4 })),
+          Layer.provide(DurableBatch.journal),
+          Layer.provide(EmbeddedModel.layer({ seed: 1, timeToFirstToken: "5 millis", perToken: "0 millis" }))
+        )
+      ).pipe(Layer.provideMerge(store))
+      yield* Effect.gen(function*() {
+        const batches = yield* DurableBatch.DurableBatch
+        const id = yield* batches.submit(tasks, { id: "pg-test" })
+        expect(id).toBe("pg-test")
+        const results = Chunk.toReadonlyArray(yield* Stream.runCollect(batches.results(id)))
+        expect(results.map((r) => r.id).sort()).toEqual(tasks.map((t) => t.id).sort())
+        expect(results.every((r) => r.status === "succeeded" && r.attempts === 1)).toBe(true)
+        expect(yield* batches.state(id)).toMatchObject({ total: 20, succeeded: 20, running: 0, queued: 0 })
+        expect((yield* batches.batches).map((b) => b.batchId)).toEqual(["pg-test"])
+        const store = yield* TaskStore.make
+        const runners = yield* store.runners
+        expect(runners.map((r) => r.address)).toContain(`127.0.0.1:${port}`)
+        expect(yield* Effect.flip(batches.state("nope"))).toMatchObject({ _tag: "BatchNotFound", batchId: "nope" })
+      }).pipe(Effect.provide(stack), Effect.scoped)
+    }), { timeout: 60_000 })
+
+  it.scopedLive("wiz worker does the work of wiz run --no-work; wiz status shows both; SIGTERM stops the worker with exit 0", () =>
+    Effect.gen(function*() {
+      const db = yield* database
+      const dir = yield* Effect.acquireRelease(
+        Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "wiz-durable-pg-"))),
+        (dir) => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true }))
+      )
+      fs.writeFileSync(path.join(dir, "tasks.jsonl"), tasks.map((t) => JSON.stringify(t)).join("\n") + "\nnot json\n")
+      const port = yield* Effect.promise(freePort)
+      const worker = yield* Process.startWiz(
+        ["worker", "--store", db.url, "--port", String(port), "--time-to-first-token", "20 millis", "--per-token", "0"],
+        { cwd: dir }
+      )
+      yield* worker.until((_, stderr) => stderr.includes("SIGTERM stops it"), 60)
+      const run = yield* Process.wiz(["run", "tasks.jsonl", "-o", "out.jsonl", "--store", db.url, "--no-work", "--no-progress"], { cwd: dir })
+      expect(run.code).toBe(0)
+      const records = fs.readFileSync(path.join(dir, "out.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l))
+      expect(records.length).toBe(21)
+      expect(records.filter((r) => r.status === "succeeded").length).toBe(20)
+      expect(records.filter((r) => r.status === "invalid").length).toBe(1)
+      const status = yield* Process.wiz(["status", "--store", db.url], { cwd: dir })
+      expect(status.code).toBe(0)
+      expect(status.stdout).toMatch(/b-[0-9a-f]{16} +20 tasks +20 succeeded +0 failed +0 running +0 queued/)
+      expect(status.stdout).toContain(`127.0.0.1:${port}`)
+      expect(status.stdout).toMatch(/127\.0\.0\.1:\d+ +healthy/)
+      worker.child.kill("SIGTERM")
+      const stopped = yield* worker.exited(30)
+      expect(stopped.code).toBe(0)
+      expect(stopped.stderr).toContain("handing its shards back")
+    }), { timeout: 120_000 })
+})
