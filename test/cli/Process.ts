@@ -9,15 +9,22 @@ import { Effect, Schedule } from "effect"
 import type { Scope } from "effect"
 import { type ChildProcess, spawn } from "node:child_process"
 import * as fs from "node:fs"
-import * as os from "node:os"
 import * as path from "node:path"
+import { fileURLToPath } from "node:url"
 import { bundleCli } from "../../scripts/bundleCli.js"
 
 let bundled: Promise<string> | undefined
-/** `src/cli/main.ts` bundled into a temporary directory, once; removed when the process exits. */
+/**
+ * `src/cli/main.ts` bundled into a directory of its own under `node_modules/.cache`, once;
+ * removed when the process exits. There, what the bundle requires from beside it (the native
+ * `better-sqlite3`) resolves from the repository's `node_modules`, as it would beside an
+ * installed `wiz`.
+ */
 const main = Effect.promise(() =>
   bundled ??= (async () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "wiz-bin-"))
+    const cache = fileURLToPath(new URL("../../node_modules/.cache/", import.meta.url))
+    fs.mkdirSync(cache, { recursive: true })
+    const dir = fs.mkdtempSync(path.join(cache, "wiz-bin-"))
     process.once("exit", () => fs.rmSync(dir, { recursive: true, force: true }))
     const file = path.join(dir, "wiz.js")
     await bundleCli(file)
