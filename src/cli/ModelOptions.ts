@@ -316,6 +316,14 @@ export const simulator = (description: string) => CommandSpec.grouped("Embedded 
 export const flow = (description: string) => CommandSpec.grouped("Flow control", description)
 
 /**
+ * A description in the "Model" group of `--help`: which model, where, with which key.
+ *
+ * @since 0.1.0
+ * @category commands
+ */
+export const modelGroup = (description: string) => CommandSpec.grouped("Model", description)
+
+/**
  * `--model`, `--base-url`, `--model-name`, `--api-key-env`, and the embedded model's
  * `--failure-rate`, `--seed`, `--time-to-first-token`, `--per-token`, `--outage-after`,
  * `--outage-for`, `--provider-rpm`, `--provider-tpm`, `--provider-capacity`: spread them into a
@@ -326,24 +334,12 @@ export const flow = (description: string) => CommandSpec.grouped("Flow control",
  */
 export const modelOptions = {
   model: OptionValue.choice("model", ["embedded", "openai-compatible"]).pipe(
-    Options.withDescription(CommandSpec.grouped("Model", "The simulator, or an OpenAI-compatible API (default embedded)")),
+    Options.withDescription(modelGroup("The simulator, or an OpenAI-compatible API (default embedded)")),
     Options.withDefault(defaults.model)
   ),
-  baseUrl: Options.text("base-url").pipe(
-    Options.withPseudoName("URL"),
-    Options.withDescription(CommandSpec.grouped("Model", "The API's base URL, e.g. https://api.openai.com/v1")),
-    Options.optional
-  ),
-  modelName: Options.text("model-name").pipe(
-    Options.withPseudoName("NAME"),
-    Options.withDescription(CommandSpec.grouped("Model", "The model the API is asked for, e.g. gpt-4o-mini")),
-    Options.optional
-  ),
-  apiKeyEnv: Options.text("api-key-env").pipe(
-    Options.withPseudoName("VAR"),
-    Options.withDescription(CommandSpec.grouped("Model", "The environment variable holding the API key")),
-    Options.optional
-  ),
+  baseUrl: OptionValue.optionalText("base-url", "URL", modelGroup("The API's base URL, e.g. https://api.openai.com/v1")),
+  modelName: OptionValue.optionalText("model-name", "NAME", modelGroup("The model the API is asked for, e.g. gpt-4o-mini")),
+  apiKeyEnv: OptionValue.optionalText("api-key-env", "VAR", modelGroup("The environment variable holding the API key")),
   failureRate: OptionValue.number("failure-rate", 0, 1).pipe(
     Options.withDescription(simulator(`Share of calls that fail, 0 to 1 (default ${defaults.failureRate})`)),
     Options.withDefault(defaults.failureRate)
@@ -402,9 +398,5 @@ export const policyOptions = {
   ),
   rpm: OptionValue.optionalInteger("rpm", 1, flow("At most N requests a minute (default: learnt from the provider)")),
   tpm: OptionValue.optionalInteger("tpm", 1, flow("At most N tokens a minute (default: learnt from the provider)")),
-  redis: Options.text("redis").pipe(
-    Options.withPseudoName("URL"),
-    Options.withDescription(flow("Share budget and breaker via this Redis (same API and key)")),
-    Options.optional
-  )
+  redis: OptionValue.optionalText("redis", "URL", flow("Share budget and breaker via this Redis (same API and key)"))
 }

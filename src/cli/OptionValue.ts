@@ -100,6 +100,15 @@ export const optionalInteger = (name: string, min: number, description: string) 
   integer(name, min).pipe(Options.withDescription(description), Options.optional)
 
 /**
+ * `--NAME VALUE`, optional: any text, shown in help as `--NAME PSEUDO` (`URL`, `VAR`, ...).
+ *
+ * @since 0.1.0
+ * @category options
+ */
+export const optionalText = (name: string, pseudoName: string, description: string) =>
+  Options.text(name).pipe(Options.withPseudoName(pseudoName), Options.withDescription(description), Options.optional)
+
+/**
  * `--NAME N` or `--NAME WORD`: a whole number of at least `min`, or the one word `word`.
  *
  * @since 0.1.0

@@ -284,16 +284,8 @@ const serveOptions = {
     Options.withDescription(network(`Port to listen on, 0 for any (default ${defaults.port})`)),
     Options.withDefault(defaults.port)
   ),
-  clientKeysEnv: Options.text("client-keys-env").pipe(
-    Options.withPseudoName("VAR"),
-    Options.withDescription(network("The environment variable holding the client keys (JSON)")),
-    Options.optional
-  ),
-  clientKeysFile: Options.text("client-keys-file").pipe(
-    Options.withPseudoName("FILE"),
-    Options.withDescription(network("A JSON file of client keys: [{\"key\", \"name\", \"rpm\", \"tpm\"}]")),
-    Options.optional
-  ),
+  clientKeysEnv: OptionValue.optionalText("client-keys-env", "VAR", network("The environment variable holding the client keys (JSON)")),
+  clientKeysFile: OptionValue.optionalText("client-keys-file", "FILE", network("A JSON file of client keys: [{\"key\", \"name\", \"rpm\", \"tpm\"}]")),
   cors: Options.text("cors").pipe(
     Options.withPseudoName("ORIGIN"),
     Options.withDescription(network("Allow browsers on ORIGIN to call (repeat for more; default none)")),
@@ -324,21 +316,9 @@ const serveOptions = {
   coalesce: OptionValue.flag("coalesce", ModelOptions.flow("Identical requests in flight share one model call")),
   memoTtl: OptionValue.duration("memo-ttl", "positive", ModelOptions.flow("Answer a request asked again within DURATION from the memo")),
   continueStreams: OptionValue.flag("continue-streams", ModelOptions.policy("If a stream breaks, have the model go on from the text sent")),
-  fallbackModelName: Options.text("fallback-model-name").pipe(
-    Options.withPseudoName("NAME"),
-    Options.withDescription(CommandSpec.grouped("Model", "A fallback tier: this model, when the first fails")),
-    Options.optional
-  ),
-  fallbackBaseUrl: Options.text("fallback-base-url").pipe(
-    Options.withPseudoName("URL"),
-    Options.withDescription(CommandSpec.grouped("Model", "The fallback's API (default --base-url)")),
-    Options.optional
-  ),
-  fallbackApiKeyEnv: Options.text("fallback-api-key-env").pipe(
-    Options.withPseudoName("VAR"),
-    Options.withDescription(CommandSpec.grouped("Model", "The variable holding the fallback's key (default --api-key-env)")),
-    Options.optional
-  ),
+  fallbackModelName: OptionValue.optionalText("fallback-model-name", "NAME", ModelOptions.modelGroup("A fallback tier: this model, when the first fails")),
+  fallbackBaseUrl: OptionValue.optionalText("fallback-base-url", "URL", ModelOptions.modelGroup("The fallback's API (default --base-url)")),
+  fallbackApiKeyEnv: OptionValue.optionalText("fallback-api-key-env", "VAR", ModelOptions.modelGroup("The variable holding the fallback's key (default --api-key-env)")),
   ...ModelOptions.policyOptions,
   ...ModelOptions.modelOptions
 }

@@ -44,11 +44,7 @@ export const listenOptions = {
  * @category options
  */
 export const runOptions = {
-  store: Options.text("store").pipe(
-    Options.withPseudoName("FILE | URL"),
-    Options.withDescription(store("Keep the batch in a SQLite FILE or a postgres:// database")),
-    Options.optional
-  ),
+  store: OptionValue.optionalText("store", "FILE | URL", store("Keep the batch in a SQLite FILE or a postgres:// database")),
   noWork: OptionValue.flag("no-work", store("postgres:// only: submit and write, leave the work to workers")),
   ...listenOptions
 }
