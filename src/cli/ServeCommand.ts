@@ -53,7 +53,7 @@ import { usage } from "./UsageError.js"
  */
 export interface ServeOptions extends ModelOptions.AgentOptions {
   readonly host: string
-  /** 0: any free port (printed when listening). */
+  /** 0: a free port the system picks (printed when listening). */
   readonly port: number
   readonly clientKeysEnv: Option.Option<string>
   readonly clientKeysFile: Option.Option<string>

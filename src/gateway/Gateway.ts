@@ -78,7 +78,7 @@ import * as Prometheus from "./Prometheus.js"
  * @category models
  */
 export interface Options {
-  /** The models `GET /v1/models` lists and a request may name; absent: any name, `wiz` listed. */
+  /** The models `GET /v1/models` lists and a request may name; absent: every name is taken, `wiz` listed. */
   readonly models?: ReadonlyArray<string>
   /** The clients and their limits; absent: no key asked for (bind to loopback only). */
   readonly clientKeys?: ReadonlyArray<ClientKeys.ClientKey>

@@ -75,12 +75,14 @@ interface Scripts {
   wizProbeRelease(key: string, holder: string): Promise<number>
 }
 
-/** @internal */
-export const defineScripts = (client: Redis): void => {
+/** Teaches `client` the breaker's scripts (as the budget's) and returns them, typed. */
+const defineScripts = (client: Redis): Scripts => {
   client.defineCommand("wizAnnounce", { numberOfKeys: 1, lua: announceScript })
   client.defineCommand("wizBreakerRead", { numberOfKeys: 1, lua: readScript })
   client.defineCommand("wizProbe", { lua: probeScript })
   client.defineCommand("wizProbeRelease", { numberOfKeys: 1, lua: releaseScript })
+  // defineCommand adds each script as a method at run time, where ioredis's types cannot see it
+  return client as unknown as Scripts
 }
 
 /** @internal */
@@ -118,7 +120,7 @@ export const make = (
 ): Effect.Effect<CircuitBreaker.Keyed, never, Scope.Scope> =>
   Effect.gen(function*() {
     const { channel, client, processId, shared, subscriber } = settings
-    const scripts = client as unknown as Scripts
+    const scripts = defineScripts(client)
     const runtime = yield* Effect.runtime<never>()
     const run = Runtime.runFork(runtime)
     const keys = new Map<string, string>() // shared name -> local key

@@ -232,14 +232,14 @@ interface Scripts {
 
 /**
  * Teaches `client` the scripts (`defineCommand`: EVALSHA, and EVAL once when Redis does not
- * know them yet, e.g. after a restart).
- *
- * @internal
+ * know them yet, e.g. after a restart) and returns them, typed.
  */
-export const defineScripts = (client: Redis): void => {
+const defineScripts = (client: Redis): Scripts => {
   client.defineCommand("wizReserve", { numberOfKeys: 3, lua: reserveScript })
   client.defineCommand("wizClose", { numberOfKeys: 1, lua: closeScript })
   client.defineCommand("wizState", { numberOfKeys: 1, lua: stateScript })
+  // defineCommand adds each script as a method at run time, where ioredis's types cannot see it
+  return client as unknown as Scripts
 }
 
 /**
@@ -373,7 +373,7 @@ export const make = (
     const holdUnknown = (options.holdUnknown ?? true) ? "1" : "0"
     const lease = Duration.toMillis(settings.lease)
     const maxWait = Duration.toMillis(settings.maxWait)
-    const scripts = client as unknown as Scripts
+    const scripts = defineScripts(client)
 
     /** Callers of this process waiting for their turn to ask Redis; the first is the head. */
     const line: Array<Deferred.Deferred<void>> = []

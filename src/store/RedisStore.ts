@@ -114,8 +114,6 @@ export const make = (
       (made) => Effect.sync(() => made.disconnect())
     )
     subscriber.on("error", quiet)
-    RedisBudget.defineScripts(client)
-    RedisBreaker.defineScripts(client)
     // Commands fail while the client is not connected: give it `timeout` to connect. A Redis
     // that is not there yet is no error: the budgets go local and come back when it answers.
     if (client.status !== "ready") {
