@@ -8,6 +8,8 @@
  *   `AuthenticationFailed`);
  * - waits an exponential backoff, capped, then jittered (`full`, `equal` or `none`) with Effect's
  *   `Random`, so `Effect.withRandom(Random.make(seed))` makes every wait reproducible;
+ * - counts the time a failed attempt already waited (`waited`: a `ModelTimeout` waited its
+ *   timeout) against the backoff, so a hung call is not followed by a pause it already took;
  * - waits at least an error's `retryAfter` (`RateLimited`, an open breaker's `CircuitOpen`), and
  *   fails at once with that same error when it asks for more than `retryAfterMax`, so a
  *   fallback tier can answer instead of the caller sleeping through an hour-long Retry-After;
@@ -44,7 +46,7 @@ import { Clock, Duration, Effect, Predicate, Random, Schedule, ScheduleDecision,
 import { dual } from "effect/Function"
 import * as ErrorInfo from "../events/ErrorInfo.js"
 import { durationUntil } from "../internal/sleepUntil.js"
-import { isPermanent } from "../model/AiModel.js"
+import { isPermanent, ModelTimeout } from "../model/AiModel.js"
 import type { Budget } from "./Budget.js"
 
 /**
@@ -101,6 +103,13 @@ export interface Options<E = unknown> extends Backoff {
   /** Whether an error may go away when the attempt is made again. */
   readonly isRetryable?: (error: E) => boolean
   /**
+   * How long the failed attempt itself waited before this error, counted against the backoff
+   * that follows it: the retry waits `max(0, delay - waited)`. By default a `ModelTimeout`'s
+   * `timeout` (an attempt held to a 2 s timeout has already spaced the calls by more than the
+   * first backoffs), nothing for other errors.
+   */
+  readonly waited?: (error: E) => Duration.Duration | undefined
+  /**
    * A budget shared by many calls: each call records its first attempt, each retry withdraws
    * from it, and a retry with no room left is not made.
    */
@@ -153,8 +162,9 @@ export interface GiveUpEvent<E> {
 
 /**
  * `base: 500 ms`, `factor: 2`, `cap: 30 s`, `maxAttempts: 4`, `jitter: "full"`,
- * `retryAfterMax: 60 s`, `isRetryable`: every error but those `AiModel.isPermanent` names, and
- * `chargesBudget`: every error but `CircuitOpen` and a `RateLimited` with a `retryAfter`.
+ * `retryAfterMax: 60 s`, `isRetryable`: every error but those `AiModel.isPermanent` names,
+ * `waited`: a `ModelTimeout`'s timeout, and `chargesBudget`: every error but `CircuitOpen` and
+ * a `RateLimited` with a `retryAfter`.
  *
  * @since 0.1.0
  * @category defaults
@@ -167,6 +177,7 @@ export const defaults = {
   jitter: "full",
   retryAfterMax: Duration.seconds(60),
   isRetryable: (error: unknown): boolean => !isPermanent(error),
+  waited: (error: unknown): Duration.Duration | undefined => error instanceof ModelTimeout ? error.timeout : undefined,
   chargesBudget: (error: unknown): boolean =>
     !Predicate.isTagged(error, "CircuitOpen") && !(Predicate.isTagged(error, "RateLimited") && retryAfterOf(error) !== undefined)
 } as const
@@ -280,6 +291,7 @@ const retryAfterOf = (error: unknown): Duration.Duration | undefined =>
 export const make = <E = unknown>(options: Options<E> = {}): Policy<E> => {
   const backoff = schedule(options)
   const isRetryable: (error: E) => boolean = options.isRetryable ?? defaults.isRetryable
+  const waited: (error: E) => Duration.Duration | undefined = options.waited ?? defaults.waited
   const chargesBudget: (error: E) => boolean = options.chargesBudget ?? defaults.chargesBudget
   const retryAfterMax = Duration.decode(options.retryAfterMax ?? defaults.retryAfterMax)
   const deadline = options.deadline === undefined ? undefined : Duration.decode(options.deadline)
@@ -326,7 +338,9 @@ export const make = <E = unknown>(options: Options<E> = {}): Policy<E> => {
         Effect.flatMap(backoff.step(now, error, state), ([next, delay, decision]) => {
           state = next
           if (ScheduleDecision.isDone(decision)) return giveUp("max-attempts", error)
-          const wait = retryAfter === undefined ? delay : Duration.max(delay, retryAfter)
+          const already = waited(error)
+          const spaced = already === undefined ? delay : Duration.subtract(delay, Duration.min(delay, already))
+          const wait = retryAfter === undefined ? spaced : Duration.max(spaced, retryAfter)
           if (!fits(now + Duration.toMillis(wait))) return giveUp("deadline", error)
           const retry = pause(error, wait)
           return budget === undefined || !chargesBudget(error)

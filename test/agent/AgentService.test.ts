@@ -198,8 +198,9 @@ describe("AgentService", () => {
         { timeout: "2 seconds", retry: { base: "100 millis", jitter: "none" } },
         (agent) => agent.process(new AgentTask({ id: "a", prompt: "p" }))
       )
-      expect(result).toMatchObject({ attempts: 2, durationMs: 2150 })
-      expect(calls.map((c) => [c.start, c.end])).toStrictEqual([[0, 2000], [2100, 2150]])
+      // the hung attempt already waited its 2 s timeout: no 100 ms backoff after it (issue 17.9)
+      expect(result).toMatchObject({ attempts: 2, durationMs: 2050 })
+      expect(calls.map((c) => [c.start, c.end])).toStrictEqual([[0, 2000], [2000, 2050]])
     }))
 
   it.effect("issue 6: a refused attempt (CircuitOpen) does not count toward maxAttempts; the task waits asleep and its deadline ends it", () =>

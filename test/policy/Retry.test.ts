@@ -157,8 +157,32 @@ describe("Retry", () => {
       const { attempt, times } = scripted<AiModel.ModelTimeout | CircuitOpen>([timeout, open, "ok"])
       const [exit] = yield* settle(Retry.make({ jitter: "none" }).apply(attempt))
       expect(exit).toStrictEqual(Exit.succeed(3))
-      // 500 ms backoff after the timeout; the open breaker's 3 s outweighs the 1 s backoff
-      expect(times).toStrictEqual([0, 500, 3500])
+      // no backoff after the timeout (its 1 s already spaced the calls by more than 500 ms); the
+      // open breaker's 3 s outweighs the 1 s backoff
+      expect(times).toStrictEqual([0, 0, 3000])
+    }))
+
+  it.effect("issue 17.9: the time a timed-out attempt waited counts against the backoff after it; other errors back off in full", () =>
+    Effect.gen(function*() {
+      const timedOut = (millis: number) => new AiModel.ModelTimeout({ model: "m", timeout: Duration.millis(millis) })
+      const policy = Retry.make<AiModel.ModelError>({ jitter: "none", maxAttempts: 5 })
+      // delays 500, 1000, 2000, 4000: after a 300 ms timeout 200 ms is left of the first; a
+      // 5 s timeout covers the second; an Overloaded backs off its full 2 s; 4 s - 1 s = 3 s
+      const { attempt, times } = scripted<AiModel.ModelError>([
+        timedOut(300),
+        timedOut(5_000),
+        new AiModel.Overloaded({ model: "m" }),
+        timedOut(1_000),
+        "ok"
+      ])
+      const [exit] = yield* settle(policy.apply(attempt))
+      expect(exit).toStrictEqual(Exit.succeed(5))
+      expect(times).toStrictEqual([0, 200, 200, 2200, 5200])
+      // `waited` decides what counts: here nothing does
+      const plain = scripted<AiModel.ModelError>([timedOut(5_000), "ok"])
+      const [again] = yield* settle(Retry.make<AiModel.ModelError>({ jitter: "none", waited: () => undefined }).apply(plain.attempt))
+      expect(again).toStrictEqual(Exit.succeed(2))
+      expect(plain.times.map((t) => t - plain.times[0]!)).toStrictEqual([0, 500])
     }))
 
   it.effect("isRetryable: a custom predicate (AiModel.isTransient) decides", () =>
