@@ -36,9 +36,18 @@ const inFlight = 1_000
 const permits = 64
 
 /** A model answering through a real promise; `never` makes one that never answers. */
-const promiseModel = (never = false): AiModel.AiModel.Service => ({
+/**
+ * Calls on the wire: a promise that never settles, its resolver held here as a socket would hold
+ * it (without a holder, a task that waits on nothing else is garbage and a full GC may collect
+ * it, so the heap figure came out anywhere from 0.1 to 11.5 KB per task). The heap child waits
+ * until every task has one.
+ */
+const wire: Array<(completion: AiModel.Completion) => void> = []
+const never = () => new Promise<AiModel.Completion>((resolve) => wire.push(resolve))
+
+const promiseModel = (hang = false): AiModel.AiModel.Service => ({
   name: "instant",
-  generate: () => Effect.promise(() => never ? new Promise<AiModel.Completion>(() => {}) : Promise.resolve(completion)),
+  generate: () => Effect.promise(() => hang ? never() : Promise.resolve(completion)),
   stream: () => Stream.empty
 })
 
@@ -46,10 +55,10 @@ const tasks = Array.from({ length: calls }, (_, i) => new AgentTask.AgentTask({ 
 /** Each its own prompt: with coalescing on, every task is a miss. */
 const distinct = tasks.map((task, i) => new AgentTask.AgentTask({ id: task.id, prompt: `p${i}` }))
 
-const service = (options: AgentService.Options, never = false) =>
+const service = (options: AgentService.Options, hang = false) =>
   Effect.runPromise(
     Effect.flatMap(Scope.make(), (scope) => Scope.extend(AgentService.make({ concurrency: permits, ...options }), scope)).pipe(
-      Effect.provide(Layer.succeed(AiModel.AiModel, promiseModel(never)))
+      Effect.provide(Layer.succeed(AiModel.AiModel, promiseModel(hang)))
     )
   )
 
@@ -105,7 +114,7 @@ const heapChild = async (variant: string) => {
         // every task on the wire at once, as for ours below
         const stack = cockatielStack(heapTasks)
         return () => {
-          for (let i = 0; i < heapTasks; i++) stack.execute(() => new Promise(() => {})).catch(() => {})
+          for (let i = 0; i < heapTasks; i++) stack.execute(never).catch(() => {})
         }
       }
       case "bare": {
@@ -126,6 +135,14 @@ const heapChild = async (variant: string) => {
   await settle()
   const before = process.memoryUsage().heapUsed
   start()
+  // every task on the wire before the heap is read: forked fibers start over several turns
+  // (within 25 s: past the default 30 s attempt timeout, tasks would start failing and the
+  // breaker would hold the rest back; a machine too busy for that gets no figure)
+  const startedAt = performance.now()
+  while (wire.length < heapTasks) {
+    if (performance.now() - startedAt > 25_000) throw new Error(`only ${wire.length} of ${heapTasks} tasks on the wire after 25 s: the machine is too busy`)
+    await new Promise((resolve) => setImmediate(resolve))
+  }
   await settle()
   const after = process.memoryUsage().heapUsed
   console.log(JSON.stringify({ variant, bytesPerTask: (after - before) / heapTasks }))
