@@ -59,7 +59,7 @@ import * as HttpRouter from "@effect/platform/HttpRouter"
 import * as HttpServer from "@effect/platform/HttpServer"
 import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
-import { Cause, Chunk, Clock, Duration, Effect, Either, Exit, Layer, Metric, MetricBoundaries, Option, Redacted, Scope, Stream } from "effect"
+import { Cause, Chunk, Clock, Duration, Effect, Either, Exit, Layer, Metric, MetricBoundaries, MetricKey, Option, Redacted, Scope, Stream } from "effect"
 import { randomUUID } from "node:crypto"
 import * as AgentService from "../agent/AgentService.js"
 import { requestOf } from "../agent/AgentTask.js"
@@ -117,6 +117,8 @@ export const defaults = {
   maxBudgetWait: Duration.seconds(10)
 } as const
 
+const requestsKey = MetricKey.counter("wiz_gateway_requests_total", { description: "gateway requests answered", incremental: true })
+
 /**
  * The gateway's own metrics, next to the agent's in `GET /metrics`.
  *
@@ -124,7 +126,7 @@ export const defaults = {
  * @category metrics
  */
 export const metrics = {
-  requests: Metric.counter("wiz_gateway_requests_total", { description: "gateway requests answered", incremental: true }),
+  requests: Metric.fromMetricKey(requestsKey),
   openStreams: Metric.gauge("wiz_gateway_open_streams", { description: "streamed answers in flight" }),
   duration: Metric.histogram(
     "wiz_gateway_request_duration_ms",
@@ -239,13 +241,15 @@ export const make = (options: Options = {}): Effect.Effect<HttpApp.Default, neve
         ...retryAfterHeader(refusal.retryAfter)
       })
 
-    // one counter per route and status, tagged once: tagging per request would build a new key each time
+    // one counter per route and status, each a metric of its own tagged key: `Metric.tagged`
+    // merges its tags into a new array on every update, which misses the metric's hook cache (a
+    // key built and hashed, and a registry lookup, per request)
     const counters = new Map<string, Metric.Metric.Counter<number>>()
     const counterOf = (route: string, status: number) => {
       const key = `${route} ${status}`
       let counter = counters.get(key)
       if (counter === undefined) {
-        counter = metrics.requests.pipe(Metric.tagged("route", route), Metric.tagged("status", String(status)))
+        counter = Metric.fromMetricKey(requestsKey.pipe(MetricKey.tagged("route", route), MetricKey.tagged("status", String(status))))
         counters.set(key, counter)
       }
       return counter
@@ -549,4 +553,13 @@ export const make = (options: Options = {}): Effect.Effect<HttpApp.Default, neve
  * @category layers
  */
 export const layer = (options: Options = {}): Layer.Layer<never, never, AgentService.AgentService | HttpServer.HttpServer> =>
-  Layer.unwrapEffect(Effect.map(make(options), (app) => HttpServer.serve(app)))
+  Layer.unwrapEffect(Effect.gen(function*() {
+    const app = yield* make(options)
+    const served = HttpServer.serve(app)
+    // The server's span per request (its URL parsed, every header an attribute) only when a
+    // tracer records spans: under Effect's default one it is ~0.1 ms of a request for nothing.
+    return (yield* Effect.tracer) === nativeTracer ? HttpMiddleware.withTracerDisabledWhen(served, () => true) : served
+  }))
+
+/** Effect's default tracer, which records no span. */
+const nativeTracer = Effect.runSync(Effect.tracer)
