@@ -428,12 +428,18 @@ export const make = (options: Options = {}): Effect.Effect<HttpApp.Default, neve
     const streamed = (task: AgentTask.AgentTask, request: OpenAiWire.ChatRequest, context: Context) =>
       Effect.gen(function*() {
         const { created, headers, id, line } = context
-        const model = request.model
         const includeUsage = request.stream_options?.include_usage === true
+        // Each chunk names the model that answers it, as a whole answer does: the tier the agent
+        // started (or continued) the answer on, told before its first chunk.
+        let model = request.model
+        const answering = (name: string) =>
+          Effect.sync(() => {
+            model = name
+          })
         // The head waits for the first chunk: until then a failure is an HTTP error, after the
         // agent's retries and fallback tiers, never a 200 with an empty answer.
         const scope = yield* Scope.make()
-        const pull = yield* Scope.extend(Stream.toPull(agent.stream(task)), scope)
+        const pull = yield* Scope.extend(Stream.toPull(agent.stream(task, { onAnswering: answering })), scope)
         const first = yield* Effect.either(Effect.repeat(pull, { until: (chunk) => Chunk.isNonEmpty(chunk) })).pipe(
           Effect.onInterrupt(() => {
             line.status = 499
@@ -452,7 +458,7 @@ export const make = (options: Options = {}): Effect.Effect<HttpApp.Default, neve
         let chars = 0
         let started = false
         let usage: AiModel.Usage | undefined
-        /** One piece of the SSE body per chunk of the agent's stream: one write per pull. */
+        /** The SSE events of one pull of the agent's stream, as one piece of the body: one write. */
         const encode = (chunks: Chunk.Chunk<AiModel.CompletionChunk>): string => {
           let out = ""
           for (const chunk of chunks) {
@@ -477,21 +483,37 @@ export const make = (options: Options = {}): Effect.Effect<HttpApp.Default, neve
           line.error = code
           return OpenAiWire.sse(OpenAiWire.errorJson(scrub(message), type, code))
         }
-        let tooLong = false
-        const body = Stream.concat(Stream.succeed(first.right), Stream.repeatEffectChunkOption(Effect.map(pull, Chunk.of))).pipe(
-          Stream.map((chunk) => {
-            if (tooLong) return ""
-            const text = encode(chunk)
-            if (chars <= maxStreamChars) return text
-            tooLong = true
-            return text + failed("stream_too_long", `The answer passed the gateway's limit of ${maxStreamChars} characters.`, "invalid_request_error")
-          }),
-          Stream.takeUntil(() => tooLong),
-          Stream.catchAll((error) => {
-            const refusal = refusalOf(error)
-            return Stream.succeed(failed(error._tag === "IncompleteStream" ? "incomplete_stream" : refusal.code ?? "upstream_error", refusal.detail))
-          }),
-          Stream.map((text) => encoder.encode(text)),
+        // The body is one stage over the agent's pull, not a stage per step (prepend the first
+        // chunk, encode, cut at the limit, turn an error into its event, to bytes): each stage
+        // of a Stream costs its own channel step per chunk, and a stream's chunks are many.
+        let pending: Chunk.Chunk<AiModel.CompletionChunk> | undefined = first.right
+        let over = false
+        const piece = (text: string): Chunk.Chunk<Uint8Array> => text === "" ? Chunk.empty() : Chunk.of(encoder.encode(text))
+        const answered = (chunks: Chunk.Chunk<AiModel.CompletionChunk>): Chunk.Chunk<Uint8Array> => {
+          const text = encode(chunks)
+          if (chars <= maxStreamChars) return piece(text)
+          over = true
+          return piece(text + failed("stream_too_long", `The answer passed the gateway's limit of ${maxStreamChars} characters.`, "invalid_request_error"))
+        }
+        const next: Effect.Effect<Chunk.Chunk<Uint8Array>, Option.Option<never>> = Effect.suspend(() => {
+          if (over) return Effect.fail(Option.none())
+          if (pending !== undefined) {
+            const chunks = pending
+            pending = undefined
+            return Effect.succeed(answered(chunks))
+          }
+          return Effect.matchEffect(pull, {
+            onSuccess: (chunks) => Effect.succeed(answered(chunks)),
+            onFailure: (error) => {
+              over = true
+              if (Option.isNone(error)) return Effect.fail(Option.none())
+              const refusal = refusalOf(error.value)
+              const code = error.value._tag === "IncompleteStream" ? "incomplete_stream" : refusal.code ?? "upstream_error"
+              return Effect.succeed(piece(failed(code, refusal.detail)))
+            }
+          })
+        })
+        const body = Stream.repeatEffectChunkOption(next).pipe(
           Stream.ensuringWith((exit) =>
             Effect.suspend(() => {
               if (Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause)) {
