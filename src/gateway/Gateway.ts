@@ -15,7 +15,7 @@
  *   client get an HTTP error (429, 502, 503, 504) — never a 200 with an empty answer. After the
  *   first chunk a break is continued by the agent (`stream.continue`) or ends the stream with
  *   an SSE `error` event in OpenAI's shape and no `[DONE]`; a `finish_reason` is only ever
- *   the model's own.
+ *   the model's own, and each chunk's `model` the tier that answered it (as a whole answer's).
  * - **Honest back-pressure.** When more calls wait for a permit or a token budget than
  *   `maxQueued`, or the upstream budget could not take the request for longer than
  *   `maxBudgetWait`, the client gets a 429 at once with a `retry-after` computed from the
