@@ -246,6 +246,21 @@ export interface FlowState {
  */
 export type StreamError = AgentError | Fallback.AllTiersFailed<AgentError> | StreamingAnswer.MidStreamError<AiModel.ModelError>
 
+/**
+ * What a reader of `stream` may be told as the answer goes.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface StreamOptions {
+  /**
+   * Called with the model's name (the tier's) each time a tier starts answering: before the
+   * first chunk, and again when another tier continues a broken answer. A gateway names it in
+   * every chunk, as a whole answer's `Completion.model` does.
+   */
+  readonly onAnswering?: (model: string) => Effect.Effect<void>
+}
+
 export {
   /**
    * Counters and latencies of the agent, as Effect `Metric`s.
@@ -322,9 +337,9 @@ export declare namespace AgentService {
      * A permit is held while an attempt's stream is open (under `concurrency: "adaptive"`, a
      * plain one up to the limit's `max`: a stream's open time is no latency to learn from); the
      * reader's pace paces the model. The token budget is charged as for `process`, and settled
-     * with the usage of the final chunk.
+     * with the usage of the final chunk. `options.onAnswering` is told which tier answers.
      */
-    readonly stream: (task: AgentTask) => Stream.Stream<AiModel.CompletionChunk, StreamError>
+    readonly stream: (task: AgentTask, options?: StreamOptions) => Stream.Stream<AiModel.CompletionChunk, StreamError>
     /**
      * Everything the policies do from when the stream runs; it misses nothing from then on (its
      * buffer, when full, makes the agent wait rather than drop an event).

@@ -24,7 +24,7 @@ import * as StreamingAnswer from "../stream/StreamingAnswer.js"
 import type { StoreUnavailable } from "../store/SharedStore.js"
 import { metrics } from "./AgentMetrics.js"
 import { type AgentTask, requestOf } from "./AgentTask.js"
-import type { AgentError, Options, StreamError } from "./AgentService.js"
+import type { AgentError, Options, StreamError, StreamOptions } from "./AgentService.js"
 import type { FallbackChain } from "./FallbackChain.js"
 import type { Policies } from "./Policies.js"
 import * as TaskRun from "./TaskRun.js"
@@ -130,9 +130,10 @@ export const make = Effect.fnUntraced(function*(
     return sources
   }
 
-  return (task: AgentTask): Stream.Stream<AiModel.CompletionChunk, StreamError> =>
+  return (task: AgentTask, reader: StreamOptions = {}): Stream.Stream<AiModel.CompletionChunk, StreamError> =>
     Stream.unwrap(Effect.map(Clock.currentTimeMillis, (start) => {
       const run = TaskRun.make(task, context, start)
+      const { onAnswering } = reader
       const request = requestOf(task, options.maxTokens)
       const answer = StreamingAnswer.make<AiModel.ModelError, never, AgentError, never>({
         firstChunk: streamOptions.firstChunk ?? policies.timeout,
@@ -154,14 +155,19 @@ export const make = Effect.fnUntraced(function*(
         },
         onStarted: ({ failures, index, source }) => {
           from = source
-          return index === 0 ? Effect.void : Effect.zipRight(
-            Metric.increment(metrics.fallbacks),
-            TaskRun.emit(bus, "FallbackUsed", () =>
-              new AgentEvent.FallbackUsed({
-                taskId: task.id,
-                tier: source,
-                failures: failures.map(({ error, tier }) => ({ tier, error: ErrorInfo.fromError(error) }))
-              }, true))
+          const told = onAnswering === undefined ? Effect.void : onAnswering(source)
+          if (index === 0) return told
+          return Effect.zipRight(
+            told,
+            Effect.zipRight(
+              Metric.increment(metrics.fallbacks),
+              TaskRun.emit(bus, "FallbackUsed", () =>
+                new AgentEvent.FallbackUsed({
+                  taskId: task.id,
+                  tier: source,
+                  failures: failures.map(({ error, tier }) => ({ tier, error: ErrorInfo.fromError(error) }))
+                }, true))
+            )
           )
         },
         onContinued: ({ deliveredChars, error, source }) =>

@@ -15,7 +15,7 @@
  *   client get an HTTP error (429, 502, 503, 504) — never a 200 with an empty answer. After the
  *   first chunk a break is continued by the agent (`stream.continue`) or ends the stream with
  *   an SSE `error` event in OpenAI's shape and no `[DONE]`; a `finish_reason` is only ever
- *   the model's own.
+ *   the model's own, and each chunk's `model` the tier that answered it (as a whole answer's).
  * - **Honest back-pressure.** When more calls wait for a permit or a token budget than
  *   `maxQueued`, or the upstream budget could not take the request for longer than
  *   `maxBudgetWait`, the client gets a 429 at once with a `retry-after` computed from the
@@ -59,7 +59,7 @@ import * as HttpRouter from "@effect/platform/HttpRouter"
 import * as HttpServer from "@effect/platform/HttpServer"
 import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
-import { Cause, Chunk, Clock, Duration, Effect, Either, Exit, Layer, Metric, MetricBoundaries, Option, Redacted, Scope, Stream } from "effect"
+import { Cause, Chunk, Clock, Duration, Effect, Either, Exit, Layer, Metric, MetricBoundaries, MetricKey, Option, Redacted, Scope, Stream } from "effect"
 import { randomUUID } from "node:crypto"
 import * as AgentService from "../agent/AgentService.js"
 import { requestOf } from "../agent/AgentTask.js"
@@ -117,6 +117,8 @@ export const defaults = {
   maxBudgetWait: Duration.seconds(10)
 } as const
 
+const requestsKey = MetricKey.counter("wiz_gateway_requests_total", { description: "gateway requests answered", incremental: true })
+
 /**
  * The gateway's own metrics, next to the agent's in `GET /metrics`.
  *
@@ -124,7 +126,7 @@ export const defaults = {
  * @category metrics
  */
 export const metrics = {
-  requests: Metric.counter("wiz_gateway_requests_total", { description: "gateway requests answered", incremental: true }),
+  requests: Metric.fromMetricKey(requestsKey),
   openStreams: Metric.gauge("wiz_gateway_open_streams", { description: "streamed answers in flight" }),
   duration: Metric.histogram(
     "wiz_gateway_request_duration_ms",
@@ -239,13 +241,15 @@ export const make = (options: Options = {}): Effect.Effect<HttpApp.Default, neve
         ...retryAfterHeader(refusal.retryAfter)
       })
 
-    // one counter per route and status, tagged once: tagging per request would build a new key each time
+    // one counter per route and status, each a metric of its own tagged key: `Metric.tagged`
+    // merges its tags into a new array on every update, which misses the metric's hook cache (a
+    // key built and hashed, and a registry lookup, per request)
     const counters = new Map<string, Metric.Metric.Counter<number>>()
     const counterOf = (route: string, status: number) => {
       const key = `${route} ${status}`
       let counter = counters.get(key)
       if (counter === undefined) {
-        counter = metrics.requests.pipe(Metric.tagged("route", route), Metric.tagged("status", String(status)))
+        counter = Metric.fromMetricKey(requestsKey.pipe(MetricKey.tagged("route", route), MetricKey.tagged("status", String(status))))
         counters.set(key, counter)
       }
       return counter
@@ -424,12 +428,18 @@ export const make = (options: Options = {}): Effect.Effect<HttpApp.Default, neve
     const streamed = (task: AgentTask.AgentTask, request: OpenAiWire.ChatRequest, context: Context) =>
       Effect.gen(function*() {
         const { created, headers, id, line } = context
-        const model = request.model
         const includeUsage = request.stream_options?.include_usage === true
+        // Each chunk names the model that answers it, as a whole answer does: the tier the agent
+        // started (or continued) the answer on, told before its first chunk.
+        let model = request.model
+        const answering = (name: string) =>
+          Effect.sync(() => {
+            model = name
+          })
         // The head waits for the first chunk: until then a failure is an HTTP error, after the
         // agent's retries and fallback tiers, never a 200 with an empty answer.
         const scope = yield* Scope.make()
-        const pull = yield* Scope.extend(Stream.toPull(agent.stream(task)), scope)
+        const pull = yield* Scope.extend(Stream.toPull(agent.stream(task, { onAnswering: answering })), scope)
         const first = yield* Effect.either(Effect.repeat(pull, { until: (chunk) => Chunk.isNonEmpty(chunk) })).pipe(
           Effect.onInterrupt(() => {
             line.status = 499
@@ -448,7 +458,7 @@ export const make = (options: Options = {}): Effect.Effect<HttpApp.Default, neve
         let chars = 0
         let started = false
         let usage: AiModel.Usage | undefined
-        /** One piece of the SSE body per chunk of the agent's stream: one write per pull. */
+        /** The SSE events of one pull of the agent's stream, as one piece of the body: one write. */
         const encode = (chunks: Chunk.Chunk<AiModel.CompletionChunk>): string => {
           let out = ""
           for (const chunk of chunks) {
@@ -473,21 +483,37 @@ export const make = (options: Options = {}): Effect.Effect<HttpApp.Default, neve
           line.error = code
           return OpenAiWire.sse(OpenAiWire.errorJson(scrub(message), type, code))
         }
-        let tooLong = false
-        const body = Stream.concat(Stream.succeed(first.right), Stream.repeatEffectChunkOption(Effect.map(pull, Chunk.of))).pipe(
-          Stream.map((chunk) => {
-            if (tooLong) return ""
-            const text = encode(chunk)
-            if (chars <= maxStreamChars) return text
-            tooLong = true
-            return text + failed("stream_too_long", `The answer passed the gateway's limit of ${maxStreamChars} characters.`, "invalid_request_error")
-          }),
-          Stream.takeUntil(() => tooLong),
-          Stream.catchAll((error) => {
-            const refusal = refusalOf(error)
-            return Stream.succeed(failed(error._tag === "IncompleteStream" ? "incomplete_stream" : refusal.code ?? "upstream_error", refusal.detail))
-          }),
-          Stream.map((text) => encoder.encode(text)),
+        // The body is one stage over the agent's pull, not a stage per step (prepend the first
+        // chunk, encode, cut at the limit, turn an error into its event, to bytes): each stage
+        // of a Stream costs its own channel step per chunk, and a stream's chunks are many.
+        let pending: Chunk.Chunk<AiModel.CompletionChunk> | undefined = first.right
+        let over = false
+        const piece = (text: string): Chunk.Chunk<Uint8Array> => text === "" ? Chunk.empty() : Chunk.of(encoder.encode(text))
+        const answered = (chunks: Chunk.Chunk<AiModel.CompletionChunk>): Chunk.Chunk<Uint8Array> => {
+          const text = encode(chunks)
+          if (chars <= maxStreamChars) return piece(text)
+          over = true
+          return piece(text + failed("stream_too_long", `The answer passed the gateway's limit of ${maxStreamChars} characters.`, "invalid_request_error"))
+        }
+        const next: Effect.Effect<Chunk.Chunk<Uint8Array>, Option.Option<never>> = Effect.suspend(() => {
+          if (over) return Effect.fail(Option.none())
+          if (pending !== undefined) {
+            const chunks = pending
+            pending = undefined
+            return Effect.succeed(answered(chunks))
+          }
+          return Effect.matchEffect(pull, {
+            onSuccess: (chunks) => Effect.succeed(answered(chunks)),
+            onFailure: (error) => {
+              over = true
+              if (Option.isNone(error)) return Effect.fail(Option.none())
+              const refusal = refusalOf(error.value)
+              const code = error.value._tag === "IncompleteStream" ? "incomplete_stream" : refusal.code ?? "upstream_error"
+              return Effect.succeed(piece(failed(code, refusal.detail)))
+            }
+          })
+        })
+        const body = Stream.repeatEffectChunkOption(next).pipe(
           Stream.ensuringWith((exit) =>
             Effect.suspend(() => {
               if (Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause)) {
@@ -549,4 +575,13 @@ export const make = (options: Options = {}): Effect.Effect<HttpApp.Default, neve
  * @category layers
  */
 export const layer = (options: Options = {}): Layer.Layer<never, never, AgentService.AgentService | HttpServer.HttpServer> =>
-  Layer.unwrapEffect(Effect.map(make(options), (app) => HttpServer.serve(app)))
+  Layer.unwrapEffect(Effect.gen(function*() {
+    const app = yield* make(options)
+    const served = HttpServer.serve(app)
+    // The server's span per request (its URL parsed, every header an attribute) only when a
+    // tracer records spans: under Effect's default one it is ~0.1 ms of a request for nothing.
+    return (yield* Effect.tracer) === nativeTracer ? HttpMiddleware.withTracerDisabledWhen(served, () => true) : served
+  }))
+
+/** Effect's default tracer, which records no span. */
+const nativeTracer = Effect.runSync(Effect.tracer)

@@ -308,7 +308,8 @@ export const make = <E = AiModel.ModelError, R = never, E2 = StartError<E>, R2 =
                     return Effect.succeed(new Attempt(pull, scope, first, source, index) as unknown as Started)
                   }
                   // Later chunks: pulled by one producer fiber, timed by one watchdog (see `Idle`).
-                  const timeout = new AiModel.ModelTimeout({ model: source.name, timeout: idle })
+                  // made only if it fires: an error's stack trace costs ~10 µs, once per attempt otherwise
+                  const timeout = () => new AiModel.ModelTimeout({ model: source.name, timeout: idle })
                   const timed = new Idle(pull, clock, idleMillis ?? Infinity, timeout, endsAt, () => deadlineExceeded(rest()))
                   return Effect.as(
                     Scope.extend(timed.start, scope),
@@ -505,7 +506,8 @@ class Idle<E, R> {
     private readonly clock: Clock.Clock,
     /** The idle limit, `Infinity` for none. */
     private readonly idleMillis: number,
-    private readonly timeout: AiModel.ModelTimeout,
+    /** The idle timeout's error, made when it fires. */
+    private readonly timeout: () => AiModel.ModelTimeout,
     /** The answer's deadline (`nowMillis`), `Infinity` for none, and its error. */
     private readonly deadlineAt: number,
     private readonly deadlineExceeded: () => Retry.DeadlineExceeded
@@ -543,7 +545,7 @@ class Idle<E, R> {
       const idleAt = this.pullStartedAt + this.idleMillis
       const due = Math.min(idleAt, this.deadlineAt)
       if (now < due) return Effect.zipRight(this.clock.sleep(durationUntil(now, due, this.clock.unsafeCurrentTimeMillis())), watch)
-      const failure = this.deadlineAt <= idleAt ? this.deadlineExceeded() : this.timeout
+      const failure = this.deadlineAt <= idleAt ? this.deadlineExceeded() : this.timeout()
       this.timedOut = failure
       this.producer?.unsafeInterruptAsFork(this.producer.id())
       this.deliver(Exit.fail(failure))

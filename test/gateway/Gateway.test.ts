@@ -265,6 +265,38 @@ describe("Gateway", () => {
       expect(JSON.parse(response.text)).toMatchObject({ error: { code: "upstream_overloaded" } })
     }))
 
+  it.scopedLive("every chunk of a stream names the model that answered it, the fallback tier when the primary failed, as a whole answer does", () =>
+    Effect.gen(function*() {
+      const usage = new AiModel.Usage({ promptTokens: 2, completionTokens: 3 })
+      const fallback = AiModel.make({
+        name: "backup",
+        stream: () =>
+          Stream.make(
+            new AiModel.CompletionChunk({ delta: "from " }),
+            new AiModel.CompletionChunk({ delta: "the backup", finishReason: "stop", usage })
+          )
+      })
+      const { client, fake } = yield* serve({ agent: { retry: false, fallback: { models: [fallback] } } })
+      const modelsOf = (stream: AsyncIterable<OpenAI.Chat.Completions.ChatCompletionChunk>) =>
+        Effect.promise(async () => {
+          const models: Array<string> = []
+          for await (const chunk of stream) models.push(chunk.model)
+          return models
+        })
+      const params = { model: "fake", messages, stream: true, stream_options: { include_usage: true } } as const
+      const fromPrimary = yield* modelsOf(yield* Effect.promise(() => client().chat.completions.create(params)))
+      expect(fromPrimary.length).toBeGreaterThan(2)
+      expect(new Set(fromPrimary)).toStrictEqual(new Set(["fake"]))
+      const down = Fake.error(503, { message: "overloaded", type: "server_error" })
+      yield* fake.script(down)
+      const fromFallback = yield* modelsOf(yield* Effect.promise(() => client().chat.completions.create(params)))
+      // the role chunk, two text chunks, the finish and the usage: every one names the tier that answered
+      expect(fromFallback).toStrictEqual(["backup", "backup", "backup", "backup"])
+      yield* fake.script(down)
+      const whole = yield* Effect.promise(() => client().chat.completions.create({ model: "fake", messages }))
+      expect(whole.model).toBe("backup")
+    }))
+
   it.scopedLive("a client that disconnects mid-stream interrupts its upstream stream", () =>
     Effect.gen(function*() {
       const ended = yield* Deferred.make<void>()
