@@ -1,9 +1,10 @@
 /**
- * The options `wiz run` and `wiz ask` share, parsed once here: which model answers (the
- * embedded simulator with its latencies and injected faults, or an OpenAI-compatible API with
- * its key read from the environment) and the agent's policies around it (retries, the timeout
- * of an attempt, the deadline of a task, how long the circuit breaker stays open). {@link layer}
- * checks that they go together and turns them into the `AgentService` both commands run on.
+ * The options `wiz run`, `wiz ask` and `wiz serve` share, parsed once here: which model answers
+ * (the embedded simulator with its latencies and injected faults, or an OpenAI-compatible API
+ * with its key read from the environment), the fallback tiers after it, and the agent's
+ * policies around them (retries, the timeout of an attempt, the deadline of a task, how long
+ * the circuit breaker stays open). {@link layer} checks that they go together and turns them
+ * into the `AgentService` the commands run on.
  *
  * @example
  * ```ts
