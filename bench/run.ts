@@ -11,6 +11,7 @@
  *   npm run bench -- hostile      # peak RSS of wiz against a hostile server
  *   npm run bench -- shared       # four processes on one key, with and without --redis
  *   npm run bench -- gateway      # wiz serve's added latency, memory per stream, faults (two minutes)
+ *   npm run bench -- replicas     # two wiz serve on one TPM-limited upstream, with and without --redis
  *   npm run bench -- durable      # durable batches on SQLite and PostgreSQL, kill -9 chaos (many minutes)
  *   npm run bench -- all          # everything
  */
@@ -38,6 +39,11 @@ const sections: Record<string, Section> = {
     slow: true
   },
   gateway: { file: "gateway.ts", what: "wiz serve: latency added at 200 streams and 1,000 requests/s, memory per stream, upstream faults (issue 21)", slow: true },
+  replicas: {
+    file: "gateway-replicas.ts",
+    what: "two wiz serve in front of one upstream with a TPM limit, with and without --redis: the upstream's 429s (issue 21)",
+    slow: true
+  },
   durable: {
     file: "durable.ts",
     what: "durable batches: SQLite against memory, 3 PostgreSQL workers against 1, failover and chaos with kill -9 (issue 20)",

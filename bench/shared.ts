@@ -1,13 +1,10 @@
 /**
  * Issue 19: several `wiz run` processes on one API key, with and without `--redis`.
  *
- * A loopback OpenAI-compatible provider (in this process) with real limits: a token bucket
- * per key for tokens (TPM) and one for requests (RPM), refilled continuously, each holding at
- * most a minute's worth. A request takes its prompt plus `max_tokens` and one request when it
- * arrives (as OpenAI counts), and the unused output comes back when it is answered; a request
- * that does not fit is a 429 with OpenAI's `x-ratelimit-*` headers and `retry-after-ms`. Every
- * answer carries the same headers. The provider starts with 10% of each minute left, as a key
- * other work was using; so the least possible makespan is close to the issue's floor
+ * A loopback OpenAI-compatible provider (in this process) with real limits
+ * (`test/support/LimitedProvider.ts`): token buckets for tokens (TPM) and requests (RPM), a
+ * 429 with OpenAI's `x-ratelimit-*` headers and `retry-after-ms` past them, the same headers on
+ * every answer. It starts with 10% of each minute left, as a key other work was using; so the least possible makespan is close to the issue's floor
  * (`max(total tokens / TPM, requests / RPM)`), and both are printed.
  *
  * 1. Four `wiz run` processes (from source, `--model openai-compatible`, default options) of
@@ -27,7 +24,6 @@
  */
 import { type ChildProcess, spawn } from "node:child_process"
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
-import * as Http from "node:http"
 import * as Net from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -37,7 +33,7 @@ import { Effect, Layer } from "effect"
 import { AgentService, AgentTask, AiModel } from "../src/index.js"
 import * as Tokenizer from "../src/model/Tokenizer.js"
 import * as RedisStore from "../src/store/RedisStore.js"
-import { goDuration } from "../test/support/FakeProvider.js"
+import * as LimitedProvider from "../test/support/LimitedProvider.js"
 
 const main = fileURLToPath(new URL("../src/cli/main.ts", import.meta.url))
 const TPM = 120_000
@@ -46,124 +42,7 @@ const PROCESSES = 4
 const onlyOverhead = process.argv[2] === "overhead"
 const TASKS = onlyOverhead ? 0 : Number(process.argv[2] ?? 500)
 
-// -----------------------------------------------------------------------------
-// the provider
-// -----------------------------------------------------------------------------
-
-class Bucket {
-  level: number
-  stamp = performance.now()
-  constructor(readonly capacity: number, readonly perMs: number, start: number) {
-    this.level = start
-  }
-  refill(now: number) {
-    this.level = Math.min(this.capacity, this.level + (now - this.stamp) * this.perMs)
-    this.stamp = now
-  }
-  /** ms until `amount` fits. */
-  waitFor(amount: number) {
-    return amount <= this.level ? 0 : (amount - this.level) / this.perMs
-  }
-  window() {
-    return { limit: this.capacity, remaining: Math.max(0, Math.floor(this.level)), resetMillis: (this.capacity - this.level) / this.perMs }
-  }
-}
-
-interface ProviderStats {
-  requests: number
-  refused: number
-  answered: number
-  tokens: number
-  first: number
-  last: number
-}
-
-const startProvider = () =>
-  new Promise<{ url: string; stats: ProviderStats; close: () => Promise<void> }>((resolve) => {
-    const tokens = new Bucket(TPM, TPM / 60_000, TPM / 10)
-    const requests = new Bucket(RPM, RPM / 60_000, RPM / 10)
-    const stats: ProviderStats = { requests: 0, refused: 0, answered: 0, tokens: 0, first: Infinity, last: 0 }
-    const headers = () => {
-      const r = requests.window()
-      const t = tokens.window()
-      return {
-        "x-ratelimit-limit-requests": String(r.limit),
-        "x-ratelimit-remaining-requests": String(r.remaining),
-        "x-ratelimit-reset-requests": goDuration(Math.ceil(r.resetMillis)),
-        "x-ratelimit-limit-tokens": String(t.limit),
-        "x-ratelimit-remaining-tokens": String(t.remaining),
-        "x-ratelimit-reset-tokens": goDuration(Math.ceil(t.resetMillis))
-      }
-    }
-    let seed = 7
-    const random = () => (seed = (seed * 1_103_515_245 + 12_345) % 2_147_483_648) / 2_147_483_648
-    const server = Http.createServer((req, res) => {
-      const chunks: Array<Buffer> = []
-      req.on("data", (chunk: Buffer) => chunks.push(chunk))
-      req.on("end", () => {
-        const body = JSON.parse(Buffer.concat(chunks).toString("utf8")) as {
-          messages: Array<{ content: string }>
-          max_tokens: number
-        }
-        const now = performance.now()
-        stats.requests++
-        if (stats.first === Infinity) {
-          // the minute's 10% left counts from the first request, not from while wiz starts
-          stats.first = now
-          tokens.stamp = requests.stamp = now
-        }
-        tokens.refill(now)
-        requests.refill(now)
-        const prompt = body.messages.reduce((sum, message) => sum + Tokenizer.count(message.content), 0)
-        const reserved = prompt + body.max_tokens
-        const wait = Math.max(tokens.waitFor(reserved), requests.waitFor(1))
-        if (wait > 0) {
-          stats.refused++
-          res.writeHead(429, {
-            "content-type": "application/json",
-            "retry-after-ms": String(Math.ceil(wait)),
-            "retry-after": String(Math.ceil(wait / 1000)),
-            ...headers()
-          })
-          res.end(JSON.stringify({ error: { message: "Rate limit reached", type: "requests", code: "rate_limit_exceeded" } }))
-          return
-        }
-        tokens.level -= reserved
-        requests.level -= 1
-        const completion = Math.max(1, Math.round(body.max_tokens * (0.4 + 0.6 * random())))
-        setTimeout(() => {
-          const end = performance.now()
-          tokens.refill(end)
-          requests.refill(end)
-          tokens.level = Math.min(tokens.capacity, tokens.level + body.max_tokens - completion)
-          stats.answered++
-          stats.tokens += prompt + completion
-          stats.last = Math.max(stats.last, end)
-          res.writeHead(200, { "content-type": "application/json", ...headers() })
-          res.end(JSON.stringify({
-            id: `c${stats.answered}`,
-            object: "chat.completion",
-            model: "bench",
-            choices: [{ index: 0, message: { role: "assistant", content: "word ".repeat(completion).trim() }, finish_reason: "stop" }],
-            usage: { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion }
-          }))
-        }, 80 + completion)
-      })
-    })
-    server.keepAliveTimeout = 60_000
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as Net.AddressInfo
-      resolve({
-        url: `http://127.0.0.1:${port}/v1`,
-        stats,
-        close: () =>
-          new Promise((done) => {
-            server.closeAllConnections()
-            server.close(() => done())
-          })
-      })
-    })
-  })
+const startProvider = () => LimitedProvider.start({ tpm: TPM, rpm: RPM })
 
 // -----------------------------------------------------------------------------
 // the processes

@@ -101,3 +101,14 @@ export * as AiStream from "./stream/AiStream.js"
 
 /** @since 0.1.0 */
 export * as Progress from "./events/Progress.js"
+
+/**
+ * The OpenAI-compatible gateway `wiz serve` runs: its routes as an `HttpApp` or a layer on
+ * `@effect/platform`'s `HttpServer` (a peer already), the server itself yours to provide.
+ *
+ * @since 0.1.0
+ */
+export * as Gateway from "./gateway/Gateway.js"
+
+/** @since 0.1.0 */
+export * as ClientKeys from "./gateway/ClientKeys.js"

@@ -1,9 +1,10 @@
 /**
- * The options `wiz run` and `wiz ask` share, parsed once here: which model answers (the
- * embedded simulator with its latencies and injected faults, or an OpenAI-compatible API with
- * its key read from the environment) and the agent's policies around it (retries, the timeout
- * of an attempt, the deadline of a task, how long the circuit breaker stays open). {@link layer}
- * checks that they go together and turns them into the `AgentService` both commands run on.
+ * The options `wiz run`, `wiz ask` and `wiz serve` share, parsed once here: which model answers
+ * (the embedded simulator with its latencies and injected faults, or an OpenAI-compatible API
+ * with its key read from the environment), the fallback tiers after it, and the agent's
+ * policies around them (retries, the timeout of an attempt, the deadline of a task, how long
+ * the circuit breaker stays open). {@link layer} checks that they go together and turns them
+ * into the `AgentService` the commands run on.
  *
  * @example
  * ```ts
@@ -81,6 +82,15 @@ export interface ModelOptions {
   readonly providerTpm?: Option.Option<number>
   /** Embedded model: calls it serves at full speed at once (slower beyond, Overloaded past 2×); none for no limit. */
   readonly providerCapacity?: Option.Option<number>
+  /**
+   * Fallback tiers, in order: the OpenAI-compatible model each asks for, when the tiers before
+   * it fail (none by default).
+   */
+  readonly fallbackModelName?: ReadonlyArray<string>
+  /** The API of the fallback tiers: one for all of them, or one per tier (default `baseUrl`). */
+  readonly fallbackBaseUrl?: ReadonlyArray<string>
+  /** The environment variable holding the fallback tiers' key: one for all, or one per tier (default `apiKeyEnv`). */
+  readonly fallbackApiKeyEnv?: ReadonlyArray<string>
 }
 
 /**
@@ -182,14 +192,61 @@ const httpModel = Effect.fnUntraced(function*(
     return yield* usage("--model openai-compatible needs --base-url URL and --model-name NAME (and --api-key-env VAR if the API wants a key)")
   }
   const keyVariable = Option.getOrUndefined(options.apiKeyEnv)
-  const apiKey = keyVariable === undefined ? undefined : yield* Config.redacted(keyVariable).pipe(
-    Effect.filterOrFail((key) => Redacted.value(key).trim() !== "", () => undefined),
-    Effect.mapError(() => usage(`--api-key-env ${keyVariable}: that environment variable is not set`))
-  )
+  const apiKey = keyVariable === undefined ? undefined : yield* secret("--api-key-env", keyVariable)
   return {
     model: httpModelLayer({ baseUrl: options.baseUrl.value, model: modelName.value, apiKey }, client),
     provider: { baseUrl: options.baseUrl.value, apiKey }
   }
+})
+
+/** The value of a non-empty environment variable, or a usage error naming the option. */
+const secret = (option: string, variable: string) =>
+  Config.redacted(variable).pipe(
+    Effect.filterOrFail((key) => Redacted.value(key).trim() !== "", () => undefined),
+    Effect.mapError(() => usage(`${option} ${variable}: that environment variable is not set`))
+  )
+
+/**
+ * The fallback tiers the options name, in order, each an OpenAI-compatible model on `client`.
+ * `--fallback-base-url` and `--fallback-api-key-env` are given once for every tier or once per
+ * tier (matched in order), and default to `--base-url` and `--api-key-env`. A tier's breaker
+ * and budget are keyed by its name, so it is never the primary's: `NAME (fallback)`, or
+ * `NAME (fallback N)` among several.
+ */
+const fallbackModels = Effect.fnUntraced(function*(options: ModelOptions, client: Layer.Layer<HttpClient.HttpClient>) {
+  const names = options.fallbackModelName ?? []
+  const urls = options.fallbackBaseUrl ?? []
+  const keys = options.fallbackApiKeyEnv ?? []
+  if (names.length === 0) {
+    if (urls.length > 0 || keys.length > 0) {
+      return yield* usage("--fallback-base-url and --fallback-api-key-env go with --fallback-model-name")
+    }
+    return []
+  }
+  for (const [option, values] of [["--fallback-base-url", urls], ["--fallback-api-key-env", keys]] as const) {
+    if (values.length > 1 && values.length !== names.length) {
+      return yield* usage(
+        `${option}: give it once for all the fallback tiers or once per tier; ${values.length} for ${names.length} --fallback-model-name`
+      )
+    }
+  }
+  const at = (values: ReadonlyArray<string>, tier: number) => values.length === 1 ? values[0] : values[tier]
+  return yield* Effect.forEach(names, (name, tier) =>
+    Effect.gen(function*() {
+      const baseUrl = at(urls, tier) ?? Option.getOrUndefined(options.baseUrl)
+      if (baseUrl === undefined) return yield* usage("--fallback-model-name needs --fallback-base-url URL (or --base-url)")
+      const keyVariable = at(keys, tier) ?? Option.getOrUndefined(options.apiKeyEnv)
+      const apiKey = keyVariable === undefined ? undefined : yield* secret("--fallback-api-key-env", keyVariable)
+      return yield* OpenAiCompatible.make({
+        baseUrl,
+        model: name,
+        name: names.length === 1 ? `${name} (fallback)` : `${name} (fallback ${tier + 1})`,
+        apiKey
+      }).pipe(
+        Effect.provide(client),
+        Effect.mapError((error) => usage(`--fallback-model-name ${name}: ${error.message}`))
+      )
+    }))
 })
 
 /**
@@ -237,8 +294,9 @@ const tokenBudget = (options: PolicyOptions): Pick<AgentService.Options, "tokenB
  * command sets (`concurrency`, `coalesce`, `stream`, ...). Options that do not go together are
  * a {@link UsageError}, found here before anything is opened: `--base-url`, `--api-key-env` or
  * `--model-name` with the embedded model, an OpenAI-compatible model without its URL or name,
- * an `--api-key-env` variable that is not set, `--outage-after` without `--outage-for`. An
- * OpenAI-compatible model calls on `client` (default the runtime's `fetch`).
+ * an `--api-key-env` variable that is not set, `--outage-after` without `--outage-for`, a
+ * fallback tier without its URL. An OpenAI-compatible model (the fallback tiers too) calls on
+ * `client` (default the runtime's `fetch`).
  *
  * @since 0.1.0
  * @category layers
@@ -266,16 +324,19 @@ export const layer = Effect.fnUntraced(function*(
   ) {
     return yield* usage("--provider-rpm, --provider-tpm and --provider-capacity simulate the embedded model's limits: --model embedded only")
   }
+  const client = extra.client ?? FetchHttpClient.layer
   const { model, provider }: { model: Layer.Layer<AiModel.AiModel, UsageError>; provider: SharedStore.Provider } =
     options.model === "embedded"
       ? { model: embeddedLayer(options), provider: { baseUrl: "embedded" } }
-      : yield* httpModel(options, modelName, extra.client ?? FetchHttpClient.layer)
+      : yield* httpModel(options, modelName, client)
   if (Option.isSome(options.outageAfter) !== Option.isSome(options.outageFor)) {
     return yield* usage("--outage-after and --outage-for go together: when the simulated outage starts and how long it lasts")
   }
+  const fallbacks = yield* fallbackModels(options, client)
   const agent: Layer.Layer<AgentService.AgentService, UsageError> = AgentService.layer({
     ...tokenBudget(options),
     ...service,
+    ...(fallbacks.length === 0 ? {} : { fallback: { ...service.fallback, models: [...fallbacks, ...(service.fallback?.models ?? [])] } }),
     timeout: options.timeout,
     deadline: options.deadline,
     retry: options.retries === 0 ? false : { maxAttempts: options.retries + 1 },
@@ -324,7 +385,8 @@ export const flow = (description: string) => CommandSpec.grouped("Flow control",
 export const modelGroup = (description: string) => CommandSpec.grouped("Model", description)
 
 /**
- * `--model`, `--base-url`, `--model-name`, `--api-key-env`, and the embedded model's
+ * `--model`, `--base-url`, `--model-name`, `--api-key-env`, the fallback tiers'
+ * `--fallback-model-name`, `--fallback-base-url`, `--fallback-api-key-env`, and the embedded model's
  * `--failure-rate`, `--seed`, `--time-to-first-token`, `--per-token`, `--outage-after`,
  * `--outage-for`, `--provider-rpm`, `--provider-tpm`, `--provider-capacity`: spread them into a
  * command's options.
@@ -340,6 +402,21 @@ export const modelOptions = {
   baseUrl: OptionValue.optionalText("base-url", "URL", modelGroup("The API's base URL, e.g. https://api.openai.com/v1")),
   modelName: OptionValue.optionalText("model-name", "NAME", modelGroup("The model the API is asked for, e.g. gpt-4o-mini")),
   apiKeyEnv: OptionValue.optionalText("api-key-env", "VAR", modelGroup("The environment variable holding the API key")),
+  fallbackModelName: Options.text("fallback-model-name").pipe(
+    Options.withPseudoName("NAME"),
+    Options.withDescription(modelGroup("A fallback tier: this model, after those before (repeat: a chain)")),
+    Options.repeated
+  ),
+  fallbackBaseUrl: Options.text("fallback-base-url").pipe(
+    Options.withPseudoName("URL"),
+    Options.withDescription(modelGroup("The fallbacks' API, once or per tier (default --base-url)")),
+    Options.repeated
+  ),
+  fallbackApiKeyEnv: Options.text("fallback-api-key-env").pipe(
+    Options.withPseudoName("VAR"),
+    Options.withDescription(modelGroup("Their key's variable, once or per tier (default --api-key-env)")),
+    Options.repeated
+  ),
   failureRate: OptionValue.number("failure-rate", 0, 1).pipe(
     Options.withDescription(simulator(`Share of calls that fail, 0 to 1 (default ${defaults.failureRate})`)),
     Options.withDefault(defaults.failureRate)

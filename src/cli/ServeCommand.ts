@@ -1,8 +1,9 @@
 /**
  * `wiz serve`: the {@link Gateway} as a process — an OpenAI-compatible endpoint on
  * `http://127.0.0.1:8787/v1` that puts the agent's policies (retries, breaker, token budget,
- * adaptive concurrency, fallback tier, coalescing, memo) in front of the model `wiz run`'s
- * model options name, for any client in any language.
+ * adaptive concurrency, fallback tiers, coalescing, memo) in front of the model `wiz run`'s
+ * model options name (`--fallback-model-name`, repeated, for a chain of tiers), for any client
+ * in any language.
  *
  * - **Bound to loopback by default.** `--host` anything else refuses to start (a usage error)
  *   without client keys: `--client-keys-env VAR` (the variable holds them) or
@@ -38,7 +39,6 @@ import { Config, Duration, Effect, Either, Layer, Logger, LogLevel, Option, Reda
 import { createServer } from "node:http"
 import * as ClientKeys from "../gateway/ClientKeys.js"
 import * as Gateway from "../gateway/Gateway.js"
-import * as OpenAiCompatible from "../model/OpenAiCompatible.js"
 import * as CommandSpec from "./CommandSpec.js"
 import * as ModelOptions from "./ModelOptions.js"
 import * as OptionValue from "./OptionValue.js"
@@ -62,10 +62,6 @@ export interface ServeOptions extends ModelOptions.AgentOptions {
   readonly memoTtl: Option.Option<Duration.Duration>
   /** After a break mid-answer, have the model go on from the text sent. */
   readonly continueStreams: boolean
-  /** A fallback tier: this model, at `fallbackBaseUrl` (default `--base-url`), with `fallbackApiKeyEnv`'s key (default `--api-key-env`). */
-  readonly fallbackModelName: Option.Option<string>
-  readonly fallbackBaseUrl: Option.Option<string>
-  readonly fallbackApiKeyEnv: Option.Option<string>
   readonly maxBodyBytes: number
   readonly maxStreamChars: number
   readonly maxQueued: number
@@ -91,9 +87,6 @@ export const defaults: ServeOptions = {
   coalesce: false,
   memoTtl: Option.none(),
   continueStreams: false,
-  fallbackModelName: Option.none(),
-  fallbackBaseUrl: Option.none(),
-  fallbackApiKeyEnv: Option.none(),
   maxBodyBytes: Gateway.defaults.maxBodyBytes,
   maxStreamChars: Gateway.defaults.maxStreamChars,
   maxQueued: Gateway.defaults.maxQueued,
@@ -160,32 +153,6 @@ const clientKeys = Effect.fnUntraced(function*(options: ServeOptions) {
  */
 const upstreamClient = NodeHttpClient.layerUndiciWithoutDispatcher.pipe(Layer.provide(NodeHttpClient.dispatcherLayerGlobal))
 
-/** The fallback tier the options name, if any, with its key. */
-const fallbackModel = Effect.fnUntraced(function*(options: ServeOptions) {
-  if (Option.isNone(options.fallbackModelName)) {
-    if (Option.isSome(options.fallbackBaseUrl) || Option.isSome(options.fallbackApiKeyEnv)) {
-      return yield* usage("--fallback-base-url and --fallback-api-key-env go with --fallback-model-name")
-    }
-    return undefined
-  }
-  const baseUrl = Option.orElse(options.fallbackBaseUrl, () => options.baseUrl)
-  if (Option.isNone(baseUrl)) return yield* usage("--fallback-model-name needs --fallback-base-url URL (or --base-url)")
-  const keyVariable = Option.orElse(options.fallbackApiKeyEnv, () => options.apiKeyEnv)
-  const apiKey = Option.isNone(keyVariable) ? undefined : yield* secretFrom("--fallback-api-key-env", keyVariable.value)
-  const name = options.fallbackModelName.value
-  const model = yield* OpenAiCompatible.make({
-    baseUrl: baseUrl.value,
-    model: name,
-    // a tier's breaker and budget are keyed by its name: the fallback's must not be the primary's
-    name: `${name} (fallback)`,
-    apiKey
-  }).pipe(
-    Effect.provide(upstreamClient),
-    Effect.mapError((error) => usage(`--fallback-model-name: ${error.message}`))
-  )
-  return { model, apiKey }
-})
-
 /** Stop accepting, let what is in flight finish within `grace`, then close what is left. */
 const drain = (server: ReturnType<typeof createServer>, grace: Duration.Duration) =>
   Effect.async<void>((resume) => {
@@ -216,19 +183,17 @@ export const serve = Effect.fn("ServeCommand.serve")(function*(options: ServeOpt
         `(a JSON array of {"key", "name", "rpm", "tpm"})`
     )
   }
-  const fallback = yield* fallbackModel(options)
-  // ModelOptions reads it too (and says when it is not set): here it is only to scrub
-  const upstreamKey = Option.isNone(options.apiKeyEnv)
-    ? Option.none()
-    : yield* Effect.option(secretFrom("--api-key-env", options.apiKeyEnv.value))
   const agent = yield* ModelOptions.layer(options, {
     concurrency: options.concurrency,
     ...(options.coalesce ? { coalesce: true } : {}),
     ...Option.match(options.memoTtl, { onNone: () => ({}), onSome: (timeToLive) => ({ memo: { timeToLive } }) }),
-    ...(options.continueStreams ? { stream: { continue: true } } : {}),
-    ...(fallback === undefined ? {} : { fallback: { models: [fallback.model] } })
+    ...(options.continueStreams ? { stream: { continue: true } } : {})
   }, { client: upstreamClient })
-  const secrets = [...Option.toArray(upstreamKey), ...(fallback?.apiKey === undefined ? [] : [fallback.apiKey])]
+  // the upstream keys, the fallback tiers' too, to scrub (ModelOptions read them and said when one is not set)
+  const secrets = yield* Effect.forEach(
+    [...Option.toArray(options.apiKeyEnv), ...(options.fallbackApiKeyEnv ?? [])],
+    (variable) => Effect.option(secretFrom("--api-key-env", variable))
+  ).pipe(Effect.map((found) => found.flatMap(Option.toArray)))
   const server = createServer()
   const gateway = Gateway.layer({
     models: [ModelOptions.answeredBy(options)],
@@ -316,9 +281,6 @@ const serveOptions = {
   coalesce: OptionValue.flag("coalesce", ModelOptions.flow("Identical requests in flight share one model call")),
   memoTtl: OptionValue.duration("memo-ttl", "positive", ModelOptions.flow("Answer a request asked again within DURATION from the memo")),
   continueStreams: OptionValue.flag("continue-streams", ModelOptions.policy("If a stream breaks, have the model go on from the text sent")),
-  fallbackModelName: OptionValue.optionalText("fallback-model-name", "NAME", ModelOptions.modelGroup("A fallback tier: this model, when the first fails")),
-  fallbackBaseUrl: OptionValue.optionalText("fallback-base-url", "URL", ModelOptions.modelGroup("The fallback's API (default --base-url)")),
-  fallbackApiKeyEnv: OptionValue.optionalText("fallback-api-key-env", "VAR", ModelOptions.modelGroup("The variable holding the fallback's key (default --api-key-env)")),
   ...ModelOptions.policyOptions,
   ...ModelOptions.modelOptions
 }

@@ -15,7 +15,7 @@
  * @example
  * ```ts
  * import { Effect, Either } from "effect"
- * import * as ClientKeys from "wiz-effect/gateway/ClientKeys"
+ * import { ClientKeys } from "wiz-effect"
  *
  * const keys = ClientKeys.parse('[{"key":"sk-team-a-0123456789","name":"team-a","rpm":60,"tpm":100000}]')
  * const program = Effect.gen(function*() {

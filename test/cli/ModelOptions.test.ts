@@ -3,6 +3,9 @@ import { ConfigProvider, Duration, Effect, Fiber, Option, TestClock } from "effe
 import * as AgentService from "../../src/agent/AgentService.js"
 import { AgentTask } from "../../src/agent/AgentTask.js"
 import * as ModelOptions from "../../src/cli/ModelOptions.js"
+import * as Fake from "../support/FakeProvider.js"
+import * as TestStdio from "./TestStdio.js"
+import * as Wiz from "./Wiz.js"
 
 const withEnv = (env: Record<string, string>) => Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env))))
 
@@ -82,5 +85,67 @@ describe("ModelOptions", () => {
       expect(ModelOptions.defaults.deadline).toEqual(AgentService.defaults.deadline)
       // the default options build an agent
       yield* ModelOptions.layer(ModelOptions.defaults)
+    }))
+
+  it.effect("fallback options that do not go together are a UsageError saying which", () =>
+    Effect.gen(function*() {
+      expect(yield* refusal({ fallbackBaseUrl: ["http://localhost:8080/v1"] })).toEqual([
+        "UsageError",
+        "--fallback-base-url and --fallback-api-key-env go with --fallback-model-name"
+      ])
+      // the embedded model has no URL to default to
+      expect((yield* refusal({ fallbackModelName: ["small"] }))[1]).toBe("--fallback-model-name needs --fallback-base-url URL (or --base-url)")
+      // once for all the tiers or once per tier: two URLs for three tiers is neither
+      expect((yield* refusal({ ...http, fallbackModelName: ["a", "b", "c"], fallbackBaseUrl: ["http://x/v1", "http://y/v1"] }))[1]).toBe(
+        "--fallback-base-url: give it once for all the fallback tiers or once per tier; 2 for 3 --fallback-model-name"
+      )
+      expect((yield* refusal({ ...http, fallbackModelName: ["a"], fallbackApiKeyEnv: ["WIZ_TEST_FALLBACK_KEY"] }))[1]).toBe(
+        "--fallback-api-key-env WIZ_TEST_FALLBACK_KEY: that environment variable is not set"
+      )
+    }))
+
+  it.scopedLive("--fallback-model-name repeated is a chain: wiz ask falls from a failing model to the first tier, then the second, each on its own API with its own key", () =>
+    Effect.gen(function*() {
+      const [primary, first, second] = yield* Effect.all([Fake.make(), Fake.make(), Fake.make()])
+      const refused = Fake.raw(500, JSON.stringify({ error: { message: "boom", type: "server_error", param: null, code: null } }), {
+        headers: { "content-type": "application/json" }
+      })
+      yield* primary.script(refused, refused, refused)
+      yield* first.script(refused, refused, refused)
+      yield* second.script(Fake.answer({ text: "from the second tier" }))
+      const stdio = TestStdio.make()
+      const code = yield* Wiz.exitCode(
+        stdio,
+        "ask",
+        "Say where you are.",
+        "--retries",
+        "0",
+        "--model",
+        "openai-compatible",
+        "--base-url",
+        primary.url,
+        "--model-name",
+        "big",
+        "--fallback-model-name",
+        "medium",
+        "--fallback-base-url",
+        first.url,
+        "--fallback-api-key-env",
+        "WIZ_TEST_FIRST_KEY",
+        "--fallback-model-name",
+        "small",
+        "--fallback-base-url",
+        second.url,
+        "--fallback-api-key-env",
+        "WIZ_TEST_SECOND_KEY"
+      ).pipe(withEnv({ WIZ_TEST_FIRST_KEY: "sk-first-tier", WIZ_TEST_SECOND_KEY: "sk-second-tier" }))
+      expect(stdio.stdout()).toBe("from the second tier\n")
+      expect(code).toBe(0)
+      const asked = (requests: ReadonlyArray<Fake.Received>) =>
+        requests.map((request) => [(request.body as { model: string }).model, request.headers["authorization"]])
+      // tried in the order given, each tier with its own model name and key, once (--retries 0)
+      expect(asked(yield* primary.requests)).toEqual([["big", undefined]])
+      expect(asked(yield* first.requests)).toEqual([["medium", "Bearer sk-first-tier"]])
+      expect(asked(yield* second.requests)).toEqual([["small", "Bearer sk-second-tier"]])
     }))
 })

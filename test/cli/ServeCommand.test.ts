@@ -109,4 +109,76 @@ describe("wiz serve", () => {
       wiz.child.kill("SIGTERM")
       expect((yield* wiz.exited(30)).code).toBe(0)
     }))
+
+  it.scopedLive("as a process with a fallback chain: a failing upstream's request falls through the tiers in order, and no tier's key reaches the client", () =>
+    Effect.gen(function*() {
+      const [primary, first, second] = yield* Effect.all([Fake.make(), Fake.make(), Fake.make()])
+      const failing = (key: string) =>
+        Fake.raw(500, JSON.stringify({ error: { message: `upstream broke with key ${key}`, type: "server_error", param: null, code: null } }), {
+          headers: { "content-type": "application/json" }
+        })
+      yield* primary.script(failing("sk-primary-secret-0123"))
+      yield* first.script(failing("sk-first-secret-0123"))
+      yield* second.script(Fake.answer({ text: "answered by the second tier" }))
+      const wiz = yield* Process.startWiz(
+        [
+          "serve",
+          "--port",
+          "0",
+          "--retries",
+          "0",
+          "--model",
+          "openai-compatible",
+          "--base-url",
+          primary.url,
+          "--model-name",
+          "big",
+          "--api-key-env",
+          "WIZ_TEST_PRIMARY_KEY",
+          "--fallback-model-name",
+          "medium",
+          "--fallback-base-url",
+          first.url,
+          "--fallback-api-key-env",
+          "WIZ_TEST_FIRST_KEY",
+          "--fallback-model-name",
+          "small",
+          "--fallback-base-url",
+          second.url,
+          "--fallback-api-key-env",
+          "WIZ_TEST_SECOND_KEY"
+        ],
+        { cwd: tmpdir(), env: { WIZ_TEST_PRIMARY_KEY: "sk-primary-secret-0123", WIZ_TEST_FIRST_KEY: "sk-first-secret-0123", WIZ_TEST_SECOND_KEY: "sk-second-secret-0123" } }
+      )
+      yield* wiz.until((_, err) => err.includes("listening on"), 60)
+      const url = /listening on (\S+)/.exec(wiz.stderr())![1]!
+      const client = new OpenAI({ apiKey: "unused", baseURL: url, maxRetries: 0 })
+      const answer = yield* Effect.promise(() =>
+        client.chat.completions.create({ model: "big", messages: [{ role: "user", content: "Where are you?" }], max_tokens: 8 })
+      )
+      expect(answer.choices[0]!.message.content).toBe("answered by the second tier")
+      const asked = (requests: ReadonlyArray<Fake.Received>) =>
+        requests.map((request) => [(request.body as { model: string }).model, request.headers["authorization"]])
+      expect(asked(yield* primary.requests)).toEqual([["big", "Bearer sk-primary-secret-0123"]])
+      expect(asked(yield* first.requests)).toEqual([["medium", "Bearer sk-first-secret-0123"]])
+      expect(asked(yield* second.requests)).toEqual([["small", "Bearer sk-second-secret-0123"]])
+      // every tier failing: the client's error names no key, whichever tier's error it is
+      yield* primary.script(failing("sk-primary-secret-0123"))
+      yield* first.script(failing("sk-first-secret-0123"))
+      yield* second.script(failing("sk-second-secret-0123"))
+      const failed = yield* Effect.promise(() =>
+        fetch(`${url}/chat/completions`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ model: "big", messages: [{ role: "user", content: "Again?" }], max_tokens: 8 })
+        }).then(async (response) => ({ status: response.status, text: await response.text() }))
+      )
+      expect(failed.status).toBeGreaterThanOrEqual(500)
+      // the last tier's own message is passed on (so its key's absence means something), the key redacted
+      expect(failed.text).toContain("small (fallback 2)")
+      expect(failed.text).toContain("upstream broke with key")
+      expect(failed.text).not.toMatch(/sk-(primary|first|second)-secret/)
+      wiz.child.kill("SIGTERM")
+      expect((yield* wiz.exited(30)).code).toBe(0)
+    }))
 })
