@@ -24,10 +24,12 @@
  * without and with `--redis`, twice each. A replica whose Redis command takes longer than the
  * store's timeout (500 ms: a loaded machine) goes on alone for a while, by design; the "Redis
  * fallbacks" column (`wiz_store_fallbacks_total` from each replica's `/metrics`) tells such a
- * run's 429s apart.
+ * run's 429s apart; on a loaded host give the replicas a longer `--redis-timeout` (third
+ * argument).
  *
  *   npm run bench -- replicas
- *   npx tsx bench/gateway-replicas.ts 20 24    (20 s per run, 24 clients per replica)
+ *   npx tsx bench/gateway-replicas.ts 20 24        (20 s per run, 24 clients per replica)
+ *   npx tsx bench/gateway-replicas.ts 40 64 2s     (the replicas with --redis-timeout 2s)
  */
 import { type ChildProcess, spawn } from "node:child_process"
 import { createRequire } from "node:module"
@@ -43,6 +45,8 @@ const RPM = 10_000
 const CLIENTS = Number(process.argv[3] ?? 64)
 const SECONDS = Number(process.argv[2] ?? 40)
 const redisUrl = process.env.WIZ_REDIS_URL ?? "redis://127.0.0.1:6379"
+/** `--redis-timeout` for the replicas with `--redis` (default: the store's own, 500 ms). */
+const REDIS_TIMEOUT = process.argv[4]
 
 const main = fileURLToPath(new URL("../src/cli/main.ts", import.meta.url))
 const tsx = pathToFileURL(createRequire(import.meta.url).resolve("tsx")).href
@@ -70,7 +74,8 @@ const startReplica = (upstream: string, key: string, redis: string | undefined) 
       "bench",
       "--api-key-env",
       "BENCH_KEY",
-      ...(redis === undefined ? [] : ["--redis", redis])
+      ...(redis === undefined ? [] : ["--redis", redis]),
+      ...(redis === undefined || REDIS_TIMEOUT === undefined ? [] : ["--redis-timeout", REDIS_TIMEOUT])
     ], { env: { ...process.env, BENCH_KEY: key }, stdio: ["ignore", "ignore", "pipe"] })
     let err = ""
     const exited = new Promise<number | null>((done) => child.once("exit", (code) => done(code)))

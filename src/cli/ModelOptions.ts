@@ -117,6 +117,8 @@ export interface PolicyOptions {
    * uses the same provider and key (`RedisStore`); none to keep them in the process.
    */
   readonly redis?: Option.Option<string>
+  /** Longest a Redis command may take before the process goes on alone for a while (`RedisStore`'s `timeout`). */
+  readonly redisTimeout?: Option.Option<Duration.Duration>
 }
 
 /**
@@ -256,7 +258,12 @@ const fallbackModels = Effect.fnUntraced(function*(options: ModelOptions, client
 const sharedStore = (options: PolicyOptions, provider: SharedStore.Provider) =>
   Option.match(options.redis ?? Option.none(), {
     onNone: () => Layer.empty,
-    onSome: (url) => RedisStore.layer({ url, provider })
+    onSome: (url) =>
+      RedisStore.layer({
+        url,
+        provider,
+        ...Option.match(options.redisTimeout ?? Option.none(), { onNone: () => ({}), onSome: (timeout) => ({ timeout }) })
+      })
   })
 
 const embeddedLayer = (options: ModelOptions): Layer.Layer<AiModel.AiModel> =>
@@ -475,5 +482,10 @@ export const policyOptions = {
   ),
   rpm: OptionValue.optionalInteger("rpm", 1, flow("At most N requests a minute (default: learnt from the provider)")),
   tpm: OptionValue.optionalInteger("tpm", 1, flow("At most N tokens a minute (default: learnt from the provider)")),
-  redis: OptionValue.optionalText("redis", "URL", flow("Share budget and breaker via this Redis (same API and key)"))
+  redis: OptionValue.optionalText("redis", "URL", flow("Share budget and breaker via this Redis (same API and key)")),
+  redisTimeout: OptionValue.duration(
+    "redis-timeout",
+    "positive",
+    flow(`Longest wait on Redis before going on alone (default ${Duration.format(RedisStore.defaults.timeout)})`)
+  )
 }

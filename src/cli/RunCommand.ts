@@ -466,6 +466,7 @@ const runOptions = {
   rpm: ModelOptions.policyOptions.rpm,
   tpm: ModelOptions.policyOptions.tpm,
   redis: ModelOptions.policyOptions.redis,
+  redisTimeout: ModelOptions.policyOptions.redisTimeout,
   coalesce: OptionValue.flag("coalesce", ModelOptions.flow("Identical tasks in flight share one model call")),
   memoTtl: OptionValue.duration(
     "memo-ttl",

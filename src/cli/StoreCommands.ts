@@ -74,6 +74,7 @@ export const worker = Command.make("worker", {
   deadline: ModelOptions.policyOptions.deadline,
   breakerOpen: ModelOptions.policyOptions.breakerOpen,
   redis: ModelOptions.policyOptions.redis,
+  redisTimeout: ModelOptions.policyOptions.redisTimeout,
   ...ModelOptions.modelOptions
 }, ({ host, port, ...rest }) => Effect.flatMap(durable, (run) => run.worker({ ...rest, listen: { host, port } }))).pipe(
   Command.withDescription(
