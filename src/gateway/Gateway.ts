@@ -277,7 +277,9 @@ export const make = (options: Options = {}): Effect.Effect<HttpApp.Default, neve
     /**
      * When the agent would make this request wait too long, the time until it would not: more
      * calls waiting than `maxQueued`, or an upstream token budget (the one that frees soonest)
-     * that would hold it longer than `maxBudgetWait`.
+     * that would hold it longer than `maxBudgetWait`. A budget serves its callers in turn, so
+     * the ones already waiting go first: each is counted at this request's cost (a budget says
+     * how many wait, not what each will take).
      */
     const pressure = (flow: AgentService.FlowState, cost: TokenBudget.Cost): Duration.Duration | undefined => {
       let waiting = flow.queued
@@ -288,7 +290,7 @@ export const make = (options: Options = {}): Effect.Effect<HttpApp.Default, neve
         for (const dimension of ["requests", "tokens", "inputTokens", "outputTokens"] as const) {
           const at = budget.dimensions[dimension]
           if (at === undefined) continue
-          const needed = cost[dimension] ?? 0
+          const needed = (cost[dimension] ?? 0) * (1 + budget.waiting)
           if (needed > at.available) wait = Math.max(wait, (needed - at.available) / at.perSecond)
           // a provider's 429 holds the dimension until its retry-after, the longest one it gave
           if (at.heldMillis !== undefined) wait = Math.max(wait, at.heldMillis / 1000)

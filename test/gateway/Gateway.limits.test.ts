@@ -42,6 +42,26 @@ describe("Gateway limits", () => {
       expect(JSON.parse(refused.text)).toMatchObject({ error: { type: "rate_limit_exceeded", code: "gateway_busy" } })
     }))
 
+  it.scopedLive("issue 21: the requests already waiting on the budget count: one that would fit alone within maxBudgetWait, but not behind them, is refused at once", () =>
+    Effect.gen(function*() {
+      // one request of burst, refilled at 6 a minute: the second waits 10 s, within the 15 s
+      // allowed; the third would wait 10 s alone, but 20 s behind the second
+      const { origin } = yield* serve({
+        agent: { tokenBudget: { limits: { requests: { limit: 6, per: "1 minute", burst: 1 } }, probe: false } },
+        gateway: { maxBudgetWait: "15 seconds" }
+      })
+      expect((yield* post(origin, { model: "fake", messages })).status).toBe(200)
+      const second = yield* Effect.fork(post(origin, { model: "fake", messages }))
+      // wait until the second waits on the budget
+      yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 300)))
+      const third = yield* post(origin, { model: "fake", messages })
+      expect(third.status).toBe(429)
+      const retryAfter = Number(third.headers.get("retry-after"))
+      expect(retryAfter).toBeGreaterThanOrEqual(19)
+      expect(retryAfter).toBeLessThanOrEqual(20)
+      yield* Fiber.interrupt(second)
+    }))
+
   it.scopedLive("the limiter's queue full: 429 for the request past maxQueued, while the ones admitted are answered", () =>
     Effect.gen(function*() {
       const gate = yield* Deferred.make<void>()
