@@ -168,7 +168,8 @@ export const run = Effect.fn("DurableRun.run")(function*(options: Omit<RunOption
 
 /**
  * `wiz worker --store postgres://…`: work on every batch of the store until stopped; SIGTERM
- * interrupts the units it runs and hands its shards back (their tasks run again elsewhere).
+ * lets the calls on the wire finish and be recorded, starts no new one, and hands its shards
+ * back (their units' other tasks run elsewhere).
  *
  * @since 0.1.0
  * @category handlers
