@@ -266,6 +266,8 @@ interface Run {
   readonly repeatedCalls: number
   /** Of those, the calls repeated for tasks no killed worker was calling for at its kill. */
   readonly repeatedNotInFlight: number
+  /** Tasks by the worker that called last for them, most first. */
+  readonly byWorker: ReadonlyArray<number>
 }
 
 /**
@@ -311,7 +313,8 @@ const pgRun = (tasks: ReadonlyArray<AgentTask>, workers: number, killEvery?: num
         const id = yield* batches.submit(tasks)
         const results = Chunk.toReadonlyArray(yield* Stream.runCollect(batches.results(id)))
         const sql = yield* SqlClient.SqlClient
-        const calls = yield* sql<{ task_id: string; calls: number }>`SELECT task_id, calls FROM wiz_tasks WHERE batch_id = ${id}`
+        const calls = yield* sql<{ task_id: string; calls: number; runner: string | null }>`
+          SELECT task_id, calls, runner FROM wiz_tasks WHERE batch_id = ${id}`
         return { results, calls }
       }).pipe(Effect.scoped, Effect.provide(client(url)), Effect.timeout(capMs))
       const ms = performance.now() - t0
@@ -330,7 +333,11 @@ const pgRun = (tasks: ReadonlyArray<AgentTask>, workers: number, killEvery?: num
         kills,
         inFlightAtKills,
         repeatedCalls: repeated(outcome.calls),
-        repeatedNotInFlight: repeated(outcome.calls.filter((row) => !inFlight.has(row.task_id)))
+        repeatedNotInFlight: repeated(outcome.calls.filter((row) => !inFlight.has(row.task_id))),
+        byWorker: [
+          ...outcome.calls.reduce((by, row) => by.set(row.runner, (by.get(row.runner) ?? 0) + 1), new Map<string | null, number>())
+            .values()
+        ].sort((a, b) => b - a)
       } satisfies Run
     })
   )
@@ -352,7 +359,8 @@ const pg = Effect.gen(function*() {
     )
   row(1, one, "1.00")
   row(3, three, (one.ms / three.ms).toFixed(2))
-  console.log(`\ntarget ≥ 2.5×: ${one.ms / three.ms >= 2.5 ? "met" : "NOT met"}`)
+  console.log(`\ntasks by worker (3 workers): ${three.byWorker.join(", ")}`)
+  console.log(`target ≥ 2.5×: ${one.ms / three.ms >= 2.5 ? "met" : "NOT met"}`)
 })
 
 const failover = withDatabase((url) =>
