@@ -247,8 +247,15 @@ export declare namespace DurableBatch {
       tasks: ReadonlyArray<AgentTask>,
       options?: { readonly id?: string; readonly from?: number }
     ) => Effect.Effect<string, TaskStore.StoreError>
-    /** Every result of the batch as it is stored, on any runner; ends when all are. */
-    readonly results: (batchId: string) => Stream.Stream<TaskResult, TaskStore.StoreError | BatchNotFound>
+    /**
+     * Every result of the batch as it is stored, on any runner; ends when all are. For a batch
+     * still being submitted in parts, `submitted` says when its last part is: until then the
+     * stream does not end (every task submitted so far may be done before the next part).
+     */
+    readonly results: (
+      batchId: string,
+      options?: { readonly submitted?: Effect.Effect<boolean> }
+    ) => Stream.Stream<TaskResult, TaskStore.StoreError | BatchNotFound>
     /** The batch's tasks by state. */
     readonly state: (batchId: string) => Effect.Effect<TaskStore.BatchState, TaskStore.StoreError | BatchNotFound>
     /** Every batch in the store, newest first. */
@@ -322,8 +329,12 @@ export const make = (options: Options = {}) =>
         return batchId
       })
 
-    const results = (batchId: string): Stream.Stream<TaskResult, TaskStore.StoreError | BatchNotFound> =>
+    const results = (
+      batchId: string,
+      resultsOptions: { readonly submitted?: Effect.Effect<boolean> } = {}
+    ): Stream.Stream<TaskResult, TaskStore.StoreError | BatchNotFound> =>
       Stream.unwrap(Effect.gen(function*() {
+        const submitted = resultsOptions.submitted ?? Effect.succeed(true)
         yield* state(batchId)
         const seen = new Set<string>()
         let cursor = 0
@@ -342,8 +353,10 @@ export const make = (options: Options = {}) =>
             cursor = Math.max(cursor, seq)
             take(record)
           }
+          // whether every part was submitted, asked before the state is read
+          const complete = yield* submitted
           const now = yield* state(batchId)
-          if (now.succeeded + now.failed >= now.total) {
+          if (complete && now.succeeded + now.failed >= now.total) {
             if (seen.size < now.total) for (const record of yield* store.records(batchId)) take(record)
             done = seen.size >= now.total
           }
