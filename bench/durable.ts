@@ -291,10 +291,12 @@ const pgRun = (tasks: ReadonlyArray<AgentTask>, workers: number, killEvery?: num
           yield* Effect.sleep(killEvery!)
           const i = Math.floor(Math.random() * running.length)
           const victim = running[i]!
-          // what it is calling for: a call begun (the journal notes it first) and no record yet
+          yield* stopWorker(victim, "SIGKILL")
+          // what it was calling for: a call begun there (the journal notes it first) and no record;
+          // read after the kill, so no call begun between the read and the kill is missed (none of
+          // them can have been taken up elsewhere yet: that waits for the failover)
           const calling = yield* sql<{ task_id: string }>`
             SELECT task_id FROM wiz_tasks WHERE status = 'running' AND runner = ${victim.address}`
-          yield* stopWorker(victim, "SIGKILL")
           kills++
           inFlightAtKills += calling.length
           for (const { task_id } of calling) inFlight.add(task_id)
