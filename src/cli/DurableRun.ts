@@ -257,6 +257,7 @@ export const run = Effect.fn("DurableRun.run")(function*(options: Omit<RunOption
       })
 
     let submitted = false
+    // the tasks submitted so far: the position of the next part in the batch
     let count = 0
     const announce = (batchId: string) =>
       stdio.stderr(`wiz: batch ${batchId} in ${redact(options.store)}${options.noWork ? "" : `, worked on here as ${runner}`}\n`)
@@ -292,7 +293,6 @@ export const run = Effect.fn("DurableRun.run")(function*(options: Omit<RunOption
       yield* Stream.runForEach(entries, (entry) =>
         entry._tag === "Invalid" ? invalid(entry) : entry._tag === "Task" ? Effect.sync(() => tasks.push(entry.task)) : Effect.void)
       const batchId = yield* batches.submit(tasks)
-      count = tasks.length
       submitted = true
       yield* announce(batchId)
       yield* guard(results(batchId))
