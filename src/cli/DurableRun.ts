@@ -231,6 +231,12 @@ export const run = Effect.fn("DurableRun.run")(function*(options: Omit<RunOption
       : Option.none()
     const progress = yield* Progress.make()
     const screen = options.progress ? Option.some(yield* ProgressLine.draw(progress)) : Option.none()
+    // the calls on the wire here, as the line of a run without a store shows them
+    const reportFlow = Option.match(here, {
+      onNone: () => Effect.void,
+      onSome: (agent) => Effect.flatMap(agent.flow, (flow) => progress.setFlow({ calls: flow.active }))
+    })
+    if (options.progress) yield* Effect.forkScoped(Effect.repeat(reportFlow, Schedule.spaced("250 millis")))
     const total = Effect.flatMap(input.total, Option.match({
       onNone: () => Effect.void,
       onSome: ({ estimated, lines }) => progress.setTotal(lines, { estimated })
@@ -298,6 +304,8 @@ export const run = Effect.fn("DurableRun.run")(function*(options: Omit<RunOption
       yield* guard(results(batchId))
     }
     yield* total
+    // the last line drawn says what the end is: no call on the wire
+    if (options.progress) yield* reportFlow
     if (Option.isSome(events)) yield* events.value.settle
     yield* output.commit
   }).pipe(
