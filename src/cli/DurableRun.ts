@@ -4,12 +4,17 @@
  * --store …`, on the library's `DurableBatch`. Loaded only when a store is named (the commands
  * import it on demand), so the `wiz` bundle needs `better-sqlite3` beside it only then.
  *
- * `wiz run` with a store reads the whole input first (the batch's id is a hash of its tasks, so
- * the same file names the same batch after a crash), writes the invalid lines' records, submits
- * the tasks (those the store has recorded are not run again), then writes each record as it is
- * stored, on any runner, until every task has one: the output is rewritten whole each time, one
- * record per input line, so the same command run again after `kill -9` completes it. The store
- * is the journal: `--resume` has nothing to add.
+ * `wiz run` with a store submits the input as it reads it, in parts of 512 tasks, and writes
+ * each record as it is stored, on any runner, until every task has one (invalid lines get their
+ * typed record as they are read): one record per input line, so the same command run again
+ * after `kill -9` completes it. A regular file names its batch by its identity (device, inode,
+ * size, modification time): the same file, unchanged, re-attaches to its batch, whose recorded
+ * tasks are not run again; an edited file is a new batch. Stdin and pipes have no identity:
+ * they are read to their end first and named by a hash of their tasks. The store is the
+ * journal: `--resume` has nothing to add. The progress line is the one a run without a store
+ * draws; `--events` writes the events of the tasks run in this process (all of them on SQLite,
+ * its share on PostgreSQL; a task recorded by an earlier run or by another worker has its
+ * record and no events), and is refused with `--no-work`.
  *
  * Workers given `--redis URL` share one token budget and one set of breakers through it (the
  * agent layer, {@link agentLayer}, takes them from the shared store), so ten workers never spend
@@ -17,16 +22,23 @@
  *
  * @since 0.1.0
  */
-import { Clock, Duration, Effect, Layer, Option, Schema, Stream } from "effect"
+import { isPlatformError } from "@effect/platform/Error"
+import { Cause, Chunk, Clock, Duration, Effect, Exit, Fiber, Layer, Option, Schedule, Schema, Stream } from "effect"
+import { createHash } from "node:crypto"
+import * as Fs from "node:fs"
 import * as Net from "node:net"
 import * as Os from "node:os"
-import { type AgentTask, TaskInvalid } from "../agent/AgentTask.js"
+import * as AgentService from "../agent/AgentService.js"
+import { type AgentTask, TaskInvalid, type TaskRecord, type TaskResult } from "../agent/AgentTask.js"
 import * as DurableBatch from "../durable/DurableBatch.js"
 import * as PgStore from "../durable/PgStore.js"
 import * as TaskStore from "../durable/TaskStore.js"
 import * as ErrorInfo from "../events/ErrorInfo.js"
+import * as Progress from "../events/Progress.js"
+import * as EventsFile from "./EventsFile.js"
 import * as ModelOptions from "./ModelOptions.js"
 import * as OutputFile from "./OutputFile.js"
+import * as ProgressLine from "./ProgressLine.js"
 import * as RecordSink from "./RecordSink.js"
 import type { RunOptions } from "./RunCommand.js"
 import { Stdio } from "./Stdio.js"
@@ -107,8 +119,73 @@ const agentLayer = (
 ) => ModelOptions.layer(options, { concurrency: options.concurrency, ...service }, { around: DurableBatch.journal })
 
 /**
- * `wiz run … --store STORE`: submit the input's tasks as a batch, work on it unless `--no-work`
- * (PostgreSQL only), and write every record as it is stored.
+ * The batch a regular file names: its device, inode, size and modification time, so the same
+ * file, unchanged, names the same batch after a crash, and an edited one a new batch (whose
+ * tasks all run). None for stdin, a pipe or a FIFO, which have no such identity.
+ */
+const batchOfFile = (input: string) =>
+  input === "-"
+    ? Effect.succeed(Option.none<string>())
+    : Effect.promise(() =>
+      Fs.promises.stat(input).then(
+        (stats) =>
+          stats.isFile()
+            ? Option.some(`f-${createHash("sha256").update(JSON.stringify([stats.dev, stats.ino, stats.size, stats.mtimeMs])).digest("hex").slice(0, 16)}`)
+            : Option.none<string>(),
+        () => Option.none<string>()
+      )
+    )
+
+/**
+ * Tasks read before they are submitted, at most: a multiple of the unit size, so each part
+ * starts a unit (the units of a batch are by position).
+ */
+const partSize = DurableBatch.defaults.unitSize * 64
+
+/**
+ * Follows the events of the agent that works here into `file`; `settle` waits until every task
+ * it saw start has finished (a task whose unit left this runner before it called ends without
+ * one: after a second without events the wait ends), then stops.
+ */
+const followEvents = (agent: AgentService.AgentService.Service, file: EventsFile.EventsFile) =>
+  Effect.gen(function*() {
+    const open = new Set<string>()
+    let lastAt = 0
+    const fiber = yield* (yield* agent.subscribe).pipe(
+      Stream.runForEachChunk((chunk) =>
+        Effect.zipRight(
+          file.write(Chunk.toReadonlyArray(chunk)),
+          Effect.flatMap(Clock.currentTimeMillis, (now) =>
+            Effect.sync(() => {
+              lastAt = now
+              for (const event of chunk) {
+                if (event._tag === "TaskStarted") open.add(event.taskId)
+                else if (event._tag === "TaskFinished") open.delete(event.taskId)
+              }
+            }))
+        )
+      ),
+      Effect.forkScoped
+    )
+    const failed: Effect.Effect<never, EventsFile.EventsFailed> = Effect.flatMap(Fiber.await(fiber), (exit) =>
+      Exit.isFailure(exit) && !Cause.isInterruptedOnly(exit.cause) ? Effect.failCause(exit.cause) : Effect.never)
+    const quiet = Effect.map(Clock.currentTimeMillis, (now) => open.size === 0 || now - lastAt >= 1000)
+    return {
+      guard: <A, E, R>(run: Effect.Effect<A, E, R>) => Effect.raceFirst(run, failed),
+      settle: Effect.raceFirst(
+        Effect.zipRight(
+          Effect.repeat(quiet, { schedule: Schedule.spaced("50 millis"), until: (done) => done }),
+          Fiber.interrupt(fiber)
+        ),
+        failed
+      ).pipe(Effect.zipRight(file.commit))
+    }
+  })
+
+/**
+ * `wiz run … --store STORE`: submit the input's tasks as a batch, part by part as they are read,
+ * work on it unless `--no-work` (PostgreSQL only), and write every record as it is stored, with
+ * the progress line of a run without a store, and `--events` for the tasks run here.
  *
  * @since 0.1.0
  * @category handlers
@@ -121,13 +198,16 @@ export const run = Effect.fn("DurableRun.run")(function*(options: Omit<RunOption
   if (options.resume || options.retryFailed) {
     return yield* usage("--resume and --retry-failed read an output file; with --store the store is the journal: run the same command again")
   }
-  if (Option.isSome(options.events)) return yield* usage("--events is not available with --store")
   if (options.noWork && !PgStore.isUrl(options.store)) {
     return yield* usage("--no-work needs a PostgreSQL store (postgres://...): a SQLite store is worked on by the process that holds it")
+  }
+  if (options.noWork && Option.isSome(options.events)) {
+    return yield* usage("--events with --store writes the events of the tasks run in this process: with --no-work it runs none")
   }
   if (yield* OutputFile.isInput(options.input, options.output)) {
     return yield* usage(`the output is the input "${options.input}": write the records to another file`)
   }
+  if (Option.isSome(options.events)) yield* EventsFile.check(options.events.value, options.input, options.output)
   const agent = yield* agentLayer(options, {
     ...(options.coalesce ? { coalesce: true } : {}),
     ...Option.match(options.memoTtl, { onNone: () => ({}), onSome: (timeToLive) => ({ memo: { timeToLive } }) })
@@ -136,26 +216,97 @@ export const run = Effect.fn("DurableRun.run")(function*(options: Omit<RunOption
   const stats = yield* Summary.makeStats
   const startedAt = yield* Clock.currentTimeMillis
   const { layer: store, runner } = yield* engine(options.store, options.noWork ? Option.none() : Option.some(options.listen))
-  const work = options.noWork ? Layer.empty : DurableBatch.worker({ runner }).pipe(Layer.provide(agent))
+  // the worker's agent is in context too, for the events of the tasks it runs
+  const work = options.noWork ? Layer.empty : DurableBatch.worker({ runner }).pipe(Layer.provideMerge(agent))
 
   yield* Effect.gen(function*() {
     const input = yield* TaskSource.open(options.input)
     const output = Option.isSome(options.output)
       ? yield* OutputFile.open(options.output.value, "truncate", OutputFile.none)
       : { sink: yield* RecordSink.stdout, commit: Effect.void }
-    const tasks: Array<AgentTask> = []
-    yield* TaskSource.entries(input.lines).pipe(Stream.runForEach(TaskSource.Entry.$match({
-      Task: ({ task }) => Effect.sync(() => tasks.push(task)),
-      Invalid: ({ error }) =>
-        Effect.zipRight(output.sink.write(new TaskInvalid({ line: error.line, error: ErrorInfo.fromError(error) })), stats.recordInvalid),
-      Resumed: () => Effect.void
-    })))
+    // the agent of the work here (none with --no-work, which --events is refused with)
+    const here = yield* Effect.serviceOption(AgentService.AgentService)
+    const events = Option.isSome(options.events) && Option.isSome(here)
+      ? Option.some(yield* followEvents(here.value, yield* EventsFile.open(options.events.value)))
+      : Option.none()
+    const progress = yield* Progress.make()
+    const screen = options.progress ? Option.some(yield* ProgressLine.draw(progress)) : Option.none()
+    // the calls on the wire here, as the line of a run without a store shows them
+    const reportFlow = Option.match(here, {
+      onNone: () => Effect.void,
+      onSome: (agent) => Effect.flatMap(agent.flow, (flow) => progress.setFlow({ calls: flow.active }))
+    })
+    if (options.progress) yield* Effect.forkScoped(Effect.repeat(reportFlow, Schedule.spaced("250 millis")))
+    const total = Effect.flatMap(input.total, Option.match({
+      onNone: () => Effect.void,
+      onSome: ({ estimated, lines }) => progress.setTotal(lines, { estimated })
+    }))
     const batches = yield* DurableBatch.DurableBatch
-    const batchId = yield* batches.submit(tasks)
-    yield* stdio.stderr(`wiz: batch ${batchId}: ${tasks.length} tasks in ${options.store}${options.noWork ? "" : `, worked on here as ${runner}`}\n`)
-    yield* batches.results(batchId).pipe(
-      Stream.runForEach((result) => Effect.uninterruptible(Effect.zipRight(output.sink.write(result), stats.recordResult(result))))
-    )
+    const fileBatch = yield* batchOfFile(options.input)
+    // a record on the terminal the progress line is drawn on goes above it, never into it
+    const onScreen = Option.filter(screen, () => Option.isNone(options.output) && stdio.stdoutIsTTY)
+    const write = (record: TaskRecord) =>
+      Effect.uninterruptible(Option.match(onScreen, {
+        onNone: () => output.sink.write(record),
+        onSome: (line) => Effect.catchIf(line.around(output.sink.write(record)), isPlatformError, Effect.die)
+      }))
+    const entries = TaskSource.entries(input.lines.pipe(Stream.mapChunksEffect((chunk) => Effect.as(total, chunk))))
+    const invalid = (error: TaskSource.Entry & { readonly _tag: "Invalid" }) =>
+      Effect.all([
+        write(new TaskInvalid({ line: error.error.line, error: ErrorInfo.fromError(error.error) })),
+        stats.recordInvalid,
+        progress.invalid
+      ], { discard: true })
+    const record = (result: TaskResult) =>
+      Effect.all([write(result), stats.recordResult(result), result.status === "succeeded" ? progress.succeeded : progress.failed], {
+        discard: true
+      })
+
+    let submitted = false
+    // the tasks submitted so far: the position of the next part in the batch
+    let count = 0
+    const announce = (batchId: string) =>
+      stdio.stderr(`wiz: batch ${batchId} in ${redact(options.store)}${options.noWork ? "" : `, worked on here as ${runner}`}\n`)
+    const results = (batchId: string) =>
+      Stream.runForEach(batches.results(batchId, { submitted: Effect.sync(() => submitted) }), record)
+    const guard = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+      Option.match(events, { onNone: () => effect, onSome: (follower) => follower.guard(effect) })
+
+    if (Option.isSome(fileBatch)) {
+      // a regular file: submitted in parts as it is read, its records written meanwhile
+      const batchId = fileBatch.value
+      // the batch is there before its first part, for its results to be read from the start
+      yield* batches.submit([], { id: batchId })
+      yield* announce(batchId)
+      const submit = entries.pipe(
+        Stream.tap((entry) => (entry._tag === "Invalid" ? invalid(entry) : Effect.void)),
+        Stream.filterMap((entry) => (entry._tag === "Task" ? Option.some(entry.task) : Option.none())),
+        Stream.grouped(partSize),
+        Stream.runForEach((part) =>
+          Effect.flatMap(batches.submit(Chunk.toReadonlyArray(part), { id: batchId, from: count }), () =>
+            Effect.sync(() => {
+              count += Chunk.size(part)
+            }))
+        ),
+        Effect.ensuring(Effect.sync(() => {
+          submitted = true
+        }))
+      )
+      yield* guard(Effect.all([submit, results(batchId)], { concurrency: 2, discard: true }))
+    } else {
+      // stdin or a pipe: no identity, so the batch is named by its tasks, read to the end first
+      const tasks: Array<AgentTask> = []
+      yield* Stream.runForEach(entries, (entry) =>
+        entry._tag === "Invalid" ? invalid(entry) : entry._tag === "Task" ? Effect.sync(() => tasks.push(entry.task)) : Effect.void)
+      const batchId = yield* batches.submit(tasks)
+      submitted = true
+      yield* announce(batchId)
+      yield* guard(results(batchId))
+    }
+    yield* total
+    // the last line drawn says what the end is: no call on the wire
+    if (options.progress) yield* reportFlow
+    if (Option.isSome(events)) yield* events.value.settle
     yield* output.commit
   }).pipe(
     Effect.scoped,
@@ -168,7 +319,8 @@ export const run = Effect.fn("DurableRun.run")(function*(options: Omit<RunOption
 
 /**
  * `wiz worker --store postgres://…`: work on every batch of the store until stopped; SIGTERM
- * interrupts the units it runs and hands its shards back (their tasks run again elsewhere).
+ * lets the calls on the wire finish and be recorded, starts no new one, and hands its shards
+ * back (their units' other tasks run elsewhere).
  *
  * @since 0.1.0
  * @category handlers

@@ -48,7 +48,6 @@
  */
 import { Args, Command, Options } from "@effect/cli"
 import { isPlatformError } from "@effect/platform/Error"
-import * as Terminal from "@effect/platform/Terminal"
 import { Cause, Chunk, Clock, Duration, Effect, Exit, Fiber, Option, Schedule, Stream } from "effect"
 import type { Scope } from "effect"
 import * as AgentService from "../agent/AgentService.js"
@@ -63,6 +62,7 @@ import * as EventsFile from "./EventsFile.js"
 import * as ModelOptions from "./ModelOptions.js"
 import * as OptionValue from "./OptionValue.js"
 import * as OutputFile from "./OutputFile.js"
+import * as ProgressLine from "./ProgressLine.js"
 import * as RecordSink from "./RecordSink.js"
 import { Stdio } from "./Stdio.js"
 import * as StoreCommands from "./StoreCommands.js"
@@ -213,17 +213,6 @@ const flowOf = (flow: AgentService.FlowState, adaptive: boolean): Progress.Flow 
   }
 }
 
-/** The library's progress line, drawn on stderr until the scope closes. */
-const drawProgress = (progress: Progress.Progress.Service) =>
-  Effect.flatMap(Stdio, (stdio) =>
-    Progress.renderer().pipe(
-      Effect.provideService(
-        Terminal.Terminal,
-        Progress.outputTerminal({ display: stdio.stderr, isTTY: stdio.stderrIsTTY, columns: stdio.stderrColumns })
-      ),
-      Effect.provideService(Progress.Progress, progress)
-    ))
-
 /**
  * Run the tasks of `options.input` and return the summary (also written to stderr).
  *
@@ -296,7 +285,7 @@ export const run = Effect.fn("RunCommand.run")(function*(options: RunOptions) {
         Effect.forEach(chunk, (event) => Effect.zipRight(stats.recordEvent(event), progress.record(event)), { discard: true }),
         Option.match(events, { onNone: () => Effect.void, onSome: (file) => file.write(Chunk.toReadonlyArray(chunk)) })
       ))
-    const screen = options.progress ? Option.some(yield* drawProgress(progress)) : Option.none()
+    const screen = options.progress ? Option.some(yield* ProgressLine.draw(progress)) : Option.none()
     const adaptive = options.concurrency === "adaptive"
     const reportFlow = Effect.flatMap(agent.flow, (flow) => {
       const reported = flowOf(flow, adaptive)
@@ -455,7 +444,7 @@ const runOptions = {
   ),
   events: Options.text("events").pipe(
     Options.withPseudoName("FILE"),
-    Options.withDescription(io("Write every event of the agent to FILE, as JSON Lines")),
+    Options.withDescription(io("Agent events to FILE, JSON Lines (with --store: tasks run here)")),
     Options.optional
   ),
   noProgress: OptionValue.flag("no-progress", io("No progress line on stderr")),

@@ -9,14 +9,14 @@
  * are free and it is no longer counted among the live runners. With the cluster's defaults that
  * is up to ~35 s (a runner counts as live until its heartbeat is `shardLockExpiration`, 35 s,
  * old; the health check that can drop it earlier runs once a minute). {@link failover} tunes it:
- * heartbeats every 3 s, a runner gone after 9 s without one, the health check every 5 s,
- * assignments refreshed every second. Measured on a loaded 2-core machine (bench/durable.ts):
- * the tasks a killed worker was calling for were recorded by another 19.6 s after the kill
- * (10.2 s at a load of ~7, once a task cost half the CPU: its body no longer an activity).
- * Shorter was no faster there, and worse: with a 6 s expiry it took 26 s, and in a chaos run 27
- * calls ran twice against 5 in flight at the kills, which points to live workers that missed
- * heartbeats for want of CPU (one was seen 18 s behind) losing their units to others. A runner
- * stopped with SIGTERM hands its shards back as it closes, so its units move at once.
+ * the health check every 5 s (a dead runner refuses the ping at once), assignments refreshed
+ * every second, heartbeats every 5 s, a runner gone after 15 s without one. Measured on a loaded
+ * 2-core machine (bench/durable.ts): the tasks a killed worker was calling for were recorded by
+ * another 12.1 s after the kill (load 9-12). The heartbeat interval is also the deadline of the
+ * shard lock refresh: a live runner that misses it for want of CPU releases every shard at once,
+ * interrupting its units mid-call (31 calls made twice in a run without kills with heartbeats of
+ * 3 s), hence not shorter. A runner stopped with SIGTERM lets its calls on the wire finish, hands
+ * its shards back as it closes, and its units move at once.
  *
  * PostgreSQL drivers: `pg` 8 (what `@effect/sql-pg` 0.53 is built on; it warns of a `pg` 9
  * change it does not make yet).
@@ -57,8 +57,8 @@ import { StoreError } from "./TaskStore.js"
  * @category defaults
  */
 export const failover = {
-  shardLockRefreshInterval: Duration.seconds(3),
-  shardLockExpiration: Duration.seconds(9),
+  shardLockRefreshInterval: Duration.seconds(5),
+  shardLockExpiration: Duration.seconds(15),
   runnerHealthCheckInterval: Duration.seconds(5),
   refreshAssignmentsInterval: Duration.seconds(1),
   entityMessagePollInterval: Duration.seconds(2)

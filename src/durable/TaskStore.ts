@@ -127,40 +127,54 @@ export const make = Effect.gen(function*() {
   }
 
   return {
-    /** Record a batch and its tasks as queued; what is there already is kept. */
-    addBatch: (batchId: string, tasks: ReadonlyArray<AgentTask>) =>
+    /**
+     * Record a batch and its tasks as queued, the first at position `from` in the batch (0);
+     * what is there already is kept.
+     */
+    addBatch: (batchId: string, tasks: ReadonlyArray<AgentTask>, from = 0) =>
       Effect.gen(function*() {
         const now = yield* Clock.currentTimeMillis
         yield* sql`INSERT INTO wiz_batches ${sql.insert({ batch_id: batchId, created_at: now })}
           ON CONFLICT DO NOTHING`
-        for (let from = 0; from < tasks.length; from += 500) {
-          const rows = tasks.slice(from, from + 500).map((task, i) => ({
+        for (let at = 0; at < tasks.length; at += 500) {
+          const rows = tasks.slice(at, at + 500).map((task, i) => ({
             batch_id: batchId,
             task_id: task.id,
-            seq: from + i,
+            seq: from + at + i,
             status: "queued"
           }))
           yield* sql`INSERT INTO wiz_tasks ${sql.insert(rows)} ON CONFLICT DO NOTHING`
         }
       }).pipe(sql.withTransaction, Effect.mapError(refail("add batch"))),
 
-    /** The ids of the batch's tasks that have no record yet. */
-    unfinished: (batchId: string) =>
-      sql<{ task_id: string }>`SELECT task_id FROM wiz_tasks WHERE batch_id = ${batchId} AND record IS NULL`.pipe(
+    /** The ids of the batch's tasks at positions `from` to `from + count - 1` that have no record yet. */
+    unfinished: (batchId: string, from: number, count: number) =>
+      sql<{ task_id: string }>`SELECT task_id FROM wiz_tasks
+        WHERE batch_id = ${batchId} AND seq >= ${from} AND seq < ${from + count} AND record IS NULL`.pipe(
         Effect.map((rows) => new Set(rows.map((row) => row.task_id))),
         Effect.mapError(refail("read unfinished tasks"))
       ),
 
-    /** A task's unit starts: its record if it has one, else the calls earlier runs began. */
-    begin: (batchId: string, taskId: string): Effect.Effect<Begun, StoreError> =>
-      sql<{ calls: number; record: string | null }>`
-        SELECT calls, record FROM wiz_tasks WHERE batch_id = ${batchId} AND task_id = ${taskId}`.pipe(
-        Effect.map(([row]) =>
-          row?.record != null
-            ? { _tag: "Recorded", record: decodeRecord(row.record) } as const
-            : { _tag: "Started", callsBefore: count(row?.calls) } as const
-        ),
-        Effect.mapError(refail("begin task"))
+    /**
+     * A unit starts on these tasks: for each, its record if it has one, else the calls earlier
+     * runs began (one statement for the unit).
+     */
+    begin: (batchId: string, taskIds: ReadonlyArray<string>): Effect.Effect<ReadonlyMap<string, Begun>, StoreError> =>
+      sql<{ task_id: string; calls: number; record: string | null }>`
+        SELECT task_id, calls, record FROM wiz_tasks WHERE batch_id = ${batchId} AND ${sql.in("task_id", taskIds)}`.pipe(
+        Effect.map((rows) => {
+          const byId = new Map(rows.map((row) => [row.task_id, row]))
+          return new Map(taskIds.map((id): [string, Begun] => {
+            const row = byId.get(id)
+            return [
+              id,
+              row?.record != null
+                ? { _tag: "Recorded", record: decodeRecord(row.record) }
+                : { _tag: "Started", callsBefore: count(row?.calls) }
+            ]
+          }))
+        }),
+        Effect.mapError(refail("begin unit"))
       ),
 
     /** A model call for the task begins on `runner`: counted, and the task is running there. */

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Chunk, Effect, Layer, Stream } from "effect"
+import { Chunk, Effect, Fiber, Layer, Schedule, Stream } from "effect"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -18,9 +18,9 @@ const tempFile = Effect.acquireRelease(
 ).pipe(Effect.map((dir) => path.join(dir, "wiz.db")))
 
 /** The service and a worker on `filename`, the model per `model`. */
-const stack = (filename: string, model: EmbeddedModel.Options) =>
+const stack = (filename: string, model: EmbeddedModel.Options, unitSize?: number) =>
   Layer.merge(
-    DurableBatch.layer({ pollInterval: "20 millis" }),
+    DurableBatch.layer({ pollInterval: "20 millis", ...(unitSize === undefined ? {} : { unitSize }) }),
     DurableBatch.worker({ runner: "test" }).pipe(
       Layer.provide(AgentService.layer({ concurrency: 4, retry: false })),
       Layer.provide(DurableBatch.journal),
@@ -91,6 +91,30 @@ describe("DurableBatch on a SQLite file", () => {
       expect(performance.now() - started).toBeLessThan(1_000)
       expect(error._tag).toBe("StoreInUse")
       expect(error.message).toContain("in use by another process")
+    }), { timeout: 30_000 })
+
+  it.scopedLive("issue 20: a batch submitted in parts runs each task once, and its results end only after the last part", () =>
+    Effect.gen(function*() {
+      const file = yield* tempFile
+      yield* Effect.gen(function*() {
+        const batches = yield* DurableBatch.DurableBatch
+        let submitted = false
+        // units of 4: parts of 4 and 8 tasks start units
+        yield* batches.submit(tasks.slice(0, 4), { id: "parts", from: 0 })
+        const reading = yield* Effect.fork(Stream.runCollect(batches.results("parts", { submitted: Effect.sync(() => submitted) })))
+        // the first part done: the stream goes on, waiting for the rest
+        yield* Effect.repeat(batches.state("parts"), { schedule: Schedule.spaced("20 millis"), until: (s) => s.succeeded === 4 })
+        yield* Effect.sleep("100 millis")
+        expect(reading.unsafePoll()).toBeNull()
+        yield* batches.submit(tasks.slice(4), { id: "parts", from: 4 })
+        submitted = true
+        const results = Chunk.toReadonlyArray(yield* Fiber.join(reading))
+        expect(results.map((r) => r.id).sort()).toEqual(tasks.map((t) => t.id).sort())
+        expect(results.every((r) => r.status === "succeeded" && r.attempts === 1)).toBe(true)
+        // submitted again, whole: every task recorded, nothing runs, the same records
+        yield* batches.submit(tasks, { id: "parts" })
+        expect(yield* batches.state("parts")).toMatchObject({ total: 12, succeeded: 12, running: 0, queued: 0 })
+      }).pipe(Effect.provide(stack(file, {}, 4)), Effect.scoped)
     }), { timeout: 30_000 })
 
   it("batchIdOf: the same tasks name the same batch, any change another", () => {

@@ -97,7 +97,7 @@ describe.skipIf(!postgres.available)("durable batches on PostgreSQL", () => {
       expect(records.filter((r) => r.status === "invalid").length).toBe(1)
       const status = yield* Process.wiz(["status", "--store", db.url], { cwd: dir })
       expect(status.code).toBe(0)
-      expect(status.stdout).toMatch(/b-[0-9a-f]{16} +20 tasks +20 succeeded +0 failed +0 running +0 queued/)
+      expect(status.stdout).toMatch(/f-[0-9a-f]{16} +20 tasks +20 succeeded +0 failed +0 running +0 queued/)
       expect(status.stdout).toContain(`127.0.0.1:${port}`)
       expect(status.stdout).toMatch(/127\.0\.0\.1:\d+ +healthy/)
       worker.child.kill("SIGTERM")
@@ -105,4 +105,23 @@ describe.skipIf(!postgres.available)("durable batches on PostgreSQL", () => {
       expect(stopped.code).toBe(0)
       expect(stopped.stderr).toContain("handing its shards back")
     }), { timeout: 120_000 })
+})
+
+// no database needed: refused before one is reached
+describe("wiz run --store postgres:// (refused options)", () => {
+  it.scopedLive("issue 20: wiz run --store URL --no-work --events is refused, and says why: it runs no task to have events of", () =>
+    Effect.gen(function*() {
+      const dir = yield* Effect.acquireRelease(
+        Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "wiz-pg-events-"))),
+        (d) => Effect.sync(() => fs.rmSync(d, { recursive: true, force: true }))
+      )
+      fs.writeFileSync(path.join(dir, "tasks.jsonl"), JSON.stringify({ id: "t", prompt: "p" }) + "\n")
+      const run = yield* Process.wiz(
+        ["run", "tasks.jsonl", "-o", "out.jsonl", "--store", "postgres://nowhere.invalid/db", "--no-work", "--events", "ev.jsonl"],
+        { cwd: dir }
+      )
+      expect(run.code).toBe(2)
+      expect(run.stderr).toContain("--events with --store writes the events of the tasks run in this process: with --no-work it runs none")
+      expect(fs.existsSync(path.join(dir, "out.jsonl"))).toBe(false)
+    }), { timeout: 60_000 })
 })

@@ -59,6 +59,61 @@ describe("wiz run --store FILE (SQLite)", () => {
       expect(second.stderr).toContain("succeeded   77")
     }), { timeout: 90_000 })
 
+  it.scopedLive("issue 20: wiz run --store draws the progress line a run without a store draws, and writes --events for the tasks it runs", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      fs.writeFileSync(path.join(dir, "tasks.jsonl"), input)
+      const args = ["run", "tasks.jsonl", "-o", "out.jsonl", "--store", "wiz.db", "--events", "events.jsonl"]
+      const run = yield* Process.wiz([...args, ...model("20 millis").filter((a) => a !== "--no-progress")], { cwd: dir })
+      expect(run.code).toBe(0)
+      // the progress line's last drawing: every line answered, the invalid ones counted
+      expect(run.stderr).toMatch(/80\/80 done, 0 failed, 3 invalid/)
+      const events = lines(path.join(dir, "events.jsonl")).map((l) => JSON.parse(l))
+      const ids = (tag: string) => events.filter((e) => e._tag === tag).map((e) => e.taskId).sort()
+      const tasks = lines(path.join(dir, "out.jsonl")).map((l) => JSON.parse(l)).filter((r) => r.status !== "invalid").map((r) => r.id).sort()
+      expect(tasks.length).toBe(77)
+      // each task run here started and finished once, in that order
+      expect(ids("TaskStarted")).toEqual(tasks)
+      expect(ids("TaskFinished")).toEqual(tasks)
+      for (const id of tasks) {
+        expect(events.findIndex((e) => e._tag === "TaskStarted" && e.taskId === id))
+          .toBeLessThan(events.findIndex((e) => e._tag === "TaskFinished" && e.taskId === id))
+      }
+      // run again, the batch is recorded: no task runs here, so there are no events
+      const again = yield* Process.wiz([...args, ...model("20 millis")], { cwd: dir })
+      expect(again.code).toBe(0)
+      expect(lines(path.join(dir, "events.jsonl"))).toEqual([])
+      expect(lines(path.join(dir, "out.jsonl")).length).toBe(80)
+    }), { timeout: 90_000 })
+
+  it.scopedLive("issue 20: wiz run --store submits a file in parts as it reads it: killed and run again, it re-attaches, one record per line, the bad lines typed", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      // more tasks than a part (512): the batch is submitted in three parts
+      const big = Array.from({ length: 1200 }, (_, i) =>
+        i % 400 === 7 ? "{\"id\": 1}" : JSON.stringify({ id: `c${i}`, prompt: `Summarise: ${i}` })).join("\n") + "\n"
+      fs.writeFileSync(path.join(dir, "tasks.jsonl"), big)
+      const args = ["run", "tasks.jsonl", "-o", "out.jsonl", "--store", "wiz.db", "--time-to-first-token", "30 millis", "--per-token", "0 millis", "--concurrency", "16", "--no-progress"]
+      const first = yield* Process.startWiz(args, { cwd: dir })
+      yield* first.until(() => lines(path.join(dir, "out.jsonl")).length >= 300, 60)
+      first.child.kill("SIGKILL")
+      expect((yield* first.exited(10)).signal).toBe("SIGKILL")
+      const second = yield* Process.wiz(args, { cwd: dir })
+      expect(second.code).toBe(0)
+      // the same batch: the file's identity names it
+      const batch = (stderr: string) => stderr.match(/batch (\S+) in /)?.[1]
+      expect(batch(second.stderr)).toBeDefined()
+      expect(first.stderr()).toContain(`batch ${batch(second.stderr)} in `)
+      const after = lines(path.join(dir, "out.jsonl")).map((l) => JSON.parse(l))
+      expect(after.length).toBe(1200)
+      const invalid = after.filter((r) => r.status === "invalid")
+      expect(invalid.map((r) => r.line).sort((a, b) => a - b)).toEqual([8, 408, 808])
+      expect(invalid.every((r) => r.error._tag === "InvalidTask")).toBe(true)
+      const ids = after.filter((r) => r.status !== "invalid").map((r) => r.id)
+      expect(new Set(ids).size).toBe(1197)
+      expect(second.stderr).toContain("succeeded   1197")
+    }), { timeout: 120_000 })
+
   it.scopedLive("a second process on the same store is refused at once, with a clear error", () =>
     Effect.gen(function*() {
       const dir = yield* tempDir

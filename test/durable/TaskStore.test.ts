@@ -27,7 +27,9 @@ describe("TaskStore on a SQLite file", () => {
         expect(yield* store.finish("b1", answer("t0", "first"))).toMatchObject({ output: "first" })
         expect(yield* store.finish("b1", answer("t0", "second"))).toMatchObject({ output: "first" })
         expect(yield* store.records("b1")).toMatchObject([{ id: "t0", output: "first" }])
-        expect(yield* store.begin("b1", "t0")).toMatchObject({ _tag: "Recorded", record: { output: "first" } })
+        const begun = yield* store.begin("b1", ["t0", "t1"])
+        expect(begun.get("t0")).toMatchObject({ _tag: "Recorded", record: { output: "first" } })
+        expect(begun.get("t1")).toEqual({ _tag: "Started", callsBefore: 0 })
       }).pipe(Effect.provide(SqliteStore.database(file)), Effect.scoped)
     }), { timeout: 30_000 })
 
