@@ -697,28 +697,24 @@ const unsafeMake = (
   /**
    * A call admitted while closed, kept cheap: its outcome is counted synchronously on `clock`
    * (read once, when the call started), so a success costs one handler and no effect of its own.
-   * One handler for both outcomes, on the call's `Exit`, and one finalizer that takes it out of
-   * the calls in flight: each closure a call holds while it is in flight costs a few hundred
-   * bytes (bench/lean.ts measures the heap per in-flight task).
+   * One handler, on the call's `Exit` however it ends (an interrupted call included), both
+   * takes the call out of those in flight and counts its outcome: each closure or frame a call
+   * holds while it is in flight costs a few hundred bytes (bench/lean.ts measures the heap per
+   * in-flight task; a finalizer beside an `Effect.exit` handler cost ~1 KB of it).
    */
   const closedCall = <A, E, R>(self: Effect.Effect<A, E, R>, clock: Clock.Clock): Effect.Effect<A, E, R> => {
     const ticket = epoch
     inFlight++
-    // however the call ends (an interrupted one included), it leaves the count of its epoch
-    const left = Effect.sync(() => {
-      if (ticket === epoch) inFlight--
-    })
-    return Effect.flatMap(Effect.exit(Effect.ensuring(self, left)), (exit) => {
+    return Effect.onExit(self, (exit) => {
+      if (ticket !== epoch) return Effect.void
+      inFlight--
+      if (pending) return Effect.void
       if (Exit.isSuccess(exit)) {
-        if (ticket === epoch && !pending) {
-          if (tripPolicy._tag === "Consecutive") failuresInARow = 0
-          else outcomes.add(clock.unsafeCurrentTimeMillis(), false)
-        }
-        return exit
+        if (tripPolicy._tag === "Consecutive") failuresInARow = 0
+        else outcomes.add(clock.unsafeCurrentTimeMillis(), false)
+        return Effect.void
       }
-      const cause = exit.cause
-      const verdict = verdictOf(cause)
-      if (ticket !== epoch || pending || verdict === "ignored") return exit
+      if (verdictOf(exit.cause) === "ignored") return Effect.void
       const now = clock.unsafeCurrentTimeMillis()
       let tripped: boolean
       if (tripPolicy._tag === "Consecutive") {
@@ -727,7 +723,7 @@ const unsafeMake = (
         outcomes.add(now, true)
         tripped = rateExceeded(now, tripPolicy, outcomes)
       }
-      return tripped ? Effect.zipRight(trip(now, ticket), exit) : exit
+      return tripped ? trip(now, ticket) : Effect.void
     })
   }
 
