@@ -61,6 +61,7 @@ import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import { Cause, Chunk, Clock, Duration, Effect, Either, Exit, Layer, Metric, MetricBoundaries, MetricKey, Option, Redacted, Scope, Stream } from "effect"
 import { randomUUID } from "node:crypto"
+import { Readable } from "node:stream"
 import * as AgentService from "../agent/AgentService.js"
 import { requestOf } from "../agent/AgentTask.js"
 import type * as AgentTask from "../agent/AgentTask.js"
@@ -199,6 +200,39 @@ const json = (status: number, body: unknown, headers: Readonly<Record<string, st
 
 const encoder = new TextEncoder()
 
+/**
+ * A request's body as text, failing past `maxBytes`. On Node it is read from the
+ * `IncomingMessage` with one `Effect.async`: the platform's `request.text` builds a cached
+ * effect (a semaphore, a deferred, a fiber run to make it) and a resource around the read,
+ * ~0.15 ms of CPU a request. Like the platform's, the stream is destroyed once read or on a
+ * failure or interruption, unless it is already closed.
+ */
+const bodyText = (request: HttpServerRequest.HttpServerRequest, maxBytes: number): Effect.Effect<string, unknown> => {
+  const source = request.source
+  if (!(source instanceof Readable)) return HttpIncomingMessage.withMaxBodySize(request.text, Option.some(maxBytes))
+  return Effect.async<string, Error>((resume) => {
+    const parts: Array<Buffer> = []
+    let bytes = 0
+    const finish = (outcome: Effect.Effect<string, Error>) => {
+      source.off("data", onData).off("end", onEnd).off("error", onError)
+      if (!source.closed) source.destroy()
+      resume(outcome)
+    }
+    const onData = (chunk: Buffer) => {
+      bytes += chunk.length
+      if (bytes > maxBytes) finish(Effect.fail(new Error("maxBytes exceeded")))
+      else parts.push(chunk)
+    }
+    const onEnd = () => finish(Effect.sync(() => Buffer.concat(parts, bytes).toString("utf8")))
+    const onError = (error: Error) => finish(Effect.fail(error))
+    source.on("data", onData).once("end", onEnd).once("error", onError)
+    return Effect.sync(() => {
+      source.off("data", onData).off("end", onEnd).off("error", onError)
+      if (!source.closed) source.destroy()
+    })
+  })
+}
+
 /** The log line's fields as a request goes. */
 interface Line {
   route: string
@@ -323,7 +357,7 @@ export const make = (options: Options = {}): Effect.Effect<HttpApp.Default, neve
         message: `The request body is larger than ${maxBodyBytes} bytes.`
       }
       if (declared > maxBodyBytes) return yield* refused(tooLarge)
-      const text = yield* Effect.either(HttpIncomingMessage.withMaxBodySize(request.text, Option.some(maxBodyBytes)))
+      const text = yield* Effect.either(bodyText(request, maxBodyBytes))
       if (Either.isLeft(text)) return yield* refused(tooLarge)
       let body: unknown
       try {

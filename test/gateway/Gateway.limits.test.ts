@@ -5,6 +5,7 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Deferred, Effect, Fiber, Redacted } from "effect"
+import * as http from "node:http"
 import * as AiModel from "../../src/model/AiModel.js"
 import * as Fake from "../support/FakeProvider.js"
 import { expectNoKey } from "../support/Secrets.js"
@@ -146,6 +147,27 @@ describe("Gateway limits", () => {
       ] as const) expectNoKey(text, upstreamKey, where)
       // and the upstream did get it
       expect((yield* fake.requests)[0]!.headers["authorization"]).toBe(`Bearer ${upstreamKey}`)
+    }))
+
+  it.scopedLive("a body sent without a length is cut off once past maxBodyBytes, before any model call, and the next request is answered", () =>
+    Effect.gen(function*() {
+      const { fake, origin } = yield* serve({ gateway: { maxBodyBytes: 2_000 } })
+      // chunked: no content-length to refuse it by, so the read itself must stop it
+      const outcome = yield* Effect.promise(() =>
+        new Promise<string>((resolve) => {
+          const request = http.request(`${origin}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json" } }, (response) => {
+            response.resume()
+            response.on("end", () => resolve(String(response.statusCode)))
+          })
+          request.on("error", () => resolve("reset"))
+          request.write(`{"model":"fake","messages":[{"role":"user","content":"`)
+          for (let i = 0; i < 16; i++) request.write("x".repeat(1_000))
+          request.end(`"}]}`)
+        })
+      )
+      expect(["413", "reset"]).toContain(outcome)
+      expect(yield* fake.requests).toHaveLength(0)
+      expect((yield* post(origin, { model: "fake", messages })).status).toBe(200)
     }))
 
   it.scopedLive("limits: a body over maxBodyBytes is a 413, max_tokens is capped, tools are refused, a stream past maxStreamChars ends with an SSE error", () =>
