@@ -22,8 +22,9 @@
  *   load, apart from the queueing a loaded machine adds; the load average is printed with it.
  * - **1,000 whole requests/s**: an open loop (a request every millisecond, whatever is in
  *   flight) for 5 s, the upstream answering at once: added p50 and p99.
- * - **Memory per open stream**: the gateway's RSS with 1,000 streams held open by a stalled
- *   upstream, over its RSS idle, per stream.
+ * - **Memory per open stream**: a fresh gateway's RSS and heap with 1,000 streams held open by a
+ *   stalled upstream, over its RSS and heap idle, per stream, its garbage collected before each
+ *   reading (`bench/internal/gcOnSignal.ts`).
  * - **Faults**: 20% of upstream answers a transient 503 and a 5 s outage (every answer 503) in
  *   the middle of a 12 s run at 50 requests/s; the client makes one attempt (its own retries
  *   off). Then streams cut mid-answer by the upstream (a connection dropped after 5 of 20
@@ -124,14 +125,19 @@ interface Gateway {
   readonly rssKb: () => number
   /** CPU time the gateway process has used, in ms (user + system). */
   readonly cpuMs: () => number
+  /** Collect its garbage (a gateway started with {@link gcOnSignal} only). */
+  readonly collect: () => Promise<void>
   readonly stop: () => Promise<number | null>
 }
 
-const startGateway = (upstream: string, extra: ReadonlyArray<string> = []) =>
+const gcOnSignal = pathToFileURL(fileURLToPath(new URL("./internal/gcOnSignal.ts", import.meta.url))).href
+
+const startGateway = (upstream: string, extra: ReadonlyArray<string> = [], nodeOptions: ReadonlyArray<string> = []) =>
   new Promise<Gateway>((resolve, reject) => {
     const child = spawn(process.execPath, [
       "--import",
       tsx,
+      ...nodeOptions,
       main,
       "serve",
       "--port",
@@ -165,6 +171,16 @@ const startGateway = (upstream: string, extra: ReadonlyArray<string> = []) =>
             const fields = readFileSync(`/proc/${child.pid}/stat`, "utf8").split(") ")[1]!.split(" ")
             return (Number(fields[11]) + Number(fields[12])) * 10
           },
+          collect: () =>
+            new Promise((done) => {
+              const seen = (text: string) => {
+                if (!text.includes("gc\n")) return
+                child.stderr!.off("data", seen)
+                done()
+              }
+              child.stderr!.on("data", seen)
+              child.kill("SIGUSR2")
+            }),
           stop: () =>
             new Promise((done) => {
               child.once("exit", (code) => done(code))
@@ -281,10 +297,11 @@ const closedLoop = async (base: string, clients: number, seconds: number) => {
   return answered / seconds
 }
 
-/** The gateway's JS heap in use, from its /metrics. */
-const heapUsed = async (base: string) => {
+/** The gateway's JS heap in use and its external memory (buffers, sockets' native parts), from its /metrics. */
+const memoryOf = async (base: string) => {
   const text = await fetch(base.replace(/\/v1$/, "/metrics")).then((r) => r.text())
-  return Number(/^nodejs_heap_size_used_bytes (\d+)/m.exec(text)?.[1] ?? 0)
+  const gauge = (name: string) => Number(new RegExp(`^${name} (\\d+)`, "m").exec(text)?.[1] ?? 0)
+  return { heap: gauge("nodejs_heap_size_used_bytes"), external: gauge("nodejs_external_memory_bytes") }
 }
 
 const statuses = (results: ReadonlyArray<{ readonly status: number; readonly code?: string | undefined }>) => {
@@ -365,31 +382,42 @@ const run = async () => {
     lines.push("", `Requests through the gateway that failed in these runs: ${failed}.`)
 
     console.error("  memory per open stream ...")
-    await sleep(1000)
-    const idleKb = gateway.rssKb()
-    const idleHeap = await heapUsed(gateway.url)
-    await upstream.set({ stall: true })
-    const open = 1000
-    const controller = new AbortController()
-    const held = Array.from({ length: open }, () =>
-      fetch(`${gateway.url}/chat/completions`, {
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        body: JSON.stringify({ model: "up", messages, stream: true }),
-        signal: controller.signal
-      }).then((r) => r.body?.getReader().read()).catch(() => undefined))
-    await Promise.all(held)
-    await sleep(1000)
-    const heldKb = gateway.rssKb()
-    const heldHeap = await heapUsed(gateway.url)
-    controller.abort()
-    await upstream.set({ stall: false })
-    lines.push(
-      "",
-      `Memory: RSS ${(idleKb / 1024).toFixed(1)} MB idle, ${(heldKb / 1024).toFixed(1)} MB with ${open} streams open: ` +
-        `${((heldKb - idleKb) / open).toFixed(1)} KB of RSS per open stream, ${((heldHeap - idleHeap) / 1024 / open).toFixed(1)} KB of JS heap ` +
-        `(the gateway's side of each: the client's connection, the upstream's, the agent's stream; heap read from /metrics, not collected first).`
-    )
+    // a fresh gateway, its garbage collected before each reading
+    const fresh = await startGateway(upstream.url, [], ["--expose-gc", "--import", gcOnSignal])
+    try {
+      await upstream.set({ chunkDelay: 1 })
+      await closedLoopStreams(fresh.url, 20, 1)
+      await sleep(1000)
+      await fresh.collect()
+      const idleKb = fresh.rssKb()
+      const idle = await memoryOf(fresh.url)
+      await upstream.set({ stall: true })
+      const open = 1000
+      const controller = new AbortController()
+      const streams = Array.from({ length: open }, () =>
+        fetch(`${fresh.url}/chat/completions`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ model: "up", messages, stream: true }),
+          signal: controller.signal
+        }).then((r) => r.body?.getReader().read()).catch(() => undefined))
+      await Promise.all(streams)
+      await sleep(1000)
+      await fresh.collect()
+      const heldKb = fresh.rssKb()
+      const held = await memoryOf(fresh.url)
+      controller.abort()
+      await upstream.set({ stall: false })
+      lines.push(
+        "",
+        `Memory (a fresh wiz serve, garbage collected before each reading): ${((held.heap - idle.heap) / 1024 / open).toFixed(1)} KB of JS heap ` +
+          `and ${((held.external - idle.external) / 1024 / open).toFixed(1)} KB of external memory per open stream, with ${open} open ` +
+          `(the gateway's side of each: the client's connection, the upstream's, the agent's stream; read from /metrics); ` +
+          `RSS ${(idleKb / 1024).toFixed(1)} MB idle and ${(heldKb / 1024).toFixed(1)} MB with them (V8 keeps the pages it collected, so RSS does not measure a stream).`
+      )
+    } finally {
+      await fresh.stop()
+    }
     await sleep(2000)
 
     console.error("  faults: 20% transient, then a 5 s outage ...")
