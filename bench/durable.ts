@@ -382,6 +382,14 @@ const failover = withDatabase((url) =>
         SELECT task_id FROM wiz_tasks WHERE batch_id = ${id} AND status = 'running' AND runner = ${a.address}`).map((r) => r.task_id)
       yield* stopWorker(a)
       const killedAt = performance.now()
+      // the cluster counts it dead: its row unhealthy or gone (then its shards move)
+      while (true) {
+        const alive = yield* sql<{ n: unknown }>`
+          SELECT COUNT(*) AS n FROM cluster_runners WHERE address = ${a.address} AND healthy`
+        if (Number(alive[0]!.n) === 0) break
+        yield* Effect.sleep(100)
+      }
+      const deadMs = performance.now() - killedAt
       while (true) {
         const done = yield* sql<{ n: unknown }>`
           SELECT COUNT(*) AS n FROM wiz_tasks WHERE batch_id = ${id} AND record IS NOT NULL AND task_id IN ${sql.in(held)}`
@@ -390,11 +398,14 @@ const failover = withDatabase((url) =>
       }
       const ms = performance.now() - killedAt
       yield* Stream.runDrain(batches.results(id))
-      return { held: held.length, ms }
+      return { held: held.length, ms, deadMs }
     }).pipe(Effect.scoped, Effect.provide(client(url)), Effect.timeout(capMs))
     yield* stopWorker(b)
     console.log(`\n### Failover: one of two workers killed with SIGKILL mid-batch\n`)
-    console.log(`tasks it was calling for: ${measured.held}; all recorded by the other worker ${seconds(measured.ms)} after the kill`)
+    console.log(
+      `counted dead by the cluster ${seconds(measured.deadMs)} after the kill; the tasks it was calling for: ${measured.held}, ` +
+        `all recorded by the other worker ${seconds(measured.ms)} after it (behind that worker's own queue: ${concurrency} calls at once)`
+    )
     const { shardLockExpiration, shardLockRefreshInterval, runnerHealthCheckInterval } = PgStore.failover
     console.log(
       `(settings: PgStore.failover, heartbeat ${Duration.format(shardLockRefreshInterval)}, expiry ${Duration.format(shardLockExpiration)}, ` +

@@ -8,15 +8,18 @@
  * Failover: the units of a runner that dies with `kill -9` move to the others once its shards
  * are free and it is no longer counted among the live runners. With the cluster's defaults that
  * is up to ~35 s (a runner counts as live until its heartbeat is `shardLockExpiration`, 35 s,
- * old; the health check that can drop it earlier runs once a minute). {@link failover} tunes it:
- * the health check every 5 s (a dead runner refuses the ping at once), assignments refreshed
- * every second, heartbeats every 5 s, a runner gone after 15 s without one. Measured on a loaded
- * 2-core machine (bench/durable.ts): the tasks a killed worker was calling for were recorded by
- * another 12.1 s after the kill (load 9-12). The heartbeat interval is also the deadline of the
- * shard lock refresh: a live runner that misses it for want of CPU releases every shard at once,
- * interrupting its units mid-call (31 calls made twice in a run without kills with heartbeats of
- * 3 s), hence not shorter. A runner stopped with SIGTERM lets its calls on the wire finish, hands
- * its shards back as it closes, and its units move at once.
+ * old; the health check that can drop it earlier runs once a minute, on one runner). {@link
+ * failover} tunes it: the health check every 5 s, assignments refreshed every second, heartbeats
+ * every 5 s, a runner gone after 15 s without one. The cluster's health check is a singleton, so
+ * when the runner killed was the one running it nobody checked until the dead runner's heartbeat
+ * was 15 s old; so every runner here also tries each other runner's address every 2 s, and one
+ * that refuses the connection (nothing listens there) is counted unhealthy at once. Measured on a
+ * quiet 2-core machine (bench/durable.ts): a killed worker counted dead 0.4 to 1.8 s after the
+ * kill (10 to 15 s when the singleton died with it). The heartbeat interval is also the deadline
+ * of the shard lock refresh: a live runner that misses it for want of CPU releases every shard at
+ * once, interrupting its units mid-call (31 calls made twice in a run without kills with
+ * heartbeats of 3 s), hence not shorter. A runner stopped with SIGTERM lets its calls on the wire
+ * finish, hands its shards back as it closes, and its units move at once.
  *
  * PostgreSQL drivers: `pg` 8 (what `@effect/sql-pg` 0.53 is built on; it warns of a `pg` 9
  * change it does not make yet).
@@ -36,6 +39,7 @@ import * as ClusterWorkflowEngine from "@effect/cluster/ClusterWorkflowEngine"
 import * as MessageStorage from "@effect/cluster/MessageStorage"
 import * as RunnerAddress from "@effect/cluster/RunnerAddress"
 import * as RunnerHealth from "@effect/cluster/RunnerHealth"
+import * as RunnerStorage from "@effect/cluster/RunnerStorage"
 import * as Runners from "@effect/cluster/Runners"
 import * as ShardingConfig from "@effect/cluster/ShardingConfig"
 import * as SocketRunner from "@effect/cluster/SocketRunner"
@@ -46,7 +50,8 @@ import * as RpcSerialization from "@effect/rpc/RpcSerialization"
 import type * as SqlClient from "@effect/sql/SqlClient"
 import * as PgClient from "@effect/sql-pg/PgClient"
 import type { WorkflowEngine } from "@effect/workflow/WorkflowEngine"
-import { Duration, Layer, Option, Redacted } from "effect"
+import { Duration, Effect, Equal, Layer, Option, Redacted, Schedule } from "effect"
+import { connect } from "node:net"
 import type { ConfigError } from "effect"
 import { StoreError } from "./TaskStore.js"
 
@@ -103,11 +108,18 @@ export const layer = (
       Layer.provide(RunnerHealth.layerPing.pipe(Layer.provide(Runners.layerRpc), Layer.provide(layerClientProtocol)))
     )
     : Layer.provide(SocketRunner.layerClientOnly, layerClientProtocol)
+  // one storage for the cluster and the watch (a layer is built once per build, by reference)
+  const storage = Layer.orDie(SqlRunnerStorage.layer).pipe(Layer.provide(config))
+  const watch = Option.match(options.runner, {
+    onNone: () => Layer.empty,
+    onSome: ({ host, port }) => Layer.scopedDiscard(watchRefused(RunnerAddress.make(host, port))).pipe(Layer.provide(storage))
+  })
   const cluster = runners.pipe(
     Layer.provideMerge(Layer.orDie(SqlMessageStorage.layer) as Layer.Layer<MessageStorage.MessageStorage, never, SqlClient.SqlClient>),
-    Layer.provide(Layer.orDie(SqlRunnerStorage.layer)),
+    Layer.provide(storage),
     Layer.provide(config),
-    Layer.provide(RpcSerialization.layerMsgPack)
+    Layer.provide(RpcSerialization.layerMsgPack),
+    Layer.merge(watch)
   )
   const db = database(options.url, options.maxConnections)
   return ClusterWorkflowEngine.layer.pipe(
@@ -120,6 +132,49 @@ export const layer = (
     )
   )
 }
+
+/**
+ * Whether nothing listens at `address` any more: a TCP connection refused at once (a live
+ * process's listening socket is answered by the kernel, even while its event loop is busy).
+ * Not refused within a second, or any other error: not known dead.
+ */
+const refused = (address: RunnerAddress.RunnerAddress): Effect.Effect<boolean> =>
+  Effect.async<boolean>((resume) => {
+    const socket = connect({ host: address.host, port: address.port })
+    socket.once("connect", () => {
+      socket.destroy()
+      resume(Effect.succeed(false))
+    })
+    socket.once("error", (error: NodeJS.ErrnoException) => resume(Effect.succeed(error.code === "ECONNREFUSED")))
+    return Effect.sync(() => socket.destroy())
+  }).pipe(Effect.timeoutTo({ duration: Duration.seconds(1), onSuccess: (dead) => dead, onTimeout: () => false }))
+
+/**
+ * Every 2 seconds, this runner tells the store that another
+ * runner whose address refuses connections is unhealthy, so every runner moves its shards at its
+ * next assignment refresh. The cluster's own health check does the same but is one of its
+ * singletons: when the runner killed was the one running it, nobody checked until the dead
+ * runner's heartbeat was `shardLockExpiration` old (failover measured at 10 to 15 s in that case
+ * on a quiet machine, ~1 s otherwise). A runner only slow to answer is never marked here.
+ */
+const watchRefused = (self: RunnerAddress.RunnerAddress) =>
+  Effect.gen(function*() {
+    const storage = yield* RunnerStorage.RunnerStorage
+    const check = Effect.flatMap(storage.getRunners, (runners) =>
+      Effect.forEach(
+        runners,
+        ([runner, healthy]) =>
+          !healthy || Equal.equals(runner.address, self)
+            ? Effect.void
+            : Effect.flatMap(refused(runner.address), (dead) => (dead ? storage.setRunnerHealth(runner.address, false) : Effect.void)),
+        { concurrency: 10, discard: true }
+      ))
+    yield* check.pipe(
+      Effect.catchAllCause((cause) => Effect.logDebug("wiz: the runner watch could not read the store", cause)),
+      Effect.repeat(Schedule.spaced(Duration.seconds(2))),
+      Effect.forkScoped
+    )
+  })
 
 /**
  * The database alone, without the engine (to read a store's state).

@@ -1,6 +1,11 @@
+import * as Runner from "@effect/cluster/Runner"
+import * as RunnerAddress from "@effect/cluster/RunnerAddress"
+import * as RunnerStorage from "@effect/cluster/RunnerStorage"
+import * as ShardingConfig from "@effect/cluster/ShardingConfig"
+import * as SqlRunnerStorage from "@effect/cluster/SqlRunnerStorage"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { describe, expect, it } from "@effect/vitest"
-import { Chunk, Effect, Layer, Option, Stream } from "effect"
+import { Chunk, Duration, Effect, Layer, Option, Stream } from "effect"
 import * as fs from "node:fs"
 import * as net from "node:net"
 import * as os from "node:os"
@@ -74,6 +79,51 @@ describe.skipIf(!postgres.available)("durable batches on PostgreSQL", () => {
         expect(yield* Effect.flip(batches.state("nope"))).toMatchObject({ _tag: "BatchNotFound", batchId: "nope" })
       }).pipe(Effect.provide(stack), Effect.scoped)
     }), { timeout: 60_000 })
+
+  it.scopedLive("a runner counts another whose address refuses connections as unhealthy within seconds, so its shards move; one that answers stays healthy", () =>
+    Effect.gen(function*() {
+      const db = yield* database
+      const [self, dead] = yield* Effect.promise(() => Promise.all([freePort(), freePort()]))
+      const live = yield* Effect.acquireRelease(
+        Effect.promise(() => new Promise<net.Server>((resolve) => {
+          const server = net.createServer((socket) => socket.destroy()).listen(0, "127.0.0.1", () => resolve(server))
+        })),
+        (server) => Effect.promise(() => new Promise<void>((resolve) => server.close(() => resolve())))
+      )
+      const livePort = (live.address() as net.AddressInfo).port
+      // the cluster's own health check, a singleton, put off for an hour: only the watch can tell
+      yield* Layer.build(PgStore.layer({
+        url: db.url,
+        runner: Option.some({ host: "127.0.0.1", port: self }),
+        shardingConfig: { runnerHealthCheckInterval: Duration.hours(1) }
+      }))
+      const others = Effect.gen(function*() {
+        const storage = yield* RunnerStorage.RunnerStorage
+        for (const port of [dead, livePort]) {
+          yield* storage.register(Runner.make({ address: RunnerAddress.make("127.0.0.1", port), groups: ["default"], weight: 1 }), true)
+        }
+      }).pipe(Effect.provide(SqlRunnerStorage.layer.pipe(
+        Layer.provide(ShardingConfig.layer()),
+        // the storage keeps a connection of its own for its locks
+        Layer.provide(PgStore.database(db.url, 3))
+      )))
+      yield* others
+      const health = Effect.flatMap(SqlClient.SqlClient, (sql) =>
+        sql<{ address: string; healthy: boolean }>`SELECT address, healthy FROM cluster_runners`).pipe(
+        Effect.map((rows) => new Map(rows.map((row) => [row.address, Boolean(row.healthy)]))),
+        Effect.provide(PgStore.database(db.url, 1))
+      )
+      const start = Date.now()
+      let seen = yield* health
+      while (seen.get(`127.0.0.1:${dead}`) !== false && Date.now() - start < 10_000) {
+        yield* Effect.sleep("200 millis")
+        seen = yield* health
+      }
+      expect(seen.get(`127.0.0.1:${dead}`)).toBe(false)
+      expect(Date.now() - start).toBeLessThan(5_000)
+      expect(seen.get(`127.0.0.1:${livePort}`)).toBe(true)
+      expect(seen.get(`127.0.0.1:${self}`)).toBe(true)
+    }).pipe(Effect.orDie), { timeout: 60_000 })
 
   it.scopedLive("wiz worker does the work of wiz run --no-work; wiz status shows both; SIGTERM stops the worker with exit 0", () =>
     Effect.gen(function*() {
