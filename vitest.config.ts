@@ -4,6 +4,8 @@ import { defineConfig } from "vitest/config"
 export default defineConfig({
   test: {
     include: ["test/**/*.test.ts"],
+    // the wiz executable bundled once for the run, for the end-to-end tests
+    globalSetup: ["test/support/wizBin.ts"],
     // Every timed behaviour runs under TestClock, so no test needs a long timeout.
     testTimeout: 30_000,
     // vitest's default is one worker per core but one: on 2 cores, a single worker, and the

@@ -1,36 +1,17 @@
 /**
  * The `wiz` executable as a child process, for end-to-end tests on real files, pipes and
  * signals: `node wiz.js ...`, or a bash script in which `wiz` runs it (for `>&-`, `<(...)`,
- * `| head`). `wiz.js` is `src/cli/main.ts` bundled once per test file, as `npm run build` ships
- * it (a bundle starts on ~0.4 s of CPU, `node --import tsx` on ~3 s). Every wait is bounded;
+ * `| head`). `wiz.js` is `src/cli/main.ts` bundled once per run, as `npm run build` ships it
+ * (a bundle starts on ~0.4 s of CPU, `node --import tsx` on ~3 s). Every wait is bounded;
  * the child is killed when the test's scope closes.
  */
 import { Effect, Schedule } from "effect"
 import type { Scope } from "effect"
 import { type ChildProcess, spawn } from "node:child_process"
-import * as fs from "node:fs"
-import * as path from "node:path"
-import { fileURLToPath } from "node:url"
-import { bundleCli } from "../../scripts/bundleCli.js"
+import { inject } from "vitest"
 
-let bundled: Promise<string> | undefined
-/**
- * `src/cli/main.ts` bundled into a directory of its own under `node_modules/.cache`, once;
- * removed when the process exits. There, what the bundle requires from beside it (the native
- * `better-sqlite3`) resolves from the repository's `node_modules`, as it would beside an
- * installed `wiz`.
- */
-const main = Effect.promise(() =>
-  bundled ??= (async () => {
-    const cache = fileURLToPath(new URL("../../node_modules/.cache/", import.meta.url))
-    fs.mkdirSync(cache, { recursive: true })
-    const dir = fs.mkdtempSync(path.join(cache, "wiz-bin-"))
-    process.once("exit", () => fs.rmSync(dir, { recursive: true, force: true }))
-    const file = path.join(dir, "wiz.js")
-    await bundleCli(file)
-    return file
-  })()
-)
+/** `src/cli/main.ts` bundled once for the whole run (`test/support/wizBin.ts`). */
+const main = Effect.sync(() => inject("wizBin"))
 
 export interface Exited {
   readonly code: number | null
