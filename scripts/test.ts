@@ -5,9 +5,8 @@
  * it instead of coming first. The type check is incremental (its state in
  * `node_modules/.cache/wiz-tsc.tsbuildinfo`): a run after a change checks again only what the
  * change reaches, ~7 s instead of ~30 (a fresh clone has no state: the whole check, as CI does).
- * vitest's output streams as it
- * comes; the type checker's is printed when it ends, so the two never interleave. Arguments go
- * to vitest (`npm test -- test/agent`). Fails when either fails.
+ * vitest's output streams as it comes; the type checker's is printed when it ends, so the two
+ * never interleave. Arguments go to vitest (`npm test -- test/agent`). Fails when either fails.
  */
 import { spawn } from "node:child_process"
 import { createRequire } from "node:module"

@@ -150,12 +150,13 @@ const refused = (address: RunnerAddress.RunnerAddress): Effect.Effect<boolean> =
   }).pipe(Effect.timeoutTo({ duration: Duration.seconds(1), onSuccess: (dead) => dead, onTimeout: () => false }))
 
 /**
- * Every 2 seconds, this runner tells the store that another
- * runner whose address refuses connections is unhealthy, so every runner moves its shards at its
- * next assignment refresh. The cluster's own health check does the same but is one of its
- * singletons: when the runner killed was the one running it, nobody checked until the dead
- * runner's heartbeat was `shardLockExpiration` old (failover measured at 10 to 15 s in that case
- * on a quiet machine, ~1 s otherwise). A runner only slow to answer is never marked here.
+ * Every 2 seconds, this runner tells the store that another runner whose address refuses
+ * connections is unhealthy, so every runner moves its shards at its next assignment refresh. The
+ * cluster's own health check does the same but is one of its singletons: when the runner killed
+ * was the one running it, nobody checked until the dead runner's heartbeat was
+ * `shardLockExpiration` old (failover measured at 10 to 15 s in that case on a quiet machine, ~1 s
+ * otherwise). Not `RunnerHealth.isAlive`, which also says false of a live runner too busy to
+ * answer its ping in time: a refused connection is the one answer that only a dead runner gives.
  */
 const watchRefused = (self: RunnerAddress.RunnerAddress) =>
   Effect.gen(function*() {
