@@ -324,6 +324,12 @@ export declare namespace AgentService {
      * usage (a gateway answers a chat request with both). Same policies, same record, same events.
      */
     readonly complete: (task: AgentTask) => Effect.Effect<Completed, NotCompleted>
+    /**
+     * A task window of its own, as `processAll` runs its tasks in, for callers that submit the
+     * tasks of one batch from many fibers (a durable worker's units): each task runs once fewer
+     * than `concurrency` are awake, and its deadline starts then, not while it waits its turn.
+     */
+    readonly window: Effect.Effect<(task: AgentTask) => Effect.Effect<TaskResult>>
     /** Answer many tasks, `concurrency` at a time, emitting each result as it finishes. */
     readonly processAll: {
       (tasks: Iterable<AgentTask>): Stream.Stream<TaskResult>
@@ -441,19 +447,22 @@ export const make = (
     function processAll<E, R>(tasks: Stream.Stream<AgentTask, E, R>): Stream.Stream<TaskResult, E, R>
     function processAll<E, R>(tasks: Stream.Stream<AgentTask, E, R> | Iterable<AgentTask>) {
       const stream = Stream.StreamTypeId in tasks ? tasks : Stream.fromIterable(tasks)
-      return Stream.suspend(() => {
-        // Up to `maxTasks` held at once; of those, `awake` awake when a new one starts.
-        const window = new TaskWindow(policies.awake)
-        const settle = (task: AgentTask): Effect.Effect<TaskResult> =>
-          window.admit(Effect.catchAll(runTask(task, window), (failed) => Effect.succeed(failed)))
-        return Stream.mapEffect(stream, settle, { concurrency: policies.maxTasks, unordered: true })
-      })
+      // Up to `maxTasks` held at once; of those, `awake` awake when a new one starts.
+      return Stream.unwrap(Effect.map(window, (settle) =>
+        Stream.mapEffect(stream, settle, { concurrency: policies.maxTasks, unordered: true })))
     }
+
+    const window = Effect.sync(() => {
+      const window = new TaskWindow(policies.awake)
+      return (task: AgentTask): Effect.Effect<TaskResult> =>
+        window.admit(Effect.catchAll(runTask(task, window), (failed) => Effect.succeed(failed)))
+    })
 
     const subscribe = bus.subscribe({ strategy: "suspend" })
     return AgentService.of({
       process: (task) => runTask(task, undefined),
       complete: (task) => runTask(task, undefined, true),
+      window,
       processAll,
       stream: yield* AnswerStream.make(policies, chain, context, { maxTokens, ...(options.stream ? { stream: options.stream } : {}) }),
       events: Stream.unwrapScoped(subscribe),

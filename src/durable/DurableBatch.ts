@@ -3,8 +3,9 @@
  * engine: `@effect/workflow` on `@effect/cluster` (sharding, runners, SQL message storage). A
  * batch is cut by position into units of a few tasks (`unitSize`, 8), each a workflow keyed by
  * its batch and unit (so submitting it twice runs it once), whose body runs each task that has
- * no record yet through `AgentService.process`: every policy (retry, breaker, token budget,
- * coalescing, fallback) works inside it as it does in one process. Each task is still its own
+ * no record yet through the `AgentService` (in one task window per worker, `AgentService.window`,
+ * as `processAll` runs a batch: a task's deadline starts when its turn comes): every policy
+ * (retry, breaker, token budget, coalescing, fallback) works inside it as it does in one process. Each task is still its own
  * idempotent unit of work in {@link TaskStore}, keyed by batch and task id: recorded once, and
  * skipped when its unit runs again. Units of several tasks share the engine's work per message
  * (stored, delivered, answered; measured on PostgreSQL: the workers' CPU a task 10.9 ms with a
@@ -179,7 +180,9 @@ export const worker = (options: {
 }): Layer.Layer<never, TaskStore.StoreError, WorkflowEngine | SqlClient.SqlClient | AgentService> =>
   Layer.unwrapEffect(Effect.gen(function*() {
     const store = yield* TaskStore.make
-    const agent = yield* AgentService
+    // every unit's tasks in one window, as processAll's: a task's deadline starts when its turn
+    // comes, not while it waits behind the other units' tasks
+    const process = yield* Effect.flatMap(AgentService, (agent) => agent.window)
     // whether a unit is still this runner's: its shard held (false too once this runner stops)
     const sharding = yield* Effect.serviceOption(Sharding.Sharding)
     const isHere = Effect.map(Effect.serviceOption(Entity.CurrentAddress), (address) =>
@@ -191,9 +194,7 @@ export const worker = (options: {
           Effect.catchAll((error) => Effect.logWarning(`wiz: task ${task.id}: a model call was not noted in the store: ${error.message}`))
         )
         const guarded = Effect.flatMap(isHere, (here) => (here ? called : Effect.zipRight(leaving, Effect.interrupt)))
-        const result: TaskResult = yield* Effect.catchAll(agent.process(task), Effect.succeed).pipe(
-          Effect.locally(currentUnit, Option.some(guarded))
-        )
+        const result = yield* process(task).pipe(Effect.locally(currentUnit, Option.some(guarded)))
         const record = callsBefore > 0 ? recovered(result, callsBefore) : result
         yield* Effect.retry(store.finish(batchId, record), storeRetry)
       })

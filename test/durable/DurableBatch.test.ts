@@ -81,6 +81,30 @@ describe("DurableBatch on a SQLite file", () => {
       expect(results.filter((r) => r.recovered === true).length).toBe(2)
     }), { timeout: 30_000 })
 
+  it.scopedLive("a task's deadline starts when its turn comes, as in processAll: not while it waits behind the other units' tasks", () =>
+    Effect.gen(function*() {
+      const file = yield* tempFile
+      // 24 tasks in 3 units, 2 calls at once of 100 ms: the last turn comes ~1.2 s in, twice the deadline
+      const batch = Array.from({ length: 24 }, (_, i) => new AgentTask({ id: `d${i}`, prompt: `Summarise: item ${i}` }))
+      const results = yield* Effect.gen(function*() {
+        const batches = yield* DurableBatch.DurableBatch
+        const id = yield* batches.submit(batch)
+        return Chunk.toReadonlyArray(yield* Stream.runCollect(batches.results(id)))
+      }).pipe(
+        Effect.provide(Layer.merge(
+          DurableBatch.layer({ pollInterval: "20 millis" }),
+          DurableBatch.worker({ runner: "test" }).pipe(
+            Layer.provide(AgentService.layer({ concurrency: 2, retry: false, deadline: "600 millis" })),
+            Layer.provide(DurableBatch.journal),
+            Layer.provide(EmbeddedModel.layer({ seed: 1, timeToFirstToken: "100 millis", perToken: "0 millis" }))
+          )
+        ).pipe(Layer.provideMerge(SqliteStore.layer({ filename: file })))),
+        Effect.scoped
+      )
+      expect(results.length).toBe(24)
+      expect(results.filter((r) => r.status !== "succeeded").map((r) => r.id)).toEqual([])
+    }), { timeout: 30_000 })
+
   it.scopedLive("a second holder of the file is refused at once with StoreInUse", () =>
     Effect.gen(function*() {
       const file = yield* tempFile
