@@ -17,12 +17,17 @@ const tempFile = Effect.acquireRelease(
   (dir) => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true }))
 ).pipe(Effect.map((dir) => path.join(dir, "wiz.db")))
 
-/** The service and a worker on `filename`, the model per `model`. */
-const stack = (filename: string, model: EmbeddedModel.Options, unitSize?: number) =>
+/** The service and a worker on `filename`, the model per `model`, the agent per `agent`. */
+const stack = (
+  filename: string,
+  model: EmbeddedModel.Options,
+  unitSize?: number,
+  agent: AgentService.Options = { concurrency: 4, retry: false }
+) =>
   Layer.merge(
     DurableBatch.layer({ pollInterval: "20 millis", ...(unitSize === undefined ? {} : { unitSize }) }),
     DurableBatch.worker({ runner: "test" }).pipe(
-      Layer.provide(AgentService.layer({ concurrency: 4, retry: false })),
+      Layer.provide(AgentService.layer(agent)),
       Layer.provide(DurableBatch.journal),
       Layer.provide(EmbeddedModel.layer({ seed: 1, timeToFirstToken: "5 millis", perToken: "0 millis", ...model }))
     )
@@ -91,14 +96,7 @@ describe("DurableBatch on a SQLite file", () => {
         const id = yield* batches.submit(batch)
         return Chunk.toReadonlyArray(yield* Stream.runCollect(batches.results(id)))
       }).pipe(
-        Effect.provide(Layer.merge(
-          DurableBatch.layer({ pollInterval: "20 millis" }),
-          DurableBatch.worker({ runner: "test" }).pipe(
-            Layer.provide(AgentService.layer({ concurrency: 2, retry: false, deadline: "600 millis" })),
-            Layer.provide(DurableBatch.journal),
-            Layer.provide(EmbeddedModel.layer({ seed: 1, timeToFirstToken: "100 millis", perToken: "0 millis" }))
-          )
-        ).pipe(Layer.provideMerge(SqliteStore.layer({ filename: file })))),
+        Effect.provide(stack(file, { timeToFirstToken: "100 millis" }, undefined, { concurrency: 2, retry: false, deadline: "600 millis" })),
         Effect.scoped
       )
       expect(results.length).toBe(24)
