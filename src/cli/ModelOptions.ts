@@ -291,7 +291,10 @@ const tokenBudget = (options: PolicyOptions): Pick<AgentService.Options, "tokenB
   return {
     tokenBudget: {
       limits: { ...(requests === undefined ? {} : { requests }), ...(tokens === undefined ? {} : { tokens }) },
-      probe: false
+      // as the agent's default budget: a 429 holds the budget only on a limit the provider
+      // reported; one without a report holds only its own task
+      probe: false,
+      holdUnknown: false
     }
   }
 }

@@ -111,10 +111,11 @@ export interface Options {
    */
   readonly refundOn?: (error: unknown) => boolean
   /**
-   * Whether a 429 on a dimension with no known limit (none given, none reported) holds that
-   * dimension until its `retryAfter`, like one on a limited dimension does. On by default: the
-   * provider said nothing frees before. Off, such a 429 teaches the budget nothing, and only
-   * the refused call waits (its retry does) — for providers whose 429s are per request.
+   * Whether a 429 on a dimension whose limit the provider never reported holds that dimension
+   * until its `retryAfter`, like one on a reported limit does. On by default: the provider said
+   * nothing frees before. Off, such a 429 teaches the budget nothing, and only the refused call
+   * waits (its retry does) — for providers whose 429s are per request. A limit you gave does not
+   * count as reported: it is your own ceiling and says nothing of the provider's window.
    */
   readonly holdUnknown?: boolean
 }
@@ -665,7 +666,7 @@ export const make = (options: Options = {}): Effect.Effect<TokenBudget> =>
       const refusedNow = (error: AiModel.RateLimited, now: number): void => {
         if (error.retryAfter !== undefined) {
           const i = dimensions.indexOf(error.limit)
-          if (holdUnknown || capacity[i]! < Infinity || error.rateLimits?.[error.limit]?.limit !== undefined) {
+          if (holdUnknown || reportedCapacity[i]! < Infinity || error.rateLimits?.[error.limit]?.limit !== undefined) {
             heldUntil[i] = Math.max(heldUntil[i]!, now + Duration.toMillis(error.retryAfter))
           }
         }

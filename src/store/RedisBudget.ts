@@ -175,7 +175,7 @@ return {0, wait, processes}
 /**
  * KEYS: bucket. ARGV: credits ×4 (reserved minus used; negative charges), own capacity ×4, own
  * rate ×4, reported period ms, then per dimension limit, remaining, reset ms ("" when absent),
- * then the held dimension (0: none), its hold ms, and 1 to hold a dimension with no known limit.
+ * then the held dimension (0: none), its hold ms, and 1 to hold a dimension whose limit the provider never reported.
  */
 const closeScript = `local O = 4
 ${prelude}
@@ -202,7 +202,8 @@ for i = 1, 4 do
 end
 local hold = tonumber(ARGV[26])
 if hold > 0 then
-  local limited = cap[hold] < math.huge or tonumber(ARGV[13 + (hold - 1) * 3 + 1]) ~= nil
+  -- a limit the provider reported (before or in this 429), not only our own
+  local limited = tonumber(f[4 + hold]) ~= nil
   if ARGV[28] == '1' or limited then
     held[hold] = math.max(held[hold], now + tonumber(ARGV[27]))
     redis.call('HSET', b, 'h' .. hold, held[hold])

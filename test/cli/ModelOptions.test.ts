@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { ConfigProvider, Duration, Effect, Fiber, Option, TestClock } from "effect"
+import { Chunk, ConfigProvider, Duration, Effect, Fiber, Option, Stream, TestClock } from "effect"
 import * as AgentService from "../../src/agent/AgentService.js"
 import { AgentTask } from "../../src/agent/AgentTask.js"
 import * as ModelOptions from "../../src/cli/ModelOptions.js"
@@ -75,6 +75,27 @@ describe("ModelOptions", () => {
         })
       expect(yield* attemptsWith(0)).toEqual(["failed", 1])
       expect(yield* attemptsWith(2)).toEqual(["failed", 3])
+    }))
+
+  it.effect("--rpm the batch never reaches holds no task back when others meet a 429 without a report: only the refused task waits its Retry-After", () =>
+    Effect.gen(function*() {
+      const tasks = Array.from({ length: 120 }, (_, i) => new AgentTask({ id: `t${i}`, prompt: `Summarise note ${i}: the budget is shared.` }))
+      const agent = yield* ModelOptions.layer(
+        // a tenth of the calls answer a 429 with a Retry-After of 0.5-2 s and no rate-limit report
+        { ...ModelOptions.defaults, rpm: Option.some(100_000), failureRate: 0.2, seed: Option.some(7), timeout: Duration.seconds(2) },
+        { concurrency: 16 }
+      )
+      const fiber = yield* AgentService.AgentService.pipe(
+        Effect.flatMap((service) => Stream.runCollect(service.processAll(tasks))),
+        Effect.provide(agent),
+        Effect.fork
+      )
+      while (Option.isNone(yield* Fiber.poll(fiber))) yield* TestClock.adjust("1 second")
+      const records = Chunk.toReadonlyArray(yield* Fiber.join(fiber))
+      expect(records.filter((record) => record.status === "succeeded").length).toBeGreaterThanOrEqual(118)
+      // held, the budget kept every task behind any 429 (before: 115 of the 120 waited for it)
+      const waited = records.filter((record) => (record.budgetWaitMs ?? 0) > 0)
+      expect(waited).toEqual([])
     }))
 
   it.effect("defaults: the embedded model with no outage, retries one less than the retry policy's attempts", () =>

@@ -401,20 +401,28 @@ describe("TokenBudget", () => {
         expect(log).toEqual(["a@5000", "b@5000"])
       }))
 
-    it.effect("holdUnknown: false: a 429 without a report on an unlimited dimension holds nothing; on a limited one it still does", () =>
+    it.effect("holdUnknown: false: a 429 holds only a dimension whose limit the provider reported, not one limited by our own ceiling alone", () =>
       Effect.gen(function* () {
         const budget = yield* TokenBudget.make({ probe: false, holdUnknown: false, limits: { tokens: 1_000_000 } })
+        // no limit at all
         yield* budget.refused(new AiModel.RateLimited({ model: "m", limit: "requests", retryAfter: Duration.seconds(5) }))
         const log: Array<string> = []
         yield* reserveAt(budget, { requests: 1, tokens: 10 }, log, "a")
         yield* TestClock.adjust("1 millis")
         expect(log).toEqual(["a@0"])
+        // our own limit only: it says nothing of the provider's window, so only the refused call waits
         yield* budget.refused(new AiModel.RateLimited({ model: "m", limit: "tokens", retryAfter: Duration.seconds(5) }))
         yield* reserveAt(budget, { tokens: 10 }, log, "b")
-        yield* TestClock.adjust("4999 millis")
-        expect(log).toEqual(["a@0"])
         yield* TestClock.adjust("1 millis")
-        expect(log).toEqual(["a@0", "b@5001"])
+        expect(log).toEqual(["a@0", "b@1"])
+        // once the provider has reported that limit, its 429 holds it
+        yield* budget.adopt(new AiModel.RateLimits({ tokens: new AiModel.RateLimitWindow({ limit: 600_000 }) }))
+        yield* budget.refused(new AiModel.RateLimited({ model: "m", limit: "tokens", retryAfter: Duration.seconds(5) }))
+        yield* reserveAt(budget, { tokens: 10 }, log, "c")
+        yield* TestClock.adjust("4999 millis")
+        expect(log).toEqual(["a@0", "b@1"])
+        yield* TestClock.adjust("1 millis")
+        expect(log).toEqual(["a@0", "b@1", "c@5002"])
       }))
   })
 

@@ -127,6 +127,28 @@ describe.skipIf(!redis.available)("RedisStore (on a real Redis)", () => {
         expect(Date.now() - started).toBeGreaterThanOrEqual(250)
       }))
 
+    it.scopedLive("holdUnknown: false: a 429 holds a dimension only once the provider reported its limit, not on our own ceiling alone", () =>
+      Effect.gen(function*() {
+        const prefix = Services.uniqueName("wiz_test")
+        yield* cleanUp(prefix)
+        const options = { limits: { tokens: 1_000 }, holdUnknown: false, probe: false }
+        const first = yield* Effect.flatMap(storeOf(prefix), (store) => store.budget("m", options))
+        const second = yield* Effect.flatMap(storeOf(prefix), (store) => store.budget("m", options))
+        const waited = (budget: typeof second) =>
+          Effect.gen(function*() {
+            const started = Date.now()
+            yield* budget.reserve({ tokens: 1 })
+            return Date.now() - started
+          })
+        // our own limit only: the refused call waits, the other process does not
+        yield* first.refused(new AiModel.RateLimited({ model: "m", limit: "tokens", retryAfter: Duration.seconds(5) }))
+        expect(yield* waited(second)).toBeLessThan(2_000)
+        // the provider's limit reported: its 429 holds every process
+        yield* first.adopt(report("tokens", { limit: 1_000, remaining: 900, reset: 6_000 }))
+        yield* first.refused(new AiModel.RateLimited({ model: "m", limit: "tokens", retryAfter: Duration.millis(300) }))
+        expect(yield* waited(second)).toBeGreaterThanOrEqual(250)
+      }))
+
     it.scopedLive("a large reservation is not starved by a stream of small ones from another process", () =>
       Effect.gen(function*() {
         const prefix = Services.uniqueName("wiz_test")
