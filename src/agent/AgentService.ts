@@ -32,7 +32,7 @@
  * @since 0.1.0
  */
 import { Cause, Clock, Config, Context, Data, Duration, Effect, Exit, FiberRef, Layer, Option, Stream, Tracer } from "effect"
-import type { ConfigError, Scope } from "effect"
+import type { Chunk, ConfigError, Scope } from "effect"
 import type * as AdaptiveLimit from "../concurrency/AdaptiveLimit.js"
 import * as AgentEvent from "../events/AgentEvent.js"
 import * as EventBus from "../events/EventBus.js"
@@ -347,6 +347,18 @@ export declare namespace AgentService {
      */
     readonly stream: (task: AgentTask, options?: StreamOptions) => Stream.Stream<AiModel.CompletionChunk, StreamError>
     /**
+     * `stream` as the pull beneath it, in the caller's scope (closing it ends the answer): each
+     * run gives the next chunks, fails with `None` at the end or `Some(error)`. For a reader that
+     * pulls the chunks itself (a gateway waits for the first before it answers), without the
+     * channel `Stream.toPull` runs over a stream, which costs about as much as the rest of a
+     * stream's policies together. Same policies, events and errors as `stream`.
+     */
+    readonly pull: (task: AgentTask, options?: StreamOptions) => Effect.Effect<
+      Effect.Effect<Chunk.Chunk<AiModel.CompletionChunk>, Option.Option<StreamError>>,
+      never,
+      Scope.Scope
+    >
+    /**
      * Everything the policies do from when the stream runs; it misses nothing from then on (its
      * buffer, when full, makes the agent wait rather than drop an event).
      */
@@ -459,12 +471,14 @@ export const make = (
     })
 
     const subscribe = bus.subscribe({ strategy: "suspend" })
+    const answers = yield* AnswerStream.make(policies, chain, context, { maxTokens, ...(options.stream ? { stream: options.stream } : {}) })
     return AgentService.of({
       process: (task) => runTask(task, undefined),
       complete: (task) => runTask(task, undefined, true),
       window,
       processAll,
-      stream: yield* AnswerStream.make(policies, chain, context, { maxTokens, ...(options.stream ? { stream: options.stream } : {}) }),
+      stream: answers.stream,
+      pull: answers.pull,
       events: Stream.unwrapScoped(subscribe),
       subscribe,
       bus,

@@ -13,8 +13,8 @@
  *
  * @since 0.1.0
  */
-import { Cause, Clock, Effect, Exit, Metric, Stream } from "effect"
-import type { Array as Arr } from "effect"
+import { Cause, Clock, Effect, Exit, Metric, Option, Stream } from "effect"
+import type { Array as Arr, Chunk, Scope } from "effect"
 import * as AgentEvent from "../events/AgentEvent.js"
 import * as ErrorInfo from "../events/ErrorInfo.js"
 import * as AiModel from "../model/AiModel.js"
@@ -42,7 +42,15 @@ const broken = (error: StreamError, delivered: string, model: string): StreamErr
   })
 
 /**
- * The streaming path of one service: `stream(task)`.
+ * One answer's pull: its next chunks, `None` at its end, `Some(error)` when it broke.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type AnswerPull = Effect.Effect<Chunk.Chunk<AiModel.CompletionChunk>, Option.Option<StreamError>>
+
+/**
+ * The streaming path of one service: `stream(task)`, and `pull(task)` beneath it.
  *
  * @since 0.1.0
  * @category constructors
@@ -130,18 +138,39 @@ export const make = Effect.fnUntraced(function*(
     return sources
   }
 
-  return (task: AgentTask, reader: StreamOptions = {}): Stream.Stream<AiModel.CompletionChunk, StreamError> =>
-    Stream.unwrap(Effect.map(Clock.currentTimeMillis, (start) => {
+  // One answer maker for every task, so its timers (the first chunk's, the deadline's) are
+  // shared: made per task, each stream started a timer fiber of its own for each.
+  const answer = StreamingAnswer.makePull<AiModel.ModelError, never, AgentError, never>({
+    firstChunk: streamOptions.firstChunk ?? policies.timeout,
+    // the task's deadline bounds the whole answer, first byte to last (issue 18.2)
+    deadline: context.deadline,
+    ...(streamOptions.betweenChunks === undefined ? {} : { betweenChunks: streamOptions.betweenChunks }),
+    ...(streamOptions.continue === undefined ? {} : { continue: streamOptions.continue }),
+    fallThrough
+  })
+
+  /**
+   * One task's answer as a pull in the caller's scope: what `stream` runs, and what a reader
+   * that pulls itself takes without a channel over the stream. Its events and its errors after
+   * the first text (`broken`) are the pull's own, with no stream stage per step.
+   */
+  const pull = (task: AgentTask, reader: StreamOptions = {}): Effect.Effect<AnswerPull, never, Scope.Scope> =>
+    Effect.flatMap(Clock.currentTimeMillis, (start) => {
       const run = TaskRun.make(task, context, start)
       const { onAnswering } = reader
       const request = requestOf(task, options.maxTokens)
-      const answer = StreamingAnswer.make<AiModel.ModelError, never, AgentError, never>({
-        firstChunk: streamOptions.firstChunk ?? policies.timeout,
-        // the task's deadline bounds the whole answer, first byte to last (issue 18.2)
-        deadline: context.deadline,
-        ...(streamOptions.betweenChunks === undefined ? {} : { betweenChunks: streamOptions.betweenChunks }),
-        ...(streamOptions.continue === undefined ? {} : { continue: streamOptions.continue }),
-        fallThrough,
+      // The text the reader has and the tier it came from, so a break after it reaches the
+      // reader as one (issue 17.5).
+      let delivered = ""
+      let from = models[0].name
+      let ended = false
+      const finished = (status: "succeeded" | "failed") => {
+        ended = true
+        return Effect.flatMap(Clock.currentTimeMillis, (now) =>
+          TaskRun.emit(bus, "TaskFinished", () =>
+            new AgentEvent.TaskFinished({ taskId: task.id, status, attempts: run.attempts, durationMs: now - start }, true)))
+      }
+      const opened = answer(sourcesOf(task, request), {
         policy: (started, source) => {
           const breaker = breakers.get(source.name)
           const index = models.findIndex((model) => model.name === source.name)
@@ -175,28 +204,34 @@ export const make = Effect.fnUntraced(function*(
             new AgentEvent.StreamContinued({ taskId: task.id, model: source, deliveredChars, error: ErrorInfo.fromError(error) }, true))
       })
       const started = TaskRun.emit(bus, "TaskStarted", () => new AgentEvent.TaskStarted({ taskId: task.id }, true))
-      // The text the reader has and the tier it came from, so a break after it reaches the
-      // reader as one (issue 17.5).
-      let delivered = ""
-      let from = models[0].name
-      const answered = Stream.catchAll(
-        Stream.mapChunks(answer(sourcesOf(task, request)), (chunks) => {
-          for (const chunk of chunks) delivered += chunk.delta
-          return chunks
-        }),
-        (error) => Stream.fail(delivered === "" ? error : broken(error, delivered, from))
+      // TaskFinished when the answer ends, or when its scope closes before (unless interrupted)
+      const finalizer = Effect.addFinalizer((exit) =>
+        ended || (Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause))
+          ? Effect.void
+          : finished(Exit.isSuccess(exit) ? "succeeded" : "failed")
       )
-      return Stream.ensuringWith(
-        Stream.concat(Stream.drain(Stream.fromEffect(started)), answered),
-        (exit) =>
-          Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause) ? Effect.void : Effect.flatMap(Clock.currentTimeMillis, (now) =>
-            TaskRun.emit(bus, "TaskFinished", () =>
-              new AgentEvent.TaskFinished({
-                taskId: task.id,
-                status: Exit.isSuccess(exit) ? "succeeded" : "failed",
-                attempts: run.attempts,
-                durationMs: now - start
-              }, true)))
+      return Effect.zipRight(
+        Effect.zipRight(started, finalizer),
+        Effect.map(opened, (inner): AnswerPull =>
+          Effect.matchEffect(inner, {
+            onSuccess: (chunks) => {
+              for (const chunk of chunks) delivered += chunk.delta
+              return Effect.succeed(chunks)
+            },
+            onFailure: (error) =>
+              Option.isNone(error)
+                ? Effect.zipRight(finished("succeeded"), Effect.fail(error))
+                : Effect.zipRight(
+                  finished("failed"),
+                  Effect.fail(Option.some(delivered === "" ? error.value : broken(error.value, delivered, from)))
+                )
+          }))
       )
-    }))
+    })
+
+  return {
+    pull,
+    stream: (task: AgentTask, reader?: StreamOptions): Stream.Stream<AiModel.CompletionChunk, StreamError> =>
+      Stream.fromPull(pull(task, reader))
+  }
 })

@@ -475,7 +475,7 @@ export const make = (options: Options = {}): Effect.Effect<HttpApp.Default, neve
         // The head waits for the first chunk: until then a failure is an HTTP error, after the
         // agent's retries and fallback tiers, never a 200 with an empty answer.
         const scope = yield* Scope.make()
-        const pull = yield* Scope.extend(Stream.toPull(agent.stream(task, { onAnswering: answering })), scope)
+        const pull = yield* Scope.extend(agent.pull(task, { onAnswering: answering }), scope)
         const first = yield* Effect.either(Effect.repeat(pull, { until: (chunk) => Chunk.isNonEmpty(chunk) })).pipe(
           Effect.onInterrupt(() => {
             line.status = 499

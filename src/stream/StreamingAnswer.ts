@@ -236,9 +236,44 @@ export const make = <E = AiModel.ModelError, R = never, E2 = StartError<E>, R2 =
 ): (
   sources: Arr.NonEmptyReadonlyArray<Source<E, R>>
 ) => Stream.Stream<AiModel.CompletionChunk, E2 | Fallback.AllTiersFailed<E2> | MidStreamError<E> | Retry.DeadlineExceeded, R | R2> => {
+  const pullOf = makePull(options)
+  return (sources) => Stream.fromPull(pullOf(sources))
+}
+
+/**
+ * The hooks of one answer, in place of the options' own: what a caller that makes many answers
+ * with one {@link makePull} (its timers shared by all) knows only per answer, such as the task
+ * a retry policy reports on.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type AnswerHooks<E, R, E2, R2> = Pick<Options<E, R, E2, R2>, "policy" | "onStarted" | "onContinued">
+
+/**
+ * The pull of an answer's stream: each run gives its next chunks, fails with `None` at its end
+ * or `Some(error)` when it breaks. {@link make} is `Stream.fromPull` over it; a reader that
+ * pulls chunks itself (a gateway waits for the first before it answers) takes it as it is,
+ * without the channel that `Stream.toPull` would run over the stream. The attempts live in the
+ * scope the pull is made in. One `makePull(options)` serves many answers with shared timers;
+ * `hooks`, when given, are that answer's policy and callbacks in place of the options' own.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const makePull = <E = AiModel.ModelError, R = never, E2 = StartError<E>, R2 = R>(
+  options: Options<E, R, E2, R2> = {}
+): (
+  sources: Arr.NonEmptyReadonlyArray<Source<E, R>>,
+  hooks?: AnswerHooks<E, R, E2, R2>
+) => Effect.Effect<
+  Effect.Effect<Chunk.Chunk<AiModel.CompletionChunk>, Option.Option<E2 | Fallback.AllTiersFailed<E2> | MidStreamError<E> | Retry.DeadlineExceeded>, R | R2>,
+  never,
+  Scope.Scope
+> => {
   const firstChunk = options.firstChunk ?? defaults.firstChunk
   const betweenChunks = options.betweenChunks ?? defaults.betweenChunks
-  const policy = options.policy ??
+  const defaultPolicy = options.policy ??
     ((start: Effect.Effect<Started, StartError<E>, R>) => start as unknown as Effect.Effect<Started, E2, R2>)
   const fallThrough: (error: E2) => boolean = options.fallThrough ?? Fallback.defaults.fallThrough
   const continues = options.continue !== undefined && options.continue !== false
@@ -248,7 +283,6 @@ export const make = <E = AiModel.ModelError, R = never, E2 = StartError<E>, R2 =
   if (!(Number.isInteger(maxContinuations) && maxContinuations >= 0)) {
     throw new RangeError(`StreamingAnswer: maxContinuations must be a non-negative integer (got ${maxContinuations})`)
   }
-  const { onContinued, onStarted } = options
 
   // One first-chunk timeout per source name (it names it in ModelTimeout), shared by every answer.
   const firstTimers = new Map<string, Limit>()
@@ -270,8 +304,11 @@ export const make = <E = AiModel.ModelError, R = never, E2 = StartError<E>, R2 =
   type Err = E2 | Fallback.AllTiersFailed<E2> | MidStreamError<E> | Retry.DeadlineExceeded
   type Pull = Effect.Effect<Chunk.Chunk<AiModel.CompletionChunk>, Option.Option<Err>, R | R2>
 
-  return (sources) =>
-    Stream.fromPull(Effect.map(Effect.zip(Effect.scope, Effect.clock), ([outer, clock]): Pull => {
+  return (sources, hooks) =>
+    Effect.map(Effect.zip(Effect.scope, Effect.clock), ([outer, clock]): Pull => {
+      const policy = hooks?.policy ?? defaultPolicy
+      const onStarted = hooks === undefined ? options.onStarted : hooks.onStarted
+      const onContinued = hooks === undefined ? options.onContinued : hooks.onContinued
       let delivered = ""
       let current: Attempt<E, R> | undefined = undefined
       let continuations = 0
@@ -440,7 +477,7 @@ export const make = <E = AiModel.ModelError, R = never, E2 = StartError<E>, R2 =
         })
       })
       return pull
-    }))
+    })
 }
 
 // -----------------------------------------------------------------------------

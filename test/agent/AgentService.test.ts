@@ -877,6 +877,41 @@ describe("AgentService.stream (issue 9)", () => {
       expect(result.before).toMatchObject({ _tag: "Left", left: { _tag: "Unavailable", reason: "connection refused" } })
     }))
 
+  it.effect("pull gives what stream gives: the same chunks, TaskStarted and TaskFinished once each, a break as IncompleteStream", () =>
+    Effect.gen(function*() {
+      let opened = 0
+      const model: AiModel.AiModel.Service = AiModel.make({
+        name: "m",
+        stream: () =>
+          Stream.suspend(() =>
+            ++opened === 1
+              ? Stream.make(chunk("Hello"), chunk(" world", true))
+              : Stream.concat(Stream.make(chunk("cut")), Stream.fail(new AiModel.Unavailable({ model: "m", reason: "connection reset" })))
+          )
+      })
+      const drain = (pull: Effect.Effect<Chunk.Chunk<AiModel.CompletionChunk>, Option.Option<unknown>>) => {
+        let text = ""
+        const loop: Effect.Effect<Either.Either<string, unknown>> = Effect.matchEffect(pull, {
+          onSuccess: (chunks) => {
+            for (const c of chunks) text += c.delta
+            return loop
+          },
+          onFailure: (error) => Effect.succeed(Option.isNone(error) ? Either.right(text) : Either.left(error.value))
+        })
+        return loop
+      }
+      const { result, seen } = yield* withEvents(model, { retry: false }, (agent) =>
+        Effect.all([
+          Effect.scoped(Effect.flatMap(agent.pull(new AgentTask({ id: "a", prompt: "p" })), drain)),
+          Effect.scoped(Effect.flatMap(agent.pull(new AgentTask({ id: "b", prompt: "p" })), drain))
+        ]))
+      expect(result[0]).toStrictEqual(Either.right("Hello world"))
+      expect(result[1]).toMatchObject({ _tag: "Left", left: { _tag: "IncompleteStream", partial: "cut", cause: { _tag: "Unavailable" } } })
+      const finished = seen.filter((event) => event._tag === "TaskFinished").map((event) => [event.taskId, event.status])
+      expect(finished).toStrictEqual([["a", "succeeded"], ["b", "failed"]])
+      expect(seen.filter((event) => event._tag === "TaskStarted").length).toBe(2)
+    }))
+
   it.effect("with continue, a mid-stream failure is continued by the next attempt: one answer, no repeated words", () =>
     Effect.gen(function*() {
       const model = yield* EmbeddedModel.make({ seed: 3, timeToFirstToken: "10 millis", perToken: "1 millis", midStreamFailureRate: 1 })
