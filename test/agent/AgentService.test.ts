@@ -1,6 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { readFileSync } from "node:fs"
 import { Chunk, Clock, Config, ConfigError, ConfigProvider, Duration, Effect, Either, Equal, Exit, FastCheck as fc, Fiber, Layer, Metric, Option, Schema, Stream, TestClock, Tracer } from "effect"
+import type { Array as Arr } from "effect"
 import * as AgentService from "../../src/agent/AgentService.js"
 import { AgentTask, type TaskResult, TaskSucceeded } from "../../src/agent/AgentTask.js"
 import * as AgentEvent from "../../src/events/AgentEvent.js"
@@ -826,21 +827,23 @@ describe("AgentService.stream (issue 9)", () => {
       return Either.map(yield* Fiber.join(fiber), (chunks) => Chunk.toReadonlyArray(chunks).map((c) => c.delta).join(""))
     })
 
+  /** A model whose n-th stream is the n-th given (the last one again after them), and how many it opened. */
+  const streamsInTurn = (...streams: Arr.NonEmptyReadonlyArray<Stream.Stream<AiModel.CompletionChunk, AiModel.ModelError>>) => {
+    let opened = 0
+    const model: AiModel.AiModel.Service = AiModel.make({
+      name: "m",
+      stream: () => Stream.suspend(() => streams[Math.min(opened++, streams.length - 1)]!)
+    })
+    return { model, opened: () => opened }
+  }
+
   it.effect("retried before the first chunk; a stream without its end fails with IncompleteStream and the text delivered", () =>
     Effect.gen(function*() {
-      let opened = 0
-      const model: AiModel.AiModel.Service = AiModel.make({
-        name: "m",
-        stream: () =>
-          Stream.suspend(() => {
-            const n = ++opened
-            return n === 1
-              ? Stream.fail(new AiModel.Overloaded({ model: "m" }))
-              : n === 2
-              ? Stream.make(chunk("Hello"), chunk(" world", true))
-              : Stream.make(chunk("cut"), chunk(" short"))
-          })
-      })
+      const { model, opened } = streamsInTurn(
+        Stream.fail(new AiModel.Overloaded({ model: "m" })),
+        Stream.make(chunk("Hello"), chunk(" world", true)),
+        Stream.make(chunk("cut"), chunk(" short"))
+      )
       const result = yield* Effect.scoped(Effect.gen(function*() {
         const agent = yield* AgentService.AgentService
         const ok = yield* collect(agent.stream(new AgentTask({ id: "a", prompt: "p" })))
@@ -849,21 +852,15 @@ describe("AgentService.stream (issue 9)", () => {
       })).pipe(Effect.provide(AgentService.layer({ retry: { jitter: "none" } }).pipe(Layer.provide(Layer.succeed(AiModel.AiModel, model)))))
       expect(result.ok).toStrictEqual(Either.right("Hello world"))
       expect(result.cut).toMatchObject({ _tag: "Left", left: { _tag: "IncompleteStream", partial: "cut short" } })
-      expect(opened).toBe(3)
+      expect(opened()).toBe(3)
     }))
 
   it.effect("issue 17.5: a break after the first chunk is an IncompleteStream with the text delivered and its cause; before it, the bare error", () =>
     Effect.gen(function*() {
-      let opened = 0
-      const model: AiModel.AiModel.Service = AiModel.make({
-        name: "m",
-        stream: () =>
-          Stream.suspend(() =>
-            ++opened === 1
-              ? Stream.concat(Stream.make(chunk("Hello")), Stream.fail(new AiModel.Unavailable({ model: "m", reason: "connection reset" })))
-              : Stream.fail(new AiModel.Unavailable({ model: "m", reason: "connection refused" }))
-          )
-      })
+      const { model } = streamsInTurn(
+        Stream.concat(Stream.make(chunk("Hello")), Stream.fail(new AiModel.Unavailable({ model: "m", reason: "connection reset" }))),
+        Stream.fail(new AiModel.Unavailable({ model: "m", reason: "connection refused" }))
+      )
       const result = yield* Effect.scoped(Effect.gen(function*() {
         const agent = yield* AgentService.AgentService
         const mid = yield* collect(agent.stream(new AgentTask({ id: "a", prompt: "p" })))
@@ -879,16 +876,10 @@ describe("AgentService.stream (issue 9)", () => {
 
   it.effect("pull gives what stream gives: the same chunks, TaskStarted and TaskFinished once each, a break as IncompleteStream", () =>
     Effect.gen(function*() {
-      let opened = 0
-      const model: AiModel.AiModel.Service = AiModel.make({
-        name: "m",
-        stream: () =>
-          Stream.suspend(() =>
-            ++opened === 1
-              ? Stream.make(chunk("Hello"), chunk(" world", true))
-              : Stream.concat(Stream.make(chunk("cut")), Stream.fail(new AiModel.Unavailable({ model: "m", reason: "connection reset" })))
-          )
-      })
+      const { model } = streamsInTurn(
+        Stream.make(chunk("Hello"), chunk(" world", true)),
+        Stream.concat(Stream.make(chunk("cut")), Stream.fail(new AiModel.Unavailable({ model: "m", reason: "connection reset" })))
+      )
       const drain = (pull: Effect.Effect<Chunk.Chunk<AiModel.CompletionChunk>, Option.Option<unknown>>) => {
         let text = ""
         const loop: Effect.Effect<Either.Either<string, unknown>> = Effect.matchEffect(pull, {
