@@ -234,7 +234,8 @@ const main = async () => {
         `${scenario.tasks}`,
         outcome.stack,
         `${((outcome.succeeded / scenario.tasks) * 100).toFixed(1)}%`,
-        outcome.cutOff ? `> ${(capSeconds / baseline).toFixed(1)}×` : `${(outcome.lastRecordSeconds / baseline).toFixed(2)}×`,
+        // no ratio when the fault-free scenario was not among those run
+        baseline === 0 ? "–" : outcome.cutOff ? `> ${(capSeconds / baseline).toFixed(1)}×` : `${(outcome.lastRecordSeconds / baseline).toFixed(2)}×`,
         outcome.succeeded === 0 ? "–" : (outcome.calls / outcome.succeeded).toFixed(2),
         outcome.cutOff ? `cut off at ${capSeconds} s` : `${outcome.lastRecordSeconds.toFixed(1)} s`,
         failures === "" ? "" : failures
@@ -258,7 +259,7 @@ const main = async () => {
     }
   }
   console.log("")
-  console.log(`Goodput under faults (concurrency ${concurrency}, timeout ${timeout}; ratio: makespan ÷ our fault-free makespan, ${baseline.toFixed(1)} s)`)
+  console.log(`Goodput under faults (concurrency ${concurrency}, timeout ${timeout}; ratio: makespan ÷ our fault-free makespan, ${baseline === 0 ? "not run" : `${baseline.toFixed(1)} s`})`)
   console.log("")
   console.log("| scenario | tasks | stack | succeeded | makespan | calls per success | last record | failed by error |")
   console.log("|---|---:|---|---:|---:|---:|---:|---|")
