@@ -32,7 +32,7 @@
  * @since 0.1.0
  */
 import { Cause, Clock, Config, Context, Data, Duration, Effect, Exit, FiberRef, Layer, Option, Stream, Tracer } from "effect"
-import type { Chunk, ConfigError, Scope } from "effect"
+import type { ConfigError, Scope } from "effect"
 import type * as AdaptiveLimit from "../concurrency/AdaptiveLimit.js"
 import * as AgentEvent from "../events/AgentEvent.js"
 import * as EventBus from "../events/EventBus.js"
@@ -353,11 +353,7 @@ export declare namespace AgentService {
      * channel `Stream.toPull` runs over a stream, which costs about as much as the rest of a
      * stream's policies together. Same policies, events and errors as `stream`.
      */
-    readonly pull: (task: AgentTask, options?: StreamOptions) => Effect.Effect<
-      Effect.Effect<Chunk.Chunk<AiModel.CompletionChunk>, Option.Option<StreamError>>,
-      never,
-      Scope.Scope
-    >
+    readonly pull: (task: AgentTask, options?: StreamOptions) => Effect.Effect<AnswerStream.AnswerPull, never, Scope.Scope>
     /**
      * Everything the policies do from when the stream runs; it misses nothing from then on (its
      * buffer, when full, makes the agent wait rather than drop an event).

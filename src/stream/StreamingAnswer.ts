@@ -273,8 +273,7 @@ export const makePull = <E = AiModel.ModelError, R = never, E2 = StartError<E>, 
 > => {
   const firstChunk = options.firstChunk ?? defaults.firstChunk
   const betweenChunks = options.betweenChunks ?? defaults.betweenChunks
-  const defaultPolicy = options.policy ??
-    ((start: Effect.Effect<Started, StartError<E>, R>) => start as unknown as Effect.Effect<Started, E2, R2>)
+  const noPolicy = (start: Effect.Effect<Started, StartError<E>, R>) => start as unknown as Effect.Effect<Started, E2, R2>
   const fallThrough: (error: E2) => boolean = options.fallThrough ?? Fallback.defaults.fallThrough
   const continues = options.continue !== undefined && options.continue !== false
   const maxContinuations = typeof options.continue === "object"
@@ -306,9 +305,7 @@ export const makePull = <E = AiModel.ModelError, R = never, E2 = StartError<E>, 
 
   return (sources, hooks) =>
     Effect.map(Effect.zip(Effect.scope, Effect.clock), ([outer, clock]): Pull => {
-      const policy = hooks?.policy ?? defaultPolicy
-      const onStarted = hooks === undefined ? options.onStarted : hooks.onStarted
-      const onContinued = hooks === undefined ? options.onContinued : hooks.onContinued
+      const { onContinued, onStarted, policy = noPolicy } = hooks ?? options
       let delivered = ""
       let current: Attempt<E, R> | undefined = undefined
       let continuations = 0
