@@ -22,7 +22,10 @@
  * PostgreSQL databases are its own (`wiz_bench_*`), dropped at its end. Sizes and latency:
  *
  *   npm run bench -- durable
- *   npx tsx bench/durable.ts [--sqlite-tasks 2000] [--pg-tasks 3000] [--concurrency 8] [--latency-ms 200] [--only sqlite,pg,failover,chaos]
+ * The workers' attempt timeout is `--timeout` (2 s: ten times a call), which also bounds how
+ * long a unit whose shard moves is waited for (`PgStore.handover`: 3 s).
+ *
+ *   npx tsx bench/durable.ts [--sqlite-tasks 2000] [--pg-tasks 3000] [--concurrency 8] [--latency-ms 200] [--timeout "2 seconds"] [--only sqlite,pg,failover,chaos]
  *     [--profile DIR]   (workers under node --cpu-prof, their profiles in DIR)
  */
 import * as SqlClient from "@effect/sql/SqlClient"
@@ -50,6 +53,7 @@ const sqliteTasks = Number(arg("sqlite-tasks", "2000"))
 const pgTasks = Number(arg("pg-tasks", "3000"))
 const concurrency = Number(arg("concurrency", "8"))
 const latencyMs = Number(arg("latency-ms", "200"))
+const timeout = arg("timeout", "2 seconds")
 const only = new Set(arg("only", "sqlite,pg,failover,chaos").split(","))
 /** With `--profile DIR`, each worker runs under `node --cpu-prof` into DIR and is stopped with SIGTERM. */
 const profileDir = arg("profile", "")
@@ -155,7 +159,9 @@ const startWorker = (url: string) =>
       "--time-to-first-token",
       `${latencyMs} millis`,
       "--per-token",
-      "0"
+      "0",
+      "--timeout",
+      timeout
     ], { stdio: ["ignore", "ignore", "pipe"] })
     children.add(child)
     child.on("exit", () => children.delete(child))

@@ -95,9 +95,10 @@ const freePort = (host: string) =>
 /**
  * The engine and database a `--store` names, and this process's name among the runners: a
  * SQLite file is one runner (this process); a PostgreSQL URL is a runner listening on `listen`,
- * or a client with `listen` none.
+ * or a client with `listen` none, whose units are handed over as soon as `--timeout` lets their
+ * calls on the wire end (`PgStore.handover`).
  */
-const engine = (store: string, listen: Option.Option<Listen>) =>
+const engine = (store: string, listen: Option.Option<Listen>, timeout: Duration.Duration) =>
   Effect.gen(function*() {
     if (!PgStore.isUrl(store)) {
       const SqliteStore = yield* sqlite
@@ -106,7 +107,10 @@ const engine = (store: string, listen: Option.Option<Listen>) =>
     if (Option.isNone(listen)) return { layer: PgStore.layer({ url: store, runner: Option.none() }), runner: "" }
     const { host } = listen.value
     const port = Option.isSome(listen.value.port) ? listen.value.port.value : yield* freePort(host)
-    return { layer: PgStore.layer({ url: store, runner: Option.some({ host, port }) }), runner: `${host}:${port}` }
+    return {
+      layer: PgStore.layer({ url: store, runner: Option.some({ host, port }), longestCall: timeout }),
+      runner: `${host}:${port}`
+    }
   })
 
 /**
@@ -215,7 +219,7 @@ export const run = Effect.fn("DurableRun.run")(function*(options: Omit<RunOption
   const stdio = yield* Stdio
   const stats = yield* Summary.makeStats
   const startedAt = yield* Clock.currentTimeMillis
-  const { layer: store, runner } = yield* engine(options.store, options.noWork ? Option.none() : Option.some(options.listen))
+  const { layer: store, runner } = yield* engine(options.store, options.noWork ? Option.none() : Option.some(options.listen), options.timeout)
   // the worker's agent is in context too, for the events of the tasks it runs
   const work = options.noWork ? Layer.empty : DurableBatch.worker({ runner }).pipe(Layer.provideMerge(agent))
 
@@ -334,7 +338,7 @@ export const worker = Effect.fn("DurableRun.worker")(function*(options: ModelOpt
     return yield* usage("wiz worker needs a PostgreSQL store (postgres://...): a SQLite store is worked on by the wiz run that holds it")
   }
   const agent = yield* agentLayer(options)
-  const { layer: store, runner } = yield* engine(options.store, Option.some(options.listen))
+  const { layer: store, runner } = yield* engine(options.store, Option.some(options.listen), options.timeout)
   const stdio = yield* Stdio
   yield* Effect.gen(function*() {
     yield* stdio.stderr(`wiz: worker ${runner} on ${redact(options.store)}; SIGTERM stops it\n`)

@@ -170,7 +170,9 @@ export const journal: Layer.Layer<AiModel.AiModel, never, AiModel.AiModel> = Lay
  * this one stops with SIGTERM) makes no new call: its calls on the wire finish and are
  * recorded, its tasks not yet calling stop before they call, and the unit is handed over
  * unfinished, for the next runner to run the tasks without a record. So a shard moving repeats
- * no call (the cluster waits for the unit up to `entityTerminationTimeout`, 15 s by default).
+ * no call (the cluster waits for the unit up to its `entityTerminationTimeout`: give
+ * `PgStore.layer` your attempt timeout as `longestCall`, so that wait covers the longest call
+ * and no more).
  *
  * @since 0.1.0
  * @category layers

@@ -21,6 +21,12 @@
  * heartbeats of 3 s), hence not shorter. A runner stopped with SIGTERM lets its calls on the wire
  * finish, hands its shards back as it closes, and its units move at once.
  *
+ * Handing over: a unit whose shard moves (a runner joined, or this one stops) stops its tasks
+ * before they call and waits for its calls on the wire, and the cluster holds it until its
+ * `entityTerminationTimeout` (15 s by default) has passed. Given `longestCall` (the agent's
+ * attempt timeout; `wiz` gives its `--timeout`), that wait is {@link handover} of it: a unit is
+ * handed over as soon as its calls can have ended, and none is cut mid-call.
+ *
  * PostgreSQL drivers: `pg` 8 (what `@effect/sql-pg` 0.53 is built on; it warns of a `pg` 9
  * change it does not make yet).
  *
@@ -29,8 +35,12 @@
  * import { Option } from "effect"
  * import * as PgStore from "wiz-effect/durable/PgStore"
  *
- * // a working process, reachable by the others at 10.0.0.5:34431
- * const store = PgStore.layer({ url: "postgres://wiz@db/wiz", runner: Option.some({ host: "10.0.0.5", port: 34431 }) })
+ * // a working process, reachable by the others at 10.0.0.5:34431, whose model calls time out at 30 s
+ * const store = PgStore.layer({
+ *   url: "postgres://wiz@db/wiz",
+ *   runner: Option.some({ host: "10.0.0.5", port: 34431 }),
+ *   longestCall: "30 seconds"
+ * })
  * ```
  *
  * @since 0.1.0
@@ -50,7 +60,7 @@ import * as RpcSerialization from "@effect/rpc/RpcSerialization"
 import type * as SqlClient from "@effect/sql/SqlClient"
 import * as PgClient from "@effect/sql-pg/PgClient"
 import type { WorkflowEngine } from "@effect/workflow/WorkflowEngine"
-import { Duration, Effect, Equal, Layer, Option, Redacted, Schedule } from "effect"
+import { Config, ConfigProvider, Duration, Effect, Equal, Layer, Option, Redacted, Schedule } from "effect"
 import { connect } from "node:net"
 import type { ConfigError } from "effect"
 import { StoreError } from "./TaskStore.js"
@@ -70,6 +80,28 @@ export const failover = {
 } as const
 
 /**
+ * The cluster's `entityTerminationTimeout` for calls that take at most `longestCall` on the
+ * wire: that, and a second for the unit to record what they answered.
+ *
+ * @example
+ * ```ts
+ * import * as PgStore from "wiz-effect/durable/PgStore"
+ *
+ * PgStore.handover("2 seconds") // 3 seconds
+ * ```
+ *
+ * @since 0.1.0
+ * @category defaults
+ */
+export const handover = (longestCall: Duration.DurationInput): Duration.Duration =>
+  Duration.sum(longestCall, Duration.seconds(1))
+
+/** `ENTITY_TERMINATION_TIMEOUT` when the environment sets it, read as the cluster reads it. */
+const terminationFromEnv = Config.option(Config.duration("entityTerminationTimeout")).pipe(
+  Effect.withConfigProvider(ConfigProvider.fromEnv().pipe(ConfigProvider.constantCase))
+)
+
+/**
  * @since 0.1.0
  * @category models
  */
@@ -78,7 +110,16 @@ export interface Options {
   readonly url: string
   /** Where the other runners reach this one; none for a process that does no work. */
   readonly runner: Option.Option<{ readonly host: string; readonly port: number }>
-  /** The cluster's settings, over {@link failover} and its defaults. */
+  /**
+   * The longest a model call may be on the wire: the agent's attempt `timeout`. A unit whose
+   * shard moves (a runner joined, or this one stops with SIGTERM) waits for its calls on the
+   * wire, and the cluster waits for the unit up to its `entityTerminationTimeout` before it cuts
+   * them: with this given, that timeout is {@link handover} of it, so no call is cut and made
+   * again, and a unit whose calls are short is handed over soon. Without it, or when
+   * `ENTITY_TERMINATION_TIMEOUT` is set, the cluster's own (15 s by default).
+   */
+  readonly longestCall?: Duration.DurationInput
+  /** The cluster's settings, over {@link failover}, `longestCall` and its defaults. */
   readonly shardingConfig?: Partial<ShardingConfig.ShardingConfig["Type"]>
   /** Connections in the pool (10). */
   readonly maxConnections?: number
@@ -93,14 +134,19 @@ export interface Options {
 export const layer = (
   options: Options
 ): Layer.Layer<WorkflowEngine | SqlClient.SqlClient, StoreError | ConfigError.ConfigError> => {
-  const config = ShardingConfig.layerFromEnv({
-    ...failover,
-    ...Option.match(options.runner, {
-      onNone: () => ({}),
-      onSome: ({ host, port }) => ({ runnerAddress: Option.some(RunnerAddress.make(host, port)) })
-    }),
-    ...options.shardingConfig
-  })
+  const config = Layer.unwrapEffect(Effect.map(terminationFromEnv, (fromEnv) =>
+    ShardingConfig.layerFromEnv({
+      ...failover,
+      ...Option.match(options.runner, {
+        onNone: () => ({}),
+        onSome: ({ host, port }) => ({ runnerAddress: Option.some(RunnerAddress.make(host, port)) })
+      }),
+      ...(options.longestCall === undefined || Option.isSome(fromEnv) || !Duration.isFinite(Duration.decode(options.longestCall))
+        ? {}
+        : { entityTerminationTimeout: handover(options.longestCall) }),
+      ...options.shardingConfig
+    })
+  ))
   // NodeClusterSocket.layer, without its Kubernetes health check (whose HTTP client would take
   // undici into the wiz bundle)
   const runners = Option.isSome(options.runner)
