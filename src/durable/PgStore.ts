@@ -57,10 +57,10 @@ import * as SqlMessageStorage from "@effect/cluster/SqlMessageStorage"
 import * as SqlRunnerStorage from "@effect/cluster/SqlRunnerStorage"
 import { layerClientProtocol, layerSocketServer } from "@effect/platform-node-shared/NodeClusterSocket"
 import * as RpcSerialization from "@effect/rpc/RpcSerialization"
-import type * as SqlClient from "@effect/sql/SqlClient"
+import * as SqlClient from "@effect/sql/SqlClient"
 import * as PgClient from "@effect/sql-pg/PgClient"
 import type { WorkflowEngine } from "@effect/workflow/WorkflowEngine"
-import { Config, ConfigProvider, Duration, Effect, Equal, Layer, Option, Redacted, Schedule } from "effect"
+import { Config, ConfigProvider, Context, Duration, Effect, Equal, Layer, Option, Redacted, Schedule } from "effect"
 import { connect } from "node:net"
 import type { ConfigError } from "effect"
 import { StoreError } from "./TaskStore.js"
@@ -155,13 +155,15 @@ export const layer = (
     )
     : Layer.provide(SocketRunner.layerClientOnly, layerClientProtocol)
   // one storage for the cluster and the watch (a layer is built once per build, by reference)
-  const storage = Layer.orDie(SqlRunnerStorage.layer).pipe(Layer.provide(config))
+  const storage = Layer.orDie(oneAtATime(options.url, SqlRunnerStorage.layer)).pipe(Layer.provide(config))
   const watch = Option.match(options.runner, {
     onNone: () => Layer.empty,
     onSome: ({ host, port }) => Layer.scopedDiscard(watchRefused(RunnerAddress.make(host, port))).pipe(Layer.provide(storage))
   })
   const cluster = runners.pipe(
-    Layer.provideMerge(Layer.orDie(SqlMessageStorage.layer) as Layer.Layer<MessageStorage.MessageStorage, never, SqlClient.SqlClient>),
+    Layer.provideMerge(
+      Layer.orDie(oneAtATime(options.url, SqlMessageStorage.layer)) as Layer.Layer<MessageStorage.MessageStorage, never, SqlClient.SqlClient>
+    ),
     Layer.provide(storage),
     Layer.provide(config),
     Layer.provide(RpcSerialization.layerMsgPack),
@@ -178,6 +180,42 @@ export const layer = (
     )
   )
 }
+
+/**
+ * `layer` built while this process holds a PostgreSQL advisory lock. The cluster's storages
+ * create their tables as they are built, and its migrator's `CREATE TABLE` is not safe against
+ * processes starting together on an empty database: all but one failed with a duplicate key in
+ * `pg_type`, and a `wiz worker` started with two others exited at once.
+ */
+const oneAtATime = <A, E, R>(url: string, layer: Layer.Layer<A, E, R>): Layer.Layer<A, E | StoreError, R> =>
+  Layer.scopedContext(Effect.gen(function*() {
+    const scope = yield* Effect.scope
+    return yield* Effect.scoped(Effect.gen(function*() {
+      // on a connection of its own, not one of the pool's (which the build itself may need)
+      yield* Effect.flatMap(Layer.build(database(url, 1)), (context) => Context.get(context, SqlClient.SqlClient).reserve).pipe(
+        // tried every 50 ms rather than waited for in the server, so the wait can be interrupted
+        Effect.flatMap((connection) =>
+          Effect.acquireRelease(
+            Effect.map(
+              connection.execute("SELECT pg_try_advisory_lock($1) AS locked", [tablesLock], undefined),
+              (rows) => rows[0]?.locked === true
+            ),
+            // a connection that cannot unlock is broken, and the server frees its locks with it
+            (locked) =>
+              locked
+                ? Effect.catchAll(connection.executeRaw("SELECT pg_advisory_unlock($1)", [tablesLock]), (error) =>
+                  Effect.logWarning("wiz: the lock on the cluster's tables was not released", error))
+                : Effect.void
+          ).pipe(Effect.repeat({ until: (locked) => locked, schedule: Schedule.spaced(Duration.millis(50)) }))
+        ),
+        Effect.catchTag("SqlError", (error) => Effect.fail(new StoreError({ operation: "lock", message: error.message })))
+      )
+      return yield* Layer.buildWithScope(layer, scope)
+    }))
+  }))
+
+/** The advisory lock the cluster's tables are created under. */
+const tablesLock = 2026120721
 
 /**
  * Whether nothing listens at `address` any more: a TCP connection refused at once (a live

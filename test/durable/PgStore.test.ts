@@ -5,7 +5,7 @@ import * as ShardingConfig from "@effect/cluster/ShardingConfig"
 import * as SqlRunnerStorage from "@effect/cluster/SqlRunnerStorage"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { describe, expect, it } from "@effect/vitest"
-import { Chunk, Context, Duration, Effect, Fiber, Layer, Option, Stream } from "effect"
+import { Cause, Chunk, Context, Duration, Effect, Exit, Fiber, Layer, Option, Stream } from "effect"
 import { performance } from "node:perf_hooks"
 import * as fs from "node:fs"
 import * as net from "node:net"
@@ -79,6 +79,19 @@ describe.skipIf(!postgres.available)("durable batches on PostgreSQL", () => {
         expect(runners.map((r) => r.address)).toContain(`127.0.0.1:${port}`)
         expect(yield* Effect.flip(batches.state("nope"))).toMatchObject({ _tag: "BatchNotFound", batchId: "nope" })
       }).pipe(Effect.provide(stack), Effect.scoped)
+    }), { timeout: 60_000 })
+
+  it.scopedLive("issue 20: processes starting together on an empty database all start: the cluster's tables are created one at a time", () =>
+    Effect.gen(function*() {
+      // four fresh databases, six stores starting at once on each (their own pools, as processes)
+      for (let round = 0; round < 4; round++) {
+        const db = yield* database
+        const exits = yield* Effect.all(
+          Array.from({ length: 6 }, () => Effect.exit(Layer.build(PgStore.layer({ url: db.url, runner: Option.none(), maxConnections: 2 })))),
+          { concurrency: "unbounded" }
+        )
+        expect(exits.filter(Exit.isFailure).map((exit) => Cause.pretty(exit.cause))).toEqual([])
+      }
     }), { timeout: 60_000 })
 
   it.scopedLive("a runner counts another whose address refuses connections as unhealthy within seconds, so its shards move; one that answers stays healthy", () =>
