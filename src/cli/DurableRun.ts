@@ -93,23 +93,37 @@ const freePort = (host: string) =>
   }).pipe(Effect.orDie)
 
 /**
- * The engine and database a `--store` names, and this process's name among the runners: a
- * SQLite file is one runner (this process); a PostgreSQL URL is a runner listening on `listen`,
- * or a client with `listen` none, whose units are handed over as soon as `--timeout` lets their
- * calls on the wire end (`PgStore.handover`).
+ * The engine and database a `--store` names, this process's name among the runners, and what it
+ * does when a signal stops it (said as it begins: the cluster holds a stopping runner's units
+ * until its `entityTerminationTimeout`, in silence otherwise; a second signal finds no handler
+ * and ends the process at once).
+ *
+ * A SQLite file is one runner (this process): nobody to hand its units to, so a stop gives its
+ * calls on the wire a second to answer, and the next run makes the others again (in-memory runs
+ * cut them at once). A PostgreSQL URL is a runner listening on `listen`, whose units are handed
+ * over as soon as `--timeout` lets their calls on the wire end (`PgStore.handover`), or a client
+ * with `listen` none.
  */
 const engine = (store: string, listen: Option.Option<Listen>, timeout: Duration.Duration) =>
   Effect.gen(function*() {
     if (!PgStore.isUrl(store)) {
       const SqliteStore = yield* sqlite
-      return { layer: SqliteStore.layer({ filename: store }), runner: `${Os.hostname()}:${process.pid}` }
+      return {
+        layer: SqliteStore.layer({ filename: store, shardingConfig: { entityTerminationTimeout: Duration.seconds(1) } }),
+        runner: `${Os.hostname()}:${process.pid}`,
+        stopping: "stopping: the calls on the wire have a second to answer, the next run makes the others again"
+      }
     }
-    if (Option.isNone(listen)) return { layer: PgStore.layer({ url: store, runner: Option.none() }), runner: "" }
+    if (Option.isNone(listen)) {
+      return { layer: PgStore.layer({ url: store, runner: Option.none() }), runner: "", stopping: "stopped" }
+    }
     const { host } = listen.value
     const port = Option.isSome(listen.value.port) ? listen.value.port.value : yield* freePort(host)
     return {
       layer: PgStore.layer({ url: store, runner: Option.some({ host, port }), longestCall: timeout }),
-      runner: `${host}:${port}`
+      runner: `${host}:${port}`,
+      stopping: "stopping: handing its shards back once its calls on the wire are recorded (--timeout + 1 s; " +
+        "a second signal stops it at once, and the calls it cuts are made again)"
     }
   })
 
@@ -219,7 +233,11 @@ export const run = Effect.fn("DurableRun.run")(function*(options: Omit<RunOption
   const stdio = yield* Stdio
   const stats = yield* Summary.makeStats
   const startedAt = yield* Clock.currentTimeMillis
-  const { layer: store, runner } = yield* engine(options.store, options.noWork ? Option.none() : Option.some(options.listen), options.timeout)
+  const { layer: store, runner, stopping } = yield* engine(
+    options.store,
+    options.noWork ? Option.none() : Option.some(options.listen),
+    options.timeout
+  )
   // the worker's agent is in context too, for the events of the tasks it runs
   const work = options.noWork ? Layer.empty : DurableBatch.worker({ runner }).pipe(Layer.provideMerge(agent))
 
@@ -314,6 +332,7 @@ export const run = Effect.fn("DurableRun.run")(function*(options: Omit<RunOption
     yield* output.commit
   }).pipe(
     Effect.scoped,
+    Effect.onInterrupt(() => stdio.stderr(`wiz: ${stopping}; the same command goes on with the batch\n`)),
     Effect.provide(Layer.merge(DurableBatch.layer(), work).pipe(Layer.provideMerge(store)))
   )
   const summary = yield* stats.summary((yield* Clock.currentTimeMillis) - startedAt)
@@ -338,13 +357,13 @@ export const worker = Effect.fn("DurableRun.worker")(function*(options: ModelOpt
     return yield* usage("wiz worker needs a PostgreSQL store (postgres://...): a SQLite store is worked on by the wiz run that holds it")
   }
   const agent = yield* agentLayer(options)
-  const { layer: store, runner } = yield* engine(options.store, Option.some(options.listen), options.timeout)
+  const { layer: store, runner, stopping } = yield* engine(options.store, Option.some(options.listen), options.timeout)
   const stdio = yield* Stdio
   yield* Effect.gen(function*() {
     yield* stdio.stderr(`wiz: worker ${runner} on ${redact(options.store)}; SIGTERM stops it\n`)
     return yield* Effect.never
   }).pipe(
-    Effect.onInterrupt(() => stdio.stderr(`wiz: worker ${runner} stopping: handing its shards back\n`)),
+    Effect.onInterrupt(() => stdio.stderr(`wiz: worker ${runner} ${stopping}\n`)),
     Effect.provide(DurableBatch.worker({ runner }).pipe(Layer.provide(agent), Layer.provideMerge(store)))
   )
 })

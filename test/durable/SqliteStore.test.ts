@@ -3,6 +3,7 @@ import { Effect, Layer } from "effect"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
+import { performance } from "node:perf_hooks"
 import * as SqliteStore from "../../src/durable/SqliteStore.js"
 import * as Process from "../cli/Process.js"
 
@@ -57,6 +58,33 @@ describe("wiz run --store FILE (SQLite)", () => {
       expect(recovered.length).toBeLessThanOrEqual(4)
       for (const r of recovered) expect(r.attempts).toBeGreaterThanOrEqual(2)
       expect(second.stderr).toContain("succeeded   77")
+    }), { timeout: 90_000 })
+
+  it.scopedLive("issue 20: Ctrl-C stops a run on a SQLite store within seconds and says so; the same command then finishes the batch, the calls it cut made again", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      fs.writeFileSync(path.join(dir, "tasks.jsonl"), input)
+      // calls of 3 s: Ctrl-C comes while 4 are on the wire
+      const args = ["run", "tasks.jsonl", "-o", "out.jsonl", "--store", "wiz.db"]
+      const first = yield* Process.startWiz([...args, ...model("3 seconds")], { cwd: dir })
+      yield* first.until((_, stderr) => stderr.includes("wiz: batch"), 60)
+      yield* Effect.sleep("1 second")
+      const signalled = performance.now()
+      first.child.kill("SIGINT")
+      const stopped = yield* first.exited(30)
+      // the cluster held a stopping runner's units 15 s, in silence
+      expect(performance.now() - signalled).toBeLessThan(10_000)
+      expect(stopped.code).toBe(130)
+      expect(stopped.stderr).toContain("wiz: stopping: the calls on the wire have a second to answer")
+
+      // the same command, its model answering faster
+      const second = yield* Process.wiz([...args, ...model("20 millis")], { cwd: dir })
+      expect(second.code).toBe(0)
+      const after = lines(path.join(dir, "out.jsonl")).map((l) => JSON.parse(l))
+      expect(after.length).toBe(80)
+      expect(new Set(after.filter((r) => r.status !== "invalid").map((r) => r.id)).size).toBe(77)
+      // the calls cut at the stop were made again, and their records say so
+      expect(after.filter((r) => r.recovered === true).length).toBeGreaterThan(0)
     }), { timeout: 90_000 })
 
   it.scopedLive("issue 20: wiz run --store draws the progress line a run without a store draws, and writes --events for the tasks it runs", () =>
