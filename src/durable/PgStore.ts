@@ -208,7 +208,7 @@ const oneAtATime = <A, E, R>(url: string, layer: Layer.Layer<A, E, R>): Layer.La
                 : Effect.void
           ).pipe(Effect.repeat({ until: (locked) => locked, schedule: Schedule.spaced(Duration.millis(50)) }))
         ),
-        Effect.catchTag("SqlError", (error) => Effect.fail(new StoreError({ operation: "lock", message: error.message })))
+        Effect.catchTag("SqlError", (error) => Effect.fail(StoreError.fromSql("lock")(error)))
       )
       return yield* Layer.buildWithScope(layer, scope)
     }))
@@ -269,7 +269,7 @@ const watchRefused = (self: RunnerAddress.RunnerAddress) =>
  */
 export const database = (url: string, maxConnections = 10): Layer.Layer<SqlClient.SqlClient, StoreError> =>
   PgClient.layer({ url: Redacted.make(url), maxConnections }).pipe(
-    Layer.mapError((error) => new StoreError({ operation: "connect", message: error.message }))
+    Layer.mapError(StoreError.fromSql("connect"))
   )
 
 /**

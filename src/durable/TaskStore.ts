@@ -31,7 +31,16 @@ import { type AgentTask, TaskResult } from "../agent/AgentTask.js"
 export class StoreError extends Schema.TaggedError<StoreError>()("StoreError", {
   operation: Schema.String,
   message: Schema.String
-}) {}
+}) {
+  /** A failed statement as a `StoreError`, with what the database said (`SqlError`'s own message says only that it failed). */
+  static fromSql(operation: string): (error: SqlError) => StoreError {
+    return (error) =>
+      new StoreError({
+        operation,
+        message: error.cause instanceof Error && error.cause.message !== "" ? `${error.message}: ${error.cause.message}` : error.message
+      })
+  }
+}
 
 /**
  * Where a batch is: its tasks by state.
@@ -65,11 +74,6 @@ export type Begun =
 const decodeRecord = Schema.decodeUnknownSync(Schema.parseJson(TaskResult))
 const encodeRecord = Schema.encodeSync(Schema.parseJson(TaskResult))
 
-const refail = (operation: string) => (error: SqlError) =>
-  new StoreError({
-    operation,
-    message: error.cause instanceof Error ? `${error.message}: ${error.cause.message}` : error.message
-  })
 
 /**
  * The store on the `SqlClient` in context: its tables are created when missing.
@@ -101,7 +105,7 @@ export const make = Effect.gen(function*() {
     )`,
     sql`CREATE INDEX IF NOT EXISTS wiz_tasks_done ON wiz_tasks (batch_id, done_seq)`,
     pg ? sql`CREATE SEQUENCE IF NOT EXISTS wiz_done_seq` : Effect.void
-  ], { discard: true }).pipe(sql.withTransaction, Effect.mapError(refail("create tables")))
+  ], { discard: true }).pipe(sql.withTransaction, Effect.mapError(StoreError.fromSql("create tables")))
 
   // per batch on SQLite: the index on (batch_id, done_seq) answers it at once, where a MAX over
   // the whole table read every row of every batch for each record (quadratic in a batch)
@@ -145,14 +149,14 @@ export const make = Effect.gen(function*() {
           }))
           yield* sql`INSERT INTO wiz_tasks ${sql.insert(rows)} ON CONFLICT DO NOTHING`
         }
-      }).pipe(sql.withTransaction, Effect.mapError(refail("add batch"))),
+      }).pipe(sql.withTransaction, Effect.mapError(StoreError.fromSql("add batch"))),
 
     /** The ids of the batch's tasks at positions `from` to `from + count - 1` that have no record yet. */
     unfinished: (batchId: string, from: number, count: number) =>
       sql<{ task_id: string }>`SELECT task_id FROM wiz_tasks
         WHERE batch_id = ${batchId} AND seq >= ${from} AND seq < ${from + count} AND record IS NULL`.pipe(
         Effect.map((rows) => new Set(rows.map((row) => row.task_id))),
-        Effect.mapError(refail("read unfinished tasks"))
+        Effect.mapError(StoreError.fromSql("read unfinished tasks"))
       ),
 
     /**
@@ -174,7 +178,7 @@ export const make = Effect.gen(function*() {
             ]
           }))
         }),
-        Effect.mapError(refail("begin unit"))
+        Effect.mapError(StoreError.fromSql("begin unit"))
       ),
 
     /** A model call for the task begins on `runner`: counted, and the task is running there. */
@@ -182,7 +186,7 @@ export const make = Effect.gen(function*() {
       sql`UPDATE wiz_tasks SET calls = calls + 1, status = 'running', runner = ${runner}
         WHERE batch_id = ${batchId} AND task_id = ${taskId} AND record IS NULL`.pipe(
         Effect.asVoid,
-        Effect.mapError(refail("count a call"))
+        Effect.mapError(StoreError.fromSql("count a call"))
       ),
 
     /** Store a task's record once; the record stored is returned (an earlier one wins). */
@@ -197,7 +201,7 @@ export const make = Effect.gen(function*() {
         const [row] = yield* sql<{ record: string }>`
           SELECT record FROM wiz_tasks WHERE batch_id = ${batchId} AND task_id = ${record.id}`
         return row === undefined ? record : decodeRecord(row.record)
-      }).pipe(Effect.mapError(refail("store record"))),
+      }).pipe(Effect.mapError(StoreError.fromSql("store record"))),
 
     /** Records written after `after` (by `done_seq`), in that order, with their `done_seq`. */
     recordsAfter: (batchId: string, after: number) =>
@@ -205,14 +209,14 @@ export const make = Effect.gen(function*() {
         SELECT task_id, record, done_seq FROM wiz_tasks
         WHERE batch_id = ${batchId} AND done_seq > ${after} ORDER BY done_seq`.pipe(
         Effect.map((rows) => rows.map((row) => ({ seq: count(row.done_seq), record: decodeRecord(row.record) }))),
-        Effect.mapError(refail("read records"))
+        Effect.mapError(StoreError.fromSql("read records"))
       ),
 
     /** Every record of the batch. */
     records: (batchId: string) =>
       sql<{ record: string }>`SELECT record FROM wiz_tasks WHERE batch_id = ${batchId} AND record IS NOT NULL`.pipe(
         Effect.map((rows) => rows.map((row) => decodeRecord(row.record))),
-        Effect.mapError(refail("read records"))
+        Effect.mapError(StoreError.fromSql("read records"))
       ),
 
     /** The batch's state, or none when no such batch was submitted. */
@@ -223,7 +227,7 @@ export const make = Effect.gen(function*() {
         const counts = yield* sql<Record<string, unknown>>`
           SELECT batch_id, status, COUNT(*) AS n FROM wiz_tasks WHERE batch_id = ${batchId} GROUP BY batch_id, status`
         return Option.some(stateOf(batch, counts))
-      }).pipe(Effect.mapError(refail("read batch state"))),
+      }).pipe(Effect.mapError(StoreError.fromSql("read batch state"))),
 
     /** Every batch's state, newest first. */
     batches: Effect.gen(function*() {
@@ -231,7 +235,7 @@ export const make = Effect.gen(function*() {
       const counts = yield* sql<Record<string, unknown>>`
         SELECT batch_id, status, COUNT(*) AS n FROM wiz_tasks GROUP BY batch_id, status`
       return batches.map((batch) => stateOf(batch, counts))
-    }).pipe(Effect.mapError(refail("read batches"))),
+    }).pipe(Effect.mapError(StoreError.fromSql("read batches"))),
 
     /**
      * The cluster's runners (`cluster_runners`): address, whether it counts as healthy, and
@@ -246,14 +250,14 @@ export const make = Effect.gen(function*() {
       Effect.map((rows) =>
         rows.map((row) => ({ address: row.address, healthy: row.healthy === true || row.healthy === 1, ageSeconds: count(row.age) }))
       ),
-      Effect.mapError(refail("read runners"))
+      Effect.mapError(StoreError.fromSql("read runners"))
     ),
 
     /** Tasks running now, by the runner that started them. */
     runningByRunner: sql<{ runner: string; n: unknown }>`
       SELECT runner, COUNT(*) AS n FROM wiz_tasks WHERE status = 'running' GROUP BY runner`.pipe(
       Effect.map((rows) => new Map(rows.map((row) => [row.runner, count(row.n)]))),
-      Effect.mapError(refail("read running tasks"))
+      Effect.mapError(StoreError.fromSql("read running tasks"))
     )
   }
 })

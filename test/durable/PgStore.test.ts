@@ -94,6 +94,15 @@ describe.skipIf(!postgres.available)("durable batches on PostgreSQL", () => {
       }
     }), { timeout: 60_000 })
 
+  it.scopedLive("issue 20: a store whose database cannot be reached fails with a StoreError saying why, not only that it failed", () =>
+    Effect.gen(function*() {
+      const missing = new URL(postgres.url)
+      missing.pathname = `/${Services.uniqueName("wiz_missing")}`
+      const error = yield* Effect.flip(Layer.build(PgStore.layer({ url: missing.toString(), runner: Option.none() })))
+      expect(error).toMatchObject({ _tag: "StoreError", operation: "connect" })
+      expect(error.message).toContain(`database "${missing.pathname.slice(1)}" does not exist`)
+    }), { timeout: 60_000 })
+
   it.scopedLive("a runner counts another whose address refuses connections as unhealthy within seconds, so its shards move; one that answers stays healthy", () =>
     Effect.gen(function*() {
       const db = yield* database
