@@ -75,7 +75,13 @@ const busy = (error: SqlError): boolean => /SQLITE_BUSY|database is locked/i.tes
  */
 export const database = (filename: string): Layer.Layer<SqlClient.SqlClient, StoreInUse | StoreError> =>
   Layer.scopedContext(Effect.gen(function*() {
-    const sqlite = yield* SqliteClient.make({ filename, disableWAL: true })
+    // better-sqlite3 throws when it cannot open the file (a directory that does not exist, no
+    // permission): a defect of the client's constructor, said here as the store's error
+    const sqlite = yield* SqliteClient.make({ filename, disableWAL: true }).pipe(
+      Effect.catchAllDefect((defect) =>
+        Effect.fail(new StoreError({ operation: "open", message: `cannot open ${filename}: ${defect instanceof Error ? defect.message : String(defect)}` }))
+      )
+    )
     yield* Effect.all([
       sqlite`PRAGMA busy_timeout = 0`,
       sqlite`PRAGMA locking_mode = EXCLUSIVE`,
@@ -85,7 +91,7 @@ export const database = (filename: string): Layer.Layer<SqlClient.SqlClient, Sto
       sqlite`DELETE FROM wiz_holder`
     ], { discard: true }).pipe(
       Effect.mapError((error) =>
-        busy(error) ? new StoreInUse({ filename }) : new StoreError({ operation: "open", message: error.message })
+        busy(error) ? new StoreInUse({ filename }) : StoreError.fromSql("open")(error)
       )
     )
     return Context.make(SqlClient.SqlClient, sqlite)

@@ -152,4 +152,13 @@ describe("wiz run --store FILE (SQLite)", () => {
       expect(refused.stderr).toContain(`the store "wiz.db" is in use by another process`)
       expect(refused.stderr).not.toContain("database is locked")
     }), { timeout: 90_000 })
+
+  it.scopedLive("issue 20: a store file that cannot be opened is a StoreError naming it and why, not a TypeError's stack", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      const filename = path.join(dir, "no-such-dir", "wiz.db")
+      const error = yield* Effect.flip(Layer.build(SqliteStore.database(filename)))
+      expect(error).toMatchObject({ _tag: "StoreError", operation: "open" })
+      expect(error.message).toBe(`cannot open ${filename}: Cannot open database because the directory does not exist`)
+    }))
 })
