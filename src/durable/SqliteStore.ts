@@ -91,7 +91,9 @@ export const database = (filename: string): Layer.Layer<SqlClient.SqlClient, Sto
       sqlite`DELETE FROM wiz_holder`
     ], { discard: true }).pipe(
       Effect.mapError((error) =>
-        busy(error) ? new StoreInUse({ filename }) : StoreError.fromSql("open")(error)
+        busy(error)
+          ? new StoreInUse({ filename })
+          : new StoreError({ operation: "open", message: `cannot open ${filename}: ${StoreError.fromSql("open")(error).message}` })
       )
     )
     return Context.make(SqlClient.SqlClient, sqlite)

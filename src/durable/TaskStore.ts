@@ -239,14 +239,22 @@ export const make = Effect.gen(function*() {
 
     /**
      * The cluster's runners (`cluster_runners`): address, whether it counts as healthy, and
-     * seconds since its last heartbeat.
+     * seconds since its last heartbeat. None before the first runner made the table.
      */
-    runners: sql<{ address: string; healthy: unknown; age: unknown }>`
-      SELECT address, healthy, ${
+    runners: Effect.flatMap(
       pg
-        ? sql.literal("EXTRACT(EPOCH FROM (NOW() - last_heartbeat))")
-        : sql.literal("(julianday('now') - julianday(last_heartbeat)) * 86400")
-    } AS age FROM cluster_runners ORDER BY address`.pipe(
+        ? sql<{ present: unknown }>`SELECT to_regclass('cluster_runners') IS NOT NULL AS present`
+        : sql<{ present: unknown }>`SELECT COUNT(*) AS present FROM sqlite_master WHERE type = 'table' AND name = 'cluster_runners'`,
+      ([table]) =>
+        table?.present === true || count(table?.present) > 0
+          ? sql<{ address: string; healthy: unknown; age: unknown }>`
+            SELECT address, healthy, ${
+            pg
+              ? sql.literal("EXTRACT(EPOCH FROM (NOW() - last_heartbeat))")
+              : sql.literal("(julianday('now') - julianday(last_heartbeat)) * 86400")
+          } AS age FROM cluster_runners ORDER BY address`
+          : Effect.succeed([])
+    ).pipe(
       Effect.map((rows) =>
         rows.map((row) => ({ address: row.address, healthy: row.healthy === true || row.healthy === 1, ageSeconds: count(row.age) }))
       ),

@@ -103,6 +103,13 @@ describe.skipIf(!postgres.available)("durable batches on PostgreSQL", () => {
       expect(error.message).toContain(`database "${missing.pathname.slice(1)}" does not exist`)
     }), { timeout: 60_000 })
 
+  it.scopedLive("issue 20: a database no runner has joined yet has no runners, and wiz status can say so", () =>
+    Effect.gen(function*() {
+      const db = yield* database
+      const runners = yield* Effect.flatMap(TaskStore.make, (store) => store.runners).pipe(Effect.provide(PgStore.database(db.url, 1)))
+      expect(runners).toEqual([])
+    }), { timeout: 60_000 })
+
   it.scopedLive("a runner counts another whose address refuses connections as unhealthy within seconds, so its shards move; one that answers stays healthy", () =>
     Effect.gen(function*() {
       const db = yield* database

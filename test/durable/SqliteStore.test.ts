@@ -160,5 +160,11 @@ describe("wiz run --store FILE (SQLite)", () => {
       const error = yield* Effect.flip(Layer.build(SqliteStore.database(filename)))
       expect(error).toMatchObject({ _tag: "StoreError", operation: "open" })
       expect(error.message).toBe(`cannot open ${filename}: Cannot open database because the directory does not exist`)
+      // a file that is not a database
+      const text = path.join(dir, "notes.txt")
+      fs.writeFileSync(text, "hello\n")
+      const notDb = yield* Effect.flip(Layer.build(SqliteStore.database(text)))
+      expect(notDb).toMatchObject({ _tag: "StoreError", operation: "open" })
+      expect(notDb.message).toMatch(new RegExp(`^cannot open ${text}: .*file is not a database`))
     }))
 })

@@ -33,6 +33,16 @@ describe("TaskStore on a SQLite file", () => {
       }).pipe(Effect.provide(SqliteStore.database(file)), Effect.scoped)
     }), { timeout: 30_000 })
 
+  it.scopedLive("issue 20: a store no runner has joined yet has no runners (wiz status failed on the cluster's missing table)", () =>
+    Effect.gen(function*() {
+      const file = yield* tempFile
+      yield* Effect.gen(function*() {
+        const store = yield* TaskStore.make
+        expect(yield* store.runners).toEqual([])
+        expect(yield* store.batches).toEqual([])
+      }).pipe(Effect.provide(SqliteStore.database(file)), Effect.scoped)
+    }), { timeout: 30_000 })
+
   it.scopedLive("records come back in the order they were stored, numbered within their batch", () =>
     Effect.gen(function*() {
       const file = yield* tempFile
