@@ -287,8 +287,19 @@ export const run = Effect.fn("DurableRun.run")(function*(options: Omit<RunOption
     let submitted = false
     // the tasks submitted so far: the position of the next part in the batch
     let count = 0
+    // with --no-work and no worker alive, the batch waits: say so, or the run looks stuck
+    const noWorker = Effect.flatMap(TaskStore.make, (store) => store.runners).pipe(
+      Effect.flatMap((runners) =>
+        runners.some((r) => r.healthy)
+          ? Effect.void
+          : stdio.stderr(`wiz: no worker is working on this store yet: the batch waits for one (wiz worker --store ...)\n`)
+      )
+    )
     const announce = (batchId: string) =>
-      stdio.stderr(`wiz: batch ${batchId} in ${redact(options.store)}${options.noWork ? "" : `, worked on here as ${runner}`}\n`)
+      Effect.zipRight(
+        stdio.stderr(`wiz: batch ${batchId} in ${redact(options.store)}${options.noWork ? "" : `, worked on here as ${runner}`}\n`),
+        options.noWork ? noWorker : Effect.void
+      )
     const results = (batchId: string) =>
       Stream.runForEach(batches.results(batchId, { submitted: Effect.sync(() => submitted) }), record)
     const guard = <A, E, R>(effect: Effect.Effect<A, E, R>) =>

@@ -175,7 +175,13 @@ export const layer = (
     Layer.provideMerge(db),
     Layer.mapError((error) =>
       error._tag === "SocketServerError"
-        ? new StoreError({ operation: "listen", message: `cannot listen for the other runners: ${error.message}` })
+        ? new StoreError({
+          operation: "listen",
+          // the error's own message is its reason alone ("Open"); its cause says why
+          message: `cannot listen for the other runners${
+            Option.match(options.runner, { onNone: () => "", onSome: ({ host, port }) => ` at ${host}:${port}` })
+          }: ${error.cause instanceof Error ? error.cause.message : error.message}`
+        })
         : error
     )
   )

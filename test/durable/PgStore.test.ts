@@ -110,6 +110,31 @@ describe.skipIf(!postgres.available)("durable batches on PostgreSQL", () => {
       expect(runners).toEqual([])
     }), { timeout: 60_000 })
 
+  it.scopedLive("issue 20: wiz run --no-work with no worker alive says the batch waits for one; a worker whose port is taken says where and why", () =>
+    Effect.gen(function*() {
+      const db = yield* database
+      const dir = yield* Effect.acquireRelease(
+        Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "wiz-durable-pg-"))),
+        (dir) => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true }))
+      )
+      fs.writeFileSync(path.join(dir, "tasks.jsonl"), tasks.map((t) => JSON.stringify(t)).join("\n") + "\n")
+      const run = yield* Process.startWiz(["run", "tasks.jsonl", "-o", "out.jsonl", "--store", db.url, "--no-work", "--no-progress"], { cwd: dir })
+      yield* run.until((_, stderr) => stderr.includes("no worker is working on this store yet"), 60)
+      run.child.kill("SIGINT")
+      expect((yield* run.exited(30)).code).toBe(130)
+
+      const taken = yield* Effect.acquireRelease(
+        Effect.promise(() => new Promise<net.Server>((resolve) => {
+          const server = net.createServer().listen(0, "127.0.0.1", () => resolve(server))
+        })),
+        (server) => Effect.promise(() => new Promise<void>((resolve) => server.close(() => resolve())))
+      )
+      const port = (taken.address() as net.AddressInfo).port
+      const worker = yield* Process.wiz(["worker", "--store", db.url, "--port", String(port)], { cwd: dir })
+      expect(worker.code).toBe(1)
+      expect(worker.stderr).toContain(`wiz: cannot listen for the other runners at 127.0.0.1:${port}: listen EADDRINUSE`)
+    }), { timeout: 90_000 })
+
   it.scopedLive("a runner counts another whose address refuses connections as unhealthy within seconds, so its shards move; one that answers stays healthy", () =>
     Effect.gen(function*() {
       const db = yield* database
