@@ -49,6 +49,22 @@ const freePort = () =>
     })
   })
 
+/** A directory of the test's own, removed after it. */
+const tempDir = Effect.acquireRelease(
+  Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "wiz-durable-pg-"))),
+  (dir) => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true }))
+)
+
+/** A port something listens on (and hangs up on every connection) until the test ends. */
+const listening = Effect.acquireRelease(
+  Effect.promise(() =>
+    new Promise<net.Server>((resolve) => {
+      const server = net.createServer((socket) => socket.destroy()).listen(0, "127.0.0.1", () => resolve(server))
+    })
+  ),
+  (server) => Effect.promise(() => new Promise<void>((resolve) => server.close(() => resolve())))
+).pipe(Effect.map((server) => (server.address() as net.AddressInfo).port))
+
 const tasks = Array.from({ length: 20 }, (_, i) => new AgentTask({ id: `t${i}`, prompt: `Summarise: item ${i}` }))
 
 describe.skipIf(!postgres.available)("durable batches on PostgreSQL", () => {
@@ -113,23 +129,14 @@ describe.skipIf(!postgres.available)("durable batches on PostgreSQL", () => {
   it.scopedLive("issue 20: wiz run --no-work with no worker alive says the batch waits for one; a worker whose port is taken says where and why", () =>
     Effect.gen(function*() {
       const db = yield* database
-      const dir = yield* Effect.acquireRelease(
-        Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "wiz-durable-pg-"))),
-        (dir) => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true }))
-      )
+      const dir = yield* tempDir
       fs.writeFileSync(path.join(dir, "tasks.jsonl"), tasks.map((t) => JSON.stringify(t)).join("\n") + "\n")
       const run = yield* Process.startWiz(["run", "tasks.jsonl", "-o", "out.jsonl", "--store", db.url, "--no-work", "--no-progress"], { cwd: dir })
       yield* run.until((_, stderr) => stderr.includes("no worker is working on this store yet"), 60)
       run.child.kill("SIGINT")
       expect((yield* run.exited(30)).code).toBe(130)
 
-      const taken = yield* Effect.acquireRelease(
-        Effect.promise(() => new Promise<net.Server>((resolve) => {
-          const server = net.createServer().listen(0, "127.0.0.1", () => resolve(server))
-        })),
-        (server) => Effect.promise(() => new Promise<void>((resolve) => server.close(() => resolve())))
-      )
-      const port = (taken.address() as net.AddressInfo).port
+      const port = yield* listening
       const worker = yield* Process.wiz(["worker", "--store", db.url, "--port", String(port)], { cwd: dir })
       expect(worker.code).toBe(1)
       expect(worker.stderr).toContain(`wiz: cannot listen for the other runners at 127.0.0.1:${port}: listen EADDRINUSE`)
@@ -139,13 +146,7 @@ describe.skipIf(!postgres.available)("durable batches on PostgreSQL", () => {
     Effect.gen(function*() {
       const db = yield* database
       const [self, dead] = yield* Effect.promise(() => Promise.all([freePort(), freePort()]))
-      const live = yield* Effect.acquireRelease(
-        Effect.promise(() => new Promise<net.Server>((resolve) => {
-          const server = net.createServer((socket) => socket.destroy()).listen(0, "127.0.0.1", () => resolve(server))
-        })),
-        (server) => Effect.promise(() => new Promise<void>((resolve) => server.close(() => resolve())))
-      )
-      const livePort = (live.address() as net.AddressInfo).port
+      const livePort = yield* listening
       // the cluster's own health check, a singleton, put off for an hour: only the watch can tell
       yield* Layer.build(PgStore.layer({
         url: db.url,
@@ -219,10 +220,7 @@ describe.skipIf(!postgres.available)("durable batches on PostgreSQL", () => {
   it.scopedLive("wiz worker does the work of wiz run --no-work; wiz status shows both; SIGTERM stops the worker with exit 0", () =>
     Effect.gen(function*() {
       const db = yield* database
-      const dir = yield* Effect.acquireRelease(
-        Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "wiz-durable-pg-"))),
-        (dir) => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true }))
-      )
+      const dir = yield* tempDir
       fs.writeFileSync(path.join(dir, "tasks.jsonl"), tasks.map((t) => JSON.stringify(t)).join("\n") + "\nnot json\n")
       const port = yield* Effect.promise(freePort)
       const worker = yield* Process.startWiz(
