@@ -396,6 +396,10 @@ const formatState = (state: TaskStore.BatchState, running: number): string =>
  */
 export const status = Effect.fn("DurableRun.status")(function*(options: { readonly store: string }) {
   const stdio = yield* Stdio
+  // reading a SQLite store would make an empty one where a path was mistyped
+  if (!PgStore.isUrl(options.store) && !(yield* Effect.promise(() => Fs.promises.access(options.store).then(() => true, () => false)))) {
+    return yield* usage(`no store at "${options.store}" (wiz run FILE --store ${options.store} makes one)`)
+  }
   const db = PgStore.isUrl(options.store) ? PgStore.database(options.store, 2) : (yield* sqlite).database(options.store)
   const text = yield* Effect.gen(function*() {
     const store = yield* TaskStore.make

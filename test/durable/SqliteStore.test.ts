@@ -142,7 +142,7 @@ describe("wiz run --store FILE (SQLite)", () => {
       expect(second.stderr).toContain("succeeded   1197")
     }), { timeout: 120_000 })
 
-  it.scopedLive("a second process on the same store is refused at once, with a clear error", () =>
+  it.scopedLive("a second process on the same store is refused at once, with a clear error; wiz status on a path with no store says so and makes none", () =>
     Effect.gen(function*() {
       const dir = yield* tempDir
       // this process holds the store
@@ -151,6 +151,11 @@ describe("wiz run --store FILE (SQLite)", () => {
       expect(refused.code).toBe(1)
       expect(refused.stderr).toContain(`the store "wiz.db" is in use by another process`)
       expect(refused.stderr).not.toContain("database is locked")
+      // a mistyped path is said to be one, not made an empty store
+      const missing = yield* Process.wiz(["status", "--store", "wiz-typo.db"], { cwd: dir })
+      expect(missing.code).toBe(2)
+      expect(missing.stderr).toContain(`no store at "wiz-typo.db" (wiz run FILE --store wiz-typo.db makes one)`)
+      expect(fs.existsSync(path.join(dir, "wiz-typo.db"))).toBe(false)
     }), { timeout: 90_000 })
 
   it.scopedLive("issue 20: a store file that cannot be opened is a StoreError naming it and why, not a TypeError's stack", () =>
