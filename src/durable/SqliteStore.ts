@@ -93,7 +93,7 @@ export const database = (filename: string): Layer.Layer<SqlClient.SqlClient, Sto
       Effect.mapError((error) =>
         busy(error)
           ? new StoreInUse({ filename })
-          : new StoreError({ operation: "open", message: `cannot open ${filename}: ${StoreError.fromSql("open")(error).message}` })
+          : StoreError.fromSql("open", `cannot open ${filename}`)(error)
       )
     )
     return Context.make(SqlClient.SqlClient, sqlite)

@@ -32,13 +32,15 @@ export class StoreError extends Schema.TaggedError<StoreError>()("StoreError", {
   operation: Schema.String,
   message: Schema.String
 }) {
-  /** A failed statement as a `StoreError`, with what the database said (`SqlError`'s own message says only that it failed). */
-  static fromSql(operation: string): (error: SqlError) => StoreError {
-    return (error) =>
-      new StoreError({
-        operation,
-        message: error.cause instanceof Error && error.cause.message !== "" ? `${error.message}: ${error.cause.message}` : error.message
-      })
+  /**
+   * A failed statement as a `StoreError`, with what the database said (`SqlError`'s own message
+   * says only that it failed), after `context` when given.
+   */
+  static fromSql(operation: string, context?: string): (error: SqlError) => StoreError {
+    return (error) => {
+      const said = error.cause instanceof Error && error.cause.message !== "" ? `${error.message}: ${error.cause.message}` : error.message
+      return new StoreError({ operation, message: context === undefined ? said : `${context}: ${said}` })
+    }
   }
 }
 
@@ -73,7 +75,6 @@ export type Begun =
 
 const decodeRecord = Schema.decodeUnknownSync(Schema.parseJson(TaskResult))
 const encodeRecord = Schema.encodeSync(Schema.parseJson(TaskResult))
-
 
 /**
  * The store on the `SqlClient` in context: its tables are created when missing.
@@ -246,7 +247,7 @@ export const make = Effect.gen(function*() {
         ? sql<{ present: unknown }>`SELECT to_regclass('cluster_runners') IS NOT NULL AS present`
         : sql<{ present: unknown }>`SELECT COUNT(*) AS present FROM sqlite_master WHERE type = 'table' AND name = 'cluster_runners'`,
       ([table]) =>
-        table?.present === true || count(table?.present) > 0
+        count(table?.present) > 0
           ? sql<{ address: string; healthy: unknown; age: unknown }>`
             SELECT address, healthy, ${
             pg
