@@ -70,6 +70,11 @@ export {
    * @since 0.1.0
    * @category errors
    */
+  DuplicateTaskId,
+  /**
+   * @since 0.1.0
+   * @category errors
+   */
   StoreError
 } from "./TaskStore.js"
 
@@ -240,7 +245,8 @@ export declare namespace DurableBatch {
     /**
      * Submit a batch (its id is `id`, else {@link batchIdOf} the tasks) and return its id. The
      * tasks already recorded are not submitted again; a task submitted before is run once.
-     * Task ids must be unique within a batch.
+     * Task ids must be unique within a batch: a task whose id another position holds fails the
+     * submission with `DuplicateTaskId`, and nothing of it is stored.
      *
      * A batch can be submitted in parts, in order: each part with the batch's `id` and `from`,
      * the position of its first task in the batch (0 for the first part), a multiple of
@@ -249,7 +255,7 @@ export declare namespace DurableBatch {
     readonly submit: (
       tasks: ReadonlyArray<AgentTask>,
       options?: { readonly id?: string; readonly from?: number }
-    ) => Effect.Effect<string, TaskStore.StoreError>
+    ) => Effect.Effect<string, TaskStore.StoreError | TaskStore.DuplicateTaskId>
     /**
      * Every result of the batch as it is stored, on any runner; ends when all are. For a batch
      * still being submitted in parts, `submitted` says when its last part is: until then the

@@ -45,6 +45,24 @@ export class StoreError extends Schema.TaggedError<StoreError>()("StoreError", {
 }
 
 /**
+ * Two tasks of one batch have the same id: a batch's tasks are keyed by it, so the second would
+ * never run. Nothing of the submission is stored.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class DuplicateTaskId extends Schema.TaggedError<DuplicateTaskId>()("DuplicateTaskId", {
+  batchId: Schema.String,
+  taskId: Schema.String,
+  /** The positions in the batch of the task stored first and of the one refused. */
+  positions: Schema.Tuple(Schema.Number, Schema.Number)
+}) {
+  override get message(): string {
+    return `batch "${this.batchId}": the task at position ${this.positions[1]} has the id "${this.taskId}" of the task at position ${this.positions[0]}; task ids must be unique within a batch`
+  }
+}
+
+/**
  * Where a batch is: its tasks by state.
  *
  * @since 0.1.0
@@ -134,7 +152,8 @@ export const make = Effect.gen(function*() {
   return {
     /**
      * Record a batch and its tasks as queued, the first at position `from` in the batch (0);
-     * what is there already is kept.
+     * what is there already is kept (the same tasks submitted again). A task whose id another
+     * position of the batch holds fails the whole call with {@link DuplicateTaskId}.
      */
     addBatch: (batchId: string, tasks: ReadonlyArray<AgentTask>, from = 0) =>
       Effect.gen(function*() {
@@ -150,7 +169,20 @@ export const make = Effect.gen(function*() {
           }))
           yield* sql`INSERT INTO wiz_tasks ${sql.insert(rows)} ON CONFLICT DO NOTHING`
         }
-      }).pipe(sql.withTransaction, Effect.mapError(StoreError.fromSql("add batch"))),
+        // a position left empty is a task whose id was already stored at another one
+        const stored = yield* sql<{ seq: unknown }>`SELECT seq FROM wiz_tasks
+          WHERE batch_id = ${batchId} AND seq >= ${from} AND seq < ${from + tasks.length}`
+        const held = new Set(stored.map((row) => count(row.seq)))
+        const at = tasks.findIndex((_, i) => !held.has(from + i))
+        if (at >= 0) {
+          const taskId = tasks[at]!.id
+          const [first] = yield* sql<{ seq: unknown }>`SELECT seq FROM wiz_tasks WHERE batch_id = ${batchId} AND task_id = ${taskId}`
+          return yield* new DuplicateTaskId({ batchId, taskId, positions: [count(first?.seq), from + at] })
+        }
+      }).pipe(
+        sql.withTransaction,
+        Effect.catchTag("SqlError", (error) => Effect.fail(StoreError.fromSql("add batch")(error)))
+      ),
 
     /** The ids of the batch's tasks at positions `from` to `from + count - 1` that have no record yet. */
     unfinished: (batchId: string, from: number, count: number) =>

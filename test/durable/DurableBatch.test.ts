@@ -52,6 +52,28 @@ describe("DurableBatch on a SQLite file", () => {
       expect(state).toMatchObject({ total: 12, succeeded: 12, failed: 0, running: 0, queued: 0 })
     }), { timeout: 30_000 })
 
+  it.scopedLive("issue 20: two tasks of a batch with one id fail the submission with DuplicateTaskId naming both positions (the second was dropped in silence); nothing of it is stored", () =>
+    Effect.gen(function*() {
+      const file = yield* tempFile
+      yield* Effect.gen(function*() {
+        const batches = yield* DurableBatch.DurableBatch
+        const twice = [...tasks.slice(0, 3), new AgentTask({ id: "t1", prompt: "another task, the same id" })]
+        const error = yield* Effect.flip(batches.submit(twice, { id: "dup" }))
+        expect(error).toMatchObject({ _tag: "DuplicateTaskId", batchId: "dup", taskId: "t1", positions: [1, 3] })
+        expect(error.message).toContain(`the task at position 3 has the id "t1" of the task at position 1`)
+        expect(yield* Effect.flip(batches.state("dup"))).toMatchObject({ _tag: "BatchNotFound" })
+        // across parts: the first part stays, the second is refused whole
+        yield* batches.submit(tasks.slice(0, 8), { id: "parts" })
+        const later = yield* Effect.flip(batches.submit([tasks[8]!, tasks[2]!], { id: "parts", from: 8 }))
+        expect(later).toMatchObject({ _tag: "DuplicateTaskId", taskId: "t2", positions: [2, 9] })
+        expect(yield* batches.state("parts")).toMatchObject({ total: 8 })
+        // the same part submitted again is not a duplicate, and its tasks run once
+        expect(yield* batches.submit(tasks.slice(0, 8), { id: "parts" })).toBe("parts")
+        const results = Chunk.toReadonlyArray(yield* Stream.runCollect(batches.results("parts")))
+        expect(results.map((r) => r.id).sort()).toEqual(tasks.slice(0, 8).map((t) => t.id).sort())
+      }).pipe(Effect.provide(stack(file, {})), Effect.scoped)
+    }), { timeout: 30_000 })
+
   it.scopedLive("the same batch submitted again is not run again: its records come from the store", () =>
     Effect.gen(function*() {
       const file = yield* tempFile
