@@ -87,6 +87,24 @@ export type {
 } from "./TaskStore.js"
 
 /**
+ * A part of a batch submitted at a position that is not a multiple of `unitSize`: its
+ * first tasks would join a unit already submitted with other tasks, and a unit runs once, so
+ * they would never run. Nothing of the part is stored.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class PartNotAligned extends Schema.TaggedError<PartNotAligned>()("PartNotAligned", {
+  batchId: Schema.String,
+  from: Schema.Number,
+  unitSize: Schema.Number
+}) {
+  override get message(): string {
+    return `batch "${this.batchId}": a part submitted from position ${this.from}, which is not a multiple of the unit size ${this.unitSize}`
+  }
+}
+
+/**
  * No batch of that id was submitted to the store.
  *
  * @since 0.1.0
@@ -250,12 +268,13 @@ export declare namespace DurableBatch {
      *
      * A batch can be submitted in parts, in order: each part with the batch's `id` and `from`,
      * the position of its first task in the batch (0 for the first part), a multiple of
-     * `unitSize` for every part but the first (the units are by position).
+     * `unitSize` for every part but the first (the units are by position; another position
+     * fails with `PartNotAligned`).
      */
     readonly submit: (
       tasks: ReadonlyArray<AgentTask>,
       options?: { readonly id?: string; readonly from?: number }
-    ) => Effect.Effect<string, TaskStore.StoreError | TaskStore.DuplicateTaskId>
+    ) => Effect.Effect<string, TaskStore.StoreError | TaskStore.DuplicateTaskId | PartNotAligned>
     /**
      * Every result of the batch as it is stored, on any runner; ends when all are. For a batch
      * still being submitted in parts, `submitted` says when its last part is: until then the
@@ -320,6 +339,9 @@ export const make = (options: Options = {}) =>
       Effect.gen(function*() {
         const batchId = submitOptions.id ?? batchIdOf(tasks)
         const from = submitOptions.from ?? 0
+        if (!Number.isInteger(from) || from < 0 || from % unitSize !== 0) {
+          return yield* new PartNotAligned({ batchId, from, unitSize })
+        }
         yield* store.addBatch(batchId, tasks, from)
         const open = yield* store.unfinished(batchId, from, tasks.length)
         // the units by position in the batch; one with every task recorded is not submitted

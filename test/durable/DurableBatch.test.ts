@@ -52,7 +52,7 @@ describe("DurableBatch on a SQLite file", () => {
       expect(state).toMatchObject({ total: 12, succeeded: 12, failed: 0, running: 0, queued: 0 })
     }), { timeout: 30_000 })
 
-  it.scopedLive("issue 20: two tasks of a batch with one id fail the submission with DuplicateTaskId naming both positions (the second was dropped in silence); nothing of it is stored", () =>
+  it.scopedLive("issue 20: two tasks of a batch with one id fail the submission with DuplicateTaskId naming both positions (the second was dropped in silence), a part inside a unit with PartNotAligned; nothing of either is stored", () =>
     Effect.gen(function*() {
       const file = yield* tempFile
       yield* Effect.gen(function*() {
@@ -67,6 +67,9 @@ describe("DurableBatch on a SQLite file", () => {
         const later = yield* Effect.flip(batches.submit([tasks[8]!, tasks[2]!], { id: "parts", from: 8 }))
         expect(later).toMatchObject({ _tag: "DuplicateTaskId", taskId: "t2", positions: [2, 9] })
         expect(yield* batches.state("parts")).toMatchObject({ total: 8 })
+        // a part at a position inside a unit (of 8) would join a unit already submitted
+        const misaligned = yield* Effect.flip(batches.submit([tasks[8]!], { id: "parts", from: 3 }))
+        expect(misaligned).toMatchObject({ _tag: "PartNotAligned", batchId: "parts", from: 3, unitSize: 8 })
         // the same part submitted again is not a duplicate, and its tasks run once
         expect(yield* batches.submit(tasks.slice(0, 8), { id: "parts" })).toBe("parts")
         const results = Chunk.toReadonlyArray(yield* Stream.runCollect(batches.results("parts")))
