@@ -46,7 +46,6 @@
  * @since 0.1.0
  */
 import * as ClusterWorkflowEngine from "@effect/cluster/ClusterWorkflowEngine"
-import * as MessageStorage from "@effect/cluster/MessageStorage"
 import * as RunnerAddress from "@effect/cluster/RunnerAddress"
 import * as RunnerHealth from "@effect/cluster/RunnerHealth"
 import * as RunnerStorage from "@effect/cluster/RunnerStorage"
@@ -62,7 +61,7 @@ import * as PgClient from "@effect/sql-pg/PgClient"
 import type { WorkflowEngine } from "@effect/workflow/WorkflowEngine"
 import { Config, ConfigProvider, Context, Duration, Effect, Equal, Layer, Option, Redacted, Schedule } from "effect"
 import { connect } from "node:net"
-import type { ConfigError } from "effect"
+import type { ConfigError, Scope } from "effect"
 import { StoreError } from "./TaskStore.js"
 
 /**
@@ -134,6 +133,7 @@ export interface Options {
 export const layer = (
   options: Options
 ): Layer.Layer<WorkflowEngine | SqlClient.SqlClient, StoreError | ConfigError.ConfigError> => {
+  const { longestCall } = options
   const config = Layer.unwrapEffect(Effect.map(terminationFromEnv, (fromEnv) =>
     ShardingConfig.layerFromEnv({
       ...failover,
@@ -141,9 +141,10 @@ export const layer = (
         onNone: () => ({}),
         onSome: ({ host, port }) => ({ runnerAddress: Option.some(RunnerAddress.make(host, port)) })
       }),
-      ...(options.longestCall === undefined || Option.isSome(fromEnv) || !Duration.isFinite(Duration.decode(options.longestCall))
-        ? {}
-        : { entityTerminationTimeout: handover(options.longestCall) }),
+      // the environment's, when it sets one; none for calls without a bound
+      ...(longestCall !== undefined && Option.isNone(fromEnv) && Duration.isFinite(Duration.decode(longestCall))
+        ? { entityTerminationTimeout: handover(longestCall) }
+        : {}),
       ...options.shardingConfig
     })
   ))
@@ -154,17 +155,17 @@ export const layer = (
       Layer.provide(RunnerHealth.layerPing.pipe(Layer.provide(Runners.layerRpc), Layer.provide(layerClientProtocol)))
     )
     : Layer.provide(SocketRunner.layerClientOnly, layerClientProtocol)
-  // one storage for the cluster and the watch (a layer is built once per build, by reference)
-  const storage = Layer.orDie(oneAtATime(options.url, SqlRunnerStorage.layer)).pipe(Layer.provide(config))
+  // the cluster's two storages, built under one lock; one build for the cluster and the watch
+  // (a layer is built once per build, by reference)
+  const storages = Layer.orDie(oneAtATime(options.url, Layer.merge(SqlRunnerStorage.layer, SqlMessageStorage.layer))).pipe(
+    Layer.provide(config)
+  )
   const watch = Option.match(options.runner, {
     onNone: () => Layer.empty,
-    onSome: ({ host, port }) => Layer.scopedDiscard(watchRefused(RunnerAddress.make(host, port))).pipe(Layer.provide(storage))
+    onSome: ({ host, port }) => Layer.scopedDiscard(watchRefused(RunnerAddress.make(host, port))).pipe(Layer.provide(storages))
   })
   const cluster = runners.pipe(
-    Layer.provideMerge(
-      Layer.orDie(oneAtATime(options.url, SqlMessageStorage.layer)) as Layer.Layer<MessageStorage.MessageStorage, never, SqlClient.SqlClient>
-    ),
-    Layer.provide(storage),
+    Layer.provideMerge(storages),
     Layer.provide(config),
     Layer.provide(RpcSerialization.layerMsgPack),
     Layer.merge(watch)
@@ -194,31 +195,29 @@ export const layer = (
  * `pg_type`, and a `wiz worker` started with two others exited at once.
  */
 const oneAtATime = <A, E, R>(url: string, layer: Layer.Layer<A, E, R>): Layer.Layer<A, E | StoreError, R> =>
-  Layer.scopedContext(Effect.gen(function*() {
-    const scope = yield* Effect.scope
-    return yield* Effect.scoped(Effect.gen(function*() {
-      // on a connection of its own, not one of the pool's (which the build itself may need)
-      yield* Effect.flatMap(Layer.build(database(url, 1)), (context) => Context.get(context, SqlClient.SqlClient).reserve).pipe(
-        // tried every 50 ms rather than waited for in the server, so the wait can be interrupted
-        Effect.flatMap((connection) =>
-          Effect.acquireRelease(
-            Effect.map(
-              connection.execute("SELECT pg_try_advisory_lock($1) AS locked", [tablesLock], undefined),
-              (rows) => rows[0]?.locked === true
-            ),
-            // a connection that cannot unlock is broken, and the server frees its locks with it
-            (locked) =>
-              locked
-                ? Effect.catchAll(connection.executeRaw("SELECT pg_advisory_unlock($1)", [tablesLock]), (error) =>
-                  Effect.logWarning("wiz: the lock on the cluster's tables was not released", error))
-                : Effect.void
-          ).pipe(Effect.repeat({ until: (locked) => locked, schedule: Schedule.spaced(Duration.millis(50)) }))
-        ),
-        Effect.catchTag("SqlError", (error) => Effect.fail(StoreError.fromSql("lock")(error)))
-      )
-      return yield* Layer.buildWithScope(layer, scope)
-    }))
-  }))
+  Layer.scopedContext(
+    Effect.flatMap(Effect.scope, (scope) => Effect.scoped(Effect.zipRight(lockTables(url), Layer.buildWithScope(layer, scope))))
+  )
+
+/**
+ * Holds {@link tablesLock} until the scope closes, on a connection of its own (not the pool's,
+ * which the build under it may need). Tried every 50 ms rather than waited for in the server,
+ * so the wait can be interrupted.
+ */
+const lockTables = (url: string): Effect.Effect<void, StoreError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const connection = yield* Effect.flatMap(Layer.build(database(url, 1)), (context) => Context.get(context, SqlClient.SqlClient).reserve)
+    const tryLock = Effect.acquireRelease(
+      Effect.map(connection.execute("SELECT pg_try_advisory_lock($1) AS locked", [tablesLock], undefined), (rows) => rows[0]?.locked === true),
+      // a connection that cannot unlock is broken, and the server frees its locks with it
+      (locked) =>
+        locked
+          ? Effect.catchAll(connection.executeRaw("SELECT pg_advisory_unlock($1)", [tablesLock]), (error) =>
+            Effect.logWarning("wiz: the lock on the cluster's tables was not released", error))
+          : Effect.void
+    )
+    yield* Effect.repeat(tryLock, { until: (locked) => locked, schedule: Schedule.spaced(Duration.millis(50)) })
+  }).pipe(Effect.catchTag("SqlError", (error) => Effect.fail(StoreError.fromSql("lock")(error))))
 
 /** The advisory lock the cluster's tables are created under. */
 const tablesLock = 2026120721
