@@ -23,6 +23,7 @@
  * @since 0.1.0
  */
 import { isPlatformError } from "@effect/platform/Error"
+import * as FileSystem from "@effect/platform/FileSystem"
 import { Cause, Chunk, Clock, Duration, Effect, Exit, Fiber, Layer, Option, Schedule, Schema, Stream } from "effect"
 import { createHash } from "node:crypto"
 import * as Fs from "node:fs"
@@ -397,7 +398,8 @@ const formatState = (state: TaskStore.BatchState, running: number): string =>
 export const status = Effect.fn("DurableRun.status")(function*(options: { readonly store: string }) {
   const stdio = yield* Stdio
   // reading a SQLite store would make an empty one where a path was mistyped
-  if (!PgStore.isUrl(options.store) && !(yield* Effect.promise(() => Fs.promises.access(options.store).then(() => true, () => false)))) {
+  const fs = yield* FileSystem.FileSystem
+  if (!PgStore.isUrl(options.store) && !(yield* Effect.orElseSucceed(fs.exists(options.store), () => false))) {
     return yield* usage(`no store at "${options.store}" (wiz run FILE --store ${options.store} makes one)`)
   }
   const db = PgStore.isUrl(options.store) ? PgStore.database(options.store, 2) : (yield* sqlite).database(options.store)
