@@ -175,7 +175,8 @@ return {0, wait, processes}
 /**
  * KEYS: bucket. ARGV: credits ×4 (reserved minus used; negative charges), own capacity ×4, own
  * rate ×4, reported period ms, then per dimension limit, remaining, reset ms ("" when absent),
- * then the held dimension (0: none), its hold ms, and 1 to hold a dimension whose limit the provider never reported.
+ * then the held dimension (0: none), its hold ms, and 1 to hold a dimension whose limit the
+ * provider never reported.
  */
 const closeScript = `local O = 4
 ${prelude}
