@@ -1,6 +1,6 @@
 /**
  * `npm run bench -- gateway`: what `wiz serve` adds on loopback, and what a client sees of
- * upstream faults through it (issue 21). About two minutes.
+ * upstream faults through it (issue 21). About four and a half minutes.
  *
  * Three processes' worth of work: the upstream is a bare `node:http` OpenAI-compatible server
  * in a worker thread of this process (told by message what faults to inject); `wiz serve` runs
@@ -22,6 +22,10 @@
  *   load, apart from the queueing a loaded machine adds; the load average is printed with it.
  * - **1,000 whole requests/s**: an open loop (a request every millisecond, whatever is in
  *   flight) for 5 s, the upstream answering at once: added p50 and p99.
+ * - **The HTTP stack's share**: the least gateway (`internal/floorProxy.ts`: forward, read and
+ *   write again, nothing else) on `@effect/platform` and on `node:http` alone, each in its own
+ *   process, at the 200-stream and 1,000 requests/s loads and with its CPU per request and per
+ *   stream, so what `wiz serve` adds is set beside what its HTTP stack adds with nothing on top.
  * - **Memory per open stream**: a fresh gateway's RSS and heap with 1,000 streams held open by a
  *   stalled upstream, over its RSS and heap idle, per stream, its garbage collected before each
  *   reading (`bench/internal/gcOnSignal.ts`).
@@ -119,11 +123,11 @@ const startUpstream = () =>
 const main = fileURLToPath(new URL("../src/cli/main.ts", import.meta.url))
 const tsx = pathToFileURL(createRequire(import.meta.url).resolve("tsx")).href
 
-interface Gateway {
+interface Child {
   readonly url: string
   readonly child: ChildProcess
   readonly rssKb: () => number
-  /** CPU time the gateway process has used, in ms (user + system). */
+  /** CPU time the process has used, in ms (user + system). */
   readonly cpuMs: () => number
   /** Collect its garbage (a gateway started with {@link gcOnSignal} only). */
   readonly collect: () => Promise<void>
@@ -131,31 +135,14 @@ interface Gateway {
 }
 
 const gcOnSignal = pathToFileURL(fileURLToPath(new URL("./internal/gcOnSignal.ts", import.meta.url))).href
+const floorProxy = fileURLToPath(new URL("./internal/floorProxy.ts", import.meta.url))
 
-const startGateway = (upstream: string, extra: ReadonlyArray<string> = [], nodeOptions: ReadonlyArray<string> = []) =>
-  new Promise<Gateway>((resolve, reject) => {
-    const child = spawn(process.execPath, [
-      "--import",
-      tsx,
-      ...nodeOptions,
-      main,
-      "serve",
-      "--port",
-      "0",
-      "--model",
-      "openai-compatible",
-      "--base-url",
-      upstream,
-      "--model-name",
-      "up",
-      "--concurrency",
-      "2000",
-      "--max-queued",
-      "100000",
-      ...extra
-    ], { stdio: ["ignore", "ignore", "pipe"] })
+/** A TypeScript entry point run from source as a child process, once it says where it listens. */
+const startChild = (args: ReadonlyArray<string>, nodeOptions: ReadonlyArray<string> = []) =>
+  new Promise<Child>((resolve, reject) => {
+    const child = spawn(process.execPath, ["--import", tsx, ...nodeOptions, ...args], { stdio: ["ignore", "ignore", "pipe"] })
     let err = ""
-    const timer = setTimeout(() => reject(new Error(`wiz serve did not start: ${err}`)), 60_000)
+    const timer = setTimeout(() => reject(new Error(`${args[0]} did not start: ${err}`)), 60_000)
     child.stderr!.setEncoding("utf8").on("data", (text: string) => {
       if (err.length < 10_000) err += text
       const found = /listening on (\S+)/.exec(err)
@@ -189,8 +176,27 @@ const startGateway = (upstream: string, extra: ReadonlyArray<string> = [], nodeO
         })
       }
     })
-    child.once("exit", (code) => reject(new Error(`wiz serve exited ${code}: ${err}`)))
+    child.once("exit", (code) => reject(new Error(`${args[0]} exited ${code}: ${err}`)))
   })
+
+const startGateway = (upstream: string, extra: ReadonlyArray<string> = [], nodeOptions: ReadonlyArray<string> = []) =>
+  startChild([
+    main,
+    "serve",
+    "--port",
+    "0",
+    "--model",
+    "openai-compatible",
+    "--base-url",
+    upstream,
+    "--model-name",
+    "up",
+    "--concurrency",
+    "2000",
+    "--max-queued",
+    "100000",
+    ...extra
+  ], nodeOptions)
 
 const messages = [{ role: "user", content: "Summarise: Effect is a TypeScript library." }]
 
@@ -363,6 +369,38 @@ const run = async () => {
     await sleep(500)
     const gatewayWhole = await openLoop(1000, 5, () => whole(gateway.url))
 
+
+    console.error("  the least gateway on @effect/platform, then on node:http, at the same loads ...")
+    const added = (direct: ReadonlyArray<{ readonly ms: number }>, through: ReadonlyArray<{ readonly ms: number }>) => {
+      const at = (p: number) => (percentile(through.map((r) => r.ms), p) - percentile(direct.map((r) => r.ms), p)).toFixed(2)
+      return `${at(50)} / ${at(99)}`
+    }
+    const floors = [
+      `| wiz serve | ${cpuPerRequest.toFixed(2)} | ${cpuPerRealistic.toFixed(2)} | ${added(directRealistic, gatewayRealistic)} | ${added(directWhole, gatewayWhole)} |`
+    ]
+    for (const [name, kind] of [["a bare `@effect/platform` proxy", "platform"], ["a bare `node:http` proxy", "node"]] as const) {
+      const floor = await startChild([floorProxy, kind, upstream.url])
+      try {
+        await upstream.set({ chunkDelay: 25 })
+        await closedLoopStreams(floor.url, 20, 2)
+        await closedLoop(floor.url, 32, 3)
+        let at = floor.cpuMs()
+        const capacity = await closedLoop(floor.url, 32, 3)
+        const cpuWhole = (floor.cpuMs() - at) / (capacity * 3)
+        at = floor.cpuMs()
+        const realistic = await closedLoopStreams(floor.url, 200, 6)
+        const cpuStream = (floor.cpuMs() - at) / realistic.length
+        await sleep(500)
+        const wholes = await openLoop(1000, 5, () => whole(floor.url))
+        const failures = [...realistic, ...wholes].filter((r) => !r.ok).length
+        floors.push(
+          `| ${name}${failures > 0 ? ` (${failures} failed)` : ""} | ${cpuWhole.toFixed(2)} | ${cpuStream.toFixed(2)} | ${added(directRealistic, realistic)} | ${added(directWhole, wholes)} |`
+        )
+      } finally {
+        await floor.stop()
+      }
+    }
+
     lines.push(
       `Capacity (32 clients back to back, whole answers, 3 s): ${directCapacity.toFixed(0)} requests/s directly, ` +
         `${gatewayCapacity.toFixed(0)} through wiz serve, which used ${cpuPerRequest.toFixed(2)} ms of CPU per request ` +
@@ -377,6 +415,17 @@ const run = async () => {
       row(`200 concurrent streams, 20 chunks 25 ms apart (${directRealistic.length} / ${gatewayRealistic.length} answers)`, directRealistic.map((r) => r.ms), gatewayRealistic.map((r) => r.ms)),
       row(`200 concurrent streams, 20 chunks 5 ms apart (${directStreams.length} / ${gatewayStreams.length} answers)`, directStreams.map((r) => r.ms), gatewayStreams.map((r) => r.ms)),
       row(`1,000 whole requests/s for 5 s`, directWhole.map((r) => r.ms), gatewayWhole.map((r) => r.ms))
+    )
+    lines.push(
+      "",
+      "The HTTP stack's share: the least gateway (`bench/internal/floorProxy.ts`: it forwards each request and reads and " +
+        "writes again each answer and each event, with no policy, log line or metric) on `@effect/platform`, as wiz serve is, " +
+        "and on `node:http` alone, at the same loads, against the same direct figures. CPU is the process's own per whole " +
+        "request (32 clients back to back) and per streamed answer (200 streams, 25 ms a chunk).",
+      "",
+      "| through | CPU per request (ms) | CPU per stream (ms) | 200 streams, 25 ms a chunk: added p50 / p99 (ms) | 1,000 requests/s: added p50 / p99 (ms) |",
+      "|---|---:|---:|---:|---:|",
+      ...floors
     )
     const failed = [...gatewayLight, ...gatewayFewStreams, ...gatewayRealistic, ...gatewayStreams, ...gatewayWhole].filter((r) => !r.ok).length
     lines.push("", `Requests through the gateway that failed in these runs: ${failed}.`)

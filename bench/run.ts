@@ -10,7 +10,7 @@
  *   npm run bench -- flow memory  # token budget, adaptive concurrency, heap per waiting task
  *   npm run bench -- hostile      # peak RSS of wiz against a hostile server
  *   npm run bench -- shared       # four processes on one key, with and without --redis
- *   npm run bench -- gateway      # wiz serve's added latency, memory per stream, faults (two minutes)
+ *   npm run bench -- gateway      # wiz serve's added latency and its HTTP stack's, memory per stream, faults (four and a half minutes)
  *   npm run bench -- replicas     # two wiz serve on one TPM-limited upstream, with and without --redis
  *   npm run bench -- durable      # durable batches on SQLite and PostgreSQL, kill -9 chaos (many minutes)
  *   npm run bench -- all          # everything
