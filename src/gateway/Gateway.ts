@@ -35,6 +35,12 @@
  * One structured log line per request (`Effect.logInfo` with annotations: route, status,
  * client, model, tokens, duration, error), without the prompt unless `logPrompts`.
  *
+ * Cost (`npm run bench -- gateway`, 2 cores, Node 20): 1.1 to 1.4 ms of CPU a whole request
+ * and 7 to 8 ms a streamed answer of 20 chunks, where the least proxy on the same
+ * `@effect/platform` server and `HttpClient` takes 0.9 and 4.2 to 4.8 ms, and on `node:http`
+ * alone 0.35 and 1.8 to 2 ms. Past a few hundred requests a second per core, run replicas
+ * with a shared store rather than one process.
+ *
  * @example
  * ```ts
  * import { NodeHttpServer } from "@effect/platform-node"
