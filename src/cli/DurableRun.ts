@@ -78,9 +78,14 @@ const sqlite = Effect.tryPromise({
 export interface Listen {
   /** The host the other runners reach this one at. */
   readonly host: string
+  /** The interface it listens on; none for `host`. */
+  readonly bind: Option.Option<string>
   /** The port; none for a free one. */
   readonly port: Option.Option<number>
 }
+
+/** The addresses that mean every interface to a server, and no machine to a client. */
+const unspecified = new Set(["0.0.0.0", "::", "[::]", "::0"])
 
 /** A free port on `host`, from the system. */
 const freePort = (host: string) =>
@@ -119,9 +124,20 @@ const engine = (store: string, listen: Option.Option<Listen>, timeout: Duration.
       return { layer: PgStore.layer({ url: store, runner: Option.none() }), runner: "", stopping: "stopped" }
     }
     const { host } = listen.value
-    const port = Option.isSome(listen.value.port) ? listen.value.port.value : yield* freePort(host)
+    if (unspecified.has(host)) {
+      return yield* usage(
+        `--host ${host} is where the other workers would connect to this one, and it reaches no machine: ` +
+          `give this machine's address (--host 10.0.0.5, say), and --listen ${host} to listen on every interface`
+      )
+    }
+    const on = Option.getOrElse(listen.value.bind, () => host)
+    const port = Option.isSome(listen.value.port) ? listen.value.port.value : yield* freePort(on)
     return {
-      layer: PgStore.layer({ url: store, runner: Option.some({ host, port }), longestCall: timeout }),
+      layer: PgStore.layer({
+        url: store,
+        runner: Option.some({ host, port, ...(on === host ? {} : { listen: on }) }),
+        longestCall: timeout
+      }),
       runner: `${host}:${port}`,
       stopping: "stopping: handing its shards back once its calls on the wire are recorded (--timeout + 1 s; " +
         "a second signal stops it at once, and the calls it cuts are made again)"

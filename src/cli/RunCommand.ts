@@ -114,6 +114,8 @@ export interface RunOptions extends ModelOptions.AgentOptions {
   readonly noWork: boolean
   /** With a PostgreSQL store: the address the other runners reach this one at. */
   readonly host: string
+  /** With a PostgreSQL store: the interface this runner listens on; none for `host`. */
+  readonly bind: Option.Option<string>
   /** With a PostgreSQL store: the port this runner listens on; none for a free one. */
   readonly port: Option.Option<number>
 }
@@ -140,6 +142,7 @@ export const defaults: Omit<RunOptions, "input"> = {
   store: Option.none(),
   noWork: false,
   host: "127.0.0.1",
+  bind: Option.none(),
   port: Option.none()
 }
 
@@ -222,7 +225,7 @@ const flowOf = (flow: AgentService.FlowState, adaptive: boolean): Progress.Flow 
 export const run = Effect.fn("RunCommand.run")(function*(options: RunOptions) {
   if (Option.isSome(options.store)) {
     const durable = yield* StoreCommands.durable
-    return yield* durable.run({ ...options, store: options.store.value, listen: { host: options.host, port: options.port } })
+    return yield* durable.run({ ...options, store: options.store.value, listen: { host: options.host, bind: options.bind, port: options.port } })
   }
   const agentLayer = yield* ModelOptions.layer(options, {
     concurrency: options.concurrency,

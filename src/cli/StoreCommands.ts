@@ -23,7 +23,8 @@ const store = (description: string) => CommandSpec.grouped("Durable store", desc
 export const durable = Effect.promise(() => import("./DurableRun.js"))
 
 /**
- * `--host` and `--port`: where a runner of a PostgreSQL store listens for the others.
+ * `--host`, `--listen` and `--port`: where the other runners of a PostgreSQL store reach this
+ * one, and where it listens for them.
  *
  * @since 0.1.0
  * @category options
@@ -34,6 +35,7 @@ export const listenOptions = {
     Options.withDescription(store("Where other workers reach this one (default 127.0.0.1)")),
     Options.withDefault("127.0.0.1")
   ),
+  bind: OptionValue.optionalText("listen", "HOST", store("Interface it listens on, 0.0.0.0 for all (default: --host)")),
   port: OptionValue.optionalInteger("port", 1, store("The port it listens on for them (default: a free one)"))
 }
 
@@ -76,7 +78,7 @@ export const worker = Command.make("worker", {
   redis: ModelOptions.policyOptions.redis,
   redisTimeout: ModelOptions.policyOptions.redisTimeout,
   ...ModelOptions.modelOptions
-}, ({ host, port, ...rest }) => Effect.flatMap(durable, (run) => run.worker({ ...rest, listen: { host, port } }))).pipe(
+}, ({ bind, host, port, ...rest }) => Effect.flatMap(durable, (run) => run.worker({ ...rest, listen: { host, bind, port } }))).pipe(
   Command.withDescription(
     "Work on every batch of a PostgreSQL store until SIGTERM (then hand back, exit 0). " +
       "Run one on each machine; wiz run --store with the same URL submits the batches."

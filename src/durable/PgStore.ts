@@ -35,10 +35,11 @@
  * import { Option } from "effect"
  * import * as PgStore from "wiz-effect/durable/PgStore"
  *
- * // a working process, reachable by the others at 10.0.0.5:34431, whose model calls time out at 30 s
+ * // a working process listening on every interface, reachable by the others at 10.0.0.5:34431,
+ * // whose model calls time out at 30 s
  * const store = PgStore.layer({
  *   url: "postgres://wiz@db/wiz",
- *   runner: Option.some({ host: "10.0.0.5", port: 34431 }),
+ *   runner: Option.some({ host: "10.0.0.5", port: 34431, listen: "0.0.0.0" }),
  *   longestCall: "30 seconds"
  * })
  * ```
@@ -107,8 +108,12 @@ const terminationFromEnv = Config.option(Config.duration("entityTerminationTimeo
 export interface Options {
   /** `postgres://user@host:port/database`. */
   readonly url: string
-  /** Where the other runners reach this one; none for a process that does no work. */
-  readonly runner: Option.Option<{ readonly host: string; readonly port: number }>
+  /**
+   * Where the other runners reach this one; none for a process that does no work. It listens at
+   * `host` too, unless `listen` names the interface to listen on (`0.0.0.0` for every one, as in
+   * a container, with `host` the address the others connect to).
+   */
+  readonly runner: Option.Option<{ readonly host: string; readonly port: number; readonly listen?: string }>
   /**
    * The longest a model call may be on the wire: the agent's attempt `timeout`. A unit whose
    * shard moves (a runner joined, or this one stops with SIGTERM) waits for its calls on the
@@ -139,7 +144,10 @@ export const layer = (
       ...failover,
       ...Option.match(options.runner, {
         onNone: () => ({}),
-        onSome: ({ host, port }) => ({ runnerAddress: Option.some(RunnerAddress.make(host, port)) })
+        onSome: ({ host, listen, port }) => ({
+          runnerAddress: Option.some(RunnerAddress.make(host, port)),
+          ...(listen === undefined ? {} : { runnerListenAddress: Option.some(RunnerAddress.make(listen, port)) })
+        })
       }),
       // the environment's, when it sets one; none for calls without a bound
       ...(longestCall !== undefined && Option.isNone(fromEnv) && Duration.isFinite(Duration.decode(longestCall))
@@ -180,7 +188,7 @@ export const layer = (
           operation: "listen",
           // the error's own message is its reason alone ("Open"); its cause says why
           message: `cannot listen for the other runners${
-            Option.match(options.runner, { onNone: () => "", onSome: ({ host, port }) => ` at ${host}:${port}` })
+            Option.match(options.runner, { onNone: () => "", onSome: ({ host, listen, port }) => ` at ${listen ?? host}:${port}` })
           }: ${error.cause instanceof Error ? error.cause.message : error.message}`
         })
         : error

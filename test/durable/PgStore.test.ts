@@ -181,6 +181,29 @@ describe.skipIf(!postgres.available)("durable batches on PostgreSQL", () => {
       expect(seen.get(`127.0.0.1:${self}`)).toBe(true)
     }).pipe(Effect.orDie), { timeout: 60_000 })
 
+  it.scopedLive("a runner listens on the interface `listen` names and is registered at `host`, where the others reach it", () =>
+    Effect.gen(function*() {
+      const db = yield* database
+      const port = yield* Effect.promise(freePort)
+      // 127.0.0.2 is loopback too: listening on it alone, the runner would refuse 127.0.0.1
+      yield* Layer.build(PgStore.layer({ url: db.url, runner: Option.some({ host: "127.0.0.2", port, listen: "0.0.0.0" }) }))
+      const addresses = yield* Effect.flatMap(SqlClient.SqlClient, (sql) => sql<{ address: string }>`SELECT address FROM cluster_runners`).pipe(
+        Effect.provide(PgStore.database(db.url, 1))
+      )
+      expect(addresses.map((row) => row.address)).toEqual([`127.0.0.2:${port}`])
+      for (const host of ["127.0.0.1", "127.0.0.2"]) {
+        const connected = yield* Effect.async<boolean>((resume) => {
+          const socket = net.connect({ host, port })
+          socket.once("connect", () => {
+            socket.destroy()
+            resume(Effect.succeed(true))
+          })
+          socket.once("error", () => resume(Effect.succeed(false)))
+        })
+        expect({ host, connected }).toEqual({ host, connected: true })
+      }
+    }).pipe(Effect.orDie), { timeout: 60_000 })
+
   it.scopedLive("issue 20: a unit whose shard moves to a runner that joined is handed over once its calls can have ended (longestCall + 1 s), not after the cluster's 15 s; no call is made twice", () =>
     Effect.gen(function*() {
       const db = yield* database
@@ -262,5 +285,15 @@ describe("wiz run --store postgres:// (refused options)", () => {
       expect(run.code).toBe(2)
       expect(run.stderr).toContain("--events with --store writes the events of the tasks run in this process: with --no-work it runs none")
       expect(fs.existsSync(path.join(dir, "out.jsonl"))).toBe(false)
+    }), { timeout: 60_000 })
+
+  it.scopedLive("wiz worker --host 0.0.0.0 is refused: it is the address the others would connect to, which reaches no machine; --listen is the interface", () =>
+    Effect.gen(function*() {
+      for (const host of ["0.0.0.0", "::"]) {
+        const worker = yield* Process.wiz(["worker", "--store", "postgres://nowhere.invalid/db", "--host", host], { cwd: os.tmpdir() })
+        expect(worker.code).toBe(2)
+        expect(worker.stderr).toContain(`--host ${host} is where the other workers would connect to this one, and it reaches no machine`)
+        expect(worker.stderr).toContain(`--listen ${host} to listen on every interface`)
+      }
     }), { timeout: 60_000 })
 })
