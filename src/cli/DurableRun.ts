@@ -132,6 +132,7 @@ const engine = (store: string, listen: Option.Option<Listen>, timeout: Duration.
     }
     const on = Option.getOrElse(listen.value.bind, () => host)
     const port = Option.isSome(listen.value.port) ? listen.value.port.value : yield* freePort(on)
+    const held = yield* Effect.orDie(PgStore.terminationTimeout({ longestCall: timeout }))
     return {
       layer: PgStore.layer({
         url: store,
@@ -139,7 +140,7 @@ const engine = (store: string, listen: Option.Option<Listen>, timeout: Duration.
         longestCall: timeout
       }),
       runner: `${host}:${port}`,
-      stopping: "stopping: handing its shards back once its calls on the wire are recorded (--timeout + 1 s; " +
+      stopping: `stopping: handing its shards back once its calls on the wire are recorded (up to ${Duration.format(held)}; ` +
         "a second signal stops it at once, and the calls it cuts are made again)"
     }
   })

@@ -102,6 +102,26 @@ const terminationFromEnv = Config.option(Config.duration("entityTerminationTimeo
 )
 
 /**
+ * How long a stopping runner of {@link layer} with these options holds a unit for its calls on
+ * the wire (the cluster's `entityTerminationTimeout`): `shardingConfig`'s, else
+ * `ENTITY_TERMINATION_TIMEOUT`'s, else {@link handover} of a finite `longestCall`, else the
+ * cluster's 15 s. What a stop can be told it waits for.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const terminationTimeout = (
+  options: Pick<Options, "longestCall" | "shardingConfig">
+): Effect.Effect<Duration.Duration, ConfigError.ConfigError> =>
+  options.shardingConfig?.entityTerminationTimeout !== undefined
+    ? Effect.succeed(Duration.decode(options.shardingConfig.entityTerminationTimeout))
+    : Effect.map(terminationFromEnv, (fromEnv) =>
+      Option.getOrElse(fromEnv, () =>
+        options.longestCall !== undefined && Duration.isFinite(Duration.decode(options.longestCall))
+          ? handover(options.longestCall)
+          : Duration.decode(ShardingConfig.defaults.entityTerminationTimeout)))
+
+/**
  * @since 0.1.0
  * @category models
  */
@@ -138,8 +158,7 @@ export interface Options {
 export const layer = (
   options: Options
 ): Layer.Layer<WorkflowEngine | SqlClient.SqlClient, StoreError | ConfigError.ConfigError> => {
-  const { longestCall } = options
-  const config = Layer.unwrapEffect(Effect.map(terminationFromEnv, (fromEnv) =>
+  const config = Layer.unwrapEffect(Effect.map(terminationTimeout(options), (entityTerminationTimeout) =>
     ShardingConfig.layerFromEnv({
       ...failover,
       ...Option.match(options.runner, {
@@ -149,10 +168,7 @@ export const layer = (
           ...(listen === undefined ? {} : { runnerListenAddress: Option.some(RunnerAddress.make(listen, port)) })
         })
       }),
-      // the environment's, when it sets one; none for calls without a bound
-      ...(longestCall !== undefined && Option.isNone(fromEnv) && Duration.isFinite(Duration.decode(longestCall))
-        ? { entityTerminationTimeout: handover(longestCall) }
-        : {}),
+      entityTerminationTimeout,
       ...options.shardingConfig
     })
   ))

@@ -265,8 +265,30 @@ describe.skipIf(!postgres.available)("durable batches on PostgreSQL", () => {
       worker.child.kill("SIGTERM")
       const stopped = yield* worker.exited(30)
       expect(stopped.code).toBe(0)
-      expect(stopped.stderr).toContain("handing its shards back")
+      // the default --timeout of 30 s, and a second
+      expect(stopped.stderr).toContain("handing its shards back once its calls on the wire are recorded (up to 31s;")
     }), { timeout: 120_000 })
+})
+
+describe("PgStore.terminationTimeout", () => {
+  it.effect("what a stop waits for: shardingConfig's, else ENTITY_TERMINATION_TIMEOUT's, else longestCall + 1 s, else the cluster's 15 s", () =>
+    Effect.gen(function*() {
+      const before = process.env.ENTITY_TERMINATION_TIMEOUT
+      delete process.env.ENTITY_TERMINATION_TIMEOUT
+      try {
+        const seconds = (options: Parameters<typeof PgStore.terminationTimeout>[0]) =>
+          Effect.map(PgStore.terminationTimeout(options), Duration.toSeconds)
+        expect(yield* seconds({ longestCall: "2 seconds" })).toBe(3)
+        expect(yield* seconds({ longestCall: Duration.infinity })).toBe(15)
+        expect(yield* seconds({})).toBe(15)
+        process.env.ENTITY_TERMINATION_TIMEOUT = "7 seconds"
+        expect(yield* seconds({ longestCall: "2 seconds" })).toBe(7)
+        expect(yield* seconds({ longestCall: "2 seconds", shardingConfig: { entityTerminationTimeout: Duration.seconds(4) } })).toBe(4)
+      } finally {
+        if (before === undefined) delete process.env.ENTITY_TERMINATION_TIMEOUT
+        else process.env.ENTITY_TERMINATION_TIMEOUT = before
+      }
+    }))
 })
 
 // no database needed: refused before one is reached
