@@ -132,7 +132,7 @@ const engine = (store: string, listen: Option.Option<Listen>, timeout: Duration.
     }
     const on = Option.getOrElse(listen.value.bind, () => host)
     const port = Option.isSome(listen.value.port) ? listen.value.port.value : yield* freePort(on)
-    const held = yield* Effect.orDie(PgStore.terminationTimeout({ longestCall: timeout }))
+    const held = yield* PgStore.terminationTimeout({ longestCall: timeout })
     return {
       layer: PgStore.layer({
         url: store,
