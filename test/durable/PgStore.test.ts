@@ -318,4 +318,15 @@ describe("wiz run --store postgres:// (refused options)", () => {
         expect(worker.stderr).toContain(`--listen ${host} to listen on every interface`)
       }
     }), { timeout: 60_000 })
+
+  it.scopedLive("wiz worker with a malformed ENTITY_TERMINATION_TIMEOUT says which value it could not read, as a configuration error", () =>
+    Effect.gen(function*() {
+      const worker = yield* Process.wiz(["worker", "--store", "postgres://nowhere.invalid/db"], {
+        cwd: os.tmpdir(),
+        env: { ENTITY_TERMINATION_TIMEOUT: "banana" }
+      })
+      expect(worker.code).toBe(1)
+      expect(worker.stderr).toContain(`Invalid data at entityTerminationTimeout: "Expected a duration but received "banana""`)
+      expect(worker.stderr).not.toContain("    at ")
+    }), { timeout: 60_000 })
 })
