@@ -136,7 +136,7 @@ const engine = (store: string, listen: Option.Option<Listen>, timeout: Duration.
     return {
       layer: PgStore.layer({
         url: store,
-        runner: Option.some({ host, port, ...(on === host ? {} : { listen: on }) }),
+        runner: Option.some({ host, port, listen: on }),
         longestCall: timeout
       }),
       runner: `${host}:${port}`,
