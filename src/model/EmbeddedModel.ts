@@ -51,7 +51,9 @@
  * from `(seed, prompt, how many times this prompt was asked before)` (every call that passes
  * validation counts, even one the rate limit refuses): the same seed and the same sequence of
  * calls per prompt give the same answers, latencies and faults however concurrent calls
- * interleave. The model keeps one entry per distinct prompt (its answer and its count) for this.
+ * interleave. The model keeps a count per distinct prompt for this (the prompt and a number),
+ * and the answers of the last 1,024 prompts it was asked: a batch of distinct prompts held
+ * every answer before, ~5 KB each, so 20,000 tasks outgrew an 80 MB heap.
  *
  * @example
  * ```ts
@@ -229,7 +231,7 @@ export const layerConfig = (options: Config.Config.Wrap<Options>): Layer.Layer<A
 // internal
 // -----------------------------------------------------------------------------
 
-/** What the model knows about a prompt: its size, its full answer, and how often it was asked. */
+/** What the model knows about a prompt: its size and its full answer. */
 interface Answer {
   /** `Hash.string` of the prompt, so a call's seed is short to hash. */
   readonly hash: number
@@ -237,8 +239,10 @@ interface Answer {
   /** The answer split before each run of whitespace, so the pieces concatenate to the text. */
   readonly pieces: ReadonlyArray<string>
   readonly tokens: ReadonlyArray<number>
-  asked: number
 }
+
+/** How many prompts' answers a model keeps (the least recently asked go first). */
+const answersKept = 1_024
 
 /** One admitted call: the part of the answer it returns and the latencies it waits. */
 interface Call {
@@ -312,14 +316,20 @@ const build = (options: Options, seed: number, madeAt: number): AiModel.AiModel.
   const downFrom = outage === undefined ? Infinity : madeAt + Duration.toMillis(outage.after)
   const downUntil = outage === undefined ? Infinity : downFrom + Duration.toMillis(outage.lasting)
 
+  // How often each prompt was asked (for the draws), and the recent answers, in the order last
+  // asked (a Map iterates in insertion order: the first key is the least recently asked).
+  const asked = new Map<string, number>()
   const answers = new Map<string, Answer>()
   const answerFor = (prompt: string): Answer => {
     let answer = answers.get(prompt)
     if (answer === undefined) {
       const pieces = respond(prompt).match(/\s*\S+/g) ?? []
-      answer = { hash: Hash.string(prompt), promptTokens: Tokenizer.count(prompt), pieces, tokens: pieces.map(Tokenizer.count), asked: 0 }
-      answers.set(prompt, answer)
+      answer = { hash: Hash.string(prompt), promptTokens: Tokenizer.count(prompt), pieces, tokens: pieces.map(Tokenizer.count) }
+      if (answers.size === answersKept) answers.delete(answers.keys().next().value!)
+    } else {
+      answers.delete(prompt)
     }
+    answers.set(prompt, answer)
     return answer
   }
 
@@ -517,7 +527,8 @@ const build = (options: Options, seed: number, madeAt: number): AiModel.AiModel.
           })
         )
       }
-      const asked = entry.asked++
+      const before = asked.get(prompt) ?? 0
+      asked.set(prompt, before + 1)
       // A continuation is read as prompt: charged, counted in the usage, and reported with it.
       const continuation = request.continuation
       const promptTokens = continuation === undefined || continuation === ""
@@ -526,7 +537,7 @@ const build = (options: Options, seed: number, madeAt: number): AiModel.AiModel.
       const drawn = (admission: Admission) =>
         random
           ? Effect.flatMap(
-            draw(Random.make(`${seed}:${asked}:${entry.hash}`)),
+            draw(Random.make(`${seed}:${before}:${entry.hash}`)),
             (draws) => decide(request, entry, promptTokens, admission, draws)
           )
           : decide(request, entry, promptTokens, admission)

@@ -182,6 +182,21 @@ describe("EmbeddedModel", () => {
       expect(sequential.some(([, r]) => Either.isLeft(r.result))).toBe(true)
     }))
 
+  it.effect("a prompt asked again after 2,000 others (its answer no longer kept) gets what it gets asked twice in a row: the count outlives the answer", () =>
+    Effect.gen(function* () {
+      const options = { seed: 1, failureRate: 0.5, faults: { rateLimited: 1, overloaded: 1 } }
+      const asks = (model: AiModel.AiModel.Service, prompt: string, n: number) =>
+        inVirtualTime(Effect.forEach(Array.from({ length: n }), () => timed(model.generate(request(prompt)))))
+      const twice = yield* asks(yield* EmbeddedModel.make(options), article, 4)
+      const model = yield* EmbeddedModel.make(options)
+      const first = yield* asks(model, article, 2)
+      yield* inVirtualTime(Effect.forEach(Array.from({ length: 2_000 }, (_, i) => `Prompt number ${i}.`), (prompt) => Effect.either(model.generate(request(prompt)))))
+      const later = yield* asks(model, article, 2)
+      expect([...first, ...later]).toEqual(twice)
+      // the asks met both an answer and a fault, so the draws were really compared
+      expect(twice.some((call) => Either.isRight(call.result)) && twice.some((call) => Either.isLeft(call.result))).toBe(true)
+    }))
+
   it.effect("failureRate is split by the fault weights: RateLimited carries limit requests and a retryAfter of 0.5–2 s", () =>
     Effect.gen(function* () {
       const calls = Array.from({ length: 200 }, (_, i) => request(`prompt number ${i}.`))
