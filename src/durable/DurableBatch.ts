@@ -56,6 +56,7 @@
 import type * as SqlClient from "@effect/sql/SqlClient"
 import * as Entity from "@effect/cluster/Entity"
 import * as Sharding from "@effect/cluster/Sharding"
+import * as Socket from "@effect/platform/Socket"
 import * as Workflow from "@effect/workflow/Workflow"
 import type { WorkflowEngine } from "@effect/workflow/WorkflowEngine"
 import { Chunk, Context, Duration, Effect, Exit, FiberRef, Layer, Option, Schedule, Schema, Stream } from "effect"
@@ -156,6 +157,20 @@ const recovered = (result: TaskResult, callsBefore: number): TaskResult =>
 
 /** Store errors are retried a few times before the unit fails with one. */
 const storeRetry = Schedule.exponential("100 millis").pipe(Schedule.intersect(Schedule.recurs(6)))
+
+/**
+ * Handing a unit to the runner that owns its shard, again after the socket to that runner
+ * failed: a runner killed while units are handed to it fails the write with a `SocketError`,
+ * which the cluster passes on instead of reading it as the runner being unavailable (what it
+ * retries itself), and `wiz run` died of it. A unit is idempotent (its key), so it is handed
+ * over again, every 0.1 s to 2 s, until the runner's shards have moved (seconds), for a minute
+ * at most.
+ */
+const handOverRetry = Schedule.exponential("100 millis").pipe(
+  Schedule.union(Schedule.spaced("2 seconds")),
+  Schedule.jittered,
+  Schedule.upTo("1 minute")
+)
 
 /**
  * What to do as a model call begins in the unit this fiber runs, if it runs one: note the call,
@@ -354,7 +369,10 @@ export const make = (options: Options = {}) =>
         })
         yield* Effect.forEach(
           [...units].filter(([, members]) => members.some((task) => open.has(task.id))),
-          ([unit, members]) => UnitWorkflow.execute({ batchId, unit, tasks: members }, { discard: true }),
+          ([unit, members]) =>
+            UnitWorkflow.execute({ batchId, unit, tasks: members }, { discard: true }).pipe(
+              Effect.retry({ schedule: handOverRetry, while: Socket.isSocketError })
+            ),
           { concurrency: 16, discard: true }
         ).pipe(Effect.provide(engine))
         return batchId

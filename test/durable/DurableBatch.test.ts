@@ -1,3 +1,5 @@
+import * as Socket from "@effect/platform/Socket"
+import { WorkflowEngine } from "@effect/workflow/WorkflowEngine"
 import { describe, expect, it } from "@effect/vitest"
 import { Chunk, Effect, Fiber, Layer, Schedule, Stream } from "effect"
 import * as fs from "node:fs"
@@ -169,4 +171,41 @@ describe("DurableBatch on a SQLite file", () => {
     expect(DurableBatch.batchIdOf(tasks)).toBe(DurableBatch.batchIdOf([...tasks]))
     expect(DurableBatch.batchIdOf(other)).not.toBe(DurableBatch.batchIdOf(tasks))
   })
+  it.scopedLive("a unit whose hand-over to its runner fails with a SocketError (a runner killed as units are handed to it) is handed over again: the batch runs, each task once", () =>
+    Effect.gen(function*() {
+      const file = yield* tempFile
+      // the engine as the cluster gives it, but the first hand-over of each unit fails as a
+      // write to a dead runner's socket does
+      const failed = new Set<string>()
+      const failingOnce = Layer.effect(
+        WorkflowEngine,
+        Effect.map(WorkflowEngine, (engine) =>
+          WorkflowEngine.of({
+            ...engine,
+            execute: ((workflow, options) => {
+              if (failed.has(options.executionId)) return engine.execute(workflow, options)
+              failed.add(options.executionId)
+              return Effect.fail(new Socket.SocketGenericError({ reason: "Write", cause: new Error("EPIPE") }))
+            }) as WorkflowEngine["Type"]["execute"]
+          }))
+      )
+      const layer = Layer.merge(
+        DurableBatch.layer({ pollInterval: "20 millis", unitSize: 4 }).pipe(Layer.provide(failingOnce)),
+        DurableBatch.worker({ runner: "test" }).pipe(
+          Layer.provide(AgentService.layer({ concurrency: 4, retry: false })),
+          Layer.provide(DurableBatch.journal),
+          Layer.provide(EmbeddedModel.layer({ seed: 1, timeToFirstToken: "5 millis", perToken: "0 millis" }))
+        )
+      ).pipe(Layer.provideMerge(SqliteStore.layer({ filename: file })))
+      const { results, state } = yield* Effect.gen(function*() {
+        const batches = yield* DurableBatch.DurableBatch
+        const id = yield* batches.submit(tasks)
+        return { results: Chunk.toReadonlyArray(yield* Stream.runCollect(batches.results(id))), state: yield* batches.state(id) }
+      }).pipe(Effect.provide(layer))
+      // three units of four, each refused once and handed over again
+      expect(failed.size).toBe(3)
+      expect(results.map((r) => r.id).sort()).toEqual(tasks.map((t) => t.id).sort())
+      expect(results.every((r) => r.status === "succeeded" && r.attempts === 1)).toBe(true)
+      expect(state).toMatchObject({ total: 12, succeeded: 12, failed: 0 })
+    }), { timeout: 30_000 })
 })
