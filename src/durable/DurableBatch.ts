@@ -161,10 +161,10 @@ const storeRetry = Schedule.exponential("100 millis").pipe(Schedule.intersect(Sc
 /**
  * Handing a unit to the runner that owns its shard, again after the socket to that runner
  * failed: a runner killed while units are handed to it fails the write with a `SocketError`,
- * which the cluster passes on instead of reading it as the runner being unavailable (what it
- * retries itself), and `wiz run` died of it. A unit is idempotent (its key), so it is handed
- * over again, every 0.1 s to 2 s, until the runner's shards have moved (seconds), for a minute
- * at most.
+ * which the cluster passes on as a defect instead of reading it as the runner being
+ * unavailable (what it retries itself), and `wiz run` died of it. A unit is idempotent (its
+ * key), so it is handed over again, every 0.1 s to 2 s, until the runner's shards have moved
+ * (seconds), for a minute at most; then the defect is passed on as it came.
  */
 const handOverRetry = Schedule.exponential("100 millis").pipe(
   Schedule.union(Schedule.spaced("2 seconds")),
@@ -371,7 +371,9 @@ export const make = (options: Options = {}) =>
           [...units].filter(([, members]) => members.some((task) => open.has(task.id))),
           ([unit, members]) =>
             UnitWorkflow.execute({ batchId, unit, tasks: members }, { discard: true }).pipe(
-              Effect.retry({ schedule: handOverRetry, while: Socket.isSocketError })
+              Effect.catchSomeDefect((defect) => Socket.isSocketError(defect) ? Option.some(Effect.fail(defect)) : Option.none()),
+              Effect.retry({ schedule: handOverRetry, while: Socket.isSocketError }),
+              Effect.catchIf(Socket.isSocketError, Effect.die)
             ),
           { concurrency: 16, discard: true }
         ).pipe(Effect.provide(engine))

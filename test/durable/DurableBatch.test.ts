@@ -171,11 +171,11 @@ describe("DurableBatch on a SQLite file", () => {
     expect(DurableBatch.batchIdOf(tasks)).toBe(DurableBatch.batchIdOf([...tasks]))
     expect(DurableBatch.batchIdOf(other)).not.toBe(DurableBatch.batchIdOf(tasks))
   })
-  it.scopedLive("a unit whose hand-over to its runner fails with a SocketError (a runner killed as units are handed to it) is handed over again: the batch runs, each task once", () =>
+  it.scopedLive("a unit whose hand-over to its runner dies of a SocketError (a runner killed as units are handed to it) is handed over again: the batch runs, each task once", () =>
     Effect.gen(function*() {
       const file = yield* tempFile
       // the engine as the cluster gives it, but the first hand-over of each unit fails as a
-      // write to a dead runner's socket does
+      // write to a dead runner's socket does: a defect
       const failed = new Set<string>()
       const failingOnce = Layer.effect(
         WorkflowEngine,
@@ -185,7 +185,7 @@ describe("DurableBatch on a SQLite file", () => {
             execute: ((workflow, options) => {
               if (failed.has(options.executionId)) return engine.execute(workflow, options)
               failed.add(options.executionId)
-              return Effect.fail(new Socket.SocketGenericError({ reason: "Write", cause: new Error("EPIPE") }))
+              return Effect.die(new Socket.SocketGenericError({ reason: "Write", cause: new Error("ECONNRESET") }))
             }) as WorkflowEngine["Type"]["execute"]
           }))
       )
