@@ -242,7 +242,7 @@ describe("Retry", () => {
           if (error._tag !== "RateLimited") expect(gap === 0 || waitedSoFar <= delaysSoFar + 1e-6).toBe(true)
         })
       }),
-    { fastCheck: { numRuns: 50 } }
+    { fastCheck: { numRuns: 100 } }
   )
 
   it.effect("isRetryable: a custom predicate (AiModel.isTransient) decides", () =>
