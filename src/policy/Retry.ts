@@ -8,18 +8,11 @@
  *   `AuthenticationFailed`);
  * - waits an exponential backoff, capped, then jittered (`full`, `equal` or `none`) with Effect's
  *   `Random`, so `Effect.withRandom(Random.make(seed))` makes every wait reproducible;
+ * - counts the time a failed attempt already waited (`waited`: a `ModelTimeout` waited its
+ *   timeout) against the backoff, so a hung call is not followed by a pause it already took;
  * - waits at least an error's `retryAfter` (`RateLimited`, an open breaker's `CircuitOpen`), and
  *   fails at once with that same error when it asks for more than `retryAfterMax`, so a
  *   fallback tier can answer instead of the caller sleeping through an hour-long Retry-After;
- * - counts the time a call already waited beyond its backoffs against the backoffs still to
- *   come: a failed attempt's own wait (`waited`: a `ModelTimeout` waited its timeout) and a
- *   `retryAfter` longer than the backoff. The k-th retry still starts no sooner after the first
- *   failure than the first k delays add up to, but a call that sat 2 s in a hung attempt and
- *   1.5 s in a Retry-After does not then pause again for an `Overloaded` as if it had just
- *   begun (in the degradation batch of issue 17.9 such a chain ended the run: 1.16× its floor
- *   on average over backoff draws, 1.145× with the carry-over, the least a client that cannot
- *   tell a hang ahead reaches). The price: such a call retries sooner into an outage that began
- *   meanwhile (in a 1 s outage, 0.19 more tasks in 2,000 spent their attempts in it);
  * - stops at `maxAttempts`, at an overall `deadline` (no attempt starts that cannot finish in
  *   time), and when a shared {@link Budget.Budget} has no room, so an outage does not become a
  *   retry storm;
@@ -110,11 +103,10 @@ export interface Options<E = unknown> extends Backoff {
   /** Whether an error may go away when the attempt is made again. */
   readonly isRetryable?: (error: E) => boolean
   /**
-   * How long the failed attempt itself waited before this error, counted against the backoffs
-   * that follow it (with any Retry-After waited beyond a backoff): the retry waits
-   * `max(0, delay - credit)`, and what is left of the credit counts against the next delays. By
-   * default a `ModelTimeout`'s `timeout` (an attempt held to a 2 s timeout has already spaced
-   * the calls by more than the first backoffs), nothing for other errors.
+   * How long the failed attempt itself waited before this error, counted against the backoff
+   * that follows it: the retry waits `max(0, delay - waited)`. By default a `ModelTimeout`'s
+   * `timeout` (an attempt held to a 2 s timeout has already spaced the calls by more than the
+   * first backoffs), nothing for other errors.
    */
   readonly waited?: (error: E) => Duration.Duration | undefined
   /**
@@ -324,8 +316,6 @@ export const make = <E = unknown>(options: Options<E> = {}): Policy<E> => {
     let attempts = 1
     let state: unknown = backoff.initial
     let lastError: E2 | undefined
-    // Time (ms) this call waited beyond its backoffs so far, owed back to the next ones.
-    let credit = 0
 
     // A retry may start at `at` only if it can finish (or, without `attemptTimeout`, start)
     // before the deadline.
@@ -349,11 +339,8 @@ export const make = <E = unknown>(options: Options<E> = {}): Policy<E> => {
           state = next
           if (ScheduleDecision.isDone(decision)) return giveUp("max-attempts", error)
           const already = waited(error)
-          if (already !== undefined) credit += Duration.toMillis(already)
-          const delayMillis = Duration.toMillis(delay)
-          const spaced = Duration.millis(Math.max(0, delayMillis - credit))
+          const spaced = already === undefined ? delay : Duration.subtract(delay, Duration.min(delay, already))
           const wait = retryAfter === undefined ? spaced : Duration.max(spaced, retryAfter)
-          credit = Math.max(0, credit + Duration.toMillis(wait) - delayMillis)
           if (!fits(now + Duration.toMillis(wait))) return giveUp("deadline", error)
           const retry = pause(error, wait)
           return budget === undefined || !chargesBudget(error)
