@@ -226,9 +226,9 @@ describe.skipIf(!redis.available)("RedisStore (on a real Redis)", () => {
   })
 
   describe("breaker", () => {
-    const options = (onTransition?: (key: string, t: CircuitBreaker.Transition) => void) => ({
+    const options = (onTransition?: (key: string, t: CircuitBreaker.Transition) => void, openMillis = 300) => ({
       tripPolicy: CircuitBreaker.consecutive(1),
-      openDuration: Duration.millis(300),
+      openDuration: Duration.millis(openMillis),
       ...(onTransition === undefined ? {} : { onTransition })
     })
 
@@ -237,8 +237,11 @@ describe.skipIf(!redis.available)("RedisStore (on a real Redis)", () => {
         const prefix = Services.uniqueName("wiz_test")
         yield* cleanUp(prefix)
         const seen: Array<string> = []
-        const a = yield* Effect.flatMap(storeOf(prefix), (store) => store.breakers(options()))
-        const b = yield* Effect.flatMap(storeOf(prefix), (store) => store.breakers(options((_, t) => seen.push(`${t.from}->${t.to}`))))
+        // open for 1.5 s: B must see it open before it half-opens, and a loaded machine (CI runs
+        // the suite on both cores) kept B from looking within 300 ms
+        const a = yield* Effect.flatMap(storeOf(prefix), (store) => store.breakers(options(undefined, 1_500)))
+        const b = yield* Effect.flatMap(storeOf(prefix), (store) =>
+          store.breakers(options((_, t) => seen.push(`${t.from}->${t.to}`), 1_500)))
         const breakerA = yield* a.get("m")
         const breakerB = yield* b.get("m")
         yield* Effect.exit(breakerA.execute(Effect.fail("boom")))
@@ -246,7 +249,7 @@ describe.skipIf(!redis.available)("RedisStore (on a real Redis)", () => {
         expect(yield* eventually(breakerB.state, "Open")).toBe("Open")
         expect(seen).toEqual(["Closed->Open"])
         // half-open in both: A's probe holds the one lease, B is refused meanwhile
-        yield* Effect.sleep("400 millis")
+        yield* Effect.sleep("1600 millis")
         const release = yield* Deferred.make<void>()
         const probe = yield* Effect.fork(breakerA.execute(Deferred.await(release)))
         yield* Effect.sleep("50 millis")
