@@ -52,8 +52,8 @@
  * validation counts, even one the rate limit refuses): the same seed and the same sequence of
  * calls per prompt give the same answers, latencies and faults however concurrent calls
  * interleave. The model keeps a count per distinct prompt for this (the prompt and a number),
- * and the answers of the last 1,024 prompts it was asked: a batch of distinct prompts held
- * every answer before, ~5 KB each, so 20,000 tasks outgrew an 80 MB heap.
+ * and the answers of the last 1,024 prompts it was asked (keeping every answer, ~5 KB each,
+ * held ~50 MB after 20,000 distinct tasks).
  *
  * @example
  * ```ts
