@@ -14,7 +14,9 @@
  * journal: `--resume` has nothing to add. The progress line is the one a run without a store
  * draws; `--events` writes the events of the tasks run in this process (all of them on SQLite,
  * its share on PostgreSQL; a task recorded by an earlier run or by another worker has its
- * record and no events), and is refused with `--no-work`.
+ * record and no events), and is refused with `--no-work`. The summary's retries, breaker
+ * transitions and fallbacks are counted from the same events, so they say "in this process"; with
+ * `--no-work` they are the workers', and the summary says so instead of printing a 0.
  *
  * Workers given `--redis URL` share one token budget and one set of breakers through it (the
  * agent layer, {@link agentLayer}, takes them from the shared store), so ten workers never spend
@@ -34,6 +36,7 @@ import { type AgentTask, TaskInvalid, type TaskRecord, type TaskResult } from ".
 import * as DurableBatch from "../durable/DurableBatch.js"
 import * as PgStore from "../durable/PgStore.js"
 import * as TaskStore from "../durable/TaskStore.js"
+import type { AgentEvent } from "../events/AgentEvent.js"
 import * as ErrorInfo from "../events/ErrorInfo.js"
 import * as Progress from "../events/Progress.js"
 import * as EventsFile from "./EventsFile.js"
@@ -179,18 +182,22 @@ const batchOfFile = (input: string) =>
 const partSize = DurableBatch.defaults.unitSize * 64
 
 /**
- * Follows the events of the agent that works here into `file`; `settle` waits until every task
- * it saw start has finished (a task whose unit left this runner before it called ends without
- * one: after a second without events the wait ends), then stops.
+ * Follows the events of the agent that works here into `onEvents` (the summary, the progress
+ * line, the `--events` file: the tasks run in this process); `settle` waits until every task it
+ * saw start has finished (a task whose unit left this runner before it called ends without one:
+ * after a second without events the wait ends), then stops.
  */
-const followEvents = (agent: AgentService.AgentService.Service, file: EventsFile.EventsFile) =>
+const followEvents = <E>(
+  agent: AgentService.AgentService.Service,
+  onEvents: (events: Chunk.Chunk<AgentEvent>) => Effect.Effect<void, E>
+) =>
   Effect.gen(function*() {
     const open = new Set<string>()
     let lastAt = 0
     const fiber = yield* (yield* agent.subscribe).pipe(
       Stream.runForEachChunk((chunk) =>
         Effect.zipRight(
-          file.write(Chunk.toReadonlyArray(chunk)),
+          onEvents(chunk),
           Effect.flatMap(Clock.currentTimeMillis, (now) =>
             Effect.sync(() => {
               lastAt = now
@@ -203,7 +210,7 @@ const followEvents = (agent: AgentService.AgentService.Service, file: EventsFile
       ),
       Effect.forkScoped
     )
-    const failed: Effect.Effect<never, EventsFile.EventsFailed> = Effect.flatMap(Fiber.await(fiber), (exit) =>
+    const failed: Effect.Effect<never, E> = Effect.flatMap(Fiber.await(fiber), (exit) =>
       Exit.isFailure(exit) && !Cause.isInterruptedOnly(exit.cause) ? Effect.failCause(exit.cause) : Effect.never)
     const quiet = Effect.map(Clock.currentTimeMillis, (now) => open.size === 0 || now - lastAt >= 1000)
     return {
@@ -214,7 +221,7 @@ const followEvents = (agent: AgentService.AgentService.Service, file: EventsFile
           Fiber.interrupt(fiber)
         ),
         failed
-      ).pipe(Effect.zipRight(file.commit))
+      )
     }
   })
 
@@ -266,10 +273,20 @@ export const run = Effect.fn("DurableRun.run")(function*(options: Omit<RunOption
       : { sink: yield* RecordSink.stdout, commit: Effect.void }
     // the agent of the work here (none with --no-work, which --events is refused with)
     const here = yield* Effect.serviceOption(AgentService.AgentService)
-    const events = Option.isSome(options.events) && Option.isSome(here)
-      ? Option.some(yield* followEvents(here.value, yield* EventsFile.open(options.events.value)))
-      : Option.none()
+    const file = Option.isSome(options.events) ? Option.some(yield* EventsFile.open(options.events.value)) : Option.none()
     const progress = yield* Progress.make()
+    // what the tasks run here did: their retries and the breakers' transitions in the summary and
+    // on the progress line (which counts tasks from the records, not from these events)
+    const seen = (chunk: Chunk.Chunk<AgentEvent>) =>
+      Effect.zipRight(
+        Effect.forEach(chunk, (event) =>
+          Effect.zipRight(
+            stats.recordEvent(event),
+            event._tag === "RetryScheduled" || event._tag === "BreakerTransition" ? progress.record(event) : Effect.void
+          ), { discard: true }),
+        Option.match(file, { onNone: () => Effect.void, onSome: (file) => file.write(Chunk.toReadonlyArray(chunk)) })
+      )
+    const events = Option.isSome(here) ? Option.some(yield* followEvents(here.value, seen)) : Option.none()
     const screen = options.progress ? Option.some(yield* ProgressLine.draw(progress)) : Option.none()
     // the calls on the wire here, as the line of a run without a store shows them
     const reportFlow = Option.match(here, {
@@ -358,6 +375,7 @@ export const run = Effect.fn("DurableRun.run")(function*(options: Omit<RunOption
     // the last line drawn says what the end is: no call on the wire
     if (options.progress) yield* reportFlow
     if (Option.isSome(events)) yield* events.value.settle
+    if (Option.isSome(file)) yield* file.value.commit
     yield* output.commit
   }).pipe(
     Effect.scoped,
@@ -365,7 +383,7 @@ export const run = Effect.fn("DurableRun.run")(function*(options: Omit<RunOption
     Effect.provide(Layer.merge(DurableBatch.layer(), work).pipe(Layer.provideMerge(store)))
   )
   const summary = yield* stats.summary((yield* Clock.currentTimeMillis) - startedAt)
-  yield* stdio.stderr(Summary.render(summary))
+  yield* stdio.stderr(Summary.render(summary, { events: options.noWork ? "none" : "here" }))
   return summary
 })
 

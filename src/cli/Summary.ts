@@ -215,14 +215,30 @@ const mostFirst = (counts: ReadonlyMap<string, number>): ReadonlyArray<readonly 
 const millis = (ms: number): string => (ms < 1000 ? `${Math.round(ms)}ms` : `${(ms / 1000).toFixed(2)}s`)
 
 /**
+ * Whose events a run's retries, breaker transitions and fallbacks were counted from: `all` its
+ * tasks' (a run without a store); `here`, those of the tasks run in this process (a run on a
+ * store: other processes, or an earlier run of the same batch, may have run the rest); `none`
+ * (`--no-work`: the workers ran every task, and nothing here saw their events).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type EventsSeen = "all" | "here" | "none"
+
+/**
  * The summary as the lines written to stderr at the end of a run. The `shared` line (tasks that
  * joined a call, tasks answered from the memo) is there when some task shared an answer, or
- * when `options.shared` says the run could share (`--coalesce`, `--memo-ttl`).
+ * when `options.shared` says the run could share (`--coalesce`, `--memo-ttl`). The counts read
+ * from events say whose they are unless `options.events` is `all` (the default), and are not
+ * printed as numbers when they are `none`: a 0 there would be a count nobody made.
  *
  * @since 0.1.0
  * @category formatting
  */
-export const render = (summary: Summary, options: { readonly shared?: boolean } = {}): string => {
+export const render = (
+  summary: Summary,
+  options: { readonly shared?: boolean; readonly events?: EventsSeen } = {}
+): string => {
   const list = (counts: ReadonlyArray<readonly [string, number]>) =>
     counts.map(([name, count]) => `${name} ${count}`).join(", ")
   const neverReached = summary.neverReachedByTag.length === 0
@@ -239,20 +255,25 @@ export const render = (summary: Summary, options: { readonly shared?: boolean } 
     onNone: () => "--",
     onSome: (perSecond) => `${perSecond.toFixed(1)} tasks/s`
   })
+  const events = options.events ?? "all"
+  const here = events === "here" ? " in this process" : ""
+  const retries = events === "none"
+    ? " (retries: counted by the workers that ran the tasks)"
+    : ` (${summary.retries} retries${here}${givenUp})`
   return [
     `succeeded   ${summary.succeeded}`,
     `failed      ${summary.failed}${byTag}`,
     `invalid     ${summary.invalid}`,
     `skipped     ${summary.skipped} (already in the output)`,
-    `attempts    ${summary.attempts} (${summary.retries} retries${givenUp})`,
+    `attempts    ${summary.attempts}${retries}`,
     ...(options.shared === true || summary.joined + summary.memoized > 0
       ? [`shared      ${summary.joined} joined a call, ${summary.memoized} from the memo`]
       : []),
     ...(summary.budgetWaited > 0
       ? [`budget      ${summary.budgetWaited} tasks waited for the token budget, ${millis(summary.budgetWaitMillis)} in all`]
       : []),
-    `breaker     ${summary.breakerTransitions} transitions`,
-    `fallbacks   ${summary.fallbacks}`,
+    events === "none" ? "breaker     -- (in the workers)" : `breaker     ${summary.breakerTransitions} transitions${here}`,
+    events === "none" ? "fallbacks   -- (in the workers)" : `fallbacks   ${summary.fallbacks}${here}`,
     `latency     ${latency}`,
     `throughput  ${throughput}`,
     `wall time   ${millis(summary.wallMillis)}`

@@ -83,6 +83,24 @@ describe("Summary", () => {
       )
     }))
 
+  it.effect("counts read from events say whose they are: a run on a store counts its own process's; with --no-work, no number at all", () =>
+    Effect.gen(function*() {
+      const stats = yield* Summary.makeStats
+      yield* stats.recordResult(succeeded("s1", 10, 3))
+      yield* stats.recordEvent(
+        new AgentEvent.RetryScheduled({ taskId: "s1", model: "m", attempt: 2, delayMillis: 5, error: { _tag: "Overloaded", message: "!" } })
+      )
+      const summary = yield* stats.summary(1000)
+      expect(Summary.render(summary, { events: "here" })).toContain(
+        "attempts    3 (1 retries in this process)\nbreaker     0 transitions in this process\nfallbacks   0 in this process\n"
+      )
+      const none = Summary.render(summary, { events: "none" })
+      expect(none).toContain(
+        "attempts    3 (retries: counted by the workers that ran the tasks)\nbreaker     -- (in the workers)\nfallbacks   -- (in the workers)\n"
+      )
+      expect(Summary.render(summary)).toContain("attempts    3 (1 retries)\nbreaker     0 transitions\nfallbacks   0\n")
+    }))
+
   it.effect("an empty run renders -- for latency and throughput instead of NaN", () =>
     Effect.gen(function*() {
       const stats = yield* Summary.makeStats

@@ -257,6 +257,11 @@ describe.skipIf(!postgres.available)("durable batches on PostgreSQL", () => {
       expect(records.length).toBe(21)
       expect(records.filter((r) => r.status === "succeeded").length).toBe(20)
       expect(records.filter((r) => r.status === "invalid").length).toBe(1)
+      // the retries, breaker transitions and fallbacks were the worker's: not a 0 counted here
+      expect(run.stderr).toContain(
+        "attempts    20 (retries: counted by the workers that ran the tasks)\n" +
+          "breaker     -- (in the workers)\nfallbacks   -- (in the workers)\n"
+      )
       const status = yield* Process.wiz(["status", "--store", db.url], { cwd: dir })
       expect(status.code).toBe(0)
       expect(status.stdout).toMatch(/f-[0-9a-f]{16} +20 tasks +20 succeeded +0 failed +0 running +0 queued/)

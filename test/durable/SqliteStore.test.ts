@@ -114,6 +114,30 @@ describe("wiz run --store FILE (SQLite)", () => {
       expect(lines(path.join(dir, "out.jsonl")).length).toBe(80)
     }), { timeout: 90_000 })
 
+  it.scopedLive("the summary's and the progress line's retries, breaker transitions and fallbacks are those of the tasks run in this process, and say so; run again on the recorded batch: none", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir
+      fs.writeFileSync(path.join(dir, "tasks.jsonl"), input)
+      const args = [
+        "run", "tasks.jsonl", "-o", "out.jsonl", "--store", "wiz.db", "--events", "events.jsonl",
+        "--failure-rate", "0.3", "--timeout", "500 millis", ...model("20 millis").filter((a) => a !== "--no-progress")
+      ]
+      const run = yield* Process.wiz(args, { cwd: dir })
+      expect(run.code).toBe(0)
+      const retries = lines(path.join(dir, "events.jsonl")).filter((l) => JSON.parse(l)._tag === "RetryScheduled").length
+      const attempts = lines(path.join(dir, "out.jsonl")).map((l) => JSON.parse(l)).reduce((n, r) => n + (r.attempts ?? 0), 0)
+      expect(retries).toBeGreaterThan(10)
+      expect(run.stderr).toMatch(new RegExp(`attempts {4}${attempts} \\(${retries} retries in this process[;)]`))
+      expect(run.stderr).toMatch(/breaker {5}\d+ transitions in this process\n/)
+      expect(run.stderr).toContain("fallbacks   0 in this process\n")
+      // the progress line's last drawing counts the same retries
+      expect(run.stderr).toMatch(new RegExp(`80/80 done, \\d+ failed, 3 invalid, ${retries} retries`))
+      // every task is recorded: this process runs none, and its records carry the first run's attempts
+      const again = yield* Process.wiz(args, { cwd: dir })
+      expect(again.code).toBe(0)
+      expect(again.stderr).toContain(`attempts    ${attempts} (0 retries in this process)\n`)
+    }), { timeout: 90_000 })
+
   it.scopedLive("issue 20: wiz run --store submits a file in parts as it reads it: killed and run again, it re-attaches, one record per line, the bad lines typed", () =>
     Effect.gen(function*() {
       const dir = yield* tempDir
