@@ -274,7 +274,8 @@ export const run = Effect.fn("DurableRun.run")(function*(options: Omit<RunOption
     // the agent of the work here (none with --no-work, which --events is refused with)
     const here = yield* Effect.serviceOption(AgentService.AgentService)
     const file = Option.isSome(options.events) ? Option.some(yield* EventsFile.open(options.events.value)) : Option.none()
-    const progress = yield* Progress.make()
+    // with --no-work, every task runs in a worker: the line knows their outcomes only
+    const progress = yield* Progress.make({ outcomesOnly: options.noWork })
     // what the tasks run here did: their retries and the breakers' transitions in the summary and
     // on the progress line (which counts tasks from the records, not from these events)
     const seen = (chunk: Chunk.Chunk<AgentEvent>) =>

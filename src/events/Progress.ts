@@ -94,6 +94,8 @@ export interface Counts {
   readonly circuits?: ReadonlyArray<Circuit>
   /** The flow control as last reported ({@link Progress.Service.setFlow}); none when absent. */
   readonly flow?: Flow
+  /** Fed outcomes only ({@link Options.outcomesOnly}): `retries` and `inFlight` are not known. False when absent. */
+  readonly outcomesOnly?: boolean
 }
 
 /**
@@ -167,6 +169,12 @@ export interface Snapshot extends Counts {
 export interface Options {
   /** Inputs in the run, when known. */
   readonly total?: number
+  /**
+   * Fed the tasks' outcomes only, never their events: the tasks run in other processes (`wiz run
+   * --store … --no-work`). The line then leaves out what only events tell (retries, tasks
+   * running) rather than show a 0 nobody counted. False by default.
+   */
+  readonly outcomesOnly?: boolean
 }
 
 /**
@@ -377,7 +385,11 @@ export const make = (options: Options = {}): Effect.Effect<Progress.Service> =>
     const total = options.total
     const badTotal = nonNegativeInteger("total", total)
     if (badTotal !== undefined) throw badTotal
-    const ref = yield* SubscriptionRef.make<Counts>({ ...zero, total: Option.fromNullable(total) })
+    const ref = yield* SubscriptionRef.make<Counts>({
+      ...zero,
+      total: Option.fromNullable(total),
+      ...(options.outcomesOnly === true ? { outcomesOnly: true } : {})
+    })
     const startedAt = yield* Clock.currentTimeMillis
     const update = (f: (counts: Counts) => Counts) => SubscriptionRef.update(ref, f)
     // for the ETA: when each task in flight started (by task id, or a key per `track`), and how
@@ -570,7 +582,7 @@ export const formatCircuit = (circuit: Circuit, nowMillis: number): string => {
  * (`limit 24`, `budget 45% left (3 waiting)`). The tasks taken up and not finished are `8
  * running`, or, when the flow control reports its calls, `8 calling, 24 waiting`: calls on
  * the wire, and the other tasks taken up (asleep in a backoff, on an open circuit, waiting for
- * a permit or the budget).
+ * a permit or the budget). Fed outcomes only, neither retries nor tasks running are shown.
  *
  * @since 0.1.0
  * @category formatting
@@ -587,13 +599,15 @@ export const format = (mode: Mode, snapshot: Snapshot): string => {
   const parts = [head, `${snapshot.failed} failed`]
   if (snapshot.invalid > 0) parts.push(`${snapshot.invalid} invalid`)
   const calls = snapshot.flow?.calls
-  parts.push(
-    `${snapshot.retries} retries`,
-    ...(calls === undefined
-      ? [`${snapshot.inFlight} running`]
-      : [`${calls} calling`, `${Math.max(0, snapshot.inFlight - calls)} waiting`]),
-    Option.match(snapshot.perSecond, { onNone: () => "--/s", onSome: (rate) => `${rate.toFixed(1)}/s` })
-  )
+  if (snapshot.outcomesOnly !== true) {
+    parts.push(
+      `${snapshot.retries} retries`,
+      ...(calls === undefined
+        ? [`${snapshot.inFlight} running`]
+        : [`${calls} calling`, `${Math.max(0, snapshot.inFlight - calls)} waiting`])
+    )
+  }
+  parts.push(Option.match(snapshot.perSecond, { onNone: () => "--/s", onSome: (rate) => `${rate.toFixed(1)}/s` }))
   if (Option.isSome(snapshot.total)) {
     parts.push(Option.match(snapshot.etaMillis, { onNone: () => "ETA --", onSome: (eta) => `ETA ${formatEta(eta)}` }))
   }

@@ -251,13 +251,15 @@ describe.skipIf(!postgres.available)("durable batches on PostgreSQL", () => {
         { cwd: dir }
       )
       yield* worker.until((_, stderr) => stderr.includes("SIGTERM stops it"), 60)
-      const run = yield* Process.wiz(["run", "tasks.jsonl", "-o", "out.jsonl", "--store", db.url, "--no-work", "--no-progress"], { cwd: dir })
+      const run = yield* Process.wiz(["run", "tasks.jsonl", "-o", "out.jsonl", "--store", db.url, "--no-work"], { cwd: dir })
       expect(run.code).toBe(0)
       const records = fs.readFileSync(path.join(dir, "out.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l))
       expect(records.length).toBe(21)
       expect(records.filter((r) => r.status === "succeeded").length).toBe(20)
       expect(records.filter((r) => r.status === "invalid").length).toBe(1)
-      // the retries, breaker transitions and fallbacks were the worker's: not a 0 counted here
+      // the retries, breaker transitions and fallbacks were the worker's: not a 0 counted here,
+      // on the progress line's last drawing nor in the summary
+      expect(run.stderr).toMatch(/\n21\/21 done, 0 failed, 1 invalid, [\d.]+\/s, ETA 0s\n/)
       expect(run.stderr).toContain(
         "attempts    20 (retries: counted by the workers that ran the tasks)\n" +
           "breaker     -- (in the workers)\nfallbacks   -- (in the workers)\n"

@@ -238,6 +238,18 @@ describe("Progress", () => {
       )
     })
 
+    it.effect("fed outcomes only (the tasks ran in other processes): no retries and no tasks running, not a 0 nobody counted", () =>
+      Effect.gen(function*() {
+        const progress = yield* Progress.make({ total: 300, outcomesOnly: true })
+        yield* TestClock.adjust("3 seconds")
+        for (let i = 0; i < 117; i++) yield* progress.succeeded
+        for (let i = 0; i < 3; i++) yield* progress.failed
+        const snapshot = yield* progress.snapshot
+        expect(snapshot.outcomesOnly).toBe(true)
+        expect(Progress.format("plain", snapshot)).toBe("120/300 done, 3 failed, 40.0/s, ETA 5s")
+        expect(Progress.format("tty", snapshot)).toBe("[████████░░░░░░░░░░░░] 120/300, 3 failed, 40.0/s, ETA 5s")
+      }))
+
     it("plain: no bar; invalid and resumed only when there are some; unknown total: no ETA", () => {
       expect(Progress.format("plain", snapshot({ succeeded: 10, invalid: 2, skipped: 5 }, 10_000))).toBe(
         "17/300 done (5 resumed), 0 failed, 2 invalid, 0 retries, 0 running, 1.0/s, ETA 4m43s"
