@@ -16,7 +16,8 @@
  * its share on PostgreSQL; a task recorded by an earlier run or by another worker has its
  * record and no events), and is refused with `--no-work`. The summary's retries, breaker
  * transitions and fallbacks are counted from the same events, so they say "in this process"; with
- * `--no-work` they are the workers', and the summary says so instead of printing a 0.
+ * `--no-work` the workers ran every task, and the summary says it did not see them instead of
+ * printing a 0 (the workers do not report them yet).
  *
  * Workers given `--redis URL` share one token budget and one set of breakers through it (the
  * agent layer, {@link agentLayer}, takes them from the shared store), so ten workers never spend

@@ -258,7 +258,7 @@ export const render = (
   const events = options.events ?? "all"
   const here = events === "here" ? " in this process" : ""
   const retries = events === "none"
-    ? " (retries: counted by the workers that ran the tasks)"
+    ? " (retries: not seen here, the workers ran every task)"
     : ` (${summary.retries} retries${here}${givenUp})`
   return [
     `succeeded   ${summary.succeeded}`,
@@ -272,8 +272,8 @@ export const render = (
     ...(summary.budgetWaited > 0
       ? [`budget      ${summary.budgetWaited} tasks waited for the token budget, ${millis(summary.budgetWaitMillis)} in all`]
       : []),
-    events === "none" ? "breaker     -- (in the workers)" : `breaker     ${summary.breakerTransitions} transitions${here}`,
-    events === "none" ? "fallbacks   -- (in the workers)" : `fallbacks   ${summary.fallbacks}${here}`,
+    events === "none" ? "breaker     -- (not seen here)" : `breaker     ${summary.breakerTransitions} transitions${here}`,
+    events === "none" ? "fallbacks   -- (not seen here)" : `fallbacks   ${summary.fallbacks}${here}`,
     `latency     ${latency}`,
     `throughput  ${throughput}`,
     `wall time   ${millis(summary.wallMillis)}`

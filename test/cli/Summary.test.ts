@@ -96,7 +96,7 @@ describe("Summary", () => {
       )
       const none = Summary.render(summary, { events: "none" })
       expect(none).toContain(
-        "attempts    3 (retries: counted by the workers that ran the tasks)\nbreaker     -- (in the workers)\nfallbacks   -- (in the workers)\n"
+        "attempts    3 (retries: not seen here, the workers ran every task)\nbreaker     -- (not seen here)\nfallbacks   -- (not seen here)\n"
       )
       expect(Summary.render(summary)).toContain("attempts    3 (1 retries)\nbreaker     0 transitions\nfallbacks   0\n")
     }))

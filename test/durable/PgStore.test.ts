@@ -261,8 +261,8 @@ describe.skipIf(!postgres.available)("durable batches on PostgreSQL", () => {
       // on the progress line's last drawing nor in the summary
       expect(run.stderr).toMatch(/\n21\/21 done, 0 failed, 1 invalid, [\d.]+\/s, ETA 0s\n/)
       expect(run.stderr).toContain(
-        "attempts    20 (retries: counted by the workers that ran the tasks)\n" +
-          "breaker     -- (in the workers)\nfallbacks   -- (in the workers)\n"
+        "attempts    20 (retries: not seen here, the workers ran every task)\n" +
+          "breaker     -- (not seen here)\nfallbacks   -- (not seen here)\n"
       )
       const status = yield* Process.wiz(["status", "--store", db.url], { cwd: dir })
       expect(status.code).toBe(0)
