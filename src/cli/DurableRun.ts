@@ -259,6 +259,11 @@ export const run = Effect.fn("DurableRun.run")(function*(options: Omit<RunOption
   const stdio = yield* Stdio
   const stats = yield* Summary.makeStats
   const startedAt = yield* Clock.currentTimeMillis
+  const summarise = Effect.gen(function*() {
+    const summary = yield* stats.summary((yield* Clock.currentTimeMillis) - startedAt)
+    yield* stdio.stderr(Summary.render(summary, { events: options.noWork ? "none" : "here" }))
+    return summary
+  })
   const { layer: store, runner, stopping } = yield* engine(
     options.store,
     options.noWork ? Option.none() : Option.some(options.listen),
@@ -382,11 +387,11 @@ export const run = Effect.fn("DurableRun.run")(function*(options: Omit<RunOption
   }).pipe(
     Effect.scoped,
     Effect.onInterrupt(() => stdio.stderr(`wiz: ${stopping}; the same command goes on with the batch\n`)),
-    Effect.provide(Layer.merge(DurableBatch.layer(), work).pipe(Layer.provideMerge(store)))
+    Effect.provide(Layer.merge(DurableBatch.layer(), work).pipe(Layer.provideMerge(store))),
+    // stopped by a signal, the summary of what was written, once the work here has stopped
+    Effect.onInterrupt(() => summarise)
   )
-  const summary = yield* stats.summary((yield* Clock.currentTimeMillis) - startedAt)
-  yield* stdio.stderr(Summary.render(summary, { events: options.noWork ? "none" : "here" }))
-  return summary
+  return yield* summarise
 })
 
 /**

@@ -76,6 +76,12 @@ describe("wiz run --store FILE (SQLite)", () => {
       expect(performance.now() - signalled).toBeLessThan(10_000)
       expect(stopped.code).toBe(130)
       expect(stopped.stderr).toContain("wiz: stopping: the calls on the wire have a second to answer")
+      // and, as a run without a store does, the summary of what it wrote
+      const written = lines(path.join(dir, "out.jsonl")).length
+      expect(stopped.stderr).toMatch(/goes on with the batch\nsucceeded {3}\d+\n/)
+      expect(stopped.stderr).toMatch(/\nwall time {3}\d/)
+      const summed = ["succeeded", "failed", "invalid"].map((what) => Number(stopped.stderr.match(new RegExp(`\\n?${what} +(\\d+)`))?.[1]))
+      expect(summed[0]! + summed[1]! + summed[2]!).toBe(written)
 
       // the same command, its model answering faster
       const second = yield* Process.wiz([...args, ...model("20 millis")], { cwd: dir })
