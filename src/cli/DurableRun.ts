@@ -17,7 +17,7 @@
  * record and no events), and is refused with `--no-work`. The summary's retries, breaker
  * transitions and fallbacks are counted from the same events, so they say "in this process"; with
  * `--no-work` the workers ran every task, and the summary says it did not see them instead of
- * printing a 0 (the workers do not report them yet).
+ * printing a 0 (each worker prints its own when it stops).
  *
  * Workers given `--redis URL` share one token budget and one set of breakers through it (the
  * agent layer, {@link agentLayer}, takes them from the shared store), so ten workers never spend
@@ -396,8 +396,9 @@ export const run = Effect.fn("DurableRun.run")(function*(options: Omit<RunOption
 
 /**
  * `wiz worker --store postgres://…`: work on every batch of the store until stopped; SIGTERM
- * lets the calls on the wire finish and be recorded, starts no new one, and hands its shards
- * back (their units' other tasks run elsewhere).
+ * lets the calls on the wire finish and be recorded, starts no new one, hands its shards back
+ * (their units' other tasks run elsewhere), then prints what it did: its tasks, their attempts,
+ * retries, breaker transitions and fallbacks (which `wiz run --no-work` cannot see).
  *
  * @since 0.1.0
  * @category handlers
@@ -413,12 +414,47 @@ export const worker = Effect.fn("DurableRun.worker")(function*(options: ModelOpt
   const agent = yield* agentLayer(options)
   const { layer: store, runner, stopping } = yield* engine(options.store, Option.some(options.listen), options.timeout)
   const stdio = yield* Stdio
-  yield* Effect.gen(function*() {
-    yield* stdio.stderr(`wiz: worker ${runner} on ${redact(options.store)}; SIGTERM stops it\n`)
-    return yield* Effect.never
-  }).pipe(
+  // what it did, from its agent's events: its tasks, their calls, retries, transitions, fallbacks
+  const stats = yield* Summary.makeStats
+  const tasks = { succeeded: 0, failed: 0, attempts: 0 }
+  const tally = (events: Chunk.Chunk<AgentEvent>) =>
+    Effect.forEach(events, (event) =>
+      event._tag === "TaskFinished"
+        ? Effect.sync(() => {
+          tasks[event.status]++
+          tasks.attempts += event.attempts
+        })
+        : stats.recordEvent(event), { discard: true })
+  // its stop line, once its calls on the wire are recorded and its shards handed back: the
+  // worker needs this layer, so it is released after the worker's
+  const stopLine = Layer.scopedDiscard(Effect.gen(function*() {
+    // both interruptible: a fiber forked while the layer is built, or while a finalizer runs,
+    // would be uninterruptible, and settle (which interrupts the follower, and the loser of
+    // its race) would wait forever
+    const follower = yield* Effect.interruptible(followEvents(yield* AgentService.AgentService, tally))
+    yield* Effect.addFinalizer(() =>
+      Effect.zipRight(
+        Effect.interruptible(follower.settle),
+        Effect.flatMap(stats.summary(0), (done) =>
+          stdio.stderr(
+            `wiz: worker ${runner} stopped after ${tasks.succeeded + tasks.failed} tasks (${tasks.succeeded} succeeded, ` +
+              `${tasks.failed} failed): ${tasks.attempts} attempts, ${done.retries} retries, ` +
+              `${done.breakerTransitions} breaker transitions, ${done.fallbacks} fallbacks\n`
+          ))
+      )
+    )
+  }))
+  yield* Effect.zipRight(
+    stdio.stderr(`wiz: worker ${runner} on ${redact(options.store)}; SIGTERM stops it\n`),
+    Effect.never
+  ).pipe(
     Effect.onInterrupt(() => stdio.stderr(`wiz: worker ${runner} ${stopping}\n`)),
-    Effect.provide(DurableBatch.worker({ runner }).pipe(Layer.provide(agent), Layer.provideMerge(store)))
+    Effect.provide(
+      DurableBatch.worker({ runner }).pipe(
+        Layer.provide(Layer.merge(agent, stopLine.pipe(Layer.provide(agent)))),
+        Layer.provideMerge(store)
+      )
+    )
   )
 })
 

@@ -258,7 +258,7 @@ export const render = (
   const events = options.events ?? "all"
   const here = events === "here" ? " in this process" : ""
   const retries = events === "none"
-    ? " (retries: not seen here, the workers ran every task)"
+    ? " (retries: not seen here, each worker prints its own when it stops)"
     : ` (${summary.retries} retries${here}${givenUp})`
   return [
     `succeeded   ${summary.succeeded}`,

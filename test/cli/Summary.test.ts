@@ -96,7 +96,7 @@ describe("Summary", () => {
       )
       const none = Summary.render(summary, { events: "none" })
       expect(none).toContain(
-        "attempts    3 (retries: not seen here, the workers ran every task)\nbreaker     -- (not seen here)\nfallbacks   -- (not seen here)\n"
+        "attempts    3 (retries: not seen here, each worker prints its own when it stops)\nbreaker     -- (not seen here)\nfallbacks   -- (not seen here)\n"
       )
       expect(Summary.render(summary)).toContain("attempts    3 (1 retries)\nbreaker     0 transitions\nfallbacks   0\n")
     }))

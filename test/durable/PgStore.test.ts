@@ -261,7 +261,7 @@ describe.skipIf(!postgres.available)("durable batches on PostgreSQL", () => {
       // on the progress line's last drawing nor in the summary
       expect(run.stderr).toMatch(/\n21\/21 done, 0 failed, 1 invalid, [\d.]+\/s, ETA 0s\n/)
       expect(run.stderr).toContain(
-        "attempts    20 (retries: not seen here, the workers ran every task)\n" +
+        "attempts    20 (retries: not seen here, each worker prints its own when it stops)\n" +
           "breaker     -- (not seen here)\nfallbacks   -- (not seen here)\n"
       )
       const status = yield* Process.wiz(["status", "--store", db.url], { cwd: dir })
@@ -274,6 +274,10 @@ describe.skipIf(!postgres.available)("durable batches on PostgreSQL", () => {
       expect(stopped.code).toBe(0)
       // the default --timeout of 30 s, and a second
       expect(stopped.stderr).toContain("handing its shards back once its calls on the wire are recorded (up to 31s;")
+      // then what it did, which the run with --no-work could not see
+      expect(stopped.stderr).toMatch(
+        /stopped after 20 tasks \(20 succeeded, 0 failed\): 20 attempts, 0 retries, 0 breaker transitions, 0 fallbacks\n/
+      )
     }), { timeout: 120_000 })
 })
 
