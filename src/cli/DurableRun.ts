@@ -209,6 +209,9 @@ const followEvents = <E>(
             }))
         )
       ),
+      // interruptible wherever it is forked: a fiber forked while a layer is built, or from a
+      // finalizer, would otherwise be uninterruptible, and settle could never stop it
+      Effect.interruptible,
       Effect.forkScoped
     )
     const failed: Effect.Effect<never, E> = Effect.flatMap(Fiber.await(fiber), (exit) =>
@@ -216,13 +219,14 @@ const followEvents = <E>(
     const quiet = Effect.map(Clock.currentTimeMillis, (now) => open.size === 0 || now - lastAt >= 1000)
     return {
       guard: <A, E, R>(run: Effect.Effect<A, E, R>) => Effect.raceFirst(run, failed),
-      settle: Effect.raceFirst(
+      // interruptible for the same reason: run from a finalizer, the race's loser could not be stopped
+      settle: Effect.interruptible(Effect.raceFirst(
         Effect.zipRight(
           Effect.repeat(quiet, { schedule: Schedule.spaced("50 millis"), until: (done) => done }),
           Fiber.interrupt(fiber)
         ),
         failed
-      )
+      ))
     }
   })
 
@@ -428,13 +432,10 @@ export const worker = Effect.fn("DurableRun.worker")(function*(options: ModelOpt
   // its stop line, once its calls on the wire are recorded and its shards handed back: the
   // worker needs this layer, so it is released after the worker's
   const stopLine = Layer.scopedDiscard(Effect.gen(function*() {
-    // both interruptible: a fiber forked while the layer is built, or while a finalizer runs,
-    // would be uninterruptible, and settle (which interrupts the follower, and the loser of
-    // its race) would wait forever
-    const follower = yield* Effect.interruptible(followEvents(yield* AgentService.AgentService, tally))
+    const follower = yield* followEvents(yield* AgentService.AgentService, tally)
     yield* Effect.addFinalizer(() =>
       Effect.zipRight(
-        Effect.interruptible(follower.settle),
+        follower.settle,
         Effect.flatMap(stats.summary(0), (done) =>
           stdio.stderr(
             `wiz: worker ${runner} stopped after ${tasks.succeeded + tasks.failed} tasks (${tasks.succeeded} succeeded, ` +
